@@ -1,0 +1,31 @@
+"""edgevit: make small Vision Transformers and vision-language models fit edge devices.
+
+Importing edgevit is cheap: torch, onnxruntime and the optional backends load only when used.
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+__all__ = ["__version__", "create_model", "load_recipe", "run_recipe"]
+
+
+def create_model(name_or_path: str, **kwargs):
+    """See :func:`edgevit.models.create`."""
+    from .models import create
+
+    return create(name_or_path, **kwargs)
+
+
+def load_recipe(path, overrides=None):
+    """See :func:`edgevit.recipe.load_recipe`."""
+    from .recipe import load_recipe as _load
+
+    return _load(path, overrides)
+
+
+def run_recipe(recipe, out_dir, **kwargs):
+    """See :func:`edgevit.pipeline.run`."""
+    from .pipeline import run
+
+    return run(recipe, out_dir, **kwargs)

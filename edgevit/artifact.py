@@ -1,0 +1,113 @@
+"""Artefacts: what stages pass along — a torch model or an exported file — with its input spec."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .spec import InputSpec
+
+# kinds of artefact and the file suffixes that identify them
+KINDS = {
+    "torch": (".safetensors", ".pt", ".pth"),
+    "onnx": (".onnx",),
+    "openvino": (".xml",),
+    "ort": (".ort",),
+    "tvm": (".so",),
+    "tensorrt": (".engine", ".plan"),
+    "cascade": ("manifest.json",),
+}
+
+
+@dataclass
+class Artifact:
+    """A model in one form. ``model`` holds a live torch module for kind 'torch'; other kinds live at ``path``.
+
+    ``source`` says how to rebuild a torch model (a model name or checkpoint path) so a torch artefact written
+    to disk as ``path`` (safetensors) can be loaded again on ``--resume``.
+    """
+
+    kind: str
+    spec: InputSpec
+    path: Path | None = None
+    model: Any = None
+    source: str | None = None
+    meta: dict = field(default_factory=dict)
+
+    def to_dict(self, relative_to: Path | None = None) -> dict:
+        p = self.path
+        if p is not None and relative_to is not None:
+            try:
+                p = Path(p).resolve().relative_to(Path(relative_to).resolve())
+            except ValueError:
+                p = Path(p).resolve()
+        return {"kind": self.kind, "path": str(p) if p is not None else None, "source": self.source,
+                "spec": self.spec.to_dict(), "meta": self.meta}
+
+    @classmethod
+    def from_dict(cls, d: dict, relative_to: Path | None = None) -> "Artifact":
+        p = d.get("path")
+        if p is not None and relative_to is not None and not Path(p).is_absolute():
+            p = Path(relative_to) / p
+        return cls(kind=d["kind"], spec=InputSpec.from_dict(d["spec"]), path=Path(p) if p else None,
+                   source=d.get("source"), meta=d.get("meta", {}))
+
+    def load_model(self):
+        """The live torch module of a torch artefact (rebuilt from ``source`` + ``path`` when needed)."""
+        if self.kind != "torch":
+            raise TypeError(f"artefact of kind '{self.kind}' has no torch model")
+        if self.model is None:
+            from .models import create
+
+            self.model = create(self.source, checkpoint=self.path)
+        return self.model
+
+    @property
+    def file_size(self) -> int | None:
+        """Bytes on disk, including side files (.bin next to .xml, external ONNX data)."""
+        if self.path is None or not Path(self.path).exists():
+            return None
+        p = Path(self.path)
+        size = p.stat().st_size
+        for side in (p.with_suffix(".bin"), p.with_suffix(p.suffix + ".data"), p.with_suffix(".onnx.data")):
+            if side != p and side.exists():
+                size += side.stat().st_size
+        return size
+
+
+def kind_of_path(path: str | Path) -> str | None:
+    """Guess an artefact kind from a file name ('model.onnx' → 'onnx'); None when unknown."""
+    name = Path(path).name
+    for kind, suffixes in KINDS.items():
+        if any(name.endswith(s) for s in suffixes):
+            return kind
+    return None
+
+
+def write_json(path: Path, obj: Any) -> None:
+    """Write JSON atomically (temp file + rename)."""
+    import os
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, default=_json_default) + "\n")
+    os.replace(tmp, path)
+
+
+def _json_default(o):
+    import numpy as np
+
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating,)):
+        return float(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    if isinstance(o, InputSpec):
+        return o.to_dict()
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
