@@ -71,7 +71,8 @@ class Artifact:
             return None
         p = Path(self.path)
         size = p.stat().st_size
-        for side in (p.with_suffix(".bin"), p.with_suffix(p.suffix + ".data"), p.with_suffix(".onnx.data")):
+        sides = (p.with_suffix(".bin"), p.with_suffix(p.suffix + ".data"), p.with_suffix(".onnx.data"))
+        for side in dict.fromkeys(sides):  # unique: 'm.onnx' gives 'm.onnx.data' twice
             if side != p and side.exists():
                 size += side.stat().st_size
         return size

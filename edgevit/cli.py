@@ -90,7 +90,8 @@ def cmd_list(args) -> int:
         from .runtimes import list_runtimes
 
         for r in list_runtimes():
-            state = f"installed {r['version']}".strip() if r["available"] else f"not available: {r['reason']}"
+            vr = r["version_or_reason"]
+            state = f"installed {vr}".strip() if r["available"] else f"not available: {vr}"
             print(f"{r['name']:14s} loads {','.join(r['kinds']):18s} {state}")
     elif what == "models":
         from .models import list_models

@@ -104,7 +104,7 @@ def preprocess(images: np.ndarray, spec: InputSpec) -> np.ndarray:
         arr = arr[..., None]
     if arr.ndim != 4 or arr.shape[-1] not in (1, 3, 4):
         raise DataError(f"images must be [N,H,W] (grey) or [N,H,W,C] with C in 1,3,4; got shape {arr.shape}")
-    x = torch.from_numpy(np.ascontiguousarray(arr[..., :3])).permute(0, 3, 1, 2).float()
+    x = torch.from_numpy(np.array(arr[..., :3])).permute(0, 3, 1, 2).float()
     if arr.dtype == np.uint8:
         x = x / 255.0
     c = spec.channels

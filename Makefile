@@ -1,0 +1,22 @@
+# Both targets set up everything themselves (dataset package, .venv, pip extras) on a fresh machine.
+.PHONY: quickstart test test-all lint bench
+
+EXTRAS ?= dev
+
+quickstart:            ## install, then run `edgevit compress` on the shipped quickstart recipe
+	EXTRAS=$(EXTRAS) bash scripts/bootstrap.sh
+	.venv/bin/edgevit compress examples/recipes/quickstart.yaml --out runs/quickstart --force
+
+test:                  ## install, then run the default (fast) test selection — what CI runs
+	EXTRAS=$(EXTRAS) bash scripts/bootstrap.sh
+	.venv/bin/python -m pytest -q --timeout 900
+
+test-all:              ## also the slow tests
+	EXTRAS=$(EXTRAS) bash scripts/bootstrap.sh
+	.venv/bin/python -m pytest -q -m "" --timeout 1800
+
+lint:
+	.venv/bin/ruff check edgevit tests benchmarks scripts
+
+bench:                 ## latency anchors (see BENCHMARKS.md)
+	.venv/bin/python benchmarks/latency_anchors.py

@@ -1,0 +1,41 @@
+"""Profiling: latency measurement, system stamps, MAC counts, hardware profiles and roofline prediction.
+
+Importing this package imports nothing heavy (no torch, no onnx): names load from their module on first use.
+
+- :func:`profile_runtime` (``latency``): time a loaded runtime per batch size, median/p90/p99 and stamps.
+- :func:`system_stamp` (``system``): CPU, cores, memory, versions, threads, Jetson power mode/clocks/temps.
+- :func:`count_macs_torch`, :func:`count_macs_onnx` (``macs``): batch-1 MACs.
+- :func:`load_profile`, :func:`list_profiles`, :data:`HARDWARE` (``hardware``): device numbers from YAML.
+- :func:`predict_latency`, :func:`predict_onnx_latency` (``roofline``): roofline predictions.
+- :func:`markdown_table`, :func:`profile_table` (``tables``).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "profile_runtime": "latency", "latency_stats": "latency", "peak_rss_mb": "latency",
+    "system_stamp": "system", "package_versions": "system",
+    "count_macs_torch": "macs", "count_macs_onnx": "macs", "onnx_cost": "macs",
+    "HARDWARE": "hardware", "HardwareProfile": "hardware", "PowerMode": "hardware", "Quantity": "hardware",
+    "load_profile": "hardware", "list_profiles": "hardware", "register_profile": "hardware",
+    "predict_latency": "roofline", "predict_onnx_latency": "roofline",
+    "markdown_table": "tables", "profile_table": "tables",
+}
+
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'edgevit.profile' has no attribute '{name}'")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])

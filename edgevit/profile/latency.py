@@ -1,0 +1,221 @@
+"""Latency profiler: one method for every runtime (specs/measurement.md).
+
+Per batch size: warm up by time (and at least ``min_warmup`` calls), then time each ``runtime.run(batch)`` call
+with ``time.perf_counter_ns`` — either a fixed number of ``runs`` or for ``duration_s`` (at least ``min_runs``,
+at most ``max_runs``). A runtime's ``run`` returns host arrays, so on a GPU it has synchronised before it returns:
+the times are end-to-end (input check, host→device copy, compute, device→host copy).
+
+Reported: median (the headline number), p90, p99, mean, min, max, std, the count of runs, throughput
+(batch / median), which inputs were used, peak RSS, artefact size, parameter count and MACs where known, and the
+system stamp (versions, threads, CPU, Jetson power mode). Per-layer profiles belong in a separate run.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import resource
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import ConfigError, InputSpecError
+from .system import system_stamp
+
+log = logging.getLogger(__name__)
+
+METHOD = ("time.perf_counter_ns around each runtime.run(batch) call (includes the input check, any host/device "
+          "copies and device synchronisation); time-based warm-up with a minimum count; median is the headline")
+
+
+def profile_runtime(runtime, *, batch_sizes: Sequence[int] = (1,), warmup_s: float = 0.5, min_warmup: int = 5,
+                    runs: int | None = None, duration_s: float = 3.0, min_runs: int = 10, max_runs: int = 10000,
+                    inputs: np.ndarray | None = None, progress: bool | None = None) -> list[dict]:
+    """Time ``runtime.run`` at each batch size; one result dict per batch size.
+
+    ``inputs`` — a real, preprocessed NCHW batch (preferred; rows are repeated to fill larger batches). Without
+    it, ``runtime.spec.example(batch)`` (random) is used; ``input_source`` records which. ``runs`` fixes the
+    number of timed calls; otherwise calls repeat for ``duration_s`` (at least ``min_runs``, at most
+    ``max_runs``). ``progress`` shows a tqdm bar over the timed runs (default: on a terminal unless
+    ``EDGEVIT_PROGRESS=0``, see :mod:`edgevit.progress`).
+    """
+    batch_sizes = _check_args(batch_sizes, warmup_s, min_warmup, runs, duration_s, min_runs, max_runs)
+    spec = runtime.spec
+    if inputs is not None:
+        inputs = _check_inputs(inputs, spec)
+    info = runtime.describe()
+    artifact = runtime.artifact
+    model_info = _model_info(artifact)
+    stamp = system_stamp(threads=info.get("threads"))
+    results = []
+    for batch in batch_sizes:
+        x, source = _batch(inputs, spec, batch)
+        log.info("profiling %s (%s) batch %d: warm-up %.2fs/≥%d, %s", info.get("runtime"), model_info["model"],
+                 batch, warmup_s, min_warmup, f"{runs} runs" if runs else f"{duration_s}s/≥{min_runs} runs")
+        warm_n, warm_s = _warmup(runtime, x, warmup_s, min_warmup)
+        gc.collect()
+        times_ns = _measure(runtime, x, runs=runs, duration_s=duration_s, min_runs=min_runs, max_runs=max_runs,
+                            progress=progress, label=f"{info.get('runtime')} b{batch}")
+        row = {
+            "model": model_info["model"],
+            "runtime": info.get("runtime"),
+            "device": info.get("device"),
+            "batch": batch,
+            **latency_stats(times_ns, batch),
+            "input_source": source,
+            "input_shape": list(x.shape),
+            "warmup": {"runs": warm_n, "seconds": round(warm_s, 4), "warmup_s": warmup_s, "min_warmup": min_warmup},
+            "settings": {"runs": runs, "duration_s": None if runs else duration_s, "min_runs": min_runs,
+                         "max_runs": max_runs},
+            "method": METHOD,
+            "peak_rss_mb": peak_rss_mb(),
+            **{k: v for k, v in model_info.items() if k != "model"},
+            "runtime_info": info,
+            "system": stamp,
+        }
+        log.info("%s batch %d: median %.3f ms, p90 %.3f ms over %d runs", row["runtime"], batch, row["median_ms"],
+                 row["p90_ms"], row["runs"])
+        results.append(row)
+    return results
+
+
+def latency_stats(times_ns: Sequence[int] | np.ndarray, batch: int = 1) -> dict:
+    """Median/p90/p99/mean/min/max/std in ms, the count, and throughput (images/s = batch / median)."""
+    t = np.asarray(times_ns, dtype=np.float64) / 1e6
+    if t.size == 0:
+        raise ConfigError("no timings to summarise (0 runs)")
+    median = float(np.median(t))
+    return {
+        "median_ms": median,
+        "p90_ms": float(np.percentile(t, 90)),
+        "p99_ms": float(np.percentile(t, 99)),
+        "mean_ms": float(t.mean()),
+        "min_ms": float(t.min()),
+        "max_ms": float(t.max()),
+        "std_ms": float(t.std(ddof=1)) if t.size > 1 else 0.0,
+        "runs": int(t.size),
+        "throughput": batch / (median / 1e3) if median > 0 else None,
+    }
+
+
+def peak_rss_mb() -> float:
+    """Peak resident set size of this process so far, in MiB (includes everything loaded before profiling)."""
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / 2**20 if sys.platform == "darwin" else rss / 2**10  # bytes on macOS, KiB on Linux
+
+
+# ------------------------------------------------------------------------------------------------ internals
+
+
+def _check_args(batch_sizes, warmup_s, min_warmup, runs, duration_s, min_runs, max_runs) -> list[int]:
+    if isinstance(batch_sizes, int):
+        batch_sizes = (batch_sizes,)
+    sizes = [int(b) for b in batch_sizes]
+    if not sizes or any(b <= 0 for b in sizes):
+        raise ConfigError(f"batch_sizes must be positive integers, got {list(batch_sizes)}")
+    if warmup_s < 0 or min_warmup < 0:
+        raise ConfigError(f"warmup_s and min_warmup must be >= 0, got {warmup_s} and {min_warmup}")
+    if runs is not None and runs <= 0:
+        raise ConfigError(f"runs must be a positive number of timed calls (or None to run for duration_s), got {runs}")
+    if runs is None and duration_s <= 0:
+        raise ConfigError(f"duration_s must be positive when runs is not given, got {duration_s}")
+    if min_runs <= 0 or max_runs < min_runs:
+        raise ConfigError(f"need 0 < min_runs <= max_runs, got min_runs={min_runs}, max_runs={max_runs}")
+    return sizes
+
+
+def _check_inputs(inputs, spec) -> np.ndarray:
+    x = np.asarray(inputs)
+    if x.ndim == 3:  # one image
+        x = x[None]
+    if x.shape[0] == 0:
+        raise InputSpecError("profile inputs: the batch is empty; pass at least one preprocessed image")
+    return spec.check_batch(np.ascontiguousarray(x), where="profile inputs")
+
+
+def _batch(inputs: np.ndarray | None, spec, batch: int) -> tuple[np.ndarray, str]:
+    if inputs is None:
+        return spec.example(batch), "random (spec.example)"
+    n = inputs.shape[0]
+    x = inputs[:batch] if n >= batch else np.take(inputs, np.arange(batch) % n, axis=0)
+    note = "" if n >= batch else f", {n} image(s) repeated to {batch}"
+    return np.ascontiguousarray(x), f"provided{note}"
+
+
+def _warmup(runtime, x: np.ndarray, warmup_s: float, min_warmup: int) -> tuple[int, float]:
+    n = 0
+    start = time.perf_counter()
+    while n < min_warmup or time.perf_counter() - start < warmup_s:
+        runtime.run(x)
+        n += 1
+    return n, time.perf_counter() - start
+
+
+def _measure(runtime, x: np.ndarray, *, runs: int | None, duration_s: float, min_runs: int, max_runs: int,
+             progress: bool | None, label: str) -> np.ndarray:
+    if progress is None:
+        from ..progress import enabled
+
+        progress = enabled()
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=runs, desc=label, unit="run", leave=False, dynamic_ncols=True)
+    cap = runs if runs is not None else max_runs
+    times = np.empty(cap, dtype=np.int64)
+    clock = time.perf_counter_ns
+    deadline = clock() + int(duration_s * 1e9)
+    n = 0
+    run = runtime.run
+    try:
+        while n < cap:
+            t0 = clock()
+            run(x)
+            t1 = clock()
+            times[n] = t1 - t0
+            n += 1
+            if bar is not None:
+                bar.update(1)
+            if runs is None and n >= min_runs and t1 >= deadline:
+                break
+    finally:
+        if bar is not None:
+            bar.close()
+    if runs is None and n >= max_runs and clock() < deadline:
+        log.info("%s: stopped at max_runs=%d before duration_s=%.2fs ran out", label, max_runs, duration_s)
+    return times[:n]
+
+
+def _model_info(artifact) -> dict:
+    """Model name, artefact kind/path/size, parameter count and batch-1 MACs where they can be known."""
+    meta = dict(getattr(artifact, "meta", None) or {})
+    path = getattr(artifact, "path", None)
+    kind = getattr(artifact, "kind", None)
+    name = meta.get("model") or getattr(artifact, "source", None) or (Path(path).stem if path else None)
+    if name is None and getattr(artifact, "model", None) is not None:
+        name = getattr(artifact.model, "edgevit_name", type(artifact.model).__name__)
+    info = {"model": name, "artifact_kind": kind, "artifact_path": str(path) if path else None,
+            "file_size": getattr(artifact, "file_size", None), "params": meta.get("params"), "macs": meta.get("macs")}
+    try:
+        if kind == "torch" and artifact.model is not None:
+            from .macs import count_macs_torch
+
+            if info["params"] is None:
+                info["params"] = int(sum(p.numel() for p in artifact.model.parameters()))
+            if info["macs"] is None:
+                info["macs"] = count_macs_torch(artifact.model, artifact.spec)
+        elif kind == "onnx" and path is not None and (info["params"] is None or info["macs"] is None):
+            from .macs import onnx_cost
+
+            cost = onnx_cost(path)
+            info["macs"] = info["macs"] if info["macs"] is not None else cost["macs"]
+            if info["params"] is None:  # initializer elements (folded BatchNorm and buffers included)
+                info["params"] = cost["weight_elements"]
+    except Exception as exc:  # noqa: BLE001 - counting is optional; the latency is what matters
+        log.warning("could not count parameters/MACs of %s (%s: %s)", name, type(exc).__name__, exc)
+    return info
+

@@ -1,0 +1,217 @@
+"""Runtimes: load an artefact (torch model, ONNX file, …) and run numpy batches through it.
+
+Every runtime is a :class:`~edgevit.runtimes.base.Runtime` subclass registered lazily by name, so
+``import edgevit.runtimes`` imports neither torch nor any backend. A new runtime is one line::
+
+    RUNTIMES.register("openvino", lazy("edgevit.runtimes.openvino_rt", "OpenVinoRuntime"))
+
+Its module should import its backend inside ``_load`` (or through :func:`edgevit._optional.require`), so that
+listing runtimes works where the backend is missing.
+
+Artefacts carry their :class:`~edgevit.spec.InputSpec`. :func:`open_artifact` finds it in the file
+(ONNX ``metadata_props`` key ``edgevit.input_spec``, written by :func:`edgevit.export.onnx.export_onnx`), in a
+side file ``<file>.spec.json`` (for formats that cannot hold metadata), or in a torch checkpoint's metadata.
+Formats that embed it elsewhere register a reader in :data:`METADATA_READERS` (kind → ``fn(path) -> dict``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ..artifact import KINDS, Artifact, kind_of_path
+from ..errors import MissingBackendError, RuntimeLoadError
+from ..registry import Registry, lazy
+from ..spec import InputSpec
+from .base import Runtime
+
+log = logging.getLogger(__name__)
+
+SPEC_KEY = "edgevit.input_spec"  # metadata key holding InputSpec JSON
+SOURCE_KEY = "edgevit.source"  # metadata key holding the source model name
+
+RUNTIMES: Registry[Callable[[], type[Runtime]]] = Registry("runtime")
+RUNTIMES.register("torch", lazy("edgevit.runtimes.torch_rt", "TorchRuntime"))
+RUNTIMES.register("onnxruntime", lazy("edgevit.runtimes.onnxruntime_rt", "OnnxRuntime"))
+
+__all__ = ["METADATA_READERS", "RUNTIMES", "Runtime", "get_runtime_class", "list_runtimes", "load_runtime",
+           "open_artifact", "runtimes_for_kind", "spec_sidecar_path", "write_spec_sidecar"]
+
+
+def get_runtime_class(name: str) -> type[Runtime]:
+    """The runtime class registered as ``name`` (imports its module, not necessarily its backend)."""
+    loader = RUNTIMES.get(name)  # RegistryError listing the allowed names
+    try:
+        return loader()
+    except ImportError as exc:
+        raise MissingBackendError(
+            f"runtime '{name}' could not be imported ({type(exc).__name__}: {exc}); install its backend "
+            f"(`edgevit list runtimes` shows what each runtime needs)"
+        ) from exc
+
+
+def list_runtimes() -> list[dict]:
+    """One row per registered runtime: ``name``, ``kinds``, ``available`` and ``version_or_reason``."""
+    rows = []
+    for name in RUNTIMES.names():
+        try:
+            cls = get_runtime_class(name)
+            ok, version = cls.availability()
+            rows.append({"name": name, "kinds": list(cls.kinds), "available": ok, "version_or_reason": version})
+        except Exception as exc:  # noqa: BLE001 - a broken runtime module must not break the listing
+            rows.append({"name": name, "kinds": [], "available": False,
+                         "version_or_reason": f"{type(exc).__name__}: {exc}"})
+    return rows
+
+
+def runtimes_for_kind(kind: str) -> list[str]:
+    """Names of the registered runtimes that load artefacts of ``kind``."""
+    names = []
+    for name in RUNTIMES.names():
+        try:
+            if kind in get_runtime_class(name).kinds:
+                names.append(name)
+        except Exception:  # skip runtimes whose module does not import here
+            log.debug("runtime %s could not be imported while looking for kind %s", name, kind, exc_info=True)
+    return names
+
+
+# ---------------------------------------------------------------------------------------------- artefacts
+
+
+def spec_sidecar_path(path: str | Path) -> Path:
+    """``model.so`` → ``model.so.spec.json``: where formats without metadata keep their input spec."""
+    p = Path(path)
+    return p.with_name(p.name + ".spec.json")
+
+
+def write_spec_sidecar(path: str | Path, spec: InputSpec, source: str | None = None) -> Path:
+    """Write the side file read by :func:`open_artifact` for formats that cannot hold metadata."""
+    from ..artifact import write_json
+
+    side = spec_sidecar_path(path)
+    write_json(side, {SPEC_KEY: spec.to_dict(), SOURCE_KEY: source})
+    return side
+
+
+def _read_onnx_metadata(path: Path) -> dict[str, str]:
+    import onnx
+
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # protobuf raises DecodeError, onnx raises its own, OS errors…
+        raise RuntimeLoadError(
+            f"{path} is not a readable ONNX file ({type(exc).__name__}: {str(exc)[:200]}); it may be truncated or "
+            f"corrupt. Re-export it (edgevit export, or edgevit.export.onnx.export_onnx)."
+        ) from exc
+    return {p.key: p.value for p in model.metadata_props}
+
+
+def _read_ort_metadata(path: Path) -> dict[str, str]:
+    import onnxruntime as ort
+
+    try:
+        sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own pybind error types
+        raise RuntimeLoadError(
+            f"{path} is not a readable ORT-format model ({type(exc).__name__}: {str(exc)[:200]}); re-convert it "
+            f"from the ONNX file"
+        ) from exc
+    return dict(sess.get_modelmeta().custom_metadata_map)
+
+
+# kind → fn(path) -> metadata dict (keys SPEC_KEY / SOURCE_KEY); the side file is the fallback for every kind
+METADATA_READERS: Registry[Callable[[Path], dict]] = Registry("artefact metadata reader")
+METADATA_READERS.register("onnx", _read_onnx_metadata)
+METADATA_READERS.register("ort", _read_ort_metadata)
+
+
+def _check_path(path: str | Path) -> tuple[Path, str]:
+    p = Path(path)
+    if not p.exists():
+        raise RuntimeLoadError(f"artefact {p} does not exist; check the path (or run the export stage first)")
+    kind = kind_of_path(p)
+    if kind is None:
+        known = ", ".join(f"{k} ({' '.join(s)})" for k, s in KINDS.items())
+        raise RuntimeLoadError(f"cannot tell which kind of artefact {p} is from its name. Known kinds and file "
+                               f"suffixes: {known}. Rename the file, or build the Artifact yourself.")
+    return p, kind
+
+
+def open_artifact(path: str | Path, *, spec: InputSpec | None = None, arch: str | None = None) -> Artifact:
+    """An :class:`Artifact` for a file; its kind comes from the suffix and its input spec from the file.
+
+    - ``.onnx``: the spec stored under ``metadata_props['edgevit.input_spec']`` by edgevit's exporter;
+    - ``.safetensors``/``.pt``/``.pth``: a torch model rebuilt with :func:`edgevit.models.create` (``arch`` names
+      the architecture when the checkpoint does not);
+    - other kinds: a registered :data:`METADATA_READERS` entry, else the side file ``<file>.spec.json``.
+
+    ``spec`` overrides whatever the file says. Raises :class:`RuntimeLoadError` for a missing file, an unknown
+    suffix, an unreadable file or a file without a spec (when none is given).
+    """
+    p, kind = _check_path(path)
+    if kind == "torch":
+        from ..models import create, input_spec_of
+
+        model = create(str(p), arch=arch)
+        return Artifact(kind="torch", spec=spec or input_spec_of(model), path=p, model=model,
+                        source=getattr(model, "edgevit_name", None))
+    meta: dict[str, Any] = {}
+    if kind in METADATA_READERS:
+        meta = METADATA_READERS.get(kind)(p)
+    side = spec_sidecar_path(p)
+    if SPEC_KEY not in meta and side.exists():
+        try:
+            meta = json.loads(side.read_text())
+        except (OSError, ValueError) as exc:
+            raise RuntimeLoadError(f"input-spec side file {side} is not valid JSON ({exc}); delete or rewrite it") from exc
+    if spec is None:
+        raw = meta.get(SPEC_KEY)
+        if raw is None:
+            raise RuntimeLoadError(
+                f"{p} does not say which inputs it expects (no '{SPEC_KEY}' metadata and no {side.name}). "
+                f"Pass spec=InputSpec(...), or re-export it with edgevit, which stores the spec."
+            )
+        try:
+            spec = InputSpec.from_dict(json.loads(raw) if isinstance(raw, str) else raw)
+        except (ValueError, TypeError, KeyError) as exc:
+            raise RuntimeLoadError(f"{p}: the stored input spec is malformed ({type(exc).__name__}: {exc}); "
+                                   f"pass spec=InputSpec(...) or re-export the model") from exc
+    return Artifact(kind=kind, spec=spec, path=p, source=meta.get(SOURCE_KEY))
+
+
+def load_runtime(name: str, artifact_or_path: Artifact | str | Path, **options) -> Runtime:
+    """Load an artefact (or a file, opened with :func:`open_artifact`) into the runtime called ``name``.
+
+    ``options`` go to the runtime (``device``, ``threads`` and runtime-specific ones); ``spec=`` is passed to
+    :func:`open_artifact` when a path is given. Raises :class:`RegistryError` for an unknown runtime name,
+    :class:`RuntimeLoadError` when the runtime cannot load this kind of artefact (naming those that can) and
+    :class:`MissingBackendError` when the runtime's backend is not installed.
+    """
+    cls = get_runtime_class(name)
+    spec = options.pop("spec", None)
+    if isinstance(artifact_or_path, Artifact):
+        artifact, where, kind = artifact_or_path, artifact_or_path.path or "the artefact", artifact_or_path.kind
+    else:
+        where, kind = _check_path(artifact_or_path)
+        artifact = None
+    if kind not in cls.kinds:
+        others = [r for r in runtimes_for_kind(kind) if r != name]
+        hint = (f"Runtimes that load '{kind}' artefacts: {', '.join(others)}." if others
+                else f"No registered runtime loads '{kind}' artefacts.")
+        raise RuntimeLoadError(
+            f"runtime '{name}' loads {', '.join(cls.kinds)} artefacts, but {where} is a '{kind}' artefact. {hint} "
+            f"Or export the model to a format '{name}' loads (e.g. edgevit export --format onnx)."
+        )
+    ok, why = cls.availability()
+    if not ok:
+        raise MissingBackendError(f"runtime '{name}' is not available here: {why}")
+    if artifact is None:
+        artifact = open_artifact(where, spec=spec)
+    elif spec is not None:
+        artifact = Artifact(kind=artifact.kind, spec=spec, path=artifact.path, model=artifact.model,
+                            source=artifact.source, meta=dict(artifact.meta))
+    return cls(artifact, **options)

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Set up everything edgevit needs on a fresh machine: the Fashion-MNIST package, a virtual env at .venv/,
+# and edgevit installed (editable) with the extras given as arguments (default: dev).
+#   bash scripts/bootstrap.sh            # .venv with edgevit[dev]
+#   EXTRAS=dev,openvino bash scripts/bootstrap.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+EXTRAS="${EXTRAS:-dev}"
+PY="${PYTHON:-python3}"
+
+if [ ! -f /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz ] && [ -z "${EDGEVIT_FASHION_MNIST_DIR:-}" ]; then
+  echo "[bootstrap] installing dataset-fashion-mnist (Debian package)"
+  SUDO=""; [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null && SUDO="sudo"
+  $SUDO apt-get update -qq && $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist
+fi
+
+if [ ! -x .venv/bin/python ]; then
+  echo "[bootstrap] creating .venv with $($PY --version)"
+  "$PY" -m venv .venv
+fi
+stamp=".venv/.edgevit-installed-$(echo "$EXTRAS" | tr ',' '-')"
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+  echo "[bootstrap] installing edgevit[$EXTRAS] into .venv (the first time downloads torch, a few GB)"
+  .venv/bin/python -m pip install -q --upgrade pip
+  .venv/bin/python -m pip install -q -e ".[$EXTRAS]"
+  touch "$stamp"
+fi
+.venv/bin/edgevit --version

@@ -1,0 +1,86 @@
+import json
+import subprocess
+import sys
+
+import pytest
+
+from edgevit.cli import main
+
+
+def run_cli(*args):
+    return subprocess.run([sys.executable, "-m", "edgevit", *args], capture_output=True, text=True, timeout=300)
+
+
+def test_import_is_lean():
+    code = ("import sys, edgevit, edgevit.cli; edgevit.cli.build_parser(); "
+            "heavy = [m for m in ('torch', 'onnxruntime', 'onnx', 'openvino', 'tvm', 'tensorrt', 'timm', 'nncf') "
+            "if m in sys.modules]; print(heavy)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_help_lists_commands():
+    r = run_cli("--help")
+    assert r.returncode == 0
+    for cmd in ("list", "eval", "export", "profile", "compress"):
+        assert cmd in r.stdout
+
+
+def test_list_commands(capsys):
+    assert main(["list", "stages"]) == 0
+    assert "export_onnx" in capsys.readouterr().out
+    assert main(["list", "runtimes"]) == 0
+    out = capsys.readouterr().out
+    assert "torch" in out and "onnxruntime" in out
+    assert main(["list", "models"]) == 0
+    assert "fmnist-vit-tiny" in capsys.readouterr().out
+    assert main(["list", "targets"]) == 0
+    assert "jetson-orin-nano-8gb" in capsys.readouterr().out
+
+
+def test_eval_export_eval_profile_json(tmp_path, fmnist_test_small, capsys):
+    onnx_path = tmp_path / "m.onnx"
+    assert main(["eval", "--model", "fmnist-vit-tiny", "--limit", "50", "--json", str(tmp_path / "e.json")]) == 0
+    ev = json.loads((tmp_path / "e.json").read_text())
+    assert ev["n"] == 50 and {"top1", "top5"} <= set(ev)
+    assert main(["export", "onnx", "--model", "fmnist-vit-tiny", "--out", str(onnx_path), "--parity-samples", "16",
+                 "--json", str(tmp_path / "x.json")]) == 0
+    ex = json.loads((tmp_path / "x.json").read_text())
+    assert {"max_abs_diff", "top1_agreement"} <= set(ex)
+    assert main(["eval", "--artifact", str(onnx_path), "--runtime", "onnxruntime", "--limit", "50",
+                 "--json", str(tmp_path / "e2.json")]) == 0
+    assert json.loads((tmp_path / "e2.json").read_text())["n"] == 50
+    assert main(["profile", str(onnx_path), "--runtime", "onnxruntime", "--batch", "1,2", "--duration", "0.1",
+                 "--warmup", "0.05", "--json", str(tmp_path / "p.json")]) == 0
+    rows = json.loads((tmp_path / "p.json").read_text())["results"]
+    assert [(r["runtime"], r["batch"]) for r in rows] == [("onnxruntime", 1), ("onnxruntime", 2)]
+    for r in rows:
+        assert {"median_ms", "p90_ms", "p99_ms", "mean_ms", "runs", "throughput"} <= set(r)
+
+
+def test_compress_dry_run_prints_plan(capsys):
+    assert main(["compress", "examples/recipes/quickstart.yaml", "--dry-run", "--out", "/tmp/never"]) == 0
+    out = capsys.readouterr().out
+    assert "00_load" in out and "02_export_onnx" in out and "05_report" in out
+
+
+def test_compress_bad_recipe_exit_code_and_message(tmp_path):
+    r = run_cli("compress", "examples/recipes/quickstart.yaml", "--dry-run", "--set", "stages.1.opset=high")
+    assert r.returncode == 2
+    assert "stages.1.opset: expected an integer, got str 'high'" in r.stderr
+
+
+def test_unknown_model_error_exit_code():
+    r = run_cli("eval", "--model", "no-such-model", "--limit", "1")
+    assert r.returncode == 2 and "unknown model 'no-such-model'" in r.stderr
+
+
+def test_missing_dataset_dir_error(capsys, tmp_path):
+    assert main(["eval", "--model", "fmnist-vit-tiny", "--data-dir", str(tmp_path / "none"), "--limit", "5"]) == 2
+    assert "apt-get install -y dataset-fashion-mnist" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("bad", ["0", "-3", "x"])
+def test_limit_must_be_positive(bad):
+    with pytest.raises(SystemExit):
+        main(["eval", "--model", "fmnist-vit-tiny", "--limit", bad])

@@ -1,0 +1,272 @@
+"""ONNX export (edgevit.export.onnx) and parity checks (edgevit.export.parity) on tiny real models and real images."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from edgevit.errors import ConfigError, ExportError, InputSpecError, ParityError
+
+
+def _onnx_runtime(path, spec=None):
+    from edgevit.runtimes import load_runtime
+
+    return load_runtime("onnxruntime", path, spec=spec)
+
+
+# ---------------------------------------------------------------------------------------------- export
+
+
+def test_export_dynamic_batch_runs_batch_1_and_5(tiny_onnx, fmnist_test_small, tiny_model):
+    import onnx
+
+    from edgevit.data import preprocess
+
+    path, record = tiny_onnx
+    model = onnx.load(str(path))
+    dim0 = model.graph.input[0].type.tensor_type.shape.dim[0]
+    assert dim0.dim_param == "batch" and not dim0.dim_value
+    assert [i.name for i in model.graph.input] == ["input"] and [o.name for o in model.graph.output] == ["logits"]
+    assert record["exporter"] == "dynamo" and record["fallback_reason"] is None
+    assert record["opset"] == 18 and record["external_data"] is False and record["simplified"] is True
+
+    rt = _onnx_runtime(path)
+    x = preprocess(fmnist_test_small.images[:5], tiny_model.edgevit_spec)
+    assert rt.run(x[:1]).shape == (1, 10)
+    out5 = rt.run(x)
+    assert out5.shape == (5, 10) and out5.dtype == np.float32
+    np.testing.assert_allclose(rt.run(x[:1]), out5[:1], atol=1e-5)
+
+
+def test_export_record_has_parity_and_provenance(tiny_onnx):
+    path, record = tiny_onnx
+    for key in ("path", "opset", "exporter", "file_size", "time_s", "versions", "max_abs_diff", "cosine",
+                "top1_agreement", "n", "parity", "input_spec", "source"):
+        assert key in record, key
+    assert record["path"] == str(path) and record["file_size"] == path.stat().st_size
+    assert record["n"] == 32 and "fashion-mnist" in record["parity_inputs"]
+    assert record["max_abs_diff"] < 1e-4 and record["cosine"] > 0.9999 and record["top1_agreement"] == 1.0
+    assert record["parity"]["passed"] is True and record["parity"]["tolerance"] >= 1e-3
+    assert record["versions"]["torch"] and record["versions"]["onnxruntime"]
+    json.dumps(record)  # the record is JSON-able as it is
+
+
+def test_spec_metadata_round_trip(tiny_onnx, tiny_model):
+    import onnx
+
+    from edgevit.runtimes import open_artifact
+    from edgevit.spec import InputSpec
+
+    path, _ = tiny_onnx
+    props = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+    assert InputSpec.from_dict(json.loads(props["edgevit.input_spec"])) == tiny_model.edgevit_spec
+    assert props["edgevit.source"] == "fmnist-vit-tiny"
+    art = open_artifact(path)
+    assert art.kind == "onnx" and art.spec == tiny_model.edgevit_spec and art.source == "fmnist-vit-tiny"
+    assert art.file_size == path.stat().st_size
+
+
+def test_static_batch_with_caller_images_and_torchscript(tmp_path, tiny_model, real_batch):
+    from edgevit.export.onnx import export_onnx
+
+    record = export_onnx(tiny_model, tmp_path / "static.onnx", dynamic_batch=False, simplify=False,
+                         exporter="torchscript", calib_images=real_batch)
+    assert record["exporter"] == "torchscript" and record["n"] == len(real_batch)
+    assert record["parity_inputs"].startswith("caller's") and record["max_abs_diff"] < 1e-4
+    rt = _onnx_runtime(tmp_path / "static.onnx")
+    assert rt.static_batch == 1 and rt.run(real_batch[:1]).shape == (1, 10)
+    with pytest.raises(InputSpecError, match="fixed batch size of 1.*dynamic_batch=True"):
+        rt.run(real_batch[:3])
+
+
+def test_external_data_above_threshold(tmp_path, tiny_model, real_batch, monkeypatch):
+    """Weights above the threshold go to ``<name>.onnx.data`` (threshold lowered so a tiny model crosses it)."""
+    from edgevit.export import onnx as onnx_export
+    from edgevit.runtimes import open_artifact
+
+    monkeypatch.setattr(onnx_export, "EXTERNAL_DATA_THRESHOLD", 0)
+    out = tmp_path / "big.onnx"
+    record = onnx_export.export_onnx(tiny_model, out, exporter="torchscript", calib_images=real_batch[:4])
+    data = tmp_path / "big.onnx.data"
+    assert record["external_data"] is True and data.exists() and data.stat().st_size > out.stat().st_size
+    assert record["file_size"] == out.stat().st_size + data.stat().st_size
+    art = open_artifact(out)
+    assert art.file_size == record["file_size"] and art.spec == tiny_model.edgevit_spec
+    assert record["max_abs_diff"] < 1e-4  # parity ran on the external-data file
+
+
+def test_export_into_directory_and_by_name(tmp_path):
+    from edgevit.export import get_exporter
+
+    record = get_exporter("onnx")("fmnist-vit-tiny", tmp_path, parity_samples=4)
+    assert record["path"] == str(tmp_path / "fmnist-vit-tiny.onnx") and record["n"] == 4
+
+
+def test_bad_options_are_config_errors(tmp_path, tiny_model):
+    from edgevit.export.onnx import export_onnx
+
+    with pytest.raises(ConfigError, match="opset must be an integer from 17"):
+        export_onnx(tiny_model, tmp_path / "m.onnx", opset=11)
+    with pytest.raises(ConfigError, match="Allowed: auto, dynamo, torchscript"):
+        export_onnx(tiny_model, tmp_path / "m.onnx", exporter="tf2onnx")
+    with pytest.raises(ConfigError, match="must end in .onnx"):
+        export_onnx(tiny_model, tmp_path / "m.txt")
+    with pytest.raises(InputSpecError, match=r"\(N, 1, 28, 28\)"):
+        export_onnx(tiny_model, tmp_path / "m.onnx", calib_images=np.zeros((2, 3, 28, 28), np.float32))
+
+
+def _with_spec(module, hw=4):
+    from edgevit.models import attach_spec
+    from edgevit.spec import InputSpec
+
+    return attach_spec(module, InputSpec(input_size=(1, hw, hw), mean=(0.5,), std=(0.5,), num_classes=10))
+
+
+@pytest.mark.parametrize("exporter, op", [("dynamo", "linalg_eigh"), ("torchscript", "linalg_eigh")])
+def test_export_error_names_operator_and_module(tmp_path, exporter, op):
+    import torch
+
+    class Spectral(torch.nn.Module):
+        def forward(self, x):
+            return torch.linalg.eigh(x @ x.transpose(-1, -2))[0]
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.spectral = Spectral()
+            self.head = torch.nn.Linear(4, 10)
+
+        def forward(self, x):
+            return self.head(self.spectral(x).mean(1))
+
+    with pytest.raises(ExportError) as info:
+        from edgevit.export.onnx import export_onnx
+
+        export_onnx(_with_spec(Net()), tmp_path / "net.onnx", exporter=exporter, parity=False)
+    msg = str(info.value)
+    assert op in msg and "'spectral' (Spectral)" in msg
+    assert "opset" in msg and "Try:" in msg
+
+
+def test_fixed_batch_model_says_use_static_batch(tmp_path):
+    import torch
+
+    class FixedBatch(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.head = torch.nn.Linear(16, 10)
+
+        def forward(self, x):
+            return self.head(x.reshape(2, 16))
+
+    from edgevit.export.onnx import export_onnx
+
+    with pytest.raises(ExportError, match="dynamic_batch=False"):
+        export_onnx(_with_spec(FixedBatch()), tmp_path / "fixed.onnx", parity=False)  # no silent fallback either
+
+
+def test_timm_deit_tiny_export_parity(tmp_path, fmnist_test_small):
+    """A real timm ViT (random init, 224×224 RGB): Fashion-MNIST images are resized and expanded to its spec."""
+    import torch
+
+    from edgevit.export.onnx import export_onnx
+    from edgevit.models import create
+
+    torch.manual_seed(0)
+    model = create("deit_tiny_patch16_224")
+    record = export_onnx(model, tmp_path / "deit.onnx", parity_samples=8)
+    assert record["n"] == 8 and record["exporter"] == "dynamo"
+    assert record["max_abs_diff"] < 1e-3 and record["top1_agreement"] == 1.0
+    assert record["input_spec"]["input_size"] == [3, 224, 224]
+
+
+def test_importing_export_and_runtimes_stays_lean():
+    code = ("import sys, edgevit.export, edgevit.runtimes; heavy = [m for m in ('torch', 'onnx', 'onnxruntime', "
+            "'onnxslim', 'timm') if m in sys.modules]; assert not heavy, heavy; "
+            "assert edgevit.export.EXPORTERS.names() == ['onnx']")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+# ---------------------------------------------------------------------------------------------- parity
+
+
+def _logits(n=20, c=10, seed=0):
+    return np.random.default_rng(seed).standard_normal((n, c)).astype(np.float32) * 3
+
+
+def test_check_parity_record():
+    from edgevit.export.parity import check_parity
+
+    ref = _logits()
+    rec = check_parity(ref, ref + 1e-5, tolerance=1e-3, what="identical")
+    assert rec["passed"] and rec["n"] == 20 and rec["top1_agreement"] == 1.0
+    assert rec["max_abs_diff"] == pytest.approx(1e-5, rel=1e-2) and rec["cosine"] == pytest.approx(1.0)
+    assert set(rec) >= {"max_abs_diff", "mean_abs_diff", "cosine", "top1_agreement", "n", "tolerance"}
+
+
+def test_check_parity_failure_names_tolerance_and_value():
+    from edgevit.export.parity import check_parity
+
+    ref = _logits()
+    cand = ref.copy()
+    cand[3, 2] += 0.25
+    with pytest.raises(ParityError) as info:
+        check_parity(ref, cand, tolerance=1e-3, what="perturbed logits")
+    msg = str(info.value)
+    assert "perturbed logits" in msg and "0.25" in msg and "0.001" in msg and "tolerance=" in msg
+    assert info.value.record["passed"] is False and info.value.record["max_abs_diff"] == pytest.approx(0.25, rel=1e-3)
+
+
+def test_int8_thresholds_use_top1_not_max_diff():
+    from edgevit.export.parity import check_parity, parity_thresholds
+
+    ref = _logits(50)
+    noisy = ref + np.random.default_rng(1).normal(0, 0.05, ref.shape)  # large abs diff, same decisions mostly
+    rec = check_parity(ref, noisy, what="int8 ok", **parity_thresholds("int8", ref))
+    assert rec["tolerance"] is None and rec["min_top1"] == 0.9 and rec["max_abs_diff"] > 1e-2
+    shuffled = ref[np.random.default_rng(2).permutation(50)]
+    with pytest.raises(ParityError, match=r"top-1 agreement is 0\.\d+, below the required 0\.900"):
+        check_parity(ref, shuffled, what="int8 broken", **parity_thresholds("int8", ref))
+
+
+def test_default_tolerances_scale_with_logits():
+    from edgevit.export.parity import default_min_top1, default_tolerance
+
+    assert default_tolerance("fp32") == 1e-3 and default_tolerance("fp16") == 5e-2
+    assert default_tolerance("float32", np.array([[40.0, -2.0]])) == pytest.approx(4e-2)
+    assert default_tolerance("fp32", np.array([[0.1, 0.2]])) == 1e-3  # never below the base value
+    assert default_tolerance("int8") is None and default_min_top1("int8") == 0.9
+    with pytest.raises(ConfigError, match="unknown precision 'fp8'"):
+        default_tolerance("fp8")
+
+
+def test_nonfinite_and_shape_mismatch_fail():
+    from edgevit.export.parity import check_parity
+
+    ref = _logits()
+    bad = ref.copy()
+    bad[0, 0] = np.inf
+    with pytest.raises(ParityError, match="non-finite"):
+        check_parity(ref, bad, tolerance=1.0, what="fp16 overflow")
+    with pytest.raises(ParityError, match="shape"):
+        check_parity(ref, ref[:, :5], tolerance=1.0, what="wrong head")
+
+
+def test_compare_runtime_with_functions_and_labels():
+    from edgevit.export.parity import compare_runtime
+
+    w = np.random.default_rng(0).standard_normal((4, 10)).astype(np.float32)
+
+    def ref(x):
+        return x.reshape(len(x), -1) @ w
+
+    batches = [(np.random.default_rng(i).standard_normal((3, 1, 2, 2)).astype(np.float32), np.arange(3))
+               for i in range(3)]
+    rec = compare_runtime(ref, lambda x: ref(x) + 1e-6, batches)
+    assert rec["n"] == 9 and rec["passed"] and "reference_accuracy" in rec
+    with pytest.raises(ParityError, match="above the tolerance"):
+        compare_runtime(ref, lambda x: ref(x) + 0.5, batches, what="shifted")
