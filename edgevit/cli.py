@@ -74,6 +74,20 @@ def _artifact_from_args(args):
     raise ConfigError("nothing to run: pass --model NAME or --artifact PATH")
 
 
+def default_runtime(kind: str) -> str:
+    """The runtime used for an artefact kind when --runtime is not given."""
+    from .errors import ConfigError
+    from .runtimes import runtimes_for_kind
+
+    preferred = {"torch": "torch", "onnx": "onnxruntime", "ort": "onnxruntime"}
+    if kind in preferred:
+        return preferred[kind]
+    names = runtimes_for_kind(kind)
+    if not names:
+        raise ConfigError(f"no registered runtime loads '{kind}' artefacts; see `edgevit list runtimes`")
+    return names[0]
+
+
 # ----------------------------------------------------------------------------------------------- commands
 def cmd_list(args) -> int:
     what = args.what
@@ -120,8 +134,7 @@ def cmd_eval(args) -> int:
     from .runtimes import load_runtime
 
     art = _artifact_from_args(args)
-    rt = args.runtime or ("torch" if art.kind == "torch" else {"onnx": "onnxruntime", "ort": "onnxruntime"}.get(
-        art.kind, art.kind))
+    rt = args.runtime or default_runtime(art.kind)
     runtime = load_runtime(rt, art, threads=args.threads, device=args.device)
     data = load_dataset(args.data, args.split, data_dir=args.data_dir, limit=args.limit)
     res = evaluate(runtime, data, batch_size=args.batch_size)
@@ -131,23 +144,20 @@ def cmd_eval(args) -> int:
     return 0
 
 
-def cmd_export(args) -> int:
-    fmt = args.format
-    if fmt == "onnx":
-        from .data import load_dataset, preprocess
-        from .export.onnx import export_onnx
-        from .models import create
+def cmd_export_onnx(args) -> int:
+    from .data import load_dataset, preprocess
+    from .export.onnx import export_onnx
+    from .models import create
 
-        model = create(args.model, checkpoint=args.checkpoint, pretrained=args.pretrained, arch=args.arch)
-        images = load_dataset(args.data, args.split, data_dir=args.data_dir, limit=args.parity_samples).images
-        rec = export_onnx(model, Path(args.out), opset=args.opset, dynamic_batch=not args.static_batch,
-                          simplify=not args.no_simplify, calib_images=preprocess(images, model.edgevit_spec),
-                          tolerance=args.tolerance)
-        print(f"wrote {args.out}: max |Δ| {rec['max_abs_diff']:.2e}, top-1 agreement "
-              f"{rec['top1_agreement'] * 100:.1f}% on {rec['n']} real images")
-        _write_json(args.json, rec)
-        return 0
-    raise SystemExit(f"unknown export format {fmt}")
+    model = create(args.model, checkpoint=args.checkpoint, pretrained=args.pretrained, arch=args.arch)
+    images = load_dataset(args.data, args.split, data_dir=args.data_dir, limit=args.parity_samples).images
+    rec = export_onnx(model, Path(args.out), opset=args.opset, dynamic_batch=not args.static_batch,
+                      simplify=not args.no_simplify, calib_images=preprocess(images, model.edgevit_spec),
+                      tolerance=args.tolerance)
+    print(f"wrote {rec['path']}: max |Δ| {rec['max_abs_diff']:.2e}, top-1 agreement "
+          f"{rec['top1_agreement'] * 100:.1f}% on {rec['n']} real images")
+    _write_json(args.json, rec)
+    return 0
 
 
 def cmd_profile(args) -> int:
@@ -163,7 +173,7 @@ def cmd_profile(args) -> int:
         inputs = preprocess(load_dataset(args.data, args.split, data_dir=args.data_dir,
                                          limit=max(args.batch)).images, art.spec)
     results = []
-    for rt in args.runtime.split(","):
+    for rt in (args.runtime or default_runtime(art.kind)).split(","):
         runtime = load_runtime(rt.strip(), art, threads=args.threads, device=args.device)
         results += profile_runtime(runtime, batch_sizes=tuple(args.batch), warmup_s=args.warmup,
                                    duration_s=args.duration, runs=args.runs, inputs=inputs)
@@ -226,24 +236,25 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--json", help="write the figures (top1, top5, n) to this file")
     sp.set_defaults(func=cmd_eval)
 
-    sp = sub.add_parser("export", help="export a model (onnx)")
-    sp.add_argument("format", choices=["onnx"], help="export format")
-    _add_model_args(sp, required=True)
-    sp.add_argument("--out", required=True, help="output file (e.g. runs/x/model.onnx)")
-    sp.add_argument("--opset", type=int, default=18)
-    sp.add_argument("--static-batch", action="store_true", help="fix the batch axis instead of a dynamic one")
-    sp.add_argument("--no-simplify", action="store_true", help="skip onnxslim")
-    sp.add_argument("--tolerance", type=float, default=None, help="max abs logit difference vs torch")
-    sp.add_argument("--parity-samples", type=_positive, default=64, help="real images for the parity check")
-    _add_data_args(sp)
-    sp.add_argument("--json", help="write the export record (max_abs_diff, top1_agreement, ...) here")
-    sp.set_defaults(func=cmd_export)
+    sp = sub.add_parser("export", help="export a model: onnx (more formats come from installed extensions)")
+    export_sub = sp.add_subparsers(dest="format", metavar="FORMAT", required=True)
+    ep = export_sub.add_parser("onnx", help="torch → ONNX with a parity check on real images")
+    _add_model_args(ep, required=True)
+    ep.add_argument("--out", required=True, help="output file (e.g. runs/x/model.onnx)")
+    ep.add_argument("--opset", type=int, default=18)
+    ep.add_argument("--static-batch", action="store_true", help="fix the batch axis instead of a dynamic one")
+    ep.add_argument("--no-simplify", action="store_true", help="skip onnxslim")
+    ep.add_argument("--tolerance", type=float, default=None, help="max abs logit difference vs torch")
+    ep.add_argument("--parity-samples", type=_positive, default=64, help="real images for the parity check")
+    _add_data_args(ep)
+    ep.add_argument("--json", help="write the export record (max_abs_diff, top1_agreement, ...) here")
+    ep.set_defaults(func=cmd_export_onnx)
 
     sp = sub.add_parser("profile", help="latency of an artefact or model per runtime and batch size")
     sp.add_argument("target", nargs="?", help="artefact path (same as --artifact)")
     sp.add_argument("--artifact", help="artefact path")
     _add_model_args(sp)
-    sp.add_argument("--runtime", default="onnxruntime", help="runtime(s), comma-separated")
+    sp.add_argument("--runtime", default=None, help="runtime(s), comma-separated (default: by artefact kind)")
     sp.add_argument("--device", default="cpu")
     sp.add_argument("--batch", type=_int_list, default=[1], help="batch sizes, e.g. 1,8")
     sp.add_argument("--duration", type=float, default=3.0, help="seconds of timed runs per batch size")
@@ -265,8 +276,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="override a recipe value, e.g. --set stages.1.opset=17 (repeatable)")
     sp.set_defaults(func=cmd_compress)
 
-    from .extensions import add_commands
+    from .extensions import add_commands, add_export_commands
 
+    add_export_commands(export_sub)
     add_commands(sub)
     return p
 

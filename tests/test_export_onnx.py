@@ -99,6 +99,21 @@ def test_external_data_above_threshold(tmp_path, tiny_model, real_batch, monkeyp
     assert record["max_abs_diff"] < 1e-4  # parity ran on the external-data file
 
 
+def test_export_parity_failure_keeps_file_and_record(tmp_path, tiny_model, real_batch):
+    """An impossible tolerance (float32 export differs by ~1e-7) makes export_onnx raise ParityError."""
+    from edgevit.export.onnx import export_onnx
+
+    out = tmp_path / "strict.onnx"
+    with pytest.raises(ParityError) as info:
+        export_onnx(tiny_model, out, exporter="torchscript", simplify=False, calib_images=real_batch[:4],
+                    tolerance=1e-12)
+    msg = str(info.value)
+    assert "above the tolerance 1e-12" in msg and "tolerance=" in msg and str(out) in msg
+    rec = info.value.record
+    assert out.exists() and rec["path"] == str(out) and rec["n"] == 4 and rec["parity"]["passed"] is False
+    assert 0 < rec["max_abs_diff"] < 1e-4
+
+
 def test_export_into_directory_and_by_name(tmp_path):
     from edgevit.export import get_exporter
 

@@ -60,10 +60,11 @@ def export_onnx(model: Any, out_path: str | Path, *, opset: int = 18, dynamic_ba
 
     - ``opset``: ONNX opset (≥ 17); ``dynamic_batch``: batch axis named ``batch`` instead of a fixed 1;
     - ``simplify``: run onnxslim (a failure there is logged and the unsimplified graph kept);
-    - ``parity``: run the file with onnxruntime on ``calib_images`` (default: Fashion-MNIST test images, see the
-      module docstring: the first ``parity_samples`` Fashion-MNIST test images; caller's images are all used) and
-      compare with the torch model; ``tolerance``
-      bounds the max |logit difference| (default :func:`~edgevit.export.parity.default_tolerance` for fp32);
+    - ``parity``: run the file with onnxruntime on real images and compare with the torch model. ``calib_images``
+      (preprocessed float32 NCHW, raw uint8 images or an ``ArrayDataset``) are all used; without them, the first
+      ``parity_samples`` Fashion-MNIST test images, preprocessed to the model's spec. ``tolerance`` bounds the
+      max |logit difference| (default: :func:`~edgevit.export.parity.default_tolerance` for fp32, scaled to the
+      logits);
     - ``exporter``: ``auto`` (torch.export-based, falling back to TorchScript), ``dynamo`` or ``torchscript``.
 
     Returns a JSON-able record: ``path``, ``opset``, ``exporter``, ``file_size``, ``external_data``,
@@ -119,7 +120,9 @@ def export_onnx(model: Any, out_path: str | Path, *, opset: int = 18, dynamic_ba
                 result = _parity(module, path, spec, images, tolerance=tolerance, dynamic=dynamic_batch,
                                  what=f"ONNX export of {source} ({path.name}, {used} exporter) vs torch")
             except ParityError as exc:
-                record["parity"] = getattr(exc, "record", None)
+                record["parity"] = failed = getattr(exc, "record", None) or {}
+                record.update({k: failed.get(k) for k in ("max_abs_diff", "mean_abs_diff", "cosine", "top1_agreement",
+                                                          "n")})
                 record["time_s"] = round(time.perf_counter() - t0, 3)
                 err = ParityError(f"{exc} The exported file is kept at {path}.")
                 err.record = record

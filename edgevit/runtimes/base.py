@@ -43,7 +43,8 @@ class Runtime(ABC):
             mod = importlib.import_module(cls.backend_module)
             return True, str(getattr(mod, "__version__", ""))
         except Exception as exc:  # noqa: BLE001 - any import failure means unavailable
-            return False, f"{type(exc).__name__}: {exc} (pip install 'edgevit[{cls.extra}]')"
+            fix = f"pip install 'edgevit[{cls.extra}]'" if cls.extra else "a core dependency: reinstall edgevit"
+            return False, f"{type(exc).__name__}: {exc} ({fix})"
 
     @property
     def spec(self) -> InputSpec:

@@ -87,4 +87,17 @@ def register_stage(cls: type[Stage]) -> type[Stage]:
     return cls
 
 
-from . import core  # noqa: E402,F401  (registers the built-in stages)
+# modules whose import registers stages (each importable without torch or any backend)
+STAGE_MODULES = [
+    "edgevit.stages.core",
+]
+
+
+def _import_stage_modules() -> None:
+    import importlib
+
+    for m in STAGE_MODULES:
+        importlib.import_module(m)
+
+
+_import_stage_modules()
