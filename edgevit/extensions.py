@@ -12,7 +12,11 @@ import importlib
 COMMAND_PROVIDERS: list[tuple[str, str]] = []
 
 # export formats: fn(export_subparsers) adds e.g. `edgevit export openvino`
-EXPORT_PROVIDERS: list[tuple[str, str]] = []
+EXPORT_PROVIDERS: list[tuple[str, str]] = [
+    ("edgevit.export.ort_mobile_cli", "add_parser"),
+    ("edgevit.export.tensorrt_cli", "add_parser"),
+    ("edgevit.export.openvino_cli", "add_parser"),
+]
 
 
 def add_commands(subparsers) -> None:

@@ -49,6 +49,22 @@ def _finished(stage_dir: Path, expected_hash: str) -> dict | None:
     return rec if rec.get("status") == "done" and rec.get("hash") == expected_hash else None
 
 
+def _relocate(obj, tmp: Path, final: Path):
+    """Rewrite paths inside the temporary stage folder to where they live after the rename."""
+    olds = {str(tmp), str(tmp.resolve())}
+    if isinstance(obj, dict):
+        return {k: _relocate(v, tmp, final) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_relocate(v, tmp, final) for v in obj]
+    if isinstance(obj, Path):
+        obj = str(obj)
+    if isinstance(obj, str):
+        for old in olds:
+            if obj == old or obj.startswith(old + "/"):
+                return str(final) + obj[len(old):]
+    return obj
+
+
 def run(recipe: Recipe, out_dir: str | Path, *, resume: bool = False, force: bool = False,
         on_stage=None) -> list[dict]:
     """Run every stage of ``recipe`` into ``out_dir``; return the stage records.
@@ -113,8 +129,9 @@ def run(recipe: Recipe, out_dir: str | Path, *, resume: bool = False, force: boo
                 pass
         from .config import to_dict
 
+        metrics = _relocate(result.metrics, tmp, final)
         rec = {"id": sid, "stage": name, "status": "done", "hash": h, "parent": parent,
-               "config": to_dict(conf), "metrics": result.metrics, **result.extra,
+               "config": to_dict(conf), "metrics": metrics, **_relocate(result.extra, tmp, final),
                "artifact": None, "seconds": round(elapsed, 3), "versions": library_versions(),
                "finished_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
         rec["artifact"] = art.to_dict(relative_to=final)

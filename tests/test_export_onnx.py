@@ -202,7 +202,7 @@ def test_timm_deit_tiny_export_parity(tmp_path, fmnist_test_small):
 def test_importing_export_and_runtimes_stays_lean():
     code = ("import sys, edgevit.export, edgevit.runtimes; heavy = [m for m in ('torch', 'onnx', 'onnxruntime', "
             "'onnxslim', 'timm') if m in sys.modules]; assert not heavy, heavy; "
-            "assert edgevit.export.EXPORTERS.names() == ['onnx']")
+            "assert 'onnx' in edgevit.export.EXPORTERS.names()")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
 
 

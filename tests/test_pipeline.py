@@ -49,6 +49,7 @@ def test_run_writes_one_folder_per_stage(finished_run):
     for r in records:
         rec = json.loads((out / r["id"] / "record.json").read_text())
         assert rec["status"] == "done" and rec["hash"] and "versions" in rec and "seconds" in rec
+        assert ".tmp/" not in json.dumps(rec), f"{r['id']} record points into the temporary stage folder"
     assert records[1]["parent"] == "00_load"
     assert (out / "02_export_onnx" / "model.onnx").exists()
     assert (out / "recipe.resolved.yaml").exists()

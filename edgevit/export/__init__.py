@@ -15,6 +15,9 @@ from ..registry import Registry, lazy
 
 EXPORTERS: Registry[Callable[[], Callable[..., dict]]] = Registry("exporter")
 EXPORTERS.register("onnx", lazy("edgevit.export.onnx", "export_onnx"))
+EXPORTERS.register("ort_mobile", lazy("edgevit.export.ort_mobile", "export_ort_mobile"))
+EXPORTERS.register("tensorrt", lazy("edgevit.export.tensorrt", "export_tensorrt"))
+EXPORTERS.register("openvino", lazy("edgevit.export.openvino", "export_openvino"))
 
 # public names served lazily from submodules
 _LAZY = {

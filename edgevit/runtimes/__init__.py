@@ -36,6 +36,8 @@ SOURCE_KEY = "edgevit.source"  # metadata key holding the source model name
 RUNTIMES: Registry[Callable[[], type[Runtime]]] = Registry("runtime")
 RUNTIMES.register("torch", lazy("edgevit.runtimes.torch_rt", "TorchRuntime"))
 RUNTIMES.register("onnxruntime", lazy("edgevit.runtimes.onnxruntime_rt", "OnnxRuntime"))
+RUNTIMES.register("tensorrt", lazy("edgevit.runtimes.tensorrt_rt", "TensorRTRuntime"))
+RUNTIMES.register("openvino", lazy("edgevit.runtimes.openvino_rt", "OpenVinoRuntime"))
 
 __all__ = ["METADATA_READERS", "RUNTIMES", "Runtime", "get_runtime_class", "list_runtimes", "load_runtime",
            "open_artifact", "runtimes_for_kind", "spec_sidecar_path", "write_spec_sidecar"]
@@ -127,6 +129,7 @@ def _read_ort_metadata(path: Path) -> dict[str, str]:
 METADATA_READERS: Registry[Callable[[Path], dict]] = Registry("artefact metadata reader")
 METADATA_READERS.register("onnx", _read_onnx_metadata)
 METADATA_READERS.register("ort", _read_ort_metadata)
+METADATA_READERS.register("openvino", lambda p: lazy("edgevit.runtimes.openvino_rt", "read_ir_metadata")()(p))
 
 
 def _check_path(path: str | Path) -> tuple[Path, str]:

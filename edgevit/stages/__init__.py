@@ -90,6 +90,8 @@ def register_stage(cls: type[Stage]) -> type[Stage]:
 # modules whose import registers stages (each importable without torch or any backend)
 STAGE_MODULES = [
     "edgevit.stages.core",
+    "edgevit.stages.deploy",
+    "edgevit.stages.openvino",
 ]
 
 

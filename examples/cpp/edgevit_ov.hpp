@@ -1,0 +1,96 @@
+// edgevit_ov: a small C++ helper around OpenVINO for edgevit-exported IRs.
+//
+//   edgevit::Classifier clf("model.xml", {"CPU", 1, "latency", "f32"});   // load IR + spec, compile
+//   edgevit::Image img = edgevit::read_pnm("shirt.pgm");                    // binary/ASCII PGM or PPM
+//   std::vector<float> x = edgevit::preprocess(img, clf.spec());           // = edgevit.data.preprocess
+//   std::vector<float> logits = clf.infer(x, 1);                           // [batch * num_classes]
+//
+// The input spec (channels, size, mean, std, interpolation, crop_pct) is read from the IR's rt_info section
+// edgevit/preprocess/*, written by `edgevit export openvino` (edgevit.export.openvino). Preprocessing follows
+// edgevit.data.preprocess step by step: scale to [0, 1] by the file's maxval, grey -> 3 channels (repeat) or
+// RGB -> grey (0.299 R + 0.587 G + 0.114 B), resize with torch's antialiased bilinear/bicubic filter (or nearest)
+// to round(size / crop_pct) and centre-crop when the image is not the model's size, clamp to [0, 1], normalise.
+//
+// Each piece (spec, preprocess, one compiled model) stands alone so that other programs (an early-exit cascade of
+// several IR segments, for instance) can reuse them.
+#pragma once
+
+#include <cstddef>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <openvino/runtime/core.hpp>
+
+namespace edgevit {
+
+// What the model expects; mirrors edgevit.spec.InputSpec.
+struct Spec {
+    int channels = 0, height = 0, width = 0;
+    std::vector<float> mean, std;
+    std::string interpolation = "bilinear";  // bilinear | bicubic | nearest
+    double crop_pct = 1.0;
+    int num_classes = -1;  // -1 when the spec does not say
+    std::string input_name = "input", output_name = "logits";
+
+    std::size_t input_numel() const { return static_cast<std::size_t>(channels) * height * width; }
+};
+
+// An image as read from a PNM file: samples interleaved (HWC), `channels` is 1 (PGM) or 3 (PPM).
+struct Image {
+    int width = 0, height = 0, channels = 0;
+    int maxval = 255;
+    std::vector<unsigned short> data;  // height * width * channels samples in [0, maxval]
+};
+
+// Read a binary (P5/P6) or ASCII (P2/P3) PGM/PPM file; throws std::runtime_error naming the problem.
+Image read_pnm(const std::string& path);
+
+// The edgevit input spec stored in an IR's rt_info; throws when the IR was not written by edgevit.
+Spec load_spec(const std::shared_ptr<ov::Model>& model, const std::string& where = "model");
+
+// One image -> a normalised float32 CHW tensor of spec.input_numel() values (see the header comment).
+std::vector<float> preprocess(const Image& image, const Spec& spec);
+
+// Options for compiling a model; empty strings / 0 leave OpenVINO's default.
+struct CompileOptions {
+    std::string device = "CPU";         // CPU, GPU, GPU.1, NPU, AUTO, ...
+    int threads = 0;                    // INFERENCE_NUM_THREADS (0: OpenVINO's choice)
+    std::string hint = "latency";       // PERFORMANCE_HINT: latency | throughput | "" (default)
+    std::string precision = "f32";      // INFERENCE_PRECISION_HINT: f32 | bf16 | f16 | "" (device default)
+};
+
+// One IR compiled for one device, with one synchronous infer request.
+class Classifier {
+public:
+    Classifier(const std::string& xml_path, const CompileOptions& options = {});
+    Classifier(ov::Core& core, const std::string& xml_path, const CompileOptions& options = {});
+
+    // Logits for `batch` preprocessed images laid out back to back (batch * spec().input_numel() floats).
+    std::vector<float> infer(const std::vector<float>& input, std::size_t batch = 1);
+
+    const Spec& spec() const { return spec_; }
+    std::size_t num_outputs() const { return num_outputs_; }  // logits per image
+    // Properties read back from the compiled model (what it actually uses).
+    std::string inference_precision() const;
+    int inference_threads() const;
+    std::string performance_hint() const;
+    const std::string& device() const { return options_.device; }
+
+private:
+    void load(ov::Core& core, const std::string& xml_path);
+
+    CompileOptions options_;
+    Spec spec_;
+    ov::CompiledModel compiled_;
+    ov::InferRequest request_;
+    std::size_t num_outputs_ = 0;
+};
+
+// Softmax of one row of logits.
+std::vector<float> softmax(const float* logits, std::size_t n);
+
+// Indices of the k largest values, largest first.
+std::vector<std::size_t> top_k(const std::vector<float>& values, std::size_t k);
+
+}  // namespace edgevit
