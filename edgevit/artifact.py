@@ -47,7 +47,7 @@ class Artifact:
                 "spec": self.spec.to_dict(), "meta": self.meta}
 
     @classmethod
-    def from_dict(cls, d: dict, relative_to: Path | None = None) -> "Artifact":
+    def from_dict(cls, d: dict, relative_to: Path | None = None) -> Artifact:
         p = d.get("path")
         if p is not None and relative_to is not None and not Path(p).is_absolute():
             p = Path(relative_to) / p

@@ -16,6 +16,7 @@ EXPORT_PROVIDERS: list[tuple[str, str]] = [
     ("edgevit.export.ort_mobile_cli", "add_parser"),
     ("edgevit.export.tensorrt_cli", "add_parser"),
     ("edgevit.export.openvino_cli", "add_parser"),
+    ("edgevit.export.tvm_cli", "add_parser"),
 ]
 
 

@@ -39,7 +39,7 @@ class InputSpec:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "InputSpec":
+    def from_dict(cls, d: dict) -> InputSpec:
         d = dict(d)
         d["input_size"] = tuple(int(v) for v in d["input_size"])
         d["mean"], d["std"] = tuple(d["mean"]), tuple(d["std"])

@@ -3,8 +3,7 @@ import gzip
 import numpy as np
 import pytest
 
-from edgevit.data import calibration_subset, load_dataset, load_image_folder, preprocess
-from edgevit.data import fashion_mnist
+from edgevit.data import calibration_subset, fashion_mnist, load_dataset, load_image_folder, preprocess
 from edgevit.errors import DataError, InputSpecError
 from edgevit.spec import InputSpec
 

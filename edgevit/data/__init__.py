@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
@@ -32,7 +32,7 @@ class ArrayDataset:
     def __len__(self) -> int:
         return len(self.labels)
 
-    def subset(self, indices) -> "ArrayDataset":
+    def subset(self, indices) -> ArrayDataset:
         idx = np.asarray(indices)
         return ArrayDataset(self.images[idx], self.labels[idx], self.classes, self.name)
 
@@ -117,7 +117,7 @@ def preprocess(images: np.ndarray, spec: InputSpec) -> np.ndarray:
     h, w = spec.hw
     if tuple(x.shape[-2:]) != (h, w):
         mode = {"bicubic": "bicubic", "bilinear": "bilinear", "nearest": "nearest"}.get(spec.interpolation, "bilinear")
-        scale_h, scale_w = int(round(h / spec.crop_pct)), int(round(w / spec.crop_pct))
+        scale_h, scale_w = round(h / spec.crop_pct), round(w / spec.crop_pct)
         kw = {} if mode == "nearest" else {"align_corners": False, "antialias": True}
         x = F.interpolate(x, size=(scale_h, scale_w), mode=mode, **kw)
         top, left = (scale_h - h) // 2, (scale_w - w) // 2

@@ -18,6 +18,7 @@ EXPORTERS.register("onnx", lazy("edgevit.export.onnx", "export_onnx"))
 EXPORTERS.register("ort_mobile", lazy("edgevit.export.ort_mobile", "export_ort_mobile"))
 EXPORTERS.register("tensorrt", lazy("edgevit.export.tensorrt", "export_tensorrt"))
 EXPORTERS.register("openvino", lazy("edgevit.export.openvino", "export_openvino"))
+EXPORTERS.register("tvm", lazy("edgevit.export.tvm", "export_tvm"))
 
 # public names served lazily from submodules
 _LAZY = {

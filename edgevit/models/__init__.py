@@ -8,8 +8,8 @@ from __future__ import annotations
 import difflib
 import json
 import logging
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from ..errors import ModelLoadError
 from ..registry import Registry
@@ -87,14 +87,14 @@ def read_state_dict(path: str | Path) -> tuple[dict, dict]:
         try:
             with safe_open(str(path), framework="pt") as f:
                 meta = dict(f.metadata() or {})
-                return {k: f.get_tensor(k) for k in f.keys()}, meta
+                return {k: f.get_tensor(k) for k in f.keys()}, meta  # noqa: SIM118 - safe_open is not a dict
         except (SafetensorError, OSError, ValueError) as exc:
             raise ModelLoadError(f"{path} is not a readable safetensors checkpoint: {exc}") from exc
     import torch
 
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - torch's unpickler raises many exception types on bad files
+    except Exception as exc:
         raise ModelLoadError(
             f"{path} is not a checkpoint edgevit can load safely (torch.load with weights_only=True failed: "
             f"{str(exc).splitlines()[0][:200]}). Save the state dict with safetensors, or torch.save(model.state_dict())."

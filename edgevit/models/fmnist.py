@@ -46,8 +46,8 @@ class ConvStem(nn.Module):
 
 ARCHS = {
     # name: (embed_dim, depth, heads, mlp_ratio)
-    "fmnist-vit": dict(embed_dim=128, depth=12, num_heads=4, mlp_ratio=2.0),
-    "fmnist-vit-tiny": dict(embed_dim=96, depth=6, num_heads=3, mlp_ratio=2.0),
+    "fmnist-vit": {"embed_dim": 128, "depth": 12, "num_heads": 4, "mlp_ratio": 2.0},
+    "fmnist-vit-tiny": {"embed_dim": 96, "depth": 6, "num_heads": 3, "mlp_ratio": 2.0},
 }
 
 

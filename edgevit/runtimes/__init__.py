@@ -38,6 +38,7 @@ RUNTIMES.register("torch", lazy("edgevit.runtimes.torch_rt", "TorchRuntime"))
 RUNTIMES.register("onnxruntime", lazy("edgevit.runtimes.onnxruntime_rt", "OnnxRuntime"))
 RUNTIMES.register("tensorrt", lazy("edgevit.runtimes.tensorrt_rt", "TensorRTRuntime"))
 RUNTIMES.register("openvino", lazy("edgevit.runtimes.openvino_rt", "OpenVinoRuntime"))
+RUNTIMES.register("tvm", lazy("edgevit.runtimes.tvm_rt", "TvmRuntime"))
 
 __all__ = ["METADATA_READERS", "RUNTIMES", "Runtime", "get_runtime_class", "list_runtimes", "load_runtime",
            "open_artifact", "runtimes_for_kind", "spec_sidecar_path", "write_spec_sidecar"]

@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 class StageResult:
     """What a stage returns: the artefact after it (the same one for measuring stages) and its metrics."""
 
-    artifact: "Artifact"
+    artifact: Artifact
     metrics: dict = field(default_factory=dict)
     extra: dict = field(default_factory=dict)
 
@@ -33,12 +33,12 @@ class StageResult:
 class StageContext:
     """Everything a stage may use. ``out_dir`` is the stage's own (temporary) folder."""
 
-    recipe: "Recipe"
-    artifact: "Artifact | None"
+    recipe: Recipe
+    artifact: Artifact | None
     out_dir: Path
     run_dir: Path
     records: list[dict]
-    artifacts: dict[str, "Artifact"]  # stage id → artefact after it, in order
+    artifacts: dict[str, Artifact]  # stage id → artefact after it, in order
     _datasets: dict = field(default_factory=dict)
 
     def dataset(self, split: str | None = None, *, limit: int | None = None):
@@ -53,11 +53,11 @@ class StageContext:
             self._datasets[key] = load_dataset(d.name, split, data_dir=d.data_dir, limit=limit)
         return self._datasets[key]
 
-    def source_artifact(self) -> "Artifact":
+    def source_artifact(self) -> Artifact:
         """The torch artefact the run started from (the output of the implicit load step)."""
         return next(iter(self.artifacts.values()))
 
-    def latest(self, kind: str) -> "Artifact | None":
+    def latest(self, kind: str) -> Artifact | None:
         """The newest artefact of ``kind`` produced so far."""
         for a in reversed(list(self.artifacts.values())):
             if a.kind == kind:
@@ -92,6 +92,7 @@ STAGE_MODULES = [
     "edgevit.stages.core",
     "edgevit.stages.deploy",
     "edgevit.stages.openvino",
+    "edgevit.stages.tvm",
 ]
 
 

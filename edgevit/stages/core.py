@@ -152,23 +152,38 @@ class ProfileStage(Stage):
                                        duration_s=config.duration_s, min_runs=config.min_runs, inputs=real):
                 row["artifact"] = a.kind
                 results.append(row)
-        predictions = []
-        if ctx.recipe.targets:
-            from ..profile.hardware import load_profile
-            from ..profile.macs import count_macs_torch
-            from ..profile.roofline import predict_latency
-
-            model = src.load_model()
-            macs = count_macs_torch(model, src.spec)
-            weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
-            for t in ctx.recipe.targets:
-                for dtype in ("fp32", "fp16", "int8"):
-                    try:
-                        predictions.append({"target": t, "dtype": dtype,
-                                            **predict_latency(macs, weight_bytes, load_profile(t), dtype)})
-                    except (KeyError, ValueError) as exc:
-                        log.info("no %s prediction for %s: %s", dtype, t, exc)
+        predictions = _predictions(ctx, results) if ctx.recipe.targets else []
         return StageResult(art, {"latency": results, "predictions": predictions})
+
+
+LOCAL_PROFILE = "epyc-zen4-2core"  # the build machine's profile: its prediction is checked against measurement
+
+
+def _predictions(ctx: StageContext, results: list[dict]) -> list[dict]:
+    """Roofline predictions (per ONNX node, batch 1) for the recipe's targets and for this machine's profile,
+    the latter with its error against the measured batch-1 median of the ONNX artefact."""
+    from ..errors import EdgevitError
+    from ..profile.roofline import predict_onnx_latency
+
+    onnx = ctx.latest("onnx")
+    if onnx is None:
+        log.warning("roofline predictions need an ONNX artefact: add an export_onnx stage before profile")
+        return []
+    measured = next((r["median_ms"] for r in results if r.get("artifact") == "onnx" and r["batch"] == 1), None)
+    out = []
+    for target in [*ctx.recipe.targets, LOCAL_PROFILE]:
+        for dtype in ("fp32", "fp16", "int8"):
+            try:
+                p = predict_onnx_latency(onnx.path, target, dtype,
+                                         measured_ms=measured if target == LOCAL_PROFILE and dtype == "fp32" else None)
+            except (EdgevitError, KeyError, ValueError) as exc:
+                log.info("no %s prediction for %s: %s", dtype, target, exc)
+                continue
+            p["target"] = target
+            if target == LOCAL_PROFILE and dtype == "fp32":
+                p["measured_ms"] = measured
+            out.append(p)
+    return out
 
 
 @register_stage
@@ -176,7 +191,7 @@ class ReportStage(Stage):
     """Write report.json and report.md at the top of the run directory from every stage's record."""
 
     name = "report"
-    description = "report.json + report.md of the whole run"
+    description = "report.json + report.md + report.html (with a latency plot) of the whole run"
 
     @dataclass
     class Config:
