@@ -22,10 +22,10 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from latency_anchors import build_model, real_inputs  # noqa: E402
+from latency_anchors import build_model, real_inputs
 
-from edgevit.artifact import Artifact, write_json  # noqa: E402
-from edgevit.profile import profile_runtime, system_stamp  # noqa: E402
+from edgevit.artifact import Artifact, write_json
+from edgevit.profile import profile_runtime, system_stamp
 
 log = logging.getLogger("runtimes_matrix")
 DEFAULT_JSON = Path(__file__).resolve().parent / "results" / "runtimes_matrix.json"
@@ -77,7 +77,8 @@ def main(argv: list[str] | None = None) -> int:
                                 "top1_agreement": ort.get("top1_agreement")})
                 arts["ort"] = open_artifact(ort["path"])
 
-            def measure(variant, art, runtime_name, batches, slow=False, **opts):
+            def measure(variant, art, runtime_name, batches, slow=False, name=name, weights=weights, inputs=inputs,
+                        **opts):
                 rt = load_runtime(runtime_name, art, threads=args.threads, **opts)
                 res = profile_runtime(rt, batch_sizes=tuple(batches), warmup_s=args.warmup, duration_s=args.duration,
                                       min_runs=3 if slow else 10, min_warmup=1 if slow else 5, inputs=inputs)

@@ -20,14 +20,18 @@ Tuning (``trials``). Untuned CPU code is slow: TVM has no default CPU schedules 
 image here). Measured on 2 busy cores: 64 trials ≈ 1.1 s, 1200 trials (24 min) ≈ 42 ms per DeiT-Tiny image —
 still 2× torch eager (21 ms) and 2.9× OpenVINO FP32 (14.5 ms). For standard ViT ops on a CPU, OpenVINO or
 onnxruntime are faster; TVM is here for targets and kernels they do not cover. ``trials=0`` skips tuning (the
-record carries a loud warning unless a cached database is applied).
+record carries a loud warning unless a cached database is applied). Each tuning round (one task, ``trials // tasks``
+candidates, at most 64) costs an evolutionary search of 5–50 s on 2 busy cores whatever its size, so budgets below
+~8 trials per task (fmnist-vit-tiny: 25 tasks, DeiT-Tiny: 23) mostly pay overhead: 16 trials on fmnist-vit-tiny take
+~4 min here.
 
 The tuning database is cached in ``work_dir`` (default ``$EDGEVIT_TVM_CACHE``, else
 ``$XDG_CACHE_HOME/edgevit/tvm`` or ``~/.cache/edgevit/tvm``) under a key that hashes the tuning tasks (the fused
 TIR functions: operators and shapes, not weight values), the target and the TVM version. So the same architecture,
 batch and target reuse it — also with other weights. A cached database with at least ``trials`` trials is applied
 without tuning (the record says ``"status": "reused"``); with fewer, tuning continues from it (``"extended"``);
-``retune=True`` starts over. A copy of the database is written next to the library (``<stem>_tuning/``).
+``retune=True`` starts over. A copy of the database is written next to the library (``<stem>_tuning/``); passing
+that folder as ``work_dir`` (on another machine with the same target, say) applies it when its key matches.
 
 Files: ``model.so`` (the library), ``model.so.tvm.json`` (target, the CPU features the code needs, build host,
 batch, TVM version, tuning summary — :class:`~edgevit.runtimes.tvm_rt.TvmRuntime` checks it before loading) and
@@ -139,7 +143,6 @@ def export_tvm(source: Any, out_dir: str | Path, *, target: Any = "llvm", trials
     module, spec, name = _resolve_model(source)
     path = _resolve_out_path(out_dir)
     tgt, tdict, target_notes = resolve_target(target, mcpu=mcpu, num_cores=num_cores)
-    kind = tgt.kind.name
     images, described = _parity_images(calib_images, spec, parity_samples) if parity else (None, None)
 
     mod, t_import = _import(module, spec, batch, convert_map, name)
@@ -380,6 +383,18 @@ def _has_database(d: Path) -> bool:
     return all((d / f).exists() and (d / f).stat().st_size > 0 for f in DB_FILES)
 
 
+def _cache_dir(root: Path, key: str) -> Path:
+    """``root/<key>``, or ``root`` itself when it holds this key's database (e.g. the copy next to a library)."""
+    own = root / "cache.json"
+    if own.exists() and _has_database(root):
+        try:
+            if json.loads(own.read_text()).get("key") == key:
+                return root
+        except (OSError, ValueError):
+            pass
+    return root / key
+
+
 def _lower_and_tune(mod, tgt, tdict: dict, *, trials: int, cache_root: Path, retune: bool,
                     max_trials_per_task: int | None, timeout_s: float, seed: int, name: str):
     """Lower to fused TIR, tune or reuse the cached database, apply it. Returns (IRModule, tuning info)."""
@@ -401,13 +416,14 @@ def _lower_and_tune(mod, tgt, tdict: dict, *, trials: int, cache_root: Path, ret
         raise ExportError(f"TVM could not lower {name} to TIR for {tdict.get('kind')} ({type(exc).__name__}: "
                           f"{_first_lines(exc)})") from exc
     key = tuning_key(tasks, tdict)
-    cache = cache_root / key
+    cache = _cache_dir(cache_root, key)
     info: dict[str, Any] = {"status": "untuned", "trials_requested": trials, "tasks": len(tasks), "key": key,
                             "cache_dir": str(cache), "lower_time_s": round(time.perf_counter() - t, 3)}
-    with _locked(cache):
+    busy = trials > 0 or _has_database(cache)  # an untuned export with nothing cached leaves no trace
+    with _locked(cache) if busy else contextlib.nullcontext():
         state_path = cache / "cache.json"
         state = json.loads(state_path.read_text()) if state_path.exists() and _has_database(cache) else {}
-        if retune and state:
+        if retune:
             for f in (*DB_FILES, "cache.json"):
                 (cache / f).unlink(missing_ok=True)
             shutil.rmtree(cache / "logs", ignore_errors=True)
@@ -431,10 +447,11 @@ def _lower_and_tune(mod, tgt, tdict: dict, *, trials: int, cache_root: Path, ret
             write_json(state_path, state)
             info.update(status="extended" if have else "tuned", trials_run=todo, tuning_time_s=round(elapsed, 1),
                         trials_per_round=per_iter)
-        elif have:
+        elif _has_database(cache):  # enough trials cached (or a database without our cache.json: trials unknown)
             info.update(status="reused", trials_run=0, tuning_time_s=0.0)
-            log.info("TVM tuning skipped: reusing the cached database for these %d tasks and target (%d trials, "
-                     "tuned in %.0f s) from %s", len(tasks), have, state.get("tuning_time_s_total", 0), cache)
+            log.info("TVM tuning skipped: reusing the cached database for these %d tasks and target (%s trials, "
+                     "tuned in %s s) from %s", len(tasks), have or "unknown", state.get("tuning_time_s_total", "?"),
+                     cache)
         if _has_database(cache):
             info["trials_total"] = int(state.get("trials_total", have))
             info["tuning_time_s_total"] = state.get("tuning_time_s_total")
@@ -569,6 +586,8 @@ def _copy_database(tuning: dict, library: Path) -> str | None:
     if not src:
         return None
     dst = library.with_name(f"{library.stem}_tuning")
+    if dst.exists() and dst.resolve() == Path(src).resolve():
+        return str(dst)
     dst.mkdir(parents=True, exist_ok=True)
     for f in (*DB_FILES, "cache.json"):
         if (Path(src) / f).exists():

@@ -4,8 +4,9 @@ Loading reads the export metadata next to the library (``model.so.tvm.json``) an
 can run the code: same architecture, every SIMD feature the build target's CPU may use (``required_isa_features``,
 compared with ``/proc/cpuinfo``), a GPU for ``cuda`` libraries. A mismatch raises :class:`RuntimeLoadError`
 naming the build target and this host — before TVM loads the library, since code for another CPU dies with SIGILL
-rather than an exception. Only then does it ``tvm.runtime.load_module`` the library and start a
-``relax.VirtualMachine`` on it. Needs the TVM runtime only (no torch).
+rather than an exception. Only then does it load the library (through a unique file name, so a library
+re-exported to the same path in this process is really reloaded) and start a ``relax.VirtualMachine`` on it.
+Needs the TVM runtime only (no torch).
 
 A library is compiled for one batch size (``batch`` in its metadata, also ``static_batch`` here); another batch
 raises :class:`InputSpecError` saying which batch it was built for. ``threads`` sizes TVM's thread pool
@@ -71,6 +72,34 @@ def check_host(meta: dict, path: str | Path) -> None:
     )
 
 
+def _load_library(tvm, path: Path):
+    """``tvm.runtime.load_module`` through a fresh file name.
+
+    dlopen hands back an already loaded library for a name it has seen, so a library re-exported to the same path
+    in this process (a second export with more trials, say) would silently keep running the old code. Loading a
+    hard link (or copy) with a unique name, removed right after, always maps the file as it is now.
+    """
+    import os
+    import shutil
+    import tempfile
+    import uuid
+
+    alias = path.with_name(f".{path.stem}.{os.getpid()}.{uuid.uuid4().hex[:8]}.so")
+    tmpdir = None
+    try:
+        try:
+            os.link(path, alias)
+        except OSError:  # read-only folder or no hard links: a private copy
+            tmpdir = Path(tempfile.mkdtemp(prefix="edgevit-tvm-"))
+            alias = tmpdir / path.name
+            shutil.copy2(path, alias)
+        return tvm.runtime.load_module(str(alias))
+    finally:
+        alias.unlink(missing_ok=True)
+        if tmpdir is not None:
+            shutil.rmtree(tmpdir, ignore_errors=True)
+
+
 class TvmRuntime(Runtime):
     """Runs a TVM library's ``main`` in a ``relax.VirtualMachine`` on the CPU (or a GPU for cuda builds)."""
 
@@ -119,7 +148,7 @@ class TvmRuntime(Runtime):
                 raise ConfigError(f"tvm runtime: threads must be ≥ 1, got {self.threads}")
             tvm.get_global_func("runtime.config_threadpool")(1, int(self.threads))
         try:
-            lib = tvm.runtime.load_module(str(path))
+            lib = _load_library(tvm, Path(path))
             self._vm = relax.VirtualMachine(lib, self._dev)
             self._main = self._vm["main"]
         except Exception as exc:  # TVM raises RuntimeError/TVMError from C++ (dlopen, missing symbols, …)

@@ -41,9 +41,9 @@ class ExportTvmStage(Stage):
         work_dir: str | None = field(default=None, metadata={
             "help": "tuning cache root (default $EDGEVIT_TVM_CACHE or ~/.cache/edgevit/tvm)"})
         retune: bool = field(default=False, metadata={"help": "ignore a cached tuning database"})
-        tuning_timeout_s: float = 60.0
+        tuning_timeout_s: float = field(default=60.0, metadata={"help": "seconds to build or run one tuning candidate"})
         tolerance: float | None = field(default=None, metadata={"help": "max abs logit difference allowed"})
-        parity_samples: int = 64
+        parity_samples: int = field(default=64, metadata={"help": "real images for the parity check"})
 
         def validate(self, path: str) -> None:
             from ..errors import ConfigError
