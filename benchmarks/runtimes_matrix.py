@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     from edgevit.export.tvm import export_tvm
     from edgevit.runtimes import load_runtime, open_artifact
 
-    rows, exports = [], []
+    rows, exports, prepared = [], [], {}
     with tempfile.TemporaryDirectory(prefix="edgevit-matrix-") as tmp:
         tmp = Path(tmp)
         for name in args.models:
@@ -88,7 +88,13 @@ def main(argv: list[str] | None = None) -> int:
                 rows.extend(res)
                 rt.close()
 
-            for v in variants:
+            prepared[name] = (model, weights, inputs, arts, d, measure)
+
+        # variant-major, TVM last: TVM's thread pool stays alive (spinning) in this process once created and would
+        # slow down every runtime measured after it
+        for v in sorted(variants, key=lambda v: v.startswith("tvm")):
+            for name in args.models:
+                model, weights, inputs, arts, d, measure = prepared[name]
                 t0 = time.perf_counter()
                 if v == "torch":
                     measure(v, arts["torch"], "torch", args.batch)

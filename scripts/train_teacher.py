@@ -67,6 +67,8 @@ def main():
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--limit", type=int, default=None, help="train on the first N images (smoke runs)")
     ap.add_argument("--resume", action="store_true")
+    ap.add_argument("--init-from", default=None,
+                    help="start from these weights (safetensors) with a fresh optimizer and schedule (fine-tuning)")
     ap.add_argument("--stop-after", type=int, default=None,
                     help="stop after this many epochs (the schedule still runs over --epochs); resume later")
     args = ap.parse_args()
@@ -83,6 +85,11 @@ def main():
     xte, yte = normalise(xte_u8), torch.from_numpy(yte)
 
     model = fmnist.build(args.arch)
+    if args.init_from:
+        from safetensors.torch import load_file
+
+        model.load_state_dict(load_file(args.init_from))
+        print(f"initialised from {args.init_from}", flush=True)
     decay = [p for n, p in model.named_parameters() if p.ndim > 1 and "pos_embed" not in n]
     no_decay = [p for n, p in model.named_parameters() if not (p.ndim > 1 and "pos_embed" not in n)]
     opt = torch.optim.AdamW(
