@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ConfigError, DataError, ExportError, ParityError
+from ..errors import ConfigError, ExportError, ParityError
 from ..spec import InputSpec
 
 log = logging.getLogger(__name__)
@@ -461,26 +461,9 @@ def _file_size(path: Path) -> int:
 
 
 def _parity_images(calib_images: Any, spec: InputSpec, limit: int) -> tuple[np.ndarray, str]:
-    """Preprocessed float32 NCHW parity inputs and a description of where they came from."""
-    from ..data import ArrayDataset, load_dataset, preprocess
+    from .parity import parity_images
 
-    if calib_images is None:
-        try:
-            ds = load_dataset("fashion-mnist", "test", limit=limit)
-        except DataError as exc:
-            raise ExportError(f"the ONNX parity check needs real images and Fashion-MNIST is not available here "
-                              f"({exc}). Pass calib_images=<preprocessed images>, or parity=False to skip it.") from exc
-        return preprocess(ds.images, spec), f"fashion-mnist test[:{len(ds)}] preprocessed to the model's spec"
-    if isinstance(calib_images, ArrayDataset):
-        return preprocess(calib_images.images, spec), f"{calib_images.name} ({len(calib_images)} images) preprocessed"
-    arr = np.asarray(calib_images)
-    if arr.dtype == np.uint8:
-        return preprocess(arr, spec), f"caller's {len(arr)} raw images, preprocessed to the model's spec"
-    if len(arr) == 0:
-        raise ExportError("calib_images is empty: pass at least one real image for the parity check, or parity=False")
-    arr = spec.check_batch(arr, where="ONNX parity calib_images")
-    return arr, f"caller's {len(arr)} preprocessed images"
-
+    return parity_images(calib_images, spec, limit, what="ONNX")
 
 def _parity(module, path: Path, spec: InputSpec, images: np.ndarray, *, tolerance: float | None, dynamic: bool,
             what: str) -> dict:

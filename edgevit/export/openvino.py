@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ConfigError, DataError, ExportError, ParityError
+from ..errors import ConfigError, ExportError, ParityError
 from ..spec import InputSpec
 
 log = logging.getLogger(__name__)
@@ -214,29 +214,9 @@ def _resolve_out_path(out: str | Path, name: str) -> Path:
 
 
 def _parity_images(calib_images: Any, spec: InputSpec, limit: int) -> tuple[np.ndarray, str]:
-    """Preprocessed float32 NCHW parity inputs and a description of where they came from."""
-    from ..data import ArrayDataset, load_dataset, preprocess
+    from .parity import parity_images
 
-    if calib_images is None:
-        try:
-            ds = load_dataset("fashion-mnist", "test", limit=limit)
-        except DataError as exc:
-            raise ExportError(f"the OpenVINO parity check needs real images and Fashion-MNIST is not available here "
-                              f"({exc}). Pass calib_images=<images>, or parity=False to skip it.") from exc
-        return preprocess(ds.images, spec), f"fashion-mnist test[:{len(ds)}] preprocessed to the model's spec"
-    if isinstance(calib_images, ArrayDataset):
-        return preprocess(calib_images.images, spec), f"{calib_images.name} ({len(calib_images)} images) preprocessed"
-    arr = np.asarray(calib_images)
-    if len(arr) == 0:
-        raise ExportError("calib_images is empty: pass at least one real image for the parity check, or parity=False")
-    if arr.dtype == np.uint8:
-        return preprocess(arr, spec), f"caller's {len(arr)} raw images, preprocessed to the model's spec"
-    arr = spec.check_batch(arr, where="OpenVINO parity calib_images")
-    return arr, f"caller's {len(arr)} preprocessed images"
-
-
-# ------------------------------------------------------------------------------------------------ convert
-
+    return parity_images(calib_images, spec, limit, what="OpenVINO")
 
 def _convert_torch(ov: Any, module: Any, spec: InputSpec, dynamic_batch: bool, name: str) -> Any:
     from .onnx import _example_input, _quiet

@@ -215,3 +215,26 @@ def compare_runtime(reference_runtime_or_fn: Any, candidate_runtime: Any, batche
         raise
     record.update(extra)
     return record
+
+
+def parity_images(calib_images: Any, spec, limit: int, *, what: str) -> tuple[np.ndarray, str]:
+    """Preprocessed float32 NCHW parity inputs and where they came from: the caller's images (raw uint8, already
+    preprocessed, or an ArrayDataset), else the first ``limit`` real Fashion-MNIST test images."""
+    from ..data import ArrayDataset, load_dataset, preprocess
+    from ..errors import DataError, ExportError
+
+    if calib_images is None:
+        try:
+            ds = load_dataset("fashion-mnist", "test", limit=limit)
+        except DataError as exc:
+            raise ExportError(f"the {what} parity check needs real images and Fashion-MNIST is not available here "
+                              f"({exc}). Pass calib_images=<images>, or parity=False to skip it.") from exc
+        return preprocess(ds.images, spec), f"fashion-mnist test[:{len(ds)}] preprocessed to the model's spec"
+    if isinstance(calib_images, ArrayDataset):
+        return preprocess(calib_images.images, spec), f"{calib_images.name} ({len(calib_images)} images) preprocessed"
+    arr = np.asarray(calib_images)
+    if len(arr) == 0:
+        raise ExportError("calib_images is empty: pass at least one real image for the parity check, or parity=False")
+    if arr.dtype == np.uint8:
+        return preprocess(arr, spec), f"caller's {len(arr)} raw images, preprocessed to the model's spec"
+    return spec.check_batch(arr, where=f"{what} parity calib_images"), f"caller's {len(arr)} preprocessed images"

@@ -60,7 +60,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ConfigError, DataError, ExportError, MissingBackendError, ParityError
+from ..errors import ConfigError, ExportError, MissingBackendError, ParityError
 from ..spec import InputSpec
 
 log = logging.getLogger(__name__)
@@ -261,27 +261,9 @@ def _resolve_out_path(out: str | Path) -> Path:
 
 
 def _parity_images(calib_images: Any, spec: InputSpec, limit: int) -> tuple[np.ndarray, str]:
-    from ..data import ArrayDataset, load_dataset, preprocess
+    from .parity import parity_images
 
-    if calib_images is None:
-        try:
-            ds = load_dataset("fashion-mnist", "test", limit=limit)
-        except DataError as exc:
-            raise ExportError(f"the TVM parity check needs real images and Fashion-MNIST is not available here "
-                              f"({exc}). Pass calib_images=<images>, or parity=False to skip it.") from exc
-        return preprocess(ds.images, spec), f"fashion-mnist test[:{len(ds)}] preprocessed to the model's spec"
-    if isinstance(calib_images, ArrayDataset):
-        return preprocess(calib_images.images, spec), f"{calib_images.name} ({len(calib_images)} images) preprocessed"
-    arr = np.asarray(calib_images)
-    if len(arr) == 0:
-        raise ExportError("calib_images is empty: pass at least one real image for the parity check, or parity=False")
-    if arr.dtype == np.uint8:
-        return preprocess(arr, spec), f"caller's {len(arr)} raw images, preprocessed to the model's spec"
-    return spec.check_batch(arr, where="TVM parity calib_images"), f"caller's {len(arr)} preprocessed images"
-
-
-# ------------------------------------------------------------------------------------------------ import
-
+    return parity_images(calib_images, spec, limit, what="TVM")
 
 def _first_lines(exc: BaseException, n: int = 3, limit: int = 600) -> str:
     text = " ".join(line.strip() for line in str(exc).strip().splitlines()[:n] if line.strip())
