@@ -164,6 +164,7 @@ def predict_onnx_latency(path: str | Path, profile: HardwareProfile | str, dtype
         "kernels": kernels,
         "compute_ms": compute_s * 1e3,
         "memory_ms": memory_s * 1e3 if bw else None,
+        "bound": "compute" if not bw or compute_s >= memory_s else "memory",  # the larger summed share
         "launch_ms": launch_s * 1e3,
         "latency_ms": (body_s + launch_s) * 1e3,
         "ms_by_op": dict(sorted(by_op.items(), key=lambda kv: -kv[1])),
