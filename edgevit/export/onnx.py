@@ -140,7 +140,7 @@ def export_onnx(model: Any, out_path: str | Path, *, opset: int = 18, dynamic_ba
 # ------------------------------------------------------------------------------------------------ inputs
 
 
-def _resolve_model(model: Any):
+def resolve_torch_source(model: Any, *, what: str = "ONNX"):
     """(torch module, input spec, source name) from a module, a torch Artifact or a model name / path."""
     from ..artifact import Artifact
     from ..models import create, input_spec_of
@@ -150,15 +150,19 @@ def _resolve_model(model: Any):
         return module, input_spec_of(module), str(getattr(module, "edgevit_name", model))
     if isinstance(model, Artifact):
         if model.kind != "torch":
-            raise ExportError(f"ONNX export needs a torch model, got an artefact of kind '{model.kind}' ({model.path})")
+            raise ExportError(f"{what} export needs a torch model, got an artefact of kind '{model.kind}' "
+                              f"({model.path}); start from the torch model (the recipe's load step)")
         module = model.load_model()
         return module, model.spec, str(model.source or getattr(module, "edgevit_name", type(module).__name__))
     import torch
 
     if not isinstance(model, torch.nn.Module):
-        raise ExportError(f"ONNX export needs a torch.nn.Module, a torch Artifact or a model name, "
+        raise ExportError(f"{what} export needs a torch.nn.Module, a torch Artifact or a model name, "
                           f"got {type(model).__name__}")
     return model, input_spec_of(model), str(getattr(model, "edgevit_name", type(model).__name__))
+
+
+_resolve_model = resolve_torch_source
 
 
 def _resolve_out_path(out_path: str | Path, source: str) -> Path:

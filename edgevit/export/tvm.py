@@ -227,25 +227,9 @@ def export_tvm(source: Any, out_dir: str | Path, *, target: Any = "llvm", trials
 
 
 def _resolve_model(source: Any):
-    """(torch module on the CPU, input spec, name) from a module, a torch Artifact or a model name / path."""
-    from ..artifact import Artifact
-    from ..models import create, input_spec_of
+    from .onnx import resolve_torch_source
 
-    if isinstance(source, (str, Path)):
-        module = create(str(source))
-        return module, input_spec_of(module), str(getattr(module, "edgevit_name", source))
-    if isinstance(source, Artifact):
-        if source.kind != "torch":
-            raise ExportError(f"TVM export needs a torch model, got an artefact of kind '{source.kind}' "
-                              f"({source.path}); start from the torch model (the recipe's load step)")
-        module = source.load_model()
-        return module, source.spec, str(source.source or getattr(module, "edgevit_name", type(module).__name__))
-    import torch
-
-    if not isinstance(source, torch.nn.Module):
-        raise ExportError(f"TVM export needs a torch.nn.Module, a torch Artifact or a model name, "
-                          f"got {type(source).__name__}")
-    return source, input_spec_of(source), str(getattr(source, "edgevit_name", type(source).__name__))
+    return resolve_torch_source(source, what="TVM")
 
 
 def _resolve_out_path(out: str | Path) -> Path:
