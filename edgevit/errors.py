@@ -44,3 +44,7 @@ class InputSpecError(EdgevitError, ValueError):
 
 class MissingBackendError(EdgevitError, ImportError):
     """An optional backend is not installed; the message names the pip extra that provides it."""
+
+
+class QuantizationError(EdgevitError, RuntimeError):
+    """An INT8 quantisation pass failed, or no configuration met the accuracy budget (``.record`` holds the figures)."""

@@ -9,7 +9,9 @@ from __future__ import annotations
 import importlib
 
 # top-level commands: fn(subparsers) adds e.g. `edgevit quantize`
-COMMAND_PROVIDERS: list[tuple[str, str]] = []
+COMMAND_PROVIDERS: list[tuple[str, str]] = [
+    ("edgevit.quantize.cli", "add_parser"),
+]
 
 # export formats: fn(export_subparsers) adds e.g. `edgevit export openvino`
 EXPORT_PROVIDERS: list[tuple[str, str]] = [

@@ -37,6 +37,8 @@ def summarize(records: list[dict]) -> dict:
             exports.append({"stage": r["id"], "path": (r.get("artifact") or {}).get("path"), "n": m.get("n"),
                             "max_abs_diff": m.get("max_abs_diff"), "cosine": m.get("cosine"),
                             "top1_agreement": m.get("top1_agreement"), "file_size": m.get("file_size")})
+        for row in m.get("accuracy", []) if isinstance(m.get("accuracy"), list) else []:
+            acc.append({"stage": r["id"], **row})  # stages that measure several artefacts (quantize)
         for row in m.get("latency", []):
             latency.append({"stage": r["id"], **row})
         for p in m.get("predictions", []):

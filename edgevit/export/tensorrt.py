@@ -348,20 +348,14 @@ def _onnx_vs_torch(onnx_path: Path, spec, torch_model, images: np.ndarray) -> di
 
 def _calibration_inputs(spec, calib: str, calib_split: str, calib_samples: int, calib_images: Any, data_dir,
                         seed: int) -> tuple[np.ndarray, dict]:
-    from ..data import ArrayDataset, preprocess
-    from .tensorrt_calib import calibration_images
+    from ..data import ArrayDataset
+    from ..quantize.calibration import calibration_data
 
     if calib_images is None:
-        return calibration_images(spec, dataset=calib, split=calib_split, samples=calib_samples, data_dir=data_dir,
-                                  seed=seed)
-    if isinstance(calib_images, ArrayDataset):
-        return preprocess(calib_images.images, spec), {"dataset": calib_images.name, "split": None,
-                                                        "samples": len(calib_images), "selection": "caller's dataset"}
-    arr = np.asarray(calib_images)
-    if arr.dtype == np.uint8:
-        arr = preprocess(arr, spec)
-    arr = spec.check_batch(arr.astype(np.float32, copy=False), where="TensorRT calibration images")
-    return arr, {"dataset": "caller's images", "split": None, "samples": len(arr), "selection": "caller's images"}
+        return calibration_data(spec, calib, split=calib_split, samples=calib_samples, data_dir=data_dir, seed=seed,
+                                what="TensorRT INT8 calibration")
+    n = len(calib_images) if isinstance(calib_images, ArrayDataset) else max(1, calib_samples)
+    return calibration_data(spec, calib_images, samples=max(n, 1), seed=seed, what="TensorRT INT8 calibration")
 
 
 # ------------------------------------------------------------------------------------------------ export

@@ -398,22 +398,16 @@ def activation_ranges(onnx_path: str | Path, images: np.ndarray, *, method: str 
 
 def calibration_images(spec, *, dataset: str = "fashion-mnist", split: str = "train", samples: int = 300,
                        data_dir: str | None = None, seed: int = 0) -> tuple[np.ndarray, dict]:
-    """``samples`` class-balanced real images of ``dataset``/``split``, preprocessed to ``spec``, and where from."""
-    from ..data import calibration_subset, load_dataset, preprocess
+    """``samples`` class-balanced real images of ``dataset``/``split``, preprocessed to ``spec``, and where from.
+
+    The same helper as every INT8 path of edgevit: :func:`edgevit.quantize.calibration.calibration_data`.
+    """
+    from ..quantize.calibration import calibration_data
 
     if samples <= 0:
         raise ConfigError(f"calibration samples must be positive, got {samples}")
-    try:
-        ds = load_dataset(dataset, split, data_dir=data_dir)
-    except DataError as exc:
-        raise DataError(f"INT8 calibration needs real images: {exc}. Install Fashion-MNIST (apt-get install "
-                        f"dataset-fashion-mnist) or pass --calib DIR with an ImageFolder of representative images.") \
-            from exc
-    sub = calibration_subset(ds, samples, seed=seed)
-    where = {"dataset": ds.name, "split": split, "samples": len(sub), "seed": seed,
-             "selection": "edgevit.data.calibration_subset (class-balanced, deterministic)",
-             "classes": {str(c): int((sub.labels == c).sum()) for c in np.unique(sub.labels)}}
-    return preprocess(sub.images, spec), where
+    return calibration_data(spec, dataset, split=split, samples=samples, data_dir=data_dir, seed=seed,
+                            what="TensorRT INT8 calibration")
 
 
 def compute_calibration_cache(onnx_path: str | Path, images: np.ndarray, out_path: str | Path, *,

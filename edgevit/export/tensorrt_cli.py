@@ -12,6 +12,7 @@ from pathlib import Path
 def add_parser(export_subparsers) -> argparse.ArgumentParser:
     """Add ``tensorrt`` to the ``edgevit export`` sub-commands."""
     from ..cli import _positive
+    from ._cli_common import add_source_args
 
     p = export_subparsers.add_parser(
         "tensorrt", help="ONNX → TensorRT engine (needs TensorRT) or --bundle: ONNX + INT8 calibration cache + "
@@ -21,10 +22,7 @@ def add_parser(export_subparsers) -> argparse.ArgumentParser:
                     "calibration cache computed by edgevit from real images, build.sh and profile.sh (trtexec), "
                     "README.md and manifest.json with the TensorRT preflight. Where `import tensorrt` works, an "
                     "engine is also built here and checked against the ONNX file on real images.")
-    p.add_argument("onnx", nargs="?", help="ONNX file (e.g. runs/x/model.onnx); or give --model")
-    p.add_argument("--model", help="edgevit model, timm name or checkpoint: exported to ONNX in --out first")
-    p.add_argument("--checkpoint", default=None, help="weights (.safetensors, or .pt/.pth) for --model")
-    p.add_argument("--arch", default=None, help="architecture of a checkpoint given as --model")
+    add_source_args(p, onnx_positional=True)
     p.add_argument("--out", help="output directory (e.g. runs/x/trt/); required unless --preflight")
     p.add_argument("--precision", choices=["fp32", "fp16", "int8"], default="fp16",
                    help="engine precision and the bundle's default (int8 = INT8 with FP16 fallback)")
@@ -57,10 +55,9 @@ def add_parser(export_subparsers) -> argparse.ArgumentParser:
 def cmd_export_tensorrt(args) -> int:
     from ..cli import _write_json
     from ..errors import ConfigError
+    from ._cli_common import model_from_args, one_source
 
-    if bool(args.onnx) == bool(args.model):
-        raise ConfigError("edgevit export tensorrt needs either an ONNX file (positional) or --model NAME, not both "
-                          "and not neither")
+    one_source(args, "tensorrt")
     if args.preflight:
         if not args.onnx:
             raise ConfigError("--preflight checks an ONNX file: pass its path (edgevit export tensorrt X.onnx "
@@ -86,10 +83,9 @@ def cmd_export_tensorrt(args) -> int:
     torch_model, onnx_path, onnx_parity = None, args.onnx, None
     out = Path(args.out)
     if args.model:
-        from ..models import create
         from .onnx import export_onnx
 
-        torch_model = create(args.model, checkpoint=args.checkpoint, arch=args.arch)
+        torch_model = model_from_args(args)
         rec_onnx = export_onnx(torch_model, out, opset=args.opset, parity_samples=args.parity_samples)
         onnx_path, onnx_parity = rec_onnx["path"], rec_onnx["parity"]
     rec = export_tensorrt(Path(onnx_path), out, precision=args.precision, bundle=args.bundle,

@@ -21,7 +21,8 @@ def _non_negative(text: str) -> int:
 
 def add_parser(export_subparsers) -> argparse.ArgumentParser:
     """Add ``tvm`` to the ``edgevit export`` sub-commands."""
-    from ..cli import _add_data_args, _add_model_args, _positive
+    from ..cli import _positive
+    from ._cli_common import add_parity_args, add_source_args
 
     p = export_subparsers.add_parser(
         "tvm", help="torch → TVM library (.so) for this CPU (or a given target), MetaSchedule-tuned, parity checked",
@@ -31,7 +32,7 @@ def add_parser(export_subparsers) -> argparse.ArgumentParser:
                     "features, tuning) and model.so.spec.json, so `edgevit eval --artifact model.so --batch-size B` "
                     "and `edgevit profile model.so --batch B` work on it. Untuned CPU libraries are slow: real "
                     "budgets are ~1000-2000 trials for DeiT-Tiny (about 25 min on 2 cores).")
-    _add_model_args(p, required=True)
+    add_source_args(p, required=True)
     p.add_argument("--out", required=True, help="output directory (writes model.so there) or a path ending in .so")
     p.add_argument("--target", default="llvm",
                    help="llvm (this CPU, detected like llc -mcpu=native), cuda, or a TVM target as JSON, e.g. "
@@ -49,10 +50,7 @@ def add_parser(export_subparsers) -> argparse.ArgumentParser:
     p.add_argument("--tuning-timeout", type=float, default=60.0,
                    help="seconds allowed to build or run one tuning candidate (raise on a busy machine)")
     p.add_argument("--cc", default=None, help="cross compiler for another architecture, e.g. aarch64-linux-gnu-g++")
-    p.add_argument("--tolerance", type=float, default=None, help="max abs logit difference vs torch")
-    p.add_argument("--parity-samples", type=_positive, default=64, help="real images for the parity check")
-    p.add_argument("--no-parity", action="store_true", help="skip the parity check (not recommended)")
-    _add_data_args(p)
+    add_parity_args(p, tolerance_help="max abs logit difference vs torch")
     p.add_argument("--json", help="write the export record (target, tuning, max_abs_diff, ...) here")
     p.set_defaults(func=cmd_export_tvm)
     return p
@@ -60,14 +58,10 @@ def add_parser(export_subparsers) -> argparse.ArgumentParser:
 
 def cmd_export_tvm(args) -> int:
     from ..cli import _write_json
-    from ..data import load_dataset
-    from ..models import create
+    from ._cli_common import model_from_args, parity_images, parity_summary
     from .tvm import export_tvm
 
-    model = create(args.model, checkpoint=args.checkpoint, pretrained=args.pretrained, arch=args.arch)
-    calib = None
-    if not args.no_parity:
-        calib = load_dataset(args.data, args.split, data_dir=args.data_dir, limit=args.parity_samples)
+    model, calib = model_from_args(args), parity_images(args)
     rec = export_tvm(model, Path(args.out), target=args.target, mcpu=args.mcpu, num_cores=args.num_cores,
                      trials=args.trials, batch=args.batch, work_dir=args.work_dir, retune=args.retune,
                      tuning_timeout_s=args.tuning_timeout, cc=args.cc, parity=not args.no_parity, calib_images=calib,
@@ -77,9 +71,6 @@ def cmd_export_tvm(args) -> int:
            "extended": f"tuned {tuning.get('trials_run')} more trials in {tuning.get('tuning_time_s')} s",
            "reused": f"reused the cached tuning database ({tuning.get('trials_total')} trials), no tuning",
            "untuned": "UNTUNED (slow; use --trials)"}[tuning["status"]]
-    parity = (f"parity skipped ({rec['parity_skipped']})" if rec["max_abs_diff"] is None else
-              f"max |Δ| {rec['max_abs_diff']:.2e}, top-1 agreement {rec['top1_agreement'] * 100:.1f}% on {rec['n']} "
-              f"real images")
-    print(f"wrote {rec['path']} ({rec['target_description']}, batch {rec['batch']}; {how}): {parity}")
+    print(f"wrote {rec['path']} ({rec['target_description']}, batch {rec['batch']}; {how}): {parity_summary(rec)}")
     _write_json(args.json, rec)
     return 0
