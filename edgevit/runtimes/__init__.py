@@ -39,6 +39,7 @@ RUNTIMES.register("onnxruntime", lazy("edgevit.runtimes.onnxruntime_rt", "OnnxRu
 RUNTIMES.register("tensorrt", lazy("edgevit.runtimes.tensorrt_rt", "TensorRTRuntime"))
 RUNTIMES.register("openvino", lazy("edgevit.runtimes.openvino_rt", "OpenVinoRuntime"))
 RUNTIMES.register("tvm", lazy("edgevit.runtimes.tvm_rt", "TvmRuntime"))
+RUNTIMES.register("cascade", lazy("edgevit.early_exit.runtime", "CascadeRuntime"))
 
 __all__ = ["METADATA_READERS", "RUNTIMES", "Runtime", "get_runtime_class", "list_runtimes", "load_runtime",
            "open_artifact", "runtimes_for_kind", "spec_sidecar_path", "write_spec_sidecar"]
@@ -131,6 +132,7 @@ METADATA_READERS: Registry[Callable[[Path], dict]] = Registry("artefact metadata
 METADATA_READERS.register("onnx", _read_onnx_metadata)
 METADATA_READERS.register("ort", _read_ort_metadata)
 METADATA_READERS.register("openvino", lambda p: lazy("edgevit.runtimes.openvino_rt", "read_ir_metadata")()(p))
+METADATA_READERS.register("cascade", lambda p: lazy("edgevit.early_exit.runtime", "read_manifest_metadata")()(p))
 
 
 def _check_path(path: str | Path) -> tuple[Path, str]:
@@ -202,6 +204,8 @@ def load_runtime(name: str, artifact_or_path: Artifact | str | Path, **options) 
     else:
         where, kind = _check_path(artifact_or_path)
         artifact = None
+    if kind == "cascade" and name != "cascade":  # an early-exit cascade runs its graphs on the named runtime
+        options["backend"], cls = name, get_runtime_class("cascade")
     if kind not in cls.kinds:
         others = [r for r in runtimes_for_kind(kind) if r != name]
         hint = (f"Runtimes that load '{kind}' artefacts: {', '.join(others)}." if others

@@ -93,6 +93,7 @@ STAGE_MODULES = [
     "edgevit.stages.deploy",
     "edgevit.stages.openvino",
     "edgevit.stages.tvm",
+    "edgevit.stages.early_exit",
     "edgevit.stages.quantize",
 ]
 
