@@ -10,6 +10,7 @@ import importlib
 
 # top-level commands: fn(subparsers) adds e.g. `edgevit quantize`
 COMMAND_PROVIDERS: list[tuple[str, str]] = [
+    ("edgevit.distill.cli", "add_parser"),
     ("edgevit.early_exit.cli", "add_parser"),
     ("edgevit.quantize.cli", "add_parser"),
 ]

@@ -180,6 +180,9 @@ def create(name_or_path: str, *, checkpoint: str | Path | None = None, pretraine
     elif arch is not None and arch != name:
         raise ModelLoadError(f"--arch {arch} conflicts with the model name {name}")
 
+    if num_classes is None and name not in MODELS and str(checkpoint or "").endswith(".safetensors"):
+        meta = meta or read_state_dict(checkpoint)[1]  # a timm head size other than its default (e.g. a student)
+        num_classes = json.loads(meta.get("input_spec", "{}")).get("num_classes")
     spec = None
     if name in MODELS:
         entry = MODELS.get(name)

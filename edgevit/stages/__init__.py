@@ -94,6 +94,7 @@ STAGE_MODULES = [
     "edgevit.stages.openvino",
     "edgevit.stages.tvm",
     "edgevit.stages.early_exit",
+    "edgevit.stages.distill",
     "edgevit.stages.quantize",
 ]
 
