@@ -355,10 +355,10 @@ def test_recipe_stage_then_eval(tmp_path):
     from edgevit import pipeline
     from edgevit.recipe import load_recipe
 
-    recipe = {"name": "ee", "model": {"name": "fmnist-vit-tiny"}, "data": {"limit": 32},
+    recipe = {"name": "ee", "model": {"name": "fmnist-vit-tiny"}, "data": {"limit": 32}, "runtimes": ["onnxruntime"],
               "stages": [{"stage": "early_exit", "steps": 1, "batch_size": 32, "train_limit": 64, "heldout_limit": 60,
                           "latency_duration_s": 0.02, "exporter": "torchscript", "parity_samples": 16, "budget": 2.0},
-                         {"stage": "eval", "runtime": "onnxruntime"}]}
+                         {"stage": "eval"}]}  # the recipe's onnxruntime runs the cascade's graphs
     path = tmp_path / "r.yaml"
     path.write_text(yaml.safe_dump(recipe))
     recs = pipeline.run(load_recipe(str(path), []), tmp_path / "out")

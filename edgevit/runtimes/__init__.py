@@ -42,7 +42,7 @@ RUNTIMES.register("tvm", lazy("edgevit.runtimes.tvm_rt", "TvmRuntime"))
 RUNTIMES.register("cascade", lazy("edgevit.early_exit.runtime", "CascadeRuntime"))
 
 __all__ = ["METADATA_READERS", "RUNTIMES", "Runtime", "get_runtime_class", "list_runtimes", "load_runtime",
-           "open_artifact", "runtimes_for_kind", "spec_sidecar_path", "write_spec_sidecar"]
+           "open_artifact", "runtime_loads", "runtimes_for_kind", "spec_sidecar_path", "write_spec_sidecar"]
 
 
 def get_runtime_class(name: str) -> type[Runtime]:
@@ -189,6 +189,16 @@ def open_artifact(path: str | Path, *, spec: InputSpec | None = None, arch: str 
     return Artifact(kind=kind, spec=spec, path=p, source=meta.get(SOURCE_KEY))
 
 
+# runtimes that run the graphs of an early-exit cascade (manifest.json): `--runtime openvino` on a cascade means
+# the cascade runtime with that backend
+CASCADE_BACKENDS = ("onnxruntime", "openvino")
+
+
+def runtime_loads(name: str, kind: str) -> bool:
+    """Whether ``load_runtime(name, ...)`` accepts an artefact of ``kind`` (cascades also run on their backends)."""
+    return kind in get_runtime_class(name).kinds or (kind == "cascade" and name in CASCADE_BACKENDS)
+
+
 def load_runtime(name: str, artifact_or_path: Artifact | str | Path, **options) -> Runtime:
     """Load an artefact (or a file, opened with :func:`open_artifact`) into the runtime called ``name``.
 
@@ -204,7 +214,7 @@ def load_runtime(name: str, artifact_or_path: Artifact | str | Path, **options) 
     else:
         where, kind = _check_path(artifact_or_path)
         artifact = None
-    if kind == "cascade" and name != "cascade":  # an early-exit cascade runs its graphs on the named runtime
+    if kind == "cascade" and name in CASCADE_BACKENDS:  # an early-exit cascade runs its graphs on the named runtime
         options["backend"], cls = name, get_runtime_class("cascade")
     if kind not in cls.kinds:
         others = [r for r in runtimes_for_kind(kind) if r != name]

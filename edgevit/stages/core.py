@@ -13,14 +13,14 @@ log = logging.getLogger(__name__)
 def _pick_runtime(ctx: StageContext, artifact, requested: str | None) -> str:
     """The runtime for ``artifact``: the requested one, else the first recipe runtime that loads its kind."""
     from ..errors import ConfigError
-    from ..runtimes import get_runtime_class
+    from ..runtimes import runtime_loads
 
     if requested:
         return requested
     if artifact.kind == "torch":
         return "torch"
     for name in ctx.recipe.runtimes:
-        if artifact.kind in get_runtime_class(name).kinds:
+        if runtime_loads(name, artifact.kind):
             return name
     raise ConfigError(f"no runtime in the recipe's runtimes {ctx.recipe.runtimes} loads a '{artifact.kind}' artefact; "
                       f"add one to 'runtimes' or set the stage's 'runtime'")
@@ -134,12 +134,12 @@ class ProfileStage(Stage):
     def run(self, ctx, config):
         from ..data import preprocess
         from ..profile.latency import profile_runtime
-        from ..runtimes import get_runtime_class, load_runtime
+        from ..runtimes import load_runtime, runtime_loads
 
         art = ctx.artifact
         pairs = []
         names = config.runtimes or ([_pick_runtime(ctx, art, None)] if art.kind == "torch" else
-                                    [r for r in ctx.recipe.runtimes if art.kind in get_runtime_class(r).kinds])
+                                    [r for r in ctx.recipe.runtimes if runtime_loads(r, art.kind)])
         pairs += [(art, r) for r in names]
         src = ctx.source_artifact()
         if config.include_source and src is not art:

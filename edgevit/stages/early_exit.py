@@ -16,9 +16,8 @@ Recipe entry (every key optional)::
       latency_duration_s: 1.0   # timed seconds per graph during calibration
 
 The stage folder holds ``early_exit.safetensors``, ``train.json``, ``calibration.json`` and ``export/`` with
-``manifest.json``; the next stages see a ``cascade`` artefact. ``eval``/``profile`` run it with ``runtime:
-openvino`` or ``onnxruntime`` (set on those stages; or list ``cascade`` in the recipe's runtimes for the manifest's
-own backend).
+``manifest.json``; the next stages see a ``cascade`` artefact. ``eval``/``profile`` run it on the first of the
+recipe's ``runtimes`` that runs its graphs (onnxruntime, openvino), or on the runtime set on those stages.
 """
 
 from __future__ import annotations
