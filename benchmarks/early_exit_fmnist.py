@@ -138,10 +138,10 @@ def main(argv=None) -> int:
         else:
             base = export_openvino(ee.backbone, work / "backbone_ov", calib_images=test.images[:32])["path"]
         brt = load_runtime(rt_name, base, threads=args.threads)
-        baselines[rt_name] = {**time_per_image(brt.run, x_lat, args.warmup), "artifact": str(base),
-                              "runtime_info": brt.describe()}
+        first = time_per_image(brt.run, x_lat, args.warmup)
         brt.close()
         manifest = Path(exports[fmt]["path"])
+        cascade_rows = {}
         for row in sweep:
             rt = CascadeRuntime(Artifact(kind="cascade", spec=spec, path=manifest), backend=rt_name,
                                 threads=args.threads, thresholds=row["thresholds"])
@@ -151,9 +151,17 @@ def main(argv=None) -> int:
             _, ex_rt = rt.run_with_exits(x_lat[:m])
             ex_torch = assign_exits(sc[:m], np.array(row["thresholds"]), "confidence")
             lat["exit_agreement_vs_torch"] = float((ex_rt == ex_torch).mean())
-            lat["speedup"] = baselines[rt_name]["mean_ms"] / lat["mean_ms"]
+            cascade_rows[row["point"]] = lat
             row["latency"][rt_name] = lat
             rt.close()
+        # the reference is timed before AND after the sweep; the faster of the two is kept (conservative speed-ups)
+        brt = load_runtime(rt_name, base, threads=args.threads)
+        again = time_per_image(brt.run, x_lat, args.warmup)
+        baselines[rt_name] = {**min(first, again, key=lambda r: r["mean_ms"]), "timings": [first, again],
+                              "artifact": str(base), "runtime_info": brt.describe()}
+        brt.close()
+        for lat in cascade_rows.values():
+            lat["speedup"] = baselines[rt_name]["mean_ms"] / lat["mean_ms"]
 
     op = {}
     for rt_name in runtimes:

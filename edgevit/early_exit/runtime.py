@@ -97,6 +97,8 @@ def load_graph_runtime(backend: str, file: str | Path, spec, *, device: str = "c
         raise RuntimeLoadError(f"runtime '{backend}' is not available here: {why}")
     if backend == "openvino":
         options.setdefault("precision", "f32")
+    if backend == "onnxruntime":
+        options.setdefault("spinning", False)  # many sessions take turns: spinning idle pools would steal the cores
     return cls(Artifact(kind=kind, spec=spec, path=Path(file)), device=device, threads=threads, **options)
 
 

@@ -19,7 +19,7 @@ GRAPH_OPTIMIZATION_LEVELS = {
     "extended": "ORT_ENABLE_EXTENDED",
     "all": "ORT_ENABLE_ALL",
 }
-OPTIONS = ("graph_optimization", "inter_op_threads", "provider_options")
+OPTIONS = ("graph_optimization", "inter_op_threads", "provider_options", "spinning")
 
 
 def providers_for(device: str) -> list[str]:
@@ -39,7 +39,8 @@ class OnnxRuntime(Runtime):
 
     Options: ``threads`` (intra-op threads; None lets onnxruntime choose), ``inter_op_threads``,
     ``graph_optimization`` (``disable`` | ``basic`` | ``extended`` | ``all``, default ``all``) and
-    ``provider_options`` (a dict for the first provider, e.g. ``{"trt_fp16_enable": True}``).
+    ``provider_options`` (a dict for the first provider, e.g. ``{"trt_fp16_enable": True}``) and ``spinning``
+    (False stops idle worker threads from spinning; the early-exit cascade sets it).
     ``device`` picks the execution providers: ``cpu`` → CPU; ``cuda[:N]`` → CUDA (CPU for unsupported nodes);
     ``tensorrt`` → TensorRT with CUDA and CPU fallback. A provider missing from this onnxruntime build raises
     :class:`RuntimeLoadError` naming the providers that exist here.
@@ -86,6 +87,10 @@ class OnnxRuntime(Runtime):
             so.intra_op_num_threads = int(self.threads)
         if self.options.get("inter_op_threads") is not None:
             so.inter_op_num_threads = int(self.options["inter_op_threads"])
+        if self.options.get("spinning") is not None:
+            # idle worker threads spin for a while after each run by default: right for one model called in a loop,
+            # wrong when several sessions take turns (an early-exit cascade), where the idle ones steal the cores
+            so.add_session_config_entry("session.intra_op.allow_spinning", "1" if self.options["spinning"] else "0")
         level = self.options.get("graph_optimization", "all")
         if level not in GRAPH_OPTIMIZATION_LEVELS:
             raise ConfigError(f"onnxruntime runtime: graph_optimization '{level}' is not one of "
