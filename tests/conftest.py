@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -60,3 +61,29 @@ def tiny_onnx(tmp_path_factory, tiny_model):
     path = tmp_path_factory.mktemp("onnx") / "fmnist-vit-tiny.onnx"
     record = export_onnx(tiny_model, path)
     return path, record
+
+
+@pytest.fixture(scope="session")
+def cpp_build(tmp_path_factory) -> Path:
+    """examples/cpp built once per test session (every executable); EDGEVIT_CPP_BUILD_DIR keeps it between sessions.
+
+    Skips when openvino (the C++ code builds against the wheel's headers and CMake config), cmake or a compiler is
+    missing. Returns the folder holding the executables.
+    """
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    pytest.importorskip("openvino", reason="openvino is not installed (pip install 'edgevit[openvino]'); the C++ "
+                                           "examples build against the wheel's headers and CMake config")
+    if not shutil.which("cmake") or not (shutil.which("c++") or shutil.which("g++")):
+        pytest.skip("cmake or a C++ compiler is missing (apt-get install cmake g++)")
+    cpp = Path(__file__).resolve().parent.parent / "examples" / "cpp"
+    build = Path(os.environ.get("EDGEVIT_CPP_BUILD_DIR") or tmp_path_factory.mktemp("cpp-build"))
+    env = dict(os.environ, PYTHON=sys.executable, JOBS=os.environ.get("JOBS", "2"))
+    r = subprocess.run(["bash", str(cpp / "build.sh"), str(build)], check=False, capture_output=True, text=True,
+                       env=env, timeout=600)
+    if r.returncode != 0:
+        pytest.fail(f"examples/cpp/build.sh failed ({r.returncode}):\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}")
+    return Path(r.stdout.strip().splitlines()[-1]).parent
