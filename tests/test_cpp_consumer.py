@@ -14,9 +14,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-CPP = ROOT / "examples" / "cpp"
-
 
 @pytest.fixture(scope="session")
 def classify_bin(cpp_build) -> Path:

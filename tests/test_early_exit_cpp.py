@@ -12,9 +12,6 @@ import numpy as np
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
-CPP = ROOT / "examples" / "cpp"
-
 
 @pytest.fixture(scope="module")
 def cascade_bin(cpp_build) -> Path:
