@@ -178,7 +178,8 @@ def test_runtime_options_are_applied_and_read_back(ir_fp32, real_batch):
     d = rt.describe()
     assert d["compiled"]["INFERENCE_NUM_THREADS"] == 1 and d["threads"] == 1
     assert d["compiled"]["PERFORMANCE_HINT"] == "THROUGHPUT"
-    assert d["requested"] == {"threads": 1, "hint": "throughput", "precision": "bf16", "config": {}}
+    assert d["requested"] == {"threads": 1, "hint": "throughput", "precision": "bf16", "config": {},
+                              "shapes": "static"}
     has_bf16 = "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
     assert d["inference_precision"] == ("bf16" if has_bf16 else "f32")  # what was used, not what was asked
     a, b = ref.run(real_batch), rt.run(real_batch)
@@ -188,6 +189,52 @@ def test_runtime_options_are_applied_and_read_back(ir_fp32, real_batch):
     assert f16.inference_precision in ("f16", "bf16", "f32") and f16.describe()["compiled"]["NUM_STREAMS"] == 1
     default = _ov_runtime(ir_fp32[0], precision="default", hint=None)
     assert default.describe()["requested"]["precision"] is None and default.inference_precision
+
+
+def test_ir_recorded_precision_is_the_default_and_an_option_wins(tmp_path, ir_fp32):
+    from edgevit.runtimes.openvino_rt import record_precision
+
+    xml = tmp_path / "m.xml"
+    shutil.copy(ir_fp32[0], xml)
+    shutil.copy(ir_fp32[0].with_suffix(".bin"), xml.with_suffix(".bin"))
+    plain = _ov_runtime(xml).describe()
+    assert plain["file_precision"] is None and plain["precision_source"] == "default"
+    record_precision(xml, "bf16")
+    assert not list(tmp_path.glob("*.tmp.*"))  # rewritten in place
+    has_bf16 = "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    d = _ov_runtime(xml).describe()
+    assert d["file_precision"] == "bf16" and d["precision_source"] == "file"
+    assert d["requested"]["precision"] == "bf16" and d["inference_precision"] == ("bf16" if has_bf16 else "f32")
+    d = _ov_runtime(xml, precision="f32").describe()
+    assert d["precision_source"] == "option" and d["inference_precision"] == "f32"
+    assert ov.Core().read_model(str(xml)).get_rt_info(["edgevit", "input_spec"])  # the rest of rt_info is kept
+    with pytest.raises(ConfigError, match="not one of f32, bf16, f16"):
+        record_precision(xml, "int4")
+
+
+def test_dynamic_ir_is_compiled_per_batch_shape_unless_told_otherwise(ir_fp32, real_batch):
+    from edgevit.runtimes import openvino_rt
+
+    rt = _ov_runtime(ir_fp32[0])
+    dyn = _ov_runtime(ir_fp32[0], shapes="dynamic")
+    k = openvino_rt.STATIC_AFTER
+    a3 = [rt.run(real_batch[:3]) for _ in range(k - 1)]
+    assert rt.describe()["static_shapes_compiled"] == []  # a shape seen once or twice runs on the dynamic compile
+    a3 += [rt.run(real_batch[:3]) for _ in range(2)]
+    a1 = [rt.run(real_batch[:1]) for _ in range(k)]
+    assert rt.describe()["static_shapes_compiled"] == [[3, 1, 28, 28], [1, 1, 28, 28]]
+    for a in a3[1:]:
+        np.testing.assert_allclose(a, a3[0], rtol=1e-4, atol=1e-4)  # dynamic and static compiles agree
+    np.testing.assert_allclose(a3[0], dyn.run(real_batch[:3]), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(a1[-1], a3[0][:1], rtol=1e-4, atol=1e-4)
+    assert dyn.describe()["static_shapes_compiled"] == [] and dyn.describe()["requested"]["shapes"] == "dynamic"
+    for n in range(1, openvino_rt.MAX_STATIC_SHAPES + 3):  # only the most recently used shapes stay compiled
+        for _ in range(k):
+            rt.run(np.repeat(real_batch[:1], n, axis=0))
+    kept = rt.describe()["static_shapes_compiled"]
+    assert len(kept) == openvino_rt.MAX_STATIC_SHAPES and kept[-1][0] == openvino_rt.MAX_STATIC_SHAPES + 2
+    with pytest.raises(ConfigError, match="shapes 'fixed' is not one of static, dynamic"):
+        _ov_runtime(ir_fp32[0], shapes="fixed")
 
 
 def test_bad_runtime_options(ir_fp32):

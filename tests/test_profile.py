@@ -417,3 +417,28 @@ def test_profile_table_rows():
     for col in ("runtime", "batch", "median ms", "p90 ms", "p99 ms", "mean ms", "runs", "img/s"):
         assert col in head
     assert len(text.splitlines()) == 2 + 4
+
+
+def test_time_call_and_interleaved_passes():
+    from edgevit.profile import time_call, time_interleaved
+
+    seen = []
+    x = np.zeros((1, 3), np.float32)
+    row = time_call(lambda a: seen.append(a.shape), x, warmup_s=0.0, min_warmup=2, runs=4)
+    assert row["runs"] == 4 and len(seen) == 6 and row["median_ms"] >= 0  # 2 warm-up calls + 4 timed
+    order = []
+    res = time_interleaved({"a": lambda a: order.append("a"), "b": lambda a: order.append("b"),
+                            "c": lambda a: order.append("c")}, x, passes=3, duration_s=0.001, warmup_s=0.0,
+                           min_runs=2, max_runs=2)
+    firsts = [order[i] for i in (0, 9, 18)]  # each pass: 3 calls × (1 warm-up + 2 timed)
+    assert firsts == ["a", "b", "c"]  # the order rotates every pass
+    for name in "abc":
+        r = res[name]
+        assert r["passes"] == 3 and len(r["pass_medians_ms"]) == 3 and r["pooled"]["runs"] == 6
+        assert r["median_ms"] == float(np.median(r["pass_medians_ms"]))
+    res = time_interleaved({"x": lambda a: None}, {"x": x}, passes=1, duration_s=0.001, warmup_s=0.0)
+    assert res["x"]["pooled"]["runs"] >= 10
+    with pytest.raises(ConfigError, match="passes must be ≥ 1"):
+        time_interleaved({"x": lambda a: None}, x, passes=0)
+    with pytest.raises(ConfigError, match="no calls"):
+        time_interleaved({}, x)

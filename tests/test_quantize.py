@@ -412,5 +412,9 @@ def test_speed_gate_keeps_the_faster_variant_at_equal_accuracy():
     sel, _ = choose_variant([int8, _cand("fp32", 0.904, 0, 4.0), _cand("fp16", None, None, None, offered=False)],
                             budget=1.0)
     assert sel == "int8"
+    sel, why = choose_variant([int8, _cand("int8+bf16", 0.899, 0.5, 2.5), _cand("fp32", 0.904, 0, 4.0)], budget=1.0)
+    assert sel == "int8+bf16" and "records bf16" in why
+    sel, why = choose_variant([int8, _cand("int8+bf16", 0.80, 10.4, 2.5), _cand("fp32", 0.904, 0, 4.0)], budget=1.0)
+    assert sel == "int8"  # faster, but its bf16 arithmetic costs accuracy beyond the budget
     sel, why = choose_variant([int8, _cand("fp32", 0.904, 0, 1.0)], budget=1.0, speed_gate=False)
     assert sel == "int8" and "speed gate off" in why

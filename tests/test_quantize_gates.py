@@ -47,7 +47,7 @@ def test_speed_gate_record_is_consistent(cli_run):
     _, out = cli_run
     gate = json.loads((out / "quantize.json").read_text())["speed_gate"]
     offered = [c for c in gate["candidates"] if c["offered"]]
-    assert {c["precision"] for c in gate["candidates"]} == {"int8", "fp32", "bf16", "fp16"}
+    assert {c["precision"] for c in gate["candidates"]} == {"int8", "int8+bf16", "fp32", "bf16", "fp16"}
     assert {c["precision"] for c in offered} == {"int8", "fp32"}  # the CPU EP has no bf16/fp16 execution
     assert all(c.get("why_not") for c in gate["candidates"] if not c["offered"])
     fastest = min(offered, key=lambda c: c["latency_ms"])["precision"]  # budget 100: all within budget
@@ -135,3 +135,35 @@ def test_teacher_int8_openvino_within_one_point(tmp_path, teacher_available):
     cfg = QuantizeConfig(backend="openvino", budget=1.0, eval_limit=2000, latency_s=0.5)
     res = quantize(create("fmnist-vit"), out_dir=tmp_path, config=cfg)
     assert res.record["int8"]["drop_pt"] <= 1.0 and res.record["status"] == "passed"
+
+
+def test_openvino_speed_gate_times_int8_with_bf16_leftovers(tmp_path, tiny_model, fmnist_test_small):
+    """On OpenVINO the gate also evaluates and times the INT8 IR with its float ops in bf16; whichever variant it
+    keeps, the written IR says how it is to be run, and the runtime follows the file unless told otherwise."""
+    pytest.importorskip("nncf")
+    from edgevit.quantize import QuantizeConfig, quantize
+    from edgevit.runtimes import load_runtime, open_artifact
+
+    cfg = QuantizeConfig(backend="openvino", budget=100, calib_samples=16, eval_limit=60, batch_size=60,
+                         latency_s=0.05, max_attempts=1, smooth_quant="off", float_precisions=["fp32", "bf16"],
+                         runtimes=["openvino"])
+    res = quantize(tiny_model, fmnist_test_small, out_dir=tmp_path, config=cfg, eval_data=fmnist_test_small)
+    gate = res.record["speed_gate"]
+    row = next(c for c in gate["candidates"] if c["precision"] == "int8+bf16")
+    rt = load_runtime("openvino", open_artifact(tmp_path / "model_int8.xml"), threads=1)
+    try:
+        info = rt.describe()
+    finally:
+        rt.close()
+    if not row["offered"]:  # a CPU without bf16 arithmetic: the reason is recorded, the file stays f32
+        assert "bf16" in row["why_not"]
+        assert info["file_precision"] is None and info["inference_precision"] == "f32"
+        return
+    assert row["top1"] is not None and row["latency_ms"] > 0 and row["drop_pt"] is not None
+    assert any(r["artifact"] == "int8 openvino @ bf16" for r in res.record["accuracy"])
+    if gate["selected"] == "int8+bf16":
+        assert "records bf16" in gate["why"] and res.record["selected"]["runtime_options"] == {"precision": "bf16"}
+        assert info["file_precision"] == "bf16" and info["precision_source"] == "file"
+        assert info["inference_precision"] == "bf16"
+    else:
+        assert info["file_precision"] is None and info["precision_source"] == "default"

@@ -205,26 +205,17 @@ def measure_graph_latencies(runtime: CascadeRuntime, image: np.ndarray, *, warmu
                             duration_s: float = 1.0, min_runs: int = 10) -> dict:
     """Batch-1 latency (median ms, with :mod:`edgevit.profile.latency`'s method) of every segment and head of a
     loaded cascade, each fed its real input computed from ``image`` (one preprocessed image [1, C, H, W])."""
-    from ..profile.latency import _measure, _warmup, latency_stats
-
-    class _Call:  # the profiler's loop only needs .run
-        def __init__(self, rt):
-            self.run = rt._run
+    from ..profile.latency import time_call
 
     x = runtime.spec.check_batch(np.ascontiguousarray(image[:1]), where="latency image")
     seg_rows, head_rows = [], []
     t = x
+    kw = {"warmup_s": warmup_s, "duration_s": duration_s, "min_runs": min_runs}
     for k, seg in enumerate(runtime.segments):
-        call = _Call(seg)
-        _warmup(call, t, warmup_s, 3)
-        seg_rows.append(latency_stats(_measure(call, t, runs=None, duration_s=duration_s, min_runs=min_runs,
-                                               max_runs=100000, progress=False, label=f"segment {k}")))
+        seg_rows.append(time_call(seg._run, t, label=f"segment {k}", **kw))
         nxt = seg._run(t)
         if k < len(runtime.heads):
-            call = _Call(runtime.heads[k])
-            _warmup(call, nxt, warmup_s, 3)
-            head_rows.append(latency_stats(_measure(call, nxt, runs=None, duration_s=duration_s, min_runs=min_runs,
-                                                    max_runs=100000, progress=False, label=f"exit {k + 1}")))
+            head_rows.append(time_call(runtime.heads[k]._run, nxt, label=f"exit {k + 1}", **kw))
         t = nxt
     return {"segment_ms": [r["median_ms"] for r in seg_rows], "head_ms": [r["median_ms"] for r in head_rows],
             "segments": seg_rows, "heads": head_rows, "runtime": runtime.describe()}

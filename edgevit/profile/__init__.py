@@ -3,6 +3,8 @@
 Importing this package imports nothing heavy (no torch, no onnx): names load from their module on first use.
 
 - :func:`profile_runtime` (``latency``): time a loaded runtime per batch size, median/p90/p99 and stamps.
+- :func:`time_call`, :func:`time_interleaved` (``latency``): time one callable; time several against each other in
+  rotating interleaved passes (median of pass medians) on a noisy machine.
 - :func:`system_stamp` (``system``): CPU, cores, memory, versions, threads, Jetson power mode/clocks/temps.
 - :func:`count_macs_torch`, :func:`count_macs_onnx` (``macs``): batch-1 MACs.
 - :func:`load_profile`, :func:`list_profiles`, :data:`HARDWARE` (``hardware``): device numbers from YAML.
@@ -16,7 +18,8 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "profile_runtime": "latency", "latency_stats": "latency", "peak_rss_mb": "latency",
+    "profile_runtime": "latency", "latency_stats": "latency", "peak_rss_mb": "latency", "time_call": "latency",
+    "time_interleaved": "latency",
     "system_stamp": "system", "package_versions": "system",
     "count_macs_torch": "macs", "count_macs_onnx": "macs", "onnx_cost": "macs",
     "HARDWARE": "hardware", "HardwareProfile": "hardware", "PowerMode": "hardware", "Quantity": "hardware",

@@ -17,8 +17,9 @@ import logging
 import resource
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -55,9 +56,9 @@ def profile_runtime(runtime, *, batch_sizes: Sequence[int] = (1,), warmup_s: flo
         x, source = _batch(inputs, spec, batch)
         log.info("profiling %s (%s) batch %d: warm-up %.2fs/≥%d, %s", info.get("runtime"), model_info["model"],
                  batch, warmup_s, min_warmup, f"{runs} runs" if runs else f"{duration_s}s/≥{min_runs} runs")
-        warm_n, warm_s = _warmup(runtime, x, warmup_s, min_warmup)
+        warm_n, warm_s = _warmup(runtime.run, x, warmup_s, min_warmup)
         gc.collect()
-        times_ns = _measure(runtime, x, runs=runs, duration_s=duration_s, min_runs=min_runs, max_runs=max_runs,
+        times_ns = _measure(runtime.run, x, runs=runs, duration_s=duration_s, min_runs=min_runs, max_runs=max_runs,
                             progress=progress, label=f"{info.get('runtime')} b{batch}")
         row = {
             "model": model_info["model"],
@@ -80,6 +81,55 @@ def profile_runtime(runtime, *, batch_sizes: Sequence[int] = (1,), warmup_s: flo
                  row["p90_ms"], row["runs"])
         results.append(row)
     return results
+
+
+def time_call(run: Callable[[np.ndarray], Any], x: np.ndarray, *, warmup_s: float = 0.2, min_warmup: int = 3,
+              runs: int | None = None, duration_s: float = 1.0, min_runs: int = 10, max_runs: int = 100000,
+              label: str = "call") -> dict:
+    """:func:`latency_stats` of ``run(x)`` timed with the profiler's method (time-based warm-up, then timed calls for
+    ``duration_s`` or a fixed number of ``runs``). For what is not a whole runtime: one graph of a cascade, a
+    compiled function, a C-extension call."""
+    _check_args((1,), warmup_s, min_warmup, runs, duration_s, min_runs, max_runs)
+    _warmup(run, x, warmup_s, min_warmup)
+    return latency_stats(_measure(run, x, runs=runs, duration_s=duration_s, min_runs=min_runs, max_runs=max_runs,
+                                  progress=False, label=label))
+
+
+def time_interleaved(calls: Mapping[str, Callable[[np.ndarray], Any]], x: np.ndarray | Mapping[str, np.ndarray], *,
+                     passes: int = 5, duration_s: float = 1.0, warmup_s: float = 0.2, min_runs: int = 10,
+                     max_runs: int = 100000) -> dict[str, dict]:
+    """Time several calls against each other on a shared, noisy machine: ``passes`` rounds, and in each round every
+    call is warmed up and timed for ``duration_s`` in turn (the order rotates every round, so no call always runs
+    first or after the same neighbour). Per call: ``median_ms`` = the median of the per-pass medians (the headline;
+    robust to a slow pass caused by another tenant), ``pass_medians_ms``, ``spread_pct`` ((max − min) / median of
+    the pass medians, how much the machine drifted), and the pooled :func:`latency_stats` of every timed call.
+
+    ``x``: one input for all calls, or ``{name: input}``.
+    """
+    if passes < 1:
+        raise ConfigError(f"passes must be ≥ 1, got {passes}")
+    _check_args((1,), warmup_s, 1, None, duration_s, min_runs, max_runs)
+    names = list(calls)
+    if not names:
+        raise ConfigError("time_interleaved: no calls to time")
+    inputs = {n: (x[n] if isinstance(x, Mapping) else x) for n in names}
+    pooled: dict[str, list[np.ndarray]] = {n: [] for n in names}
+    medians: dict[str, list[float]] = {n: [] for n in names}
+    for p in range(passes):
+        order = names[p % len(names):] + names[:p % len(names)]
+        for n in order:
+            _warmup(calls[n], inputs[n], warmup_s, 1)
+            t = _measure(calls[n], inputs[n], runs=None, duration_s=duration_s, min_runs=min_runs, max_runs=max_runs,
+                         progress=False, label=n)
+            pooled[n].append(t)
+            medians[n].append(float(np.median(t)) / 1e6)
+    out = {}
+    for n in names:
+        m = float(np.median(medians[n]))
+        out[n] = {"median_ms": m, "pass_medians_ms": medians[n], "passes": passes,
+                  "spread_pct": (max(medians[n]) - min(medians[n])) / m * 100 if m > 0 else None,
+                  "pooled": latency_stats(np.concatenate(pooled[n]))}
+    return out
 
 
 def latency_stats(times_ns: Sequence[int] | np.ndarray, batch: int = 1) -> dict:
@@ -145,16 +195,16 @@ def _batch(inputs: np.ndarray | None, spec, batch: int) -> tuple[np.ndarray, str
     return np.ascontiguousarray(x), f"provided{note}"
 
 
-def _warmup(runtime, x: np.ndarray, warmup_s: float, min_warmup: int) -> tuple[int, float]:
+def _warmup(run, x: np.ndarray, warmup_s: float, min_warmup: int) -> tuple[int, float]:
     n = 0
     start = time.perf_counter()
     while n < min_warmup or time.perf_counter() - start < warmup_s:
-        runtime.run(x)
+        run(x)
         n += 1
     return n, time.perf_counter() - start
 
 
-def _measure(runtime, x: np.ndarray, *, runs: int | None, duration_s: float, min_runs: int, max_runs: int,
+def _measure(run, x: np.ndarray, *, runs: int | None, duration_s: float, min_runs: int, max_runs: int,
              progress: bool | None, label: str) -> np.ndarray:
     if progress is None:
         from ..progress import enabled
@@ -170,7 +220,6 @@ def _measure(runtime, x: np.ndarray, *, runs: int | None, duration_s: float, min
     clock = time.perf_counter_ns
     deadline = clock() + int(duration_s * 1e9)
     n = 0
-    run = runtime.run
     try:
         while n < cap:
             t0 = clock()

@@ -15,7 +15,10 @@
    runtime and timed; each is recorded;
 5. nothing within budget: :class:`~edgevit.errors.QuantizationError` quoting the best attempt (record written);
 6. speed gate: the passing INT8 artefact is timed against FP32 (and bf16/fp16 where the runtime computes in them)
-   on the same runtime; the fastest variant within the budget is kept and the reason recorded;
+   on the same runtime, and on OpenVINO also as ``int8+bf16`` (the same INT8 IR with the ops left in float —
+   LayerNorm, Softmax, GELU, residual Adds — computed in bf16, evaluated and timed like every other variant); the
+   fastest variant within the budget is kept and the reason recorded. When ``int8+bf16`` wins, the INT8 IR records
+   it in its rt_info (``edgevit/inference_precision``), so the OpenVINO runtime loads it that way by default;
 7. ``quantize.json`` in ``out_dir``: accuracy FP vs INT8, latency FP vs INT8 per runtime, file sizes, attempts.
 """
 
@@ -105,14 +108,21 @@ def quantize(source: Any, calib: Any = None, *, out_dir: str | Path, config: Qua
     int8_art.meta = {"precision": "int8", "backend": config.backend, "attempt": chosen["index"]}
     record["int8"] = job.describe_int8(chosen, int8_art)
     record["latency"], record["latency_ms"] = job.latency_table(chosen, int8_art)
-    record["speed_gate"] = gate = job.speed_gate(chosen)
+    record["speed_gate"] = gate = job.speed_gate(chosen, int8_art)
     record["accuracy"] = job.accuracy_rows(chosen, gate)
     record["parity"] = job.parity(int8_art)
     record["file_size_ratio"] = (int8_art.file_size / fp_art.file_size) if fp_art.file_size else None
-    if gate["selected"] == "int8":
+    if gate["selected"] in ("int8", "int8+bf16"):
+        opts = {}
+        if gate["selected"] == "int8+bf16":  # the IR records it, so every later load computes what was measured
+            from ..runtimes.openvino_rt import record_precision
+
+            record_precision(int8_path, "bf16")
+            opts = {"precision": "bf16"}
+            int8_art.meta["inference_precision"] = "bf16"
         selected = int8_art
-        record["selected"] = {"precision": "int8", "path": str(int8_path), "runtime": job.primary,
-                              "runtime_options": {}}
+        record["selected"] = {"precision": gate["selected"], "path": str(int8_path), "runtime": job.primary,
+                              "runtime_options": opts}
     else:
         opts = {"precision": {"bf16": "bf16", "fp16": "f16"}.get(gate["selected"], "f32")} \
             if job.primary == "openvino" else {}
@@ -470,30 +480,34 @@ class _Job:
 
     # ------------------------------------------------------------------------------------- speed gate
 
-    def speed_gate(self, chosen: dict) -> dict:
-        """INT8 vs FP32 (and bf16/fp16 where the primary runtime computes in them); the fastest within budget."""
+    def speed_gate(self, chosen: dict, int8_art: Artifact) -> dict:
+        """INT8 vs FP32 (and bf16/fp16 where the primary runtime computes in them, including INT8 with its float
+        leftovers in bf16); the fastest within budget."""
         cands = [{"precision": "int8", "top1": chosen["top1"], "drop_pt": chosen["drop_pt"],
-                  "latency_ms": chosen["latency_ms"], "offered": True},
-                 {"precision": "fp32", "top1": self.fp["top1"], "drop_pt": 0.0, "latency_ms": self.fp["latency_ms"],
-                  "offered": True}]
+                  "latency_ms": chosen["latency_ms"], "offered": True}]
+        if "bf16" in self.config.float_precisions:
+            cands.append(self._variant("bf16", int8_art, "int8+bf16"))
+        cands.append({"precision": "fp32", "top1": self.fp["top1"], "drop_pt": 0.0,
+                      "latency_ms": self.fp["latency_ms"], "offered": True})
         for prec in self.config.float_precisions:
             if prec == "fp32":
                 continue
-            cands.append(self._float_variant(prec))
+            cands.append(self._variant(prec, self.fp_art, prec))
         selected, why = choose_variant(cands, budget=self.config.budget, speed_gate=self.config.speed_gate,
                                        runtime=self.primary)
         log.info("speed gate: %s", why)
         return {"runtime": self.primary, "candidates": cands, "selected": selected, "why": why,
                 "method": "batch-1 median of edgevit.profile.latency.profile_runtime on a real image, same runtime"}
 
-    def _float_variant(self, prec: str) -> dict:
-        row = {"precision": prec, "top1": None, "drop_pt": None, "latency_ms": None, "offered": False}
+    def _variant(self, prec: str, art: Artifact, label: str) -> dict:
+        """``art`` compiled to compute its float parts in ``prec`` (OpenVINO only): accuracy and latency."""
+        row = {"precision": label, "top1": None, "drop_pt": None, "latency_ms": None, "offered": False}
         if self.primary != "openvino":
             row["why_not"] = (f"{self.primary} on CPU has no {prec} execution for this model (the CPU execution "
                               f"provider runs float models in fp32)")
             return row
         want = {"bf16": "bf16", "fp16": "f16"}[prec]
-        rt = self._runtime("openvino", self.fp_art, precision=want)
+        rt = self._runtime("openvino", art, precision=want)
         try:
             used = rt.inference_precision
             if used != want:
@@ -505,8 +519,8 @@ class _Job:
             rt.close()
         row.update({"offered": True, "top1": ev["top1"], "drop_pt": (self.fp["top1"] - ev["top1"]) * 100,
                     "latency_ms": lat["median_ms"], "p90_ms": lat["p90_ms"]})
-        lat["artifact"] = f"fp32 file @ {prec}"
-        self.float_variants[prec] = {"eval": ev, "latency": lat}
+        lat["artifact"] = f"{'int8' if art is not self.fp_art else 'fp32'} {self.kind} @ {prec}"
+        self.float_variants[label] = {"eval": ev, "latency": lat}
         return row
 
     # ------------------------------------------------------------------------------------------ records
@@ -553,8 +567,8 @@ class _Job:
                  "top5": self.fp["top5"], "n": self.fp["n"]},
                 {"artifact": f"int8 {self.kind}", "runtime": self.primary, "top1": chosen["top1"],
                  "top5": chosen["top5"], "n": chosen["n"]}]
-        for prec, v in self.float_variants.items():
-            rows.append({"artifact": f"fp32 {self.kind} @ {prec}", "runtime": self.primary, "top1": v["eval"]["top1"],
+        for v in self.float_variants.values():
+            rows.append({"artifact": v["latency"]["artifact"], "runtime": self.primary, "top1": v["eval"]["top1"],
                          "top5": v["eval"]["top5"], "n": v["eval"]["n"]})
         return rows
 
@@ -577,7 +591,7 @@ def choose_variant(candidates: list[dict], *, budget: float, speed_gate: bool = 
     """The speed gate's decision: ``(precision, why)``.
 
     ``candidates``: ``{"precision", "top1", "drop_pt", "latency_ms", "offered"}`` rows, the first being INT8 (which
-    passed the accuracy gate). Among the offered variants whose top-1 drop vs FP32 is within ``budget`` (equal
+    passed the accuracy gate); ``int8+bf16`` is the same INT8 file with its float ops in bf16. Among the offered variants whose top-1 drop vs FP32 is within ``budget`` (equal
     accuracy for the purpose of the gate), the one with the lowest batch-1 median latency is kept; INT8 when
     ``speed_gate`` is off.
     """
@@ -594,6 +608,11 @@ def choose_variant(candidates: list[dict], *, budget: float, speed_gate: bool = 
         return "int8", (f"INT8 is the fastest variant within the {budget:g} pt budget on {runtime}: "
                         f"{int8['latency_ms']:.3f} ms vs {others or 'no other variant'}")
     sel = fastest["precision"]
+    if sel == "int8+bf16":
+        return sel, (f"INT8 with its float ops in bf16 ({fastest['latency_ms']:.3f} ms, top-1 "
+                     f"{fastest['top1'] * 100:.2f}%) is the fastest variant within the {budget:g} pt budget on "
+                     f"{runtime} (INT8 with fp32 float ops: {int8['latency_ms']:.3f} ms), so the INT8 file records "
+                     f"bf16 as its inference precision")
     return sel, (f"{sel} ({fastest['latency_ms']:.3f} ms, top-1 {fastest['top1'] * 100:.2f}%) is faster than INT8 "
                  f"({int8['latency_ms']:.3f} ms, top-1 {int8['top1'] * 100:.2f}%) on {runtime} at top-1 within the "
                  f"{budget:g} pt budget, so the float model is kept (the INT8 file is still written)")
