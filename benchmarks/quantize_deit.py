@@ -3,7 +3,7 @@
 ``nncf.quantize`` defaults on the same IR vs torch eager FP32, in one run; plus the INT8 artefact's achieved ops/s as a
 fraction of this machine's INT8 roofline (issue: INT8 post-training quantisation, benchmarks 2 and 3).
 
-    python benchmarks/quantize_deit.py --threads 2 --duration 2 --passes 5   # full
+    python benchmarks/quantize_deit.py --threads 2 --duration 1 --passes 15  # full
     python benchmarks/quantize_deit.py --quick                               # smoke run (32 calibration images)
 
 Weights are timm's random init (no hub here; latency does not depend on the weights), so the accuracy gate is not
