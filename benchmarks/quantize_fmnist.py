@@ -83,6 +83,19 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{args.model}: FP32 vs INT8, top-1 on {n} Fashion-MNIST test images (through the quantised artefact's "
           f"runtime), batch-1 median latency; budget {args.budget} pt")
     print(markdown_table(rows, COLS))
+    gate_rows = []
+    for backend, rec in records.items():
+        for c in (rec.get("speed_gate") or {}).get("candidates", []):
+            gate_rows.append({"backend": backend, "runtime": rec["speed_gate"]["runtime"], "variant": c["precision"],
+                              "top1": c["top1"] * 100 if c.get("top1") is not None else None,
+                              "drop_pt": c.get("drop_pt"), "ms": c.get("latency_ms"),
+                              "kept": "yes" if c["precision"] == rec["speed_gate"]["selected"] else "",
+                              "note": c.get("why_not", "")})
+    if gate_rows:
+        print("speed gate: every variant it compared (top-1 on the same test images, batch-1 median ms)")
+        print(markdown_table(gate_rows, [("backend", "backend"), ("runtime", "runtime"), ("variant", "variant"),
+                                         ("top1", "top-1 %"), ("drop_pt", "drop pt"), ("ms", "ms"),
+                                         ("kept", "kept"), ("note", "not offered because")]))
     write_json(args.json, {"benchmark": "quantize_fmnist", "model": args.model, "quick": args.quick,
                            "budget": args.budget, "rows": rows, "records": records,
                            "system": system_stamp(threads=args.threads)})

@@ -366,3 +366,119 @@ def test_recipe_stage_then_eval(tmp_path):
     assert ee_rec["artifact"]["kind"] == "cascade" and ee_rec["metrics"]["exit_agreement"] == 1.0
     assert len(ee_rec["metrics"]["thresholds"]) == 4 and ev["metrics"]["n"] == 32
     assert (tmp_path / "out" / ee_rec["id"] / "export" / "manifest.json").exists()
+
+
+# ------------------------------------------------------------------------------------------------ INT8 cascades
+
+
+@pytest.mark.parametrize("which,backend", [("ov_cascade", "openvino"), ("onnx_cascade", "onnxruntime")])
+def test_int8_cascade_every_graph_quantised_and_close_to_fp32(request, which, backend, tmp_path, fmnist_test_small):
+    pytest.importorskip("nncf" if backend == "openvino" else "onnxruntime.quantization")
+    from edgevit.early_exit import quantize_cascade
+    from edgevit.quantize import QuantizeConfig
+    from edgevit.runtimes import load_runtime
+
+    manifest, _ = request.getfixturevalue(which)
+    cfg = QuantizeConfig(backend=backend, calib_samples=48)
+    rec = quantize_cascade(manifest, tmp_path / "int8", backend=backend, config=cfg, calib=fmnist_test_small,
+                           parity_images=fmnist_test_small.images[:64])
+    m = json.loads((tmp_path / "int8" / "manifest.json").read_text())
+    names = [e["name"] for e in m["segments"] + m["exits"]]
+    assert set(rec["graphs"]) == set(names) and all(g["quantized_layers"] > 0 for g in rec["graphs"].values())
+    # real calibration tokens: segment k's calibration input is what segment k-1 outputs on the 48 images
+    assert rec["graphs"]["segment_0"]["calibration_inputs"] == [48, 1, 28, 28]
+    assert rec["graphs"]["segment_1"]["calibration_inputs"][0] == 48
+    assert rec["graphs"]["segment_1"]["calibration_inputs"] == rec["graphs"]["exit_1"]["calibration_inputs"]
+    # the classifier stays float in graphs that output logits, and only there
+    assert rec["graphs"]["exit_1"]["float_classifier"] and rec["graphs"][m["segments"][-1]["name"]]["float_classifier"]
+    assert not rec["graphs"]["segment_0"]["float_classifier"] and rec["graphs"]["segment_0"]["float_stem"]
+    assert not rec["graphs"]["exit_1"]["float_stem"]
+    assert m["int8"]["backend"] == backend and m["int8"]["calibration"]["n"] == 48
+    p = rec["parity_vs_fp32"]
+    assert p["n"] == 64 and p["top1_agreement"] >= 0.85 and p["exit_agreement"] >= 0.75
+    rt = load_runtime("cascade", tmp_path / "int8" / "manifest.json", backend=backend)
+    from edgevit.data import preprocess
+
+    logits, exits = rt.run_with_exits(preprocess(fmnist_test_small.images[:8], rt.spec))
+    assert logits.shape == (8, 10) and exits.shape == (8,)
+    with pytest.raises(ConfigError, match="already an INT8 cascade"):
+        quantize_cascade(tmp_path / "int8", tmp_path / "again", backend=backend, config=cfg, calib=fmnist_test_small)
+
+
+def test_int8_cascade_bad_input(ov_cascade, onnx_cascade, tmp_path):
+    from edgevit.early_exit import quantize_cascade
+
+    with pytest.raises(ConfigError, match="quantises an onnx cascade.*--format onnx"):
+        quantize_cascade(ov_cascade[0], tmp_path / "q", backend="onnxruntime")
+    with pytest.raises(ConfigError, match="another folder"):
+        quantize_cascade(onnx_cascade[0], onnx_cascade[0].parent, backend="onnxruntime")
+    with pytest.raises(ConfigError, match="must be one of openvino, onnxruntime, nncf-onnx"):
+        quantize_cascade(onnx_cascade[0], tmp_path / "q", backend="tensorrt")
+
+
+def test_set_thresholds_between_calls(onnx_cascade, test_x):
+    from edgevit.runtimes import load_runtime
+
+    rt = load_runtime("cascade", onnx_cascade[0])
+    rt.set_thresholds(1.0)
+    _, ex = rt.run_with_exits(test_x)
+    assert (ex == rt.num_exits).all() and not rt.active.any()
+    rt.set_thresholds(0.0)
+    _, ex = rt.run_with_exits(test_x)
+    assert (ex == 0).all()
+    with pytest.raises(ConfigError, match="expected 4 thresholds"):
+        rt.set_thresholds([0.5, 0.5])
+
+
+# ------------------------------------------------------------------------------------------------ If form
+
+
+def test_if_form_matches_the_segment_cascade_one_image_at_a_time(onnx_cascade, spread_thresholds, test_x, tmp_path):
+    from edgevit.early_exit import build_if_graph
+    from edgevit.runtimes import load_runtime, open_artifact
+
+    rec = build_if_graph(onnx_cascade[0], tmp_path / "if.onnx", parity_images=test_x)
+    assert rec["parity_vs_cascade"]["passed"] and rec["parity_vs_cascade"]["n"] == len(test_x)
+    shares = rec["parity_vs_cascade"]["exits_share"]
+    assert sum(s > 0 for s in shares) >= 2  # the real images leave at several exits: several branches are checked
+    art = open_artifact(tmp_path / "if.onnx")  # a plain single-input classifier for every tool
+    assert art.kind == "onnx" and art.spec.input_name == "input"
+    casc = load_runtime("cascade", onnx_cascade[0])
+    ref = casc.run(test_x[:4])
+    for name in ("onnxruntime", "openvino"):
+        rt = load_runtime(name, art)
+        got = np.concatenate([rt.run(test_x[i:i + 1]) for i in range(4)])
+        np.testing.assert_allclose(got, ref, atol=1e-4, rtol=1e-4)
+    # never-firing thresholds leave no If at all: the plain backbone
+    plain = build_if_graph(onnx_cascade[0], tmp_path / "plain.onnx", thresholds=1.0, parity_images=test_x[:4])
+    assert plain["active_exits"] == []
+    import onnx
+
+    assert not [n for n in onnx.load(str(tmp_path / "plain.onnx")).graph.node if n.op_type == "If"]
+    ent = build_if_graph(onnx_cascade[0], tmp_path / "ent.onnx", criterion="entropy", thresholds=0.3,
+                         parity_images=test_x)
+    assert ent["criterion"] == "entropy" and ent["parity_vs_cascade"]["passed"]
+
+
+def test_if_form_bad_input(ov_cascade, onnx_cascade, tmp_path):
+    from edgevit.early_exit import build_if_graph
+
+    with pytest.raises(ConfigError, match="composed from an ONNX cascade.*--format onnx"):
+        build_if_graph(ov_cascade[0], tmp_path / "x.onnx")
+    with pytest.raises(ConfigError, match="expected 4 thresholds"):
+        build_if_graph(onnx_cascade[0], tmp_path / "x.onnx", thresholds=[0.5])
+
+
+def test_cli_export_if_form(tmp_path, ee, capsys, fmnist_test_small):
+    from edgevit.cli import main
+    from edgevit.early_exit import save_early_exit
+
+    save_early_exit(ee, tmp_path / "run" / "early_exit.safetensors")
+    assert main(["early-exit", "export", str(tmp_path / "run"), "--out", str(tmp_path / "exp"), "--thresholds",
+                 "0.5,0.5,0.5,0.5", "--exporter", "torchscript", "--parity-samples", "16", "--if-form"]) == 0
+    assert "If form" in capsys.readouterr().out and (tmp_path / "exp" / "cascade_if.onnx").exists()
+    assert main(["eval", "--artifact", str(tmp_path / "exp" / "cascade_if.onnx"), "--limit", "20", "--batch-size",
+                 "1"]) == 0
+    assert main(["early-exit", "export", str(tmp_path / "run"), "--out", str(tmp_path / "exp2"), "--format",
+                 "openvino", "--if-form"]) == 2
+    assert "--format onnx" in capsys.readouterr().err

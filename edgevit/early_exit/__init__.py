@@ -6,6 +6,8 @@ Importing this package imports no torch; names load from their module on first u
 - :func:`train_early_exit`, :func:`train_stage1_`, :func:`train_stage2_` (``train``), :class:`TrainConfig`;
 - :func:`calibrate` (``calibrate``), :func:`search_thresholds`, :func:`exit_mask` (``thresholds``);
 - :func:`export_cascade` (``export``), :class:`CascadeRuntime`, :func:`read_manifest` (``runtime``);
+- :func:`quantize_cascade`, :func:`compare_cascades` (``quantize``): INT8 segments and heads;
+- :func:`build_if_graph` (``if_form``): the cascade as one ONNX graph with nested ``If`` nodes (batch 1);
 - :func:`train_run`, :func:`calibrate_run`, :func:`export_run` (``run``: the CLI's steps on a run folder).
 """
 
@@ -22,6 +24,7 @@ _EXPORTS = {
     "export_cascade": "export", "CascadeRuntime": "runtime", "read_manifest": "runtime",
     "exit_blocks": "heads", "head_plan": "heads",
     "train_run": "run", "calibrate_run": "run", "export_run": "run",
+    "quantize_cascade": "quantize", "compare_cascades": "quantize", "build_if_graph": "if_form",
 }
 __all__ = list(_EXPORTS)
 

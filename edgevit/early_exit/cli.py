@@ -1,4 +1,4 @@
-"""``edgevit early-exit train|calibrate|export`` (importable without torch; heavy imports run inside commands)."""
+"""``edgevit early-exit train|calibrate|export|quantize`` (importable without torch; heavy imports run inside commands)."""
 
 from __future__ import annotations
 
@@ -71,8 +71,25 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     e.add_argument("--criterion", choices=["confidence", "entropy"], default=None)
     e.add_argument("--parity-samples", type=_positive, default=64, help="real test images for the parity checks")
     e.add_argument("--exporter", choices=["auto", "dynamo", "torchscript"], default="auto")
+    e.add_argument("--if-form", action="store_true",
+                   help="also write cascade_if.onnx: the cascade as ONE graph with nested If nodes (batch 1; one "
+                        "session instead of one per segment and head)")
     e.add_argument("--json", help="write the export record here")
     e.set_defaults(func=cmd_export)
+
+    q = sub.add_parser("quantize", help="INT8 copy of an exported cascade (every segment and head, real calibration)")
+    q.add_argument("cascade", help="folder (or manifest.json) written by `early-exit export`")
+    q.add_argument("--out", required=True, help="output folder for the INT8 cascade")
+    q.add_argument("--backend", choices=["openvino", "onnxruntime", "nncf-onnx"], default=None,
+                   help="default: openvino for an OpenVINO cascade, onnxruntime for an ONNX one")
+    q.add_argument("--calib", default="fashion-mnist", help="calibration images: 'fashion-mnist' or an ImageFolder")
+    q.add_argument("--calib-samples", type=_positive, default=300)
+    q.add_argument("--smooth-quant", choices=["auto", "on", "off"], default="auto")
+    q.add_argument("--int8-classifiers", action="store_true", help="quantise the exit/final classifiers too")
+    q.add_argument("--parity-samples", type=_positive, default=500, help="real test images for INT8 vs FP32")
+    q.add_argument("--threads", type=_positive, default=None)
+    q.add_argument("--json", help="write the record here too")
+    q.set_defaults(func=cmd_quantize)
     return p
 
 
@@ -121,9 +138,34 @@ def cmd_export(args) -> int:
     from .run import export_run
 
     rec = export_run(args.run, args.out, format=args.format, thresholds=args.thresholds, criterion=args.criterion,
-                     parity_samples=args.parity_samples, exporter=args.exporter)
+                     parity_samples=args.parity_samples, exporter=args.exporter, if_form=args.if_form)
     print(f"wrote {rec['path']} ({rec['backend']}, {len(rec['files'])} graphs): max |Δ| {rec['max_abs_diff']:.2e}, "
           f"exit agreement {rec['exit_agreement'] * 100:.1f}%, top-1 agreement {rec['top1_agreement'] * 100:.1f}% "
           f"on {rec['n']} real images vs torch")
+    if rec.get("if_form"):
+        f = rec["if_form"]
+        print(f"wrote {f['path']} (If form, exits {f['active_exits']} active): max |Δ| "
+              f"{f['parity_vs_cascade']['max_abs_diff']:.2e} vs the segment cascade on "
+              f"{f['parity_vs_cascade']['n']} real images, one at a time")
+    _write_json(args.json, rec)
+    return 0
+
+
+def cmd_quantize(args) -> int:
+    from ..cli import _write_json
+    from ..quantize import QuantizeConfig
+    from .quantize import quantize_cascade
+    from .runtime import read_manifest
+
+    backend = args.backend or ("openvino" if read_manifest(args.cascade).get("backend") == "openvino" else
+                               "onnxruntime")
+    cfg = QuantizeConfig(backend=backend, calib=args.calib, calib_samples=args.calib_samples,
+                         smooth_quant=args.smooth_quant, float_head=not args.int8_classifiers)
+    rec = quantize_cascade(args.cascade, args.out, backend=backend, config=cfg, parity_samples=args.parity_samples,
+                           threads=args.threads)
+    p = rec["parity_vs_fp32"]
+    print(f"wrote {rec['path']} ({backend}, {len(rec['graphs'])} INT8 graphs, {rec['calibration']['n']} calibration "
+          f"images): vs FP32 on {p['n']} real images, exit agreement {p['exit_agreement'] * 100:.1f}%, top-1 "
+          f"agreement {p['top1_agreement'] * 100:.1f}%, max |Δ logits| {p['max_abs_diff']:.3f}")
     _write_json(args.json, rec)
     return 0

@@ -52,26 +52,20 @@ MANIFEST_FORMAT = "edgevit-early-exit-cascade"
 
 
 def _export_graph(module, example, spec, path: Path, *, opset: int, source: str, exporter: str = "auto") -> dict:
-    """One module → one ONNX file with edgevit's exporter helpers (dynamic batch, onnxslim, metadata)."""
-    from ..export.onnx import _check_io_names, _export, _save, _simplify, _stamp_metadata
+    """One module → one ONNX file with edgevit's exporter (dynamic batch, onnxslim, metadata)."""
+    from ..export.onnx import export_graph
 
-    module.eval()
-    used, proto, fallback, t = _export(module, example, spec, opset, True, exporter)
-    proto, slim_err, _ = _simplify(proto)
-    _check_io_names(proto, spec, path)
-    _stamp_metadata(proto, spec, source, used)
-    _save(proto, path)
-    return {"exporter": used, "fallback_reason": fallback, "simplify_error": slim_err, "export_time_s": round(t, 3)}
+    return export_graph(module, example, spec, path, opset=opset, source=source, exporter=exporter)
 
 
 def _to_openvino(onnx_path: Path, xml_path: Path, spec, source: str) -> None:
     import json
 
     from .._optional import require
-    from ..export.onnx import _quiet
+    from ..export.onnx import quiet
 
     ov = require("openvino", extra="openvino", feature="OpenVINO cascade export")
-    with _quiet():
+    with quiet():
         try:
             model = ov.convert_model(str(onnx_path))
         except Exception as exc:  # OpenVINO raises RuntimeError / OpConversionFailure

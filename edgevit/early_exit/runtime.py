@@ -119,8 +119,7 @@ class CascadeRuntime(Runtime):
             raise ConfigError("cascade runtime: backend must be a runtime that runs the graphs (onnxruntime, openvino)")
         self.criterion = self.options.get("criterion") or m["criterion"]
         th = self.options.get("thresholds")
-        self.thresholds = check_thresholds(m["thresholds"] if th is None else th, len(m["exits"]))
-        self.active = active_heads(self.thresholds, self.criterion)
+        self.set_thresholds(m["thresholds"] if th is None else th)
         backend_opts = {k: v for k, v in self.options.items() if k not in OWN_OPTIONS}
         spec = self.artifact.spec
 
@@ -131,9 +130,21 @@ class CascadeRuntime(Runtime):
 
         self.segments = [load(s) for s in m["segments"]]
         self.heads = [load(e) for e in m["exits"]]
+        if self.backend == "openvino":  # batch 1 compiled static up front: rarely reached graphs must not compile
+            shape = (1, *spec.input_size)  # in the middle of a timed or served request
+            for k, seg in enumerate(self.segments):
+                seg.compile_static(shape)
+                shape = (1, *m["segments"][k]["output_shape"][1:])
+                if k < len(self.heads):
+                    self.heads[k].compile_static(shape)
         self.num_exits = len(self.heads)
         self.exit_counts = np.zeros(self.num_exits + 1, dtype=np.int64)
         self.name = f"cascade[{self.backend}]"
+
+    def set_thresholds(self, thresholds) -> None:
+        """Use ``thresholds`` (one per exit, or one shared value) from the next call on; the graphs stay loaded."""
+        self.thresholds = check_thresholds(thresholds, len(self.manifest["exits"]))
+        self.active = active_heads(self.thresholds, self.criterion)
 
     def run_with_exits(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(logits [N, classes], exit index [N])``; index ``num_exits`` is the final head."""

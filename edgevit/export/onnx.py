@@ -434,6 +434,33 @@ def _tensor_nbytes(t) -> int:
         return n * 4
 
 
+def stamp_metadata(proto, spec: InputSpec, source: str, exporter: str) -> None:
+    """Write edgevit's metadata (input spec, source, exporter) into an ONNX ``ModelProto``'s metadata_props, so
+    :func:`edgevit.runtimes.open_artifact` knows how to feed the file; other entries are kept."""
+    _stamp_metadata(proto, spec, source, exporter)
+
+
+def export_graph(module, example, spec: InputSpec, path: str | Path, *, opset: int = 18,
+                 source: str = "", exporter: str = "auto", dynamic_batch: bool = True) -> dict:
+    """One module → one ONNX file, the way :func:`export_onnx` writes a model (torch exporter with fallback,
+    onnxslim, input/output names from ``spec``, edgevit metadata, external data when large), without the parity
+    check or the record: for the pieces of a larger artefact (an early-exit cascade's segments and heads), whose
+    inputs need not be images. Returns ``{exporter, fallback_reason, simplify_error, export_time_s}``."""
+    path = Path(path)
+    module.eval()
+    used, proto, fallback, t = _export(module, example, spec, opset, dynamic_batch, exporter)
+    proto, slim_err, _ = _simplify(proto)
+    _check_io_names(proto, spec, path)
+    _stamp_metadata(proto, spec, source, used)
+    _save(proto, path)
+    return {"exporter": used, "fallback_reason": fallback, "simplify_error": slim_err, "export_time_s": round(t, 3)}
+
+
+def quiet():
+    """A context manager that routes exporter/converter stdout chatter and warnings to the debug log."""
+    return _quiet()
+
+
 def _save(proto, path: Path) -> bool:
     """Write ``proto`` to ``path`` (external data when large); returns whether external data was used."""
     import onnx

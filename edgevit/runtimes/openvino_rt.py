@@ -237,6 +237,16 @@ class OpenVinoRuntime(Runtime):
                 f"or drop the option that the message names; re-export the model if it names an operator."
             ) from exc
 
+    def compile_static(self, shape) -> None:
+        """Compile the IR for exactly ``shape`` now (shapes="static" on a dynamic IR; otherwise nothing to do), so
+        the first batches of that shape do not pay for it: a cascade whose deep graphs run rarely, a service that
+        knows its batch size."""
+        if not self.specialise:
+            return
+        shape = tuple(int(v) for v in shape)
+        self._seen[shape] = max(self._seen.get(shape, 0), STATIC_AFTER - 1)
+        self._request_for(shape)
+
     def _request_for(self, shape: tuple) -> Any:
         """The infer request for a batch of ``shape`` (shapes="static" on a dynamic IR): the dynamic compile until the
         shape has been seen :data:`STATIC_AFTER` times, then the IR compiled for exactly that shape."""
@@ -250,7 +260,7 @@ class OpenVinoRuntime(Runtime):
         model = self.model.clone()
         try:
             model.reshape({model.inputs[0]: list(shape)})
-        except Exception as exc:  # noqa: BLE001 - a graph that cannot take this shape
+        except Exception as exc:
             raise InputSpecError(f"{self.name} runtime: {self.path} cannot be reshaped to {list(shape)} "
                                  f"({type(exc).__name__}: {_first_line(exc)})") from exc
         req = self._compile(model).create_infer_request()
