@@ -11,12 +11,15 @@ For a trained early-exit checkpoint (``edgevit early-exit train --model fmnist-v
   on OpenVINO and onnxruntime, against the same backbone without exits exported as one graph and timed the same way
   on the same runtime and images;
 - the operating point: the fastest sweep point within 1 pt top-1 of the backbone (target: >= 1.8x speed-up);
+- the reference for the speed-ups is, per pass, the faster of the exported backbone and the If form with no exit
+  active (the same network composed from the segments, which onnxruntime optimises differently);
 - the same cascade composed into ONE ONNX graph with nested ``If`` nodes (``edgevit.early_exit.build_if_graph``,
   batch 1; its per-sample decisions equal the segment cascade's, checked on 64 real images per point; its top-1 on
   the whole test set is measured at its operating point), run by onnxruntime and by OpenVINO;
 - with ``--int8``, the same for INT8 cascades (every segment and head quantised by
   ``edgevit.early_exit.quantize_cascade`` on 300 real calibration images) against the INT8 backbone (same
-  guardrails), with top-1 measured through the INT8 graphs themselves.
+  guardrails), with top-1 measured through the INT8 graphs themselves. On OpenVINO the INT8 If form is composed
+  from the ONNX cascade quantised by NNCF (``nncf-onnx``, QDQ), since an IR cascade cannot be composed into ONNX.
 
 Timing: the backbone and every sweep point are timed in ``--passes`` interleaved rounds (rotating order, one loaded
 cascade whose thresholds change between points); a pass yields the mean ms per image over the timed images; the
@@ -87,9 +90,10 @@ def interleaved_means(configs: dict, x: np.ndarray, *, passes: int, warmup: int)
     return out
 
 
-def speedups(timing: dict, ref: str) -> dict:
-    """Per configuration: the median over passes of (reference pass mean / configuration pass mean), and the range."""
-    base = np.array(timing[ref]["pass_means_ms"])
+def speedups(timing: dict, refs: list[str]) -> dict:
+    """Per configuration: the median over passes of (reference pass mean / configuration pass mean), and the range.
+    With several references the faster of them in each pass is the reference (the conservative choice)."""
+    base = np.min([np.array(timing[r]["pass_means_ms"]) for r in refs], axis=0)
     out = {}
     for n, t in timing.items():
         r = base / np.array(t["pass_means_ms"])
@@ -131,7 +135,7 @@ def main(argv=None) -> int:
     from edgevit.early_exit.if_form import build_if_graph
     from edgevit.early_exit.quantize import graph_inputs, quantize_cascade
     from edgevit.early_exit.runtime import CascadeRuntime
-    from edgevit.early_exit.thresholds import assign_exits, scores
+    from edgevit.early_exit.thresholds import active_heads, assign_exits, scores
     from edgevit.export.onnx import export_onnx
     from edgevit.export.openvino import export_openvino
     from edgevit.models import create
@@ -203,7 +207,11 @@ def main(argv=None) -> int:
             qbackend = "openvino" if fmt == "openvino" else "onnxruntime"
             q = quantize_cascade(manifest, work / f"cascade_{fmt}_int8", backend=qbackend, threads=args.threads)
             manifest = Path(q["path"])
-            if_manifest = manifest if fmt == "onnx" else None  # an INT8 IR cascade cannot be composed into ONNX
+            if_manifest = manifest
+            if fmt == "openvino":  # an IR cascade cannot be composed into ONNX: compose the ONNX cascade quantised
+                # by NNCF (QDQ, the form OpenVINO's ONNX reader runs in INT8)
+                if_manifest = Path(quantize_cascade(exports["onnx"]["path"], work / "cascade_onnx_int8_nncf",
+                                                    backend="nncf-onnx", threads=args.threads)["path"])
             qbase = work / f"backbone_{fmt}_int8" / f"model{base.suffix}"
             calib_x, _ = calibration_data(spec, "fashion-mnist", samples=300)
             quantize_file(qbackend, base, calib_x, QuantizeConfig(backend=qbackend), Settings(smooth_quant=True),
@@ -233,8 +241,14 @@ def main(argv=None) -> int:
             if_rts[row["point"]] = load_runtime(rt_name, f, threads=args.threads)
             configs["If: " + row["point"]] = (None, if_rts[row["point"]].run)
         timing = interleaved_means(configs, x_lat, passes=args.passes, warmup=args.warmup)
-        ups = speedups(timing, "backbone")
-        baselines[vname] = {**timing["backbone"], "artifact": str(base), "top1": v_base_top1,
+        # the reference: the exported backbone, or the If form with no exit active (the same network composed from
+        # the segments, which onnxruntime can optimise differently) when that is faster in a pass
+        no_exit = [r["point"] for r in sweep if not any(active_heads(r["thresholds"], "confidence"))]
+        refs = ["backbone"] + [f"If: {no_exit[0]}"] if no_exit and f"If: {no_exit[0]}" in timing else ["backbone"]
+        ups = speedups(timing, refs)
+        ref_ms = float(np.median(np.min([timing[r]["pass_means_ms"] for r in refs], axis=0)))
+        baselines[vname] = {**timing["backbone"], "reference_mean_ms": ref_ms, "reference": refs,
+                            "artifact": str(base), "top1": v_base_top1,
                             "runtime_info": brt.describe()}
         for row in sweep:
             ex = assign_exits(v_sc, np.array(row["thresholds"]), "confidence")
@@ -272,7 +286,7 @@ def main(argv=None) -> int:
         op[vname] = None if best is None else {
             "point": best["point"], "thresholds": best["thresholds"], "top1": v["top1"], "loss_pt": v["loss_pt"],
             "speedup": v["speedup"], "speedup_range": [v["speedup_min"], v["speedup_max"]], "mean_ms": v["mean_ms"],
-            "baseline_mean_ms": baselines[vname]["mean_ms"], "meets_target_1.8x_at_1pt": v["speedup"] >= 1.8}
+            "baseline_mean_ms": baselines[vname]["reference_mean_ms"], "meets_target_1.8x_at_1pt": v["speedup"] >= 1.8}
         ok_if = [r for r in ok if "if_form" in r["variants"][vname]]
         if ok_if:
             b = max(ok_if, key=lambda r: r["variants"][vname]["if_form"]["speedup"])
@@ -282,7 +296,8 @@ def main(argv=None) -> int:
                 "point": b["point"], "thresholds": b["thresholds"], "top1": top1,
                 "loss_pt": (results[vname]["backbone_top1"] - top1) * 100, "speedup": f["speedup"],
                 "speedup_range": [f["speedup_min"], f["speedup_max"]], "mean_ms": f["mean_ms"],
-                "baseline_mean_ms": baselines[vname]["mean_ms"], "meets_target_1.8x_at_1pt": f["speedup"] >= 1.8}
+                "baseline_mean_ms": baselines[vname]["reference_mean_ms"],
+                "meets_target_1.8x_at_1pt": f["speedup"] >= 1.8}
 
     # ---------------------------------------------------------------------------------------------- print
     print(f"fmnist-vit early exits ({heads_note}); exits after blocks {ee.exit_blocks}; test images: {len(test)}; "
@@ -291,7 +306,8 @@ def main(argv=None) -> int:
     for vname in results:
         b = baselines[vname]
         print(f"\n### {vname}: backbone without exits top-1 {b['top1'] * 100:.2f}%, {b['mean_ms']:.3f} ms "
-              f"(pass spread {b['spread_pct']:.0f}%)")
+              f"(pass spread {b['spread_pct']:.0f}%); reference for the speed-ups: the faster per pass of "
+              f"{' and '.join(b['reference'])}, {b['reference_mean_ms']:.3f} ms")
         print("| point | top-1 % | loss pt | mean exit block | segment cascade ms | speed-up (min–max over passes) | "
               "If form ms | If-form speed-up (min–max) | share per exit % (…, final) |")
         print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")

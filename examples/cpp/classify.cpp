@@ -1,7 +1,7 @@
 // classify: run an edgevit-exported OpenVINO IR on PGM/PPM images; print top-k and the median latency.
 //
 //   classify MODEL.xml IMAGE.pgm [IMAGE ...] [--device CPU] [--threads N] [--hint latency|throughput]
-//            [--precision f32|bf16|f16|default] [--top K] [--runs N] [--warmup N] [--json FILE]
+//            [--precision file|f32|bf16|f16|default] [--top K] [--runs N] [--warmup N] [--json FILE]
 //            [--dump-input FILE]
 //
 // Images are preprocessed exactly as edgevit.data.preprocess does for the model's input spec (read from the
@@ -36,7 +36,7 @@ struct Args {
 
 const char* kUsage =
     "usage: classify MODEL.xml IMAGE [IMAGE ...] [--device CPU] [--threads N] [--hint latency|throughput]\n"
-    "                [--precision f32|bf16|f16|default] [--top K] [--runs N] [--warmup N] [--json FILE]\n"
+    "                [--precision file|f32|bf16|f16|default] [--top K] [--runs N] [--warmup N] [--json FILE]\n"
     "                [--dump-input FILE]\n"
     "IMAGE: binary or ASCII PGM (grey) / PPM (RGB); any size (resized like edgevit.data.preprocess).\n";
 

@@ -357,14 +357,22 @@ void Classifier::load(ov::Core& core, const std::string& xml_path) {
     } else if (!options_.hint.empty()) {
         throw std::runtime_error("unknown hint '" + options_.hint + "'; use latency or throughput");
     }
-    if (options_.precision == "f32") {
+    std::string precision = options_.precision;
+    if (precision == "file") {
+        // edgevit quantize records the precision an INT8 IR was validated in (bf16 for the ops left in float when
+        // its speed gate chose that); without a record the file computes in f32, like the Python runtime
+        precision = "f32";
+        if (model->has_rt_info("edgevit", "inference_precision"))
+            precision = model->get_rt_info<std::string>("edgevit", "inference_precision");
+    }
+    if (precision == "f32") {
         config.emplace(ov::hint::inference_precision(ov::element::f32));
-    } else if (options_.precision == "bf16") {
+    } else if (precision == "bf16") {
         config.emplace(ov::hint::inference_precision(ov::element::bf16));
-    } else if (options_.precision == "f16") {
+    } else if (precision == "f16") {
         config.emplace(ov::hint::inference_precision(ov::element::f16));
-    } else if (!options_.precision.empty() && options_.precision != "default") {
-        throw std::runtime_error("unknown precision '" + options_.precision + "'; use f32, bf16, f16 or default");
+    } else if (!precision.empty() && precision != "default") {
+        throw std::runtime_error("unknown precision '" + precision + "'; use file, f32, bf16, f16 or default");
     }
     compiled_ = core.compile_model(model, options_.device, config);
     request_ = compiled_.create_infer_request();

@@ -57,7 +57,9 @@ struct CompileOptions {
     std::string device = "CPU";         // CPU, GPU, GPU.1, NPU, AUTO, ...
     int threads = 0;                    // INFERENCE_NUM_THREADS (0: OpenVINO's choice)
     std::string hint = "latency";       // PERFORMANCE_HINT: latency | throughput | "" (default)
-    std::string precision = "f32";      // INFERENCE_PRECISION_HINT: f32 | bf16 | f16 | "" (device default)
+    // INFERENCE_PRECISION_HINT: file (the IR's edgevit/inference_precision record, else f32) | f32 | bf16 | f16 |
+    // "" or default (the device's default)
+    std::string precision = "file";
 };
 
 // One IR compiled for one device, with one synchronous infer request.
