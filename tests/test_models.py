@@ -6,7 +6,7 @@ from edgevit.models import MODELS, count_params, create, read_state_dict, save_c
 
 
 def test_registered_models_listed():
-    assert {"fmnist-vit", "fmnist-vit-tiny"} <= set(MODELS.names())
+    assert {"fmnist-vit", "fmnist-vit-tiny", "fmnist-vit-nano"} <= set(MODELS.names())
 
 
 def test_fmnist_vit_architecture_has_12_blocks():
