@@ -12,8 +12,8 @@ It measures, for one student (default fmnist-vit-tiny) and one teacher (default 
    online KD runs ``--online-epochs`` epochs of the same schedule (its first epoch must match the cache run's); the
    modes take turns epoch by epoch, and the ratio is the mean of the per-epoch ratios online / cache;
 3. cache bytes per sample per epoch (4K+4), total bytes, and cache-writing time;
-4. batch-1 onnxruntime latency (edgevit.profile: time-based warm-up, median/p90) and parameter counts of student
-   and teacher.
+4. batch-1 onnxruntime latency of student and teacher, timed against each other in 5 interleaved passes
+   (edgevit.profile.time_interleaved, median of the pass medians), and their parameter counts.
 
 Prints a table and writes JSON (default benchmarks/results/distill_fmnist.json). Run it on an otherwise idle
 machine: the wall times are only as clean as the CPU is quiet.
@@ -33,18 +33,26 @@ DEFAULT_JSON = Path(__file__).resolve().parent / "results" / "distill_fmnist.jso
 log = logging.getLogger("distill_fmnist")
 
 
-def _latency(model, workdir: Path, name: str, images, *, duration: float, threads: int | None) -> dict:
+def _latencies(models: dict, workdir: Path, images, *, duration: float, threads: int | None) -> dict:
+    """Batch-1 onnxruntime latency of each model, exported to ONNX and timed against each other in 5 interleaved
+    passes (edgevit.profile.time_interleaved; median of the pass medians)."""
     from edgevit.data import preprocess
     from edgevit.export.onnx import export_onnx
-    from edgevit.profile import profile_runtime
+    from edgevit.profile import time_interleaved
     from edgevit.runtimes import load_runtime
 
-    calib = preprocess(images, model.edgevit_spec)
-    rec = export_onnx(model, workdir / f"{name}.onnx", calib_images=calib)
-    rt = load_runtime("onnxruntime", workdir / f"{name}.onnx", threads=threads)
-    row = profile_runtime(rt, batch_sizes=(1,), warmup_s=min(0.5, duration), duration_s=duration, inputs=calib)[0]
-    return {"median_ms": row["median_ms"], "p90_ms": row["p90_ms"], "mean_ms": row["mean_ms"], "runs": row["runs"],
-            "onnx_max_abs_diff": rec["max_abs_diff"], "onnx_file_size": rec["file_size"]}
+    rts, recs, x = {}, {}, None
+    for name, model in models.items():
+        calib = preprocess(images, model.edgevit_spec)
+        x = calib[:1]
+        recs[name] = export_onnx(model, workdir / f"{name}.onnx", calib_images=calib)
+        rts[name] = load_runtime("onnxruntime", workdir / f"{name}.onnx", threads=threads)
+    res = time_interleaved({n: rt.run for n, rt in rts.items()}, x, passes=5, duration_s=duration / 5,
+                           warmup_s=min(0.5, duration / 5))
+    return {n: {"median_ms": r["median_ms"], "p90_ms": r["pooled"]["p90_ms"], "mean_ms": r["pooled"]["mean_ms"],
+                "runs": r["pooled"]["runs"], "pass_medians_ms": r["pass_medians_ms"],
+                "onnx_max_abs_diff": recs[n]["max_abs_diff"], "onnx_file_size": recs[n]["file_size"]}
+            for n, r in res.items()}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -130,9 +138,8 @@ def main(argv: list[str] | None = None) -> int:
     # (4) latency and size
     lat_images = test.images[:64]
     stud = create(str(work / "student_cache" / "student.safetensors"))
-    lat = {"student": _latency(stud, work, "student", lat_images, duration=args.latency_duration, threads=args.threads),
-           "teacher": _latency(teacher, work, "teacher", lat_images, duration=args.latency_duration,
-                               threads=args.threads)}
+    lat = _latencies({"student": stud, "teacher": teacher}, work, lat_images, duration=args.latency_duration,
+                     threads=args.threads)
     params = {"student": count_params(stud), "teacher": count_params(teacher)}
 
     result = {

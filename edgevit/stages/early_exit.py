@@ -56,6 +56,8 @@ class EarlyExitStage(Stage):
         latency_duration_s: float = 1.0
         parity_samples: int = 64
         exporter: str = "auto"
+        if_form: bool = field(default=False, metadata={"help": "also write export/cascade_if.onnx: the cascade as one "
+                                                               "ONNX graph with If nodes (batch 1; format onnx)"})
         seed: int = 0
 
         def validate(self, path: str) -> None:
@@ -65,6 +67,8 @@ class EarlyExitStage(Stage):
                 raise ConfigError(f"{path}.criterion: must be confidence or entropy, got {self.criterion!r}")
             if self.format not in ("onnx", "openvino"):
                 raise ConfigError(f"{path}.format: must be onnx or openvino, got {self.format!r}")
+            if self.if_form and self.format != "onnx":
+                raise ConfigError(f"{path}.if_form: the If form is one ONNX graph; set format: onnx")
             if self.holdout <= 0:
                 raise ConfigError(f"{path}.holdout: must be a positive number of images, got {self.holdout}")
             if self.latency_duration_s <= 0:
@@ -87,7 +91,8 @@ class EarlyExitStage(Stage):
                             exporter=config.exporter)
         images = ctx.dataset(limit=config.parity_samples).images
         exp = export_run(ctx.out_dir, ctx.out_dir / "export", format=config.format, criterion=config.criterion,
-                         parity_samples=config.parity_samples, calib_images=images, exporter=config.exporter)
+                         parity_samples=config.parity_samples, calib_images=images, exporter=config.exporter,
+                         if_form=config.if_form)
         art = Artifact(kind="cascade", spec=src.spec, path=ctx.out_dir / "export" / "manifest.json",
                        source=src.source, meta={"backend": config.format, "exits": len(cal["thresholds"])})
         metrics = {"exits": [e["block"] for e in tr["model"]["exits"]], "thresholds": cal["thresholds"],
@@ -96,4 +101,7 @@ class EarlyExitStage(Stage):
                    "share": cal["share"], "max_abs_diff": exp["max_abs_diff"], "top1_agreement": exp["top1_agreement"],
                    "exit_agreement": exp["exit_agreement"], "n": exp["n"],
                    "train_steps": [tr["stage1"]["steps"], tr["stage2"]["steps"]]}
+        if exp.get("if_form"):
+            metrics["if_form"] = exp["if_form"]["path"]
+            metrics["if_form_max_abs_diff"] = exp["if_form"]["parity_vs_cascade"]["max_abs_diff"]
         return StageResult(art, metrics)
