@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -69,7 +68,7 @@ def quantize_cascade(manifest: str | Path, out_dir: str | Path, *, backend: str 
     from ..artifact import Artifact, write_json
     from ..quantize import QuantizeConfig, calibration_data
     from ..quantize.backends import Settings, quantize_file, require_backend
-    from .runtime import MANIFEST_FORMAT, CascadeRuntime, read_manifest
+    from .runtime import CascadeRuntime, read_manifest
 
     t0 = time.perf_counter()
     if backend not in BACKEND_FORMAT:
@@ -126,11 +125,7 @@ def quantize_cascade(manifest: str | Path, out_dir: str | Path, *, backend: str 
     new["parity"] = None
     new["int8"] = {"backend": backend, "source_dir": str(src_dir), "calibration": {**calib_where, "n": len(calib_x)},
                    "guardrails": cfg.guardrails(), "graphs": graphs}
-    assert new["format"] == MANIFEST_FORMAT
     write_json(out / "manifest.json", new)
-    for name in ("README.md",):
-        if (src_dir / name).exists():
-            shutil.copy(src_dir / name, out / name)
 
     parity = compare_cascades(fp_path, out / "manifest.json", parity_images, samples=parity_samples, threads=threads)
     new["int8"]["parity_vs_fp32"] = parity
