@@ -133,8 +133,8 @@ def main(argv=None) -> int:
     from edgevit.data import load_dataset, preprocess
     from edgevit.early_exit import attach_exits, collect_logits, export_cascade, load_early_exit
     from edgevit.early_exit.if_form import build_if_graph
-    from edgevit.early_exit.quantize import graph_inputs, quantize_cascade
-    from edgevit.early_exit.runtime import CascadeRuntime
+    from edgevit.early_exit.quantize import quantize_cascade
+    from edgevit.early_exit.runtime import CascadeRuntime, graph_inputs
     from edgevit.early_exit.thresholds import active_heads, assign_exits, scores
     from edgevit.export.onnx import export_onnx
     from edgevit.export.openvino import export_openvino

@@ -103,20 +103,20 @@ def build_if_graph(manifest: str | Path, out_path: str | Path, *, thresholds: An
     def out_info(name: str):
         return helper.make_tensor_value_info(name, TensorProto.FLOAT, None)
 
-    def chain(k: int, feed: str, depth: int) -> tuple[list, str]:
+    def chain(k: int, feed: str) -> tuple[list, str]:
         """Nodes that run segment k (fed ``feed``) and everything after it; returns (nodes, output name)."""
         nodes, t = nodes_of(m["segments"][k]["name"], feed)
         if k == len(m["segments"]) - 1:
             return nodes, t
         if not active[k]:
-            rest, out = chain(k + 1, t, depth)
+            rest, out = chain(k + 1, t)
             return nodes + rest, out
         head_nodes, z = nodes_of(m["exits"][k]["name"], t)
         dec, cond = decide(k, z)
         then_out, else_out, out = f"ee{k}_then", f"ee{k}_else", f"ee{k}_logits"
         then_g = helper.make_graph([helper.make_node("Identity", [z], [then_out])], f"exit_{k + 1}_taken", [],
                                    [out_info(then_out)])
-        rest, rest_out = chain(k + 1, t, depth + 1)
+        rest, rest_out = chain(k + 1, t)
         else_g = helper.make_graph(rest + [helper.make_node("Identity", [rest_out], [else_out])],
                                    f"after_exit_{k + 1}", [], [out_info(else_out)])
         node = helper.make_node("If", [cond], [out], name=f"exit_{k + 1}_if", then_branch=then_g, else_branch=else_g)
@@ -126,7 +126,7 @@ def build_if_graph(manifest: str | Path, out_path: str | Path, *, thresholds: An
     first = graphs[m["segments"][0]["name"]].input[0]
     inp = helper.make_tensor_value_info(spec.input_name, first.type.tensor_type.elem_type, None)
     inp.type.CopyFrom(first.type)
-    body, out = chain(0, spec.input_name, 0)
+    body, out = chain(0, spec.input_name)
     body.append(helper.make_node("Identity", [out], [spec.output_name], name="cascade_out"))
     graph = helper.make_graph(body, "early_exit_cascade_if", [inp],
                               [helper.make_tensor_value_info(spec.output_name, TensorProto.FLOAT, ["batch",

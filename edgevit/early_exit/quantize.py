@@ -36,24 +36,6 @@ log = logging.getLogger(__name__)
 BACKEND_FORMAT = {"openvino": "openvino", "onnxruntime": "onnx", "nncf-onnx": "onnx"}
 
 
-def graph_inputs(casc, x: np.ndarray, batch_size: int = 256) -> tuple[list[np.ndarray], list[np.ndarray], np.ndarray]:
-    """Run every graph of a loaded :class:`~edgevit.early_exit.runtime.CascadeRuntime` on all of ``x`` (no exit):
-    ``(segment inputs [K+1 arrays], exit-head logits [K arrays], final logits)``. Segment k's input is also head
-    k−1's input."""
-    seg_in: list[list[np.ndarray]] = [[] for _ in casc.segments]
-    head_out: list[list[np.ndarray]] = [[] for _ in casc.heads]
-    final = []
-    for i in range(0, len(x), batch_size):
-        t = np.ascontiguousarray(x[i:i + batch_size])
-        for k, seg in enumerate(casc.segments):
-            seg_in[k].append(t)
-            t = seg._run(t)
-            if k < len(casc.heads):
-                head_out[k].append(casc.heads[k]._run(t))
-        final.append(t)
-    return ([np.concatenate(a) for a in seg_in], [np.concatenate(a) for a in head_out], np.concatenate(final))
-
-
 def quantize_cascade(manifest: str | Path, out_dir: str | Path, *, backend: str = "openvino", calib: Any = None,
                      config: Any = None, parity_images: Any = None, parity_samples: int = 500,
                      threads: int | None = None) -> dict:
@@ -68,7 +50,7 @@ def quantize_cascade(manifest: str | Path, out_dir: str | Path, *, backend: str 
     from ..artifact import Artifact, write_json
     from ..quantize import QuantizeConfig, calibration_data
     from ..quantize.backends import Settings, quantize_file, require_backend
-    from .runtime import CascadeRuntime, read_manifest
+    from .runtime import CascadeRuntime, graph_inputs, read_manifest
 
     t0 = time.perf_counter()
     if backend not in BACKEND_FORMAT:

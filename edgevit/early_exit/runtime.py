@@ -130,13 +130,15 @@ class CascadeRuntime(Runtime):
 
         self.segments = [load(s) for s in m["segments"]]
         self.heads = [load(e) for e in m["exits"]]
-        if self.backend == "openvino":  # batch 1 compiled static up front: rarely reached graphs must not compile
-            shape = (1, *spec.input_size)  # in the middle of a timed or served request
-            for k, seg in enumerate(self.segments):
+        # a backend that compiles per shape (OpenVINO) gets batch 1 up front: rarely reached graphs must not compile
+        # in the middle of a timed or served request
+        shape = (1, *spec.input_size)
+        for k, seg in enumerate(self.segments):
+            if hasattr(seg, "compile_static"):
                 seg.compile_static(shape)
-                shape = (1, *m["segments"][k]["output_shape"][1:])
-                if k < len(self.heads):
-                    self.heads[k].compile_static(shape)
+            shape = (1, *m["segments"][k]["output_shape"][1:])
+            if k < len(self.heads) and hasattr(self.heads[k], "compile_static"):
+                self.heads[k].compile_static(shape)
         self.num_exits = len(self.heads)
         self.exit_counts = np.zeros(self.num_exits + 1, dtype=np.int64)
         self.name = f"cascade[{self.backend}]"
@@ -210,6 +212,24 @@ class CascadeRuntime(Runtime):
         for r in getattr(self, "segments", []) + getattr(self, "heads", []):
             r.close()
         self.segments, self.heads = [], []
+
+
+def graph_inputs(casc, x: np.ndarray, batch_size: int = 256) -> tuple[list[np.ndarray], list[np.ndarray], np.ndarray]:
+    """Run every graph of a loaded :class:`~edgevit.early_exit.runtime.CascadeRuntime` on all of ``x`` (no exit):
+    ``(segment inputs [K+1 arrays], exit-head logits [K arrays], final logits)``. Segment k's input is also head
+    k−1's input."""
+    seg_in: list[list[np.ndarray]] = [[] for _ in casc.segments]
+    head_out: list[list[np.ndarray]] = [[] for _ in casc.heads]
+    final = []
+    for i in range(0, len(x), batch_size):
+        t = np.ascontiguousarray(x[i:i + batch_size])
+        for k, seg in enumerate(casc.segments):
+            seg_in[k].append(t)
+            t = seg._run(t)
+            if k < len(casc.heads):
+                head_out[k].append(casc.heads[k]._run(t))
+        final.append(t)
+    return ([np.concatenate(a) for a in seg_in], [np.concatenate(a) for a in head_out], np.concatenate(final))
 
 
 def measure_graph_latencies(runtime: CascadeRuntime, image: np.ndarray, *, warmup_s: float = 0.2,

@@ -622,7 +622,8 @@ def choose_variant(candidates: list[dict], *, budget: float, speed_gate: bool = 
     """The speed gate's decision: ``(precision, why)``.
 
     ``candidates``: ``{"precision", "top1", "drop_pt", "latency_ms", "offered"}`` rows, the first being INT8 (which
-    passed the accuracy gate); ``int8+bf16`` is the same INT8 file with its float ops in bf16. Among the offered variants whose top-1 drop vs FP32 is within ``budget`` (equal
+    passed the accuracy gate); ``int8+bf16`` is the same INT8 file with its float ops in bf16. Among the offered
+    variants whose top-1 drop vs FP32 is within ``budget`` (equal
     accuracy for the purpose of the gate), the one with the lowest batch-1 median latency is kept; INT8 when
     ``speed_gate`` is off.
     """
