@@ -37,7 +37,7 @@ def _latencies(models: dict, workdir: Path, images, *, duration: float, threads:
     """Batch-1 onnxruntime latency of each model, exported to ONNX and timed against each other in 5 interleaved
     passes (edgevit.profile.time_interleaved; median of the pass medians)."""
     from edgevit.data import preprocess
-    from edgevit.export.onnx import export_onnx
+    from edgevit.formats.onnx.export import export_onnx
     from edgevit.profile import time_interleaved
     from edgevit.runtimes import load_runtime
 
@@ -86,8 +86,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from edgevit.artifact import write_json
     from edgevit.data import load_dataset
-    from edgevit.distill.cache import TeacherCache, write_cache
-    from edgevit.distill.trainer import TrainConfig, evaluate_model, train_student
+    from edgevit.methods.distill.cache import TeacherCache, write_cache
+    from edgevit.methods.distill.trainer import TrainConfig, evaluate_model, train_student
     from edgevit.models import count_params, create
     from edgevit.profile import system_stamp
     from edgevit.versions import library_versions

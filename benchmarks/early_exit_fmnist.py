@@ -13,11 +13,11 @@ For a trained early-exit checkpoint (``edgevit early-exit train --model fmnist-v
 - the operating point: the fastest sweep point within 1 pt top-1 of the backbone (target: >= 1.8x speed-up);
 - the reference for the speed-ups is, per pass, the faster of the exported backbone and the If form with no exit
   active (the same network composed from the segments, which onnxruntime optimises differently);
-- the same cascade composed into ONE ONNX graph with nested ``If`` nodes (``edgevit.early_exit.build_if_graph``,
+- the same cascade composed into ONE ONNX graph with nested ``If`` nodes (``edgevit.methods.early_exit.build_if_graph``,
   batch 1; its per-sample decisions equal the segment cascade's, checked on 64 real images per point; its top-1 on
   the whole test set is measured at its operating point), run by onnxruntime and by OpenVINO;
 - with ``--int8``, the same for INT8 cascades (every segment and head quantised by
-  ``edgevit.early_exit.quantize_cascade`` on 300 real calibration images) against the INT8 backbone (same
+  ``edgevit.methods.early_exit.quantize_cascade`` on 300 real calibration images) against the INT8 backbone (same
   guardrails), with top-1 measured through the INT8 graphs themselves. On OpenVINO the INT8 If form is composed
   from the ONNX cascade quantised by NNCF (``nncf-onnx``, QDQ), since an IR cascade cannot be composed into ONNX.
 
@@ -131,17 +131,17 @@ def main(argv=None) -> int:
 
     from edgevit.artifact import Artifact
     from edgevit.data import load_dataset, preprocess
-    from edgevit.early_exit import attach_exits, collect_logits, export_cascade, load_early_exit
-    from edgevit.early_exit.if_form import build_if_graph
-    from edgevit.early_exit.quantize import quantize_cascade
-    from edgevit.early_exit.runtime import CascadeRuntime, graph_inputs
-    from edgevit.early_exit.thresholds import active_heads, assign_exits, scores
-    from edgevit.export.onnx import export_onnx
-    from edgevit.export.openvino import export_openvino
+    from edgevit.formats.cascade.if_form import build_if_graph
+    from edgevit.formats.cascade.runtime import CascadeRuntime, graph_inputs
+    from edgevit.formats.cascade.thresholds import active_heads, assign_exits, scores
+    from edgevit.formats.onnx.export import export_onnx
+    from edgevit.formats.openvino.export import export_openvino
+    from edgevit.methods.early_exit import attach_exits, collect_logits, export_cascade, load_early_exit
+    from edgevit.methods.early_exit.quantize import quantize_cascade
+    from edgevit.methods.quantize import QuantizeConfig, calibration_data
+    from edgevit.methods.quantize.backends import Settings, quantize_file
     from edgevit.models import create
     from edgevit.profile import system_stamp
-    from edgevit.quantize import QuantizeConfig, calibration_data
-    from edgevit.quantize.backends import Settings, quantize_file
     from edgevit.runtimes import load_runtime
 
     if args.threads:

@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
-    from edgevit.export.onnx import export_onnx
+    from edgevit.formats.onnx.export import export_onnx
     from edgevit.runtimes import load_runtime, open_artifact
 
     baseline = args.runtimes[0]

@@ -17,7 +17,7 @@ default precision (bf16 on this CPU), and the faster of the two is the reference
 Timing: all variants are loaded, then timed in ``--passes`` interleaved rounds of ``--duration`` seconds each
 (edgevit.profile.time_interleaved, rotating order); the headline is the median of the per-pass medians, and the
 spread column says how much the passes disagreed. Calibration uses real Fashion-MNIST train images preprocessed to DeiT's input spec (resized to
-224, grey → 3 channels, ImageNet mean/std) through edgevit.quantize.calibration_data — the same images for edgevit
+224, grey → 3 channels, ImageNet mean/std) through edgevit.methods.quantize.calibration_data — the same images for edgevit
 and for plain NNCF. Targets: edgevit INT8 at least as fast as plain NNCF, and ≥ 2.8× torch eager FP32.
 Roofline: 2 × MACs (counted by torch's FlopCounterMode) / median latency, over the INT8 peak of the hardware profile
 ``epyc-zen4-2core`` (edgevit/hardware_profiles/epyc-zen4-2core.yaml), for its nominal and boost modes.
@@ -68,10 +68,10 @@ def main(argv: list[str] | None = None) -> int:
     import openvino as ov
     import torch
 
+    from edgevit.methods.quantize import QuantizeConfig, calibration_data, quantize
     from edgevit.profile import system_stamp, time_interleaved
     from edgevit.profile.hardware import load_profile
     from edgevit.profile.macs import count_macs_torch
-    from edgevit.quantize import QuantizeConfig, calibration_data, quantize
     from edgevit.runtimes import load_runtime, open_artifact
 
     if args.threads:
@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         plain_ir.parent.mkdir(parents=True, exist_ok=True)
         ov.save_model(plain, str(plain_ir), compress_to_fp16=False)
         # 2b. edgevit's guardrails but with the patch embedding and the head in INT8 too (what those two cost)
-        from edgevit.quantize.backends import Settings, quantize_file
+        from edgevit.methods.quantize.backends import Settings, quantize_file
 
         lean_cfg = QuantizeConfig(backend="openvino", float_patch_embed=False, float_head=False)
         lean_ir = root / "edgevit_lean" / "model.xml"

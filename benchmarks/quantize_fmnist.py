@@ -5,7 +5,7 @@ per runtime, for each quantisation backend (issue: INT8 post-training quantisati
     python benchmarks/quantize_fmnist.py --threads 2                # full: 10k test images, 300 calibration images
     python benchmarks/quantize_fmnist.py --quick                    # smoke run: 500 test images, 64 calibration images
 
-Each backend runs edgevit.quantize.quantize with the budget given (default 0.5 pt): the default guardrails, the
+Each backend runs edgevit.methods.quantize.quantize with the budget given (default 0.5 pt): the default guardrails, the
 attempt ladder when the first attempt misses the budget, and the speed gate. Accuracy is measured through the
 quantised artefact's own runtime; latency with edgevit.profile (batch 1, real images). JSON:
 benchmarks/results/quantize_fmnist.json (every attempt, the sensitivity pass, the full latency rows).
@@ -49,9 +49,9 @@ def main(argv: list[str] | None = None) -> int:
         args.eval_limit, args.calib_samples, args.duration = args.eval_limit or 500, 64, 0.3
 
     from edgevit.errors import QuantizationError
+    from edgevit.methods.quantize import QuantizeConfig, backend_available, quantize
     from edgevit.models import create
     from edgevit.profile import system_stamp
-    from edgevit.quantize import QuantizeConfig, backend_available, quantize
 
     rows, records = [], {}
     with tempfile.TemporaryDirectory(prefix="edgevit-qbench-") as tmp:

@@ -48,10 +48,10 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s")
     variants = list(args.variants) + (["tvm-tuned"] if args.tvm_trials and "tvm-tuned" not in args.variants else [])
 
-    from edgevit.export.onnx import export_onnx
-    from edgevit.export.openvino import export_openvino
-    from edgevit.export.ort_mobile import export_ort_mobile
-    from edgevit.export.tvm import export_tvm
+    from edgevit.formats.onnx.export import export_onnx
+    from edgevit.formats.openvino.export import export_openvino
+    from edgevit.formats.ort_mobile.export import export_ort_mobile
+    from edgevit.formats.tvm.export import export_tvm
     from edgevit.runtimes import load_runtime, open_artifact
 
     rows, exports, prepared = [], [], {}

@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
-    from edgevit.export.tvm import export_tvm
+    from edgevit.formats.tvm.export import export_tvm
     from edgevit.models import create
     from edgevit.runtimes import load_runtime
 

@@ -8,6 +8,9 @@ import numpy as np
 
 from .errors import InputSpecError
 
+SPEC_KEY = "edgevit.input_spec"  # metadata key (ONNX metadata_props, IR rt_info, side files) holding InputSpec JSON
+SOURCE_KEY = "edgevit.source"  # metadata key holding the source model name
+
 
 @dataclass(frozen=True)
 class InputSpec:

@@ -56,7 +56,7 @@ def rng():
 @pytest.fixture(scope="session")
 def tiny_onnx(tmp_path_factory, tiny_model):
     """``fmnist-vit-tiny`` exported once to ONNX (dynamic batch, parity on real images): ``(path, record)``."""
-    from edgevit.export.onnx import export_onnx
+    from edgevit.formats.onnx.export import export_onnx
 
     path = tmp_path_factory.mktemp("onnx") / "fmnist-vit-tiny.onnx"
     record = export_onnx(tiny_model, path)

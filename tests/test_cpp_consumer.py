@@ -32,7 +32,7 @@ def write_pnm(path: Path, image: np.ndarray) -> Path:
 
 @pytest.fixture(scope="module")
 def tiny_ir(tmp_path_factory, tiny_model, fmnist_test_small):
-    from edgevit.export.openvino import export_openvino
+    from edgevit.formats.openvino.export import export_openvino
 
     rec = export_openvino(tiny_model, tmp_path_factory.mktemp("cpp-ir"), parity_samples=8)
     return Path(rec["path"])
@@ -111,7 +111,7 @@ def test_bicubic_crop_pct_rgb_spec(classify_bin, fmnist_test_small, tmp_path):
     import torch
 
     from edgevit.data import preprocess
-    from edgevit.export.openvino import export_openvino
+    from edgevit.formats.openvino.export import export_openvino
     from edgevit.models import attach_spec
     from edgevit.spec import InputSpec
 

@@ -1,4 +1,4 @@
-"""TinyViT-style distillation (edgevit.distill): replayable augmentation, the sparse cache, targets, the trainer,
+"""TinyViT-style distillation (edgevit.methods.distill): replayable augmentation, the sparse cache, targets, the trainer,
 the CLI and the ``distill`` stage — on real Fashion-MNIST subsets, the shipped teacher and the tiny student."""
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ def teacher(teacher_available):
 @pytest.fixture(scope="session")
 def real_cache(tmp_path_factory, teacher, fmnist_train_small):
     """A cache of the real teacher over 64 real training images, 2 epochs, K=3 (written once)."""
-    from edgevit.distill.cache import write_cache
+    from edgevit.methods.distill.cache import write_cache
 
     out = tmp_path_factory.mktemp("distill") / "cache"
     rec = write_cache(teacher, fmnist_train_small, out, epochs=EPOCHS, topk=K, seed=0)
@@ -60,7 +60,7 @@ def _student(seed: int = 0):
 
 # ---------------------------------------------------------------------------------------------- augmentation
 def test_replay_is_bit_identical_whatever_the_batch(fmnist_train_small):
-    from edgevit.distill.augment import augment_batch, epoch_seeds, replay
+    from edgevit.methods.distill.augment import augment_batch, epoch_seeds, replay
 
     seeds = epoch_seeds(0, 0, len(fmnist_train_small))
     out, _ = augment_batch(fmnist_train_small.images, seeds)
@@ -77,7 +77,7 @@ def test_replay_is_bit_identical_whatever_the_batch(fmnist_train_small):
                                 "solarize_add", "contrast", "brightness", "sharpness", "shear_x", "shear_y",
                                 "translate_x", "translate_y"])
 def test_every_randaugment_op_replays(fmnist_train_small, op):
-    from edgevit.distill.augment import AugmentConfig, augment_batch, replay
+    from edgevit.methods.distill.augment import AugmentConfig, augment_batch, replay
 
     cfg = AugmentConfig(randaug_ops=(op,), randaug_n=1, randaug_prob=1.0, erase_prob=0.0, crop_padding=0,
                         hflip_prob=0.0)
@@ -90,7 +90,7 @@ def test_every_randaugment_op_replays(fmnist_train_small, op):
 
 
 def test_mixup_cutmix_pairing_replays(fmnist_train_small):
-    from edgevit.distill.augment import AugmentConfig, augment_batch, replay
+    from edgevit.methods.distill.augment import AugmentConfig, augment_batch, replay
 
     cfg = AugmentConfig(mixup_alpha=0.8, cutmix_alpha=1.0)
     imgs = fmnist_train_small.images
@@ -105,7 +105,7 @@ def test_mixup_cutmix_pairing_replays(fmnist_train_small):
 
 
 def test_epoch_seeds_are_int32_per_epoch():
-    from edgevit.distill.augment import epoch_seeds
+    from edgevit.methods.distill.augment import epoch_seeds
 
     a, b = epoch_seeds(0, 0, 1000), epoch_seeds(0, 1, 1000)
     assert a.dtype == np.int32 and (a >= 0).all() and (a == epoch_seeds(0, 0, 1000)).all()
@@ -115,13 +115,13 @@ def test_epoch_seeds_are_int32_per_epoch():
 # ---------------------------------------------------------------------------------------------- cache format
 @pytest.mark.parametrize("k", [1, 3, 10, 100])
 def test_record_is_4k_plus_4_bytes(k):
-    from edgevit.distill.cache import record_dtype
+    from edgevit.methods.distill.cache import record_dtype
 
     assert record_dtype(k).itemsize == 4 * k + 4
 
 
 def test_cache_layout_and_sizes(real_cache):
-    from edgevit.distill.cache import TeacherCache
+    from edgevit.methods.distill.cache import TeacherCache
 
     path, rec = real_cache
     assert rec["record_bytes"] == 4 * K + 4 == rec["bytes_per_sample_epoch"]
@@ -145,9 +145,9 @@ def test_targets_sum_to_one_and_argmax_is_the_teachers_top1(real_cache, teacher,
     """Replay each stored seed, run the teacher on it independently, and compare with the stored record."""
     import torch
 
-    from edgevit.distill.augment import augment_batch
-    from edgevit.distill.cache import TeacherCache, model_input
-    from edgevit.distill.targets import dense_targets
+    from edgevit.methods.distill.augment import augment_batch
+    from edgevit.methods.distill.cache import TeacherCache, model_input
+    from edgevit.methods.distill.targets import dense_targets
 
     cache = TeacherCache(real_cache[0])
     for e in range(EPOCHS):
@@ -165,7 +165,7 @@ def test_targets_sum_to_one_and_argmax_is_the_teachers_top1(real_cache, teacher,
 def test_dense_target_spreads_leftover_mass():
     import torch
 
-    from edgevit.distill.targets import dense_targets
+    from edgevit.methods.distill.targets import dense_targets
 
     t = dense_targets(np.array([[2, 0]]), np.array([[0.6, 0.2]], dtype=np.float16), 5)
     left = (1 - float(np.float16(0.6)) - float(np.float16(0.2))) / 3
@@ -177,7 +177,7 @@ def test_soft_target_cross_entropy_matches_torch():
     import torch
     import torch.nn.functional as F
 
-    from edgevit.distill.targets import soft_target_cross_entropy
+    from edgevit.methods.distill.targets import soft_target_cross_entropy
 
     g = torch.Generator().manual_seed(0)
     z = torch.randn(8, 10, generator=g)
@@ -187,7 +187,7 @@ def test_soft_target_cross_entropy_matches_torch():
 
 # ---------------------------------------------------------------------------------------------- bad input
 def test_truncated_values_file(real_cache, tmp_path):
-    from edgevit.distill.cache import TeacherCache
+    from edgevit.methods.distill.cache import TeacherCache
 
     path = _copy_cache(real_cache, tmp_path)
     values = path / "epoch_0001" / "rank_00.values"
@@ -199,7 +199,7 @@ def test_truncated_values_file(real_cache, tmp_path):
 
 
 def test_corrupt_values_file(real_cache, tmp_path):
-    from edgevit.distill.cache import TeacherCache
+    from edgevit.methods.distill.cache import TeacherCache
 
     path = _copy_cache(real_cache, tmp_path)
     values = path / "epoch_0000" / "rank_00.values"
@@ -214,8 +214,8 @@ def test_corrupt_values_file(real_cache, tmp_path):
 
 def test_fingerprint_mismatch_teacher_and_dataset(real_cache, fmnist_train_small, tmp_path):
     from edgevit.data import load_dataset
-    from edgevit.distill.cache import TeacherCache, write_cache
-    from edgevit.distill.trainer import TrainConfig, train_student
+    from edgevit.methods.distill.cache import TeacherCache, write_cache
+    from edgevit.methods.distill.trainer import TrainConfig, train_student
 
     cache = TeacherCache(real_cache[0])
     other_teacher = _student(1)
@@ -232,7 +232,7 @@ def test_fingerprint_mismatch_teacher_and_dataset(real_cache, fmnist_train_small
 
 
 def test_topk_not_below_num_classes(teacher, fmnist_train_small, tmp_path):
-    from edgevit.distill.cache import write_cache
+    from edgevit.methods.distill.cache import write_cache
 
     with pytest.raises(ConfigError, match="K=10 must be at least 1 and smaller than the number of classes C=10"):
         write_cache(teacher, fmnist_train_small, tmp_path / "c", epochs=1, topk=10)
@@ -240,8 +240,8 @@ def test_topk_not_below_num_classes(teacher, fmnist_train_small, tmp_path):
 
 
 def test_more_epochs_than_stored(real_cache, tmp_path):
-    from edgevit.distill.cache import TeacherCache
-    from edgevit.distill.trainer import TrainConfig, train_student
+    from edgevit.methods.distill.cache import TeacherCache
+    from edgevit.methods.distill.trainer import TrainConfig, train_student
 
     with pytest.raises(ConfigError, match="cannot train for 3 epochs: the cache .* stores 2 epoch"):
         train_student(_student(), out_dir=tmp_path / "r", config=TrainConfig(epochs=3),
@@ -251,7 +251,7 @@ def test_more_epochs_than_stored(real_cache, tmp_path):
 def test_more_than_32767_classes(fmnist_train_small, tmp_path):
     import torch
 
-    from edgevit.distill.cache import write_cache
+    from edgevit.methods.distill.cache import write_cache
     from edgevit.models import attach_spec
     from edgevit.spec import InputSpec
 
@@ -263,8 +263,8 @@ def test_more_than_32767_classes(fmnist_train_small, tmp_path):
 
 # ---------------------------------------------------------------------------------------------- training
 def test_cache_training_never_calls_the_teacher(real_cache, teacher, fmnist_train_small, tmp_path):
-    from edgevit.distill.cache import TeacherCache
-    from edgevit.distill.trainer import TrainConfig, train_student
+    from edgevit.methods.distill.cache import TeacherCache
+    from edgevit.methods.distill.trainer import TrainConfig, train_student
 
     calls = []
     hook = teacher.register_forward_hook(lambda *a: calls.append(1))
@@ -284,8 +284,8 @@ def test_cache_training_never_calls_the_teacher(real_cache, teacher, fmnist_trai
 
 
 def test_resume_continues_with_the_next_epochs_cache(real_cache, tmp_path):
-    from edgevit.distill.cache import TeacherCache
-    from edgevit.distill.trainer import TrainConfig, train_student
+    from edgevit.methods.distill.cache import TeacherCache
+    from edgevit.methods.distill.trainer import TrainConfig, train_student
 
     cache = TeacherCache(real_cache[0])
     cfg = TrainConfig(epochs=2, batch_size=8, max_steps_per_epoch=2)
@@ -302,8 +302,8 @@ def test_resume_continues_with_the_next_epochs_cache(real_cache, tmp_path):
 
 
 def test_labels_mode_and_saved_student_loads_in_edgevit(fmnist_train_small, fmnist_test_small, tmp_path):
-    from edgevit.distill.trainer import TrainConfig, train_student
     from edgevit.evaluate import evaluate
+    from edgevit.methods.distill.trainer import TrainConfig, train_student
     from edgevit.models import create
     from edgevit.runtimes import load_runtime, open_artifact
 
@@ -323,8 +323,8 @@ def test_labels_mode_and_saved_student_loads_in_edgevit(fmnist_train_small, fmni
 def test_timm_tiny_vit_student_at_224(real_cache, tmp_path):
     import torch
 
-    from edgevit.distill.cache import TeacherCache
-    from edgevit.distill.trainer import TrainConfig, train_student
+    from edgevit.methods.distill.cache import TeacherCache
+    from edgevit.methods.distill.trainer import TrainConfig, train_student
     from edgevit.models import create
 
     torch.manual_seed(0)

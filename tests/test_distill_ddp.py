@@ -43,8 +43,8 @@ def sharded_cache(tmp_path_factory, teacher_available):
 
 
 def test_rank_sharded_cache_matches_single_process_seeds(sharded_cache):
-    from edgevit.distill.augment import epoch_seeds
-    from edgevit.distill.cache import TeacherCache
+    from edgevit.methods.distill.augment import epoch_seeds
+    from edgevit.methods.distill.cache import TeacherCache
 
     path = sharded_cache / "cache"
     rec = json.loads((sharded_cache / "cache.json").read_text())
@@ -65,7 +65,7 @@ def test_rank_sharded_cache_matches_single_process_seeds(sharded_cache):
 def test_two_cpu_ranks_end_with_identical_parameters(sharded_cache):
     from safetensors.torch import load_file
 
-    from edgevit.distill.cache import weights_sha256
+    from edgevit.methods.distill.cache import weights_sha256
     from edgevit.models import create
 
     out = sharded_cache / "run"

@@ -1,4 +1,4 @@
-"""LGViT early exits (edgevit.early_exit): heads, training, thresholds, calibration, cascade export and runtime.
+"""LGViT early exits (edgevit.methods.early_exit): heads, training, thresholds, calibration, cascade export and runtime.
 
 Tiny model (fmnist-vit-tiny, 6 blocks → exits after blocks 2..5), real Fashion-MNIST images, a few steps.
 """
@@ -17,7 +17,7 @@ from edgevit.errors import ConfigError, RuntimeLoadError
 
 @pytest.fixture(scope="module")
 def ee(tiny_model):
-    from edgevit.early_exit import attach_exits
+    from edgevit.methods.early_exit import attach_exits
 
     torch.manual_seed(0)
     return attach_exits(tiny_model)
@@ -27,7 +27,7 @@ def ee(tiny_model):
 def spread_thresholds(ee):
     """Per-exit thresholds at the median confidence on real TRAIN images (so test images spread over the exits)."""
     from edgevit.data import load_dataset, preprocess
-    from edgevit.early_exit.thresholds import scores
+    from edgevit.formats.cascade.thresholds import scores
 
     x = torch.from_numpy(preprocess(load_dataset("fashion-mnist", "train", limit=201).images, ee.edgevit_spec))
     with torch.inference_mode():
@@ -45,7 +45,7 @@ def test_x(fmnist_test_small, ee):
 @pytest.fixture(scope="module")
 def onnx_cascade(ee, spread_thresholds, tmp_path_factory, fmnist_test_small):
     """The cascade exported to ONNX with the default (torch.export-based) exporter."""
-    from edgevit.early_exit import export_cascade
+    from edgevit.methods.early_exit import export_cascade
 
     out = tmp_path_factory.mktemp("ee-onnx")
     rec = export_cascade(ee, out, format="onnx", thresholds=spread_thresholds, calib_images=fmnist_test_small.images[:32])
@@ -55,7 +55,7 @@ def onnx_cascade(ee, spread_thresholds, tmp_path_factory, fmnist_test_small):
 @pytest.fixture(scope="module")
 def ov_cascade(ee, spread_thresholds, tmp_path_factory, fmnist_test_small):
     pytest.importorskip("openvino", reason="openvino is not installed (pip install 'edgevit[openvino]')")
-    from edgevit.early_exit import export_cascade
+    from edgevit.methods.early_exit import export_cascade
 
     out = tmp_path_factory.mktemp("ee-ov")
     rec = export_cascade(ee, out, format="openvino", thresholds=spread_thresholds, exporter="torchscript",
@@ -67,7 +67,7 @@ def ov_cascade(ee, spread_thresholds, tmp_path_factory, fmnist_test_small):
 
 
 def test_exit_placement_and_head_types():
-    from edgevit.early_exit.heads import attention_heads, exit_blocks, head_plan
+    from edgevit.methods.early_exit.heads import attention_heads, exit_blocks, head_plan
 
     assert exit_blocks(12) == [4, 5, 6, 7, 8, 9, 10, 11]
     plan = head_plan(12, 128)
@@ -95,7 +95,7 @@ def test_special_tokens_split_per_backbone():
     from timm.models.deit import VisionTransformerDistilled
     from timm.models.vision_transformer import VisionTransformer
 
-    from edgevit.early_exit import attach_exits
+    from edgevit.methods.early_exit import attach_exits
 
     torch.manual_seed(0)
     x = torch.randn(3, 3, 32, 32)
@@ -117,7 +117,7 @@ def test_special_tokens_split_per_backbone():
 
 
 def test_unknown_backbone_says_which_attribute():
-    from edgevit.early_exit import attach_exits
+    from edgevit.methods.early_exit import attach_exits
 
     with pytest.raises(ConfigError, match="no attribute 'patch_embed'.*timm VisionTransformer-style"):
         attach_exits(torch.nn.Sequential(torch.nn.Linear(4, 4)))
@@ -138,7 +138,7 @@ def test_unknown_backbone_says_which_attribute():
 
 
 def test_stage2_leaves_backbone_and_final_head_bit_identical(tiny_model, fmnist_test_small):
-    from edgevit.early_exit import TrainConfig, attach_exits, train_stage1_, train_stage2_
+    from edgevit.methods.early_exit import TrainConfig, attach_exits, train_stage1_, train_stage2_
 
     torch.manual_seed(1)
     model = attach_exits(tiny_model)
@@ -160,7 +160,7 @@ def test_stage2_leaves_backbone_and_final_head_bit_identical(tiny_model, fmnist_
 
 
 def test_bad_train_config():
-    from edgevit.early_exit import TrainConfig
+    from edgevit.methods.early_exit import TrainConfig
 
     with pytest.raises(ConfigError, match="alpha"):
         TrainConfig(alpha=1.5).validate()
@@ -189,7 +189,7 @@ def test_batched_equals_batch1_reference(ee, test_x, spread_thresholds):
 
 
 def test_thresholds_outside_0_1_and_wrong_count(ee, test_x):
-    from edgevit.early_exit import check_thresholds
+    from edgevit.methods.early_exit import check_thresholds
 
     with pytest.raises(ConfigError, match=r"must lie in \[0, 1\].*exit\(s\) 2 has 1.5"):
         check_thresholds([0.5, 1.5, 0.5, 0.5], 4)
@@ -204,7 +204,7 @@ def test_thresholds_outside_0_1_and_wrong_count(ee, test_x):
 
 
 def test_search_thresholds_minimises_latency_within_budget_and_rejects_unreachable():
-    from edgevit.early_exit import search_thresholds
+    from edgevit.methods.early_exit import search_thresholds
 
     rng = np.random.default_rng(0)
     n, k, c = 400, 3, 5
@@ -306,7 +306,7 @@ def test_cli_eval_and_profile_on_the_manifest(onnx_cascade, tmp_path, capsys):
 
 def test_cli_export_rejects_bad_thresholds(tmp_path, ee, capsys):
     from edgevit.cli import main
-    from edgevit.early_exit import save_early_exit
+    from edgevit.methods.early_exit import save_early_exit
 
     save_early_exit(ee, tmp_path / "early_exit.safetensors")
     assert main(["early-exit", "export", str(tmp_path), "--out", str(tmp_path / "x"), "--thresholds",
@@ -319,8 +319,8 @@ def test_cli_export_rejects_bad_thresholds(tmp_path, ee, capsys):
 
 def test_calibrate_on_heldout_for_openvino(ee, tmp_path):
     pytest.importorskip("openvino", reason="openvino is not installed")
-    from edgevit.early_exit import calibrate, save_early_exit
-    from edgevit.early_exit.run import calibrate_run
+    from edgevit.methods.early_exit import calibrate, save_early_exit
+    from edgevit.methods.early_exit.run import calibrate_run
 
     save_early_exit(ee, tmp_path / "early_exit.safetensors", extra={"split": {"data": "fashion-mnist",
                                                                              "holdout": 5000}})
@@ -376,8 +376,8 @@ def test_recipe_stage_then_eval(tmp_path):
 @pytest.mark.parametrize("which,backend", [("ov_cascade", "openvino"), ("onnx_cascade", "onnxruntime")])
 def test_int8_cascade_every_graph_quantised_and_close_to_fp32(request, which, backend, tmp_path, fmnist_test_small):
     pytest.importorskip("nncf" if backend == "openvino" else "onnxruntime.quantization")
-    from edgevit.early_exit import quantize_cascade
-    from edgevit.quantize import QuantizeConfig
+    from edgevit.methods.early_exit import quantize_cascade
+    from edgevit.methods.quantize import QuantizeConfig
     from edgevit.runtimes import load_runtime
 
     manifest, _ = request.getfixturevalue(which)
@@ -408,7 +408,7 @@ def test_int8_cascade_every_graph_quantised_and_close_to_fp32(request, which, ba
 
 
 def test_int8_cascade_bad_input(ov_cascade, onnx_cascade, tmp_path):
-    from edgevit.early_exit import quantize_cascade
+    from edgevit.methods.early_exit import quantize_cascade
 
     with pytest.raises(ConfigError, match="quantises an onnx cascade.*--format onnx"):
         quantize_cascade(ov_cascade[0], tmp_path / "q", backend="onnxruntime")
@@ -436,7 +436,7 @@ def test_set_thresholds_between_calls(onnx_cascade, test_x):
 
 
 def test_if_form_matches_the_segment_cascade_one_image_at_a_time(onnx_cascade, spread_thresholds, test_x, tmp_path):
-    from edgevit.early_exit import build_if_graph
+    from edgevit.methods.early_exit import build_if_graph
     from edgevit.runtimes import load_runtime, open_artifact
 
     rec = build_if_graph(onnx_cascade[0], tmp_path / "if.onnx", parity_images=test_x)
@@ -463,7 +463,7 @@ def test_if_form_matches_the_segment_cascade_one_image_at_a_time(onnx_cascade, s
 
 
 def test_if_form_bad_input(ov_cascade, onnx_cascade, tmp_path):
-    from edgevit.early_exit import build_if_graph
+    from edgevit.methods.early_exit import build_if_graph
 
     with pytest.raises(ConfigError, match="composed from an ONNX cascade.*--format onnx"):
         build_if_graph(ov_cascade[0], tmp_path / "x.onnx")
@@ -473,7 +473,7 @@ def test_if_form_bad_input(ov_cascade, onnx_cascade, tmp_path):
 
 def test_cli_export_if_form(tmp_path, ee, capsys, fmnist_test_small):
     from edgevit.cli import main
-    from edgevit.early_exit import save_early_exit
+    from edgevit.methods.early_exit import save_early_exit
 
     save_early_exit(ee, tmp_path / "run" / "early_exit.safetensors")
     assert main(["early-exit", "export", str(tmp_path / "run"), "--out", str(tmp_path / "exp"), "--thresholds",

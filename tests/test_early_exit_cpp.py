@@ -24,8 +24,8 @@ def cascade_bin(cpp_build) -> Path:
 def cascade(tmp_path_factory, tiny_model, fmnist_test_small):
     """fmnist-vit-tiny with random heads, thresholds at the median train-image confidence, exported to OpenVINO."""
     from edgevit.data import load_dataset, preprocess
-    from edgevit.early_exit import attach_exits, export_cascade
-    from edgevit.early_exit.thresholds import scores
+    from edgevit.formats.cascade.thresholds import scores
+    from edgevit.methods.early_exit import attach_exits, export_cascade
 
     torch.manual_seed(3)
     ee = attach_exits(tiny_model)

@@ -1,4 +1,4 @@
-"""ONNX export (edgevit.export.onnx) and parity checks (edgevit.export.parity) on tiny real models and real images."""
+"""ONNX export (edgevit.formats.onnx.export) and parity checks (edgevit.formats.parity) on tiny real models and real images."""
 
 from __future__ import annotations
 
@@ -71,7 +71,7 @@ def test_spec_metadata_round_trip(tiny_onnx, tiny_model):
 
 
 def test_static_batch_with_caller_images_and_torchscript(tmp_path, tiny_model, real_batch):
-    from edgevit.export.onnx import export_onnx
+    from edgevit.formats.onnx.export import export_onnx
 
     record = export_onnx(tiny_model, tmp_path / "static.onnx", dynamic_batch=False, simplify=False,
                          exporter="torchscript", calib_images=real_batch)
@@ -85,7 +85,7 @@ def test_static_batch_with_caller_images_and_torchscript(tmp_path, tiny_model, r
 
 def test_external_data_above_threshold(tmp_path, tiny_model, real_batch, monkeypatch):
     """Weights above the threshold go to ``<name>.onnx.data`` (threshold lowered so a tiny model crosses it)."""
-    from edgevit.export import onnx as onnx_export
+    from edgevit.formats.onnx import export as onnx_export
     from edgevit.runtimes import open_artifact
 
     monkeypatch.setattr(onnx_export, "EXTERNAL_DATA_THRESHOLD", 0)
@@ -101,7 +101,7 @@ def test_external_data_above_threshold(tmp_path, tiny_model, real_batch, monkeyp
 
 def test_export_parity_failure_keeps_file_and_record(tmp_path, tiny_model, real_batch):
     """An impossible tolerance (float32 export differs by ~1e-7) makes export_onnx raise ParityError."""
-    from edgevit.export.onnx import export_onnx
+    from edgevit.formats.onnx.export import export_onnx
 
     out = tmp_path / "strict.onnx"
     with pytest.raises(ParityError) as info:
@@ -115,14 +115,14 @@ def test_export_parity_failure_keeps_file_and_record(tmp_path, tiny_model, real_
 
 
 def test_export_into_directory_and_by_name(tmp_path):
-    from edgevit.export import get_exporter
+    from edgevit.formats import get_exporter
 
     record = get_exporter("onnx")("fmnist-vit-tiny", tmp_path, parity_samples=4)
     assert record["path"] == str(tmp_path / "fmnist-vit-tiny.onnx") and record["n"] == 4
 
 
 def test_bad_options_are_config_errors(tmp_path, tiny_model):
-    from edgevit.export.onnx import export_onnx
+    from edgevit.formats.onnx.export import export_onnx
 
     with pytest.raises(ConfigError, match="opset must be an integer from 17"):
         export_onnx(tiny_model, tmp_path / "m.onnx", opset=11)
@@ -159,7 +159,7 @@ def test_export_error_names_operator_and_module(tmp_path, exporter, op):
             return self.head(self.spectral(x).mean(1))
 
     with pytest.raises(ExportError) as info:
-        from edgevit.export.onnx import export_onnx
+        from edgevit.formats.onnx.export import export_onnx
 
         export_onnx(_with_spec(Net()), tmp_path / "net.onnx", exporter=exporter, parity=False)
     msg = str(info.value)
@@ -178,7 +178,7 @@ def test_fixed_batch_model_says_use_static_batch(tmp_path):
         def forward(self, x):
             return self.head(x.reshape(2, 16))
 
-    from edgevit.export.onnx import export_onnx
+    from edgevit.formats.onnx.export import export_onnx
 
     with pytest.raises(ExportError, match="dynamic_batch=False"):
         export_onnx(_with_spec(FixedBatch()), tmp_path / "fixed.onnx", parity=False)  # no silent fallback either
@@ -188,7 +188,7 @@ def test_timm_deit_tiny_export_parity(tmp_path, fmnist_test_small):
     """A real timm ViT (random init, 224×224 RGB): Fashion-MNIST images are resized and expanded to its spec."""
     import torch
 
-    from edgevit.export.onnx import export_onnx
+    from edgevit.formats.onnx.export import export_onnx
     from edgevit.models import create
 
     torch.manual_seed(0)
@@ -200,9 +200,9 @@ def test_timm_deit_tiny_export_parity(tmp_path, fmnist_test_small):
 
 
 def test_importing_export_and_runtimes_stays_lean():
-    code = ("import sys, edgevit.export, edgevit.runtimes; heavy = [m for m in ('torch', 'onnx', 'onnxruntime', "
+    code = ("import sys, edgevit.formats, edgevit.runtimes; heavy = [m for m in ('torch', 'onnx', 'onnxruntime', "
             "'onnxslim', 'timm') if m in sys.modules]; assert not heavy, heavy; "
-            "assert 'onnx' in edgevit.export.EXPORTERS.names()")
+            "assert 'onnx' in edgevit.formats.exporters()")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
 
 
@@ -214,7 +214,7 @@ def _logits(n=20, c=10, seed=0):
 
 
 def test_check_parity_record():
-    from edgevit.export.parity import check_parity
+    from edgevit.formats.parity import check_parity
 
     ref = _logits()
     rec = check_parity(ref, ref + 1e-5, tolerance=1e-3, what="identical")
@@ -224,7 +224,7 @@ def test_check_parity_record():
 
 
 def test_check_parity_failure_names_tolerance_and_value():
-    from edgevit.export.parity import check_parity
+    from edgevit.formats.parity import check_parity
 
     ref = _logits()
     cand = ref.copy()
@@ -237,7 +237,7 @@ def test_check_parity_failure_names_tolerance_and_value():
 
 
 def test_int8_thresholds_use_top1_not_max_diff():
-    from edgevit.export.parity import check_parity, parity_thresholds
+    from edgevit.formats.parity import check_parity, parity_thresholds
 
     ref = _logits(50)
     noisy = ref + np.random.default_rng(1).normal(0, 0.05, ref.shape)  # large abs diff, same decisions mostly
@@ -249,7 +249,7 @@ def test_int8_thresholds_use_top1_not_max_diff():
 
 
 def test_default_tolerances_scale_with_logits():
-    from edgevit.export.parity import default_min_top1, default_tolerance
+    from edgevit.formats.parity import default_min_top1, default_tolerance
 
     assert default_tolerance("fp32") == 1e-3 and default_tolerance("fp16") == 5e-2
     assert default_tolerance("float32", np.array([[40.0, -2.0]])) == pytest.approx(4e-2)
@@ -260,7 +260,7 @@ def test_default_tolerances_scale_with_logits():
 
 
 def test_nonfinite_and_shape_mismatch_fail():
-    from edgevit.export.parity import check_parity
+    from edgevit.formats.parity import check_parity
 
     ref = _logits()
     bad = ref.copy()
@@ -272,7 +272,7 @@ def test_nonfinite_and_shape_mismatch_fail():
 
 
 def test_compare_runtime_with_functions_and_labels():
-    from edgevit.export.parity import compare_runtime
+    from edgevit.formats.parity import compare_runtime
 
     w = np.random.default_rng(0).standard_normal((4, 10)).astype(np.float32)
 

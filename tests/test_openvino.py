@@ -1,4 +1,4 @@
-"""OpenVINO IR export (edgevit.export.openvino), the openvino runtime, its stage and CLI, on real Fashion-MNIST images."""
+"""OpenVINO IR export (edgevit.formats.openvino.export), the openvino runtime, its stage and CLI, on real Fashion-MNIST images."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ PARITY_N = 16
 @pytest.fixture(scope="module")
 def ir_fp32(tmp_path_factory, tiny_model, fmnist_test_small):
     """fmnist-vit-tiny → FP32 IR from torch (dynamic batch), parity on 16 real images: ``(xml path, record)``."""
-    from edgevit.export.openvino import export_openvino
+    from edgevit.formats.openvino.export import export_openvino
 
     rec = export_openvino(tiny_model, tmp_path_factory.mktemp("ov32"), precision="fp32", parity_samples=PARITY_N)
     return Path(rec["path"]), rec
@@ -29,7 +29,7 @@ def ir_fp32(tmp_path_factory, tiny_model, fmnist_test_small):
 
 @pytest.fixture(scope="module")
 def ir_fp16(tmp_path_factory, tiny_model, fmnist_test_small):
-    from edgevit.export.openvino import export_openvino
+    from edgevit.formats.openvino.export import export_openvino
 
     rec = export_openvino(tiny_model, tmp_path_factory.mktemp("ov16") / "tiny16.xml", precision="fp16",
                           parity_samples=PARITY_N)
@@ -72,7 +72,7 @@ def test_fp16_export_halves_weights_within_fp16_tolerance(ir_fp32, ir_fp16):
     (_, r32), (p16, r16) = ir_fp32, ir_fp16
     assert p16.name == "tiny16.xml" and r16["precision"] == "fp16"
     assert r16["bin_size"] < 0.6 * r32["bin_size"]
-    from edgevit.export.parity import default_tolerance
+    from edgevit.formats.parity import default_tolerance
 
     assert r16["parity"]["tolerance"] == pytest.approx(default_tolerance("fp16", np.array([r16["parity"][
         "reference_max_abs"]])))
@@ -101,7 +101,7 @@ def test_ir_carries_input_spec_and_opens_as_artifact(ir_fp32, ir_fp16, tiny_mode
 
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])
 def test_export_from_onnx(tmp_path, tiny_onnx, tiny_model, precision):
-    from edgevit.export.openvino import export_openvino
+    from edgevit.formats.openvino.export import export_openvino
 
     onnx_path, _ = tiny_onnx
     rec = export_openvino(tiny_model, tmp_path, precision=precision, from_onnx=onnx_path, parity_samples=PARITY_N)
@@ -116,7 +116,7 @@ def test_export_from_onnx(tmp_path, tiny_onnx, tiny_model, precision):
 
 
 def test_static_batch_ir_from_onnx(tmp_path, tiny_onnx, real_batch):
-    from edgevit.export.openvino import export_openvino
+    from edgevit.formats.openvino.export import export_openvino
 
     rec = export_openvino(None, tmp_path / "static.xml", from_onnx=tiny_onnx[0], dynamic_batch=False,
                           calib_images=real_batch[:3])
@@ -128,7 +128,7 @@ def test_static_batch_ir_from_onnx(tmp_path, tiny_onnx, real_batch):
 
 
 def test_parity_failure_keeps_ir_and_record(tmp_path, tiny_onnx, real_batch):
-    from edgevit.export.openvino import export_openvino
+    from edgevit.formats.openvino.export import export_openvino
 
     out = tmp_path / "strict.xml"
     with pytest.raises(ParityError) as info:
@@ -138,7 +138,7 @@ def test_parity_failure_keeps_ir_and_record(tmp_path, tiny_onnx, real_batch):
 
 
 def test_bad_export_options(tmp_path, tiny_model):
-    from edgevit.export import get_exporter
+    from edgevit.formats import get_exporter
 
     export = get_exporter("openvino")
     with pytest.raises(ConfigError, match="fp32, fp16"):
@@ -167,7 +167,7 @@ def test_dynamic_batch_1_and_5_match_torch(ir_fp32, tiny_model, fmnist_test_smal
 
 
 def test_runtime_options_are_applied_and_read_back(ir_fp32, real_batch):
-    from edgevit.export.parity import check_parity, parity_thresholds
+    from edgevit.formats.parity import check_parity, parity_thresholds
 
     ref = _ov_runtime(ir_fp32[0])
     d = ref.describe()
@@ -192,7 +192,7 @@ def test_runtime_options_are_applied_and_read_back(ir_fp32, real_batch):
 
 
 def test_ir_recorded_precision_is_the_default_and_an_option_wins(tmp_path, ir_fp32):
-    from edgevit.runtimes.openvino_rt import record_precision
+    from edgevit.formats.openvino.runtime import record_precision
 
     xml = tmp_path / "m.xml"
     shutil.copy(ir_fp32[0], xml)
@@ -280,7 +280,7 @@ def test_auto_device_passes_through(ir_fp32, real_batch):
 def test_eval_through_openvino_equals_onnxruntime(ir_fp32, tiny_onnx, fmnist_test_small):
     """Same real images, same preprocessing: the IR and the ONNX file through OpenVINO agree with onnxruntime."""
     from edgevit.evaluate import evaluate
-    from edgevit.export.parity import compare_runtime
+    from edgevit.formats.parity import compare_runtime
     from edgevit.runtimes import load_runtime
 
     ort = load_runtime("onnxruntime", tiny_onnx[0])
@@ -364,9 +364,9 @@ def test_cli_export_openvino_then_eval(tmp_path, tiny_onnx, fmnist_test_small, c
 
 
 def test_modules_import_without_backends():
-    code = ("import sys, edgevit.stages, edgevit.export.openvino_cli, edgevit.runtimes.openvino_rt, edgevit.export; "
+    code = ("import sys, edgevit.stages, edgevit.formats.openvino.cli, edgevit.formats.openvino.runtime, edgevit.formats; "
             "edgevit.runtimes.get_runtime_class('openvino'); "
             "heavy = [m for m in ('torch', 'openvino', 'onnx', 'onnxruntime') if m in sys.modules]; "
             "assert not heavy, heavy; assert 'export_openvino' in edgevit.stages.STAGES; "
-            "assert 'openvino' in edgevit.export.EXPORTERS")
+            "assert 'openvino' in edgevit.formats.exporters()")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)

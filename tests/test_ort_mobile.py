@@ -1,4 +1,4 @@
-"""ONNX → ONNX Runtime .ort format (edgevit.export.ort_mobile): conversion, reopening, parity, CLI, recipe stage."""
+"""ONNX → ONNX Runtime .ort format (edgevit.formats.ort_mobile.export): conversion, reopening, parity, CLI, recipe stage."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from edgevit.errors import ConfigError
 
 @pytest.fixture(scope="module")
 def ort_fixed(tiny_onnx, tiny_model, tmp_path_factory):
-    from edgevit.export.ort_mobile import export_ort_mobile
+    from edgevit.formats.ort_mobile.export import export_ort_mobile
 
     onnx_path, _ = tiny_onnx
     out = tmp_path_factory.mktemp("ort")
@@ -68,7 +68,7 @@ def test_ort_evaluates_like_onnx_on_real_images(ort_fixed, tiny_onnx, fmnist_tes
 
 
 def test_runtime_optimization_style_and_type_reduction(tiny_onnx, tmp_path, real_batch):
-    from edgevit.export.ort_mobile import export_ort_mobile, read_operator_config
+    from edgevit.formats.ort_mobile.export import export_ort_mobile, read_operator_config
 
     onnx_path, _ = tiny_onnx
     rec = export_ort_mobile(onnx_path, tmp_path, optimization="runtime", enable_type_reduction=True,
@@ -81,7 +81,7 @@ def test_runtime_optimization_style_and_type_reduction(tiny_onnx, tmp_path, real
 
 def test_bad_options_and_inputs(tiny_onnx, tmp_path):
     from edgevit.errors import ExportError
-    from edgevit.export.ort_mobile import export_ort_mobile
+    from edgevit.formats.ort_mobile.export import export_ort_mobile
 
     onnx_path, _ = tiny_onnx
     with pytest.raises(ConfigError, match="fixed, runtime"):

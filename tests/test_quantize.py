@@ -1,4 +1,4 @@
-"""INT8 quantisation (edgevit.quantize): calibration data, config, guardrails per backend (inspecting the produced
+"""INT8 quantisation (edgevit.methods.quantize): calibration data, config, guardrails per backend (inspecting the produced
 graphs), SmoothQuant on/off, a missing backend, and the speed gate's decision rule. Tiny model, 32 real images."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ ONNX_GUARDED = {"softmax": {"Softmax"}, "layernorm": {"LayerNormalization"}}
 
 @pytest.fixture(scope="module")
 def calib(tiny_model, fmnist_test_small):
-    from edgevit.quantize import calibration_data
+    from edgevit.methods.quantize import calibration_data
 
     x, _where = calibration_data(tiny_model.edgevit_spec, samples=CALIB_N)
     return x
@@ -26,7 +26,7 @@ def calib(tiny_model, fmnist_test_small):
 @pytest.fixture(scope="module")
 def tiny_ir(tmp_path_factory, tiny_model, fmnist_test_small):
     pytest.importorskip("openvino")
-    from edgevit.export.openvino import export_openvino
+    from edgevit.formats.openvino.export import export_openvino
 
     out = tmp_path_factory.mktemp("ir") / "tiny.xml"
     export_openvino(tiny_model, out, parity_samples=8)
@@ -34,8 +34,8 @@ def tiny_ir(tmp_path_factory, tiny_model, fmnist_test_small):
 
 
 def _qfile(backend, src, calib, tmp_path, name="q", smooth_quant=True, **cfg):
-    from edgevit.quantize.backends import Settings, quantize_file
-    from edgevit.quantize.config import QuantizeConfig
+    from edgevit.methods.quantize.backends import Settings, quantize_file
+    from edgevit.methods.quantize.config import QuantizeConfig
     from edgevit.runtimes import open_artifact
 
     art = open_artifact(src)
@@ -110,8 +110,8 @@ def _ov_q_inputs(path) -> dict[str, str]:
 
 
 def test_calibration_default_is_300_class_balanced_real_train_images(tiny_model, fmnist_test_small):
-    from edgevit.export.tensorrt_calib import calibration_images
-    from edgevit.quantize import DEFAULT_SAMPLES, calibration_data
+    from edgevit.formats.tensorrt.calib import calibration_images
+    from edgevit.methods.quantize import DEFAULT_SAMPLES, calibration_data
 
     x, where = calibration_data(tiny_model.edgevit_spec)
     assert DEFAULT_SAMPLES == 300 and x.shape == (300, 1, 28, 28) and x.dtype == np.float32
@@ -124,7 +124,7 @@ def test_calibration_default_is_300_class_balanced_real_train_images(tiny_model,
 
 
 def test_calibration_accepts_raw_and_preprocessed_images(tiny_model, fmnist_test_small, real_batch):
-    from edgevit.quantize import calibration_data
+    from edgevit.methods.quantize import calibration_data
 
     spec = tiny_model.edgevit_spec
     raw, where = calibration_data(spec, fmnist_test_small.images[:8])
@@ -137,14 +137,14 @@ def test_calibration_accepts_raw_and_preprocessed_images(tiny_model, fmnist_test
 
 @pytest.mark.parametrize("empty", [np.zeros((0, 28, 28), np.uint8), np.zeros((0, 1, 28, 28), np.float32), []])
 def test_empty_calibration_set_is_an_error(tiny_model, empty):
-    from edgevit.quantize import calibration_data
+    from edgevit.methods.quantize import calibration_data
 
     with pytest.raises(DataError, match="calibration set is empty"):
         calibration_data(tiny_model.edgevit_spec, empty)
 
 
 def test_empty_calibration_dataset_is_an_error(tiny_model, fmnist_test_small):
-    from edgevit.quantize import calibration_data
+    from edgevit.methods.quantize import calibration_data
 
     with pytest.raises(DataError, match="is empty"):
         calibration_data(tiny_model.edgevit_spec, fmnist_test_small.subset(np.array([], dtype=np.int64)))
@@ -157,15 +157,15 @@ def test_empty_calibration_dataset_is_an_error(tiny_model, fmnist_test_small):
     ((4, 1, 1, 28, 28), np.uint8, r"got shape \(4, 1, 1, 28, 28\)"),
 ])
 def test_wrong_shaped_calibration_images_are_an_error(tiny_model, shape, dtype, match):
-    from edgevit.quantize import calibration_data
+    from edgevit.methods.quantize import calibration_data
 
     with pytest.raises(DataError, match=match):
         calibration_data(tiny_model.edgevit_spec, np.zeros(shape, dtype))
 
 
 def test_wrong_shaped_calibration_images_fail_quantize_and_tensorrt(tiny_model, tiny_onnx, tmp_path):
-    from edgevit.export.tensorrt import _calibration_inputs
-    from edgevit.quantize import QuantizeConfig, quantize
+    from edgevit.formats.tensorrt.export import _calibration_inputs
+    from edgevit.methods.quantize import QuantizeConfig, quantize
 
     bad = np.zeros((8, 3, 28, 28), np.float32)
     with pytest.raises(DataError, match="preprocessed calibration images must have shape"):
@@ -187,7 +187,7 @@ def test_wrong_shaped_calibration_images_fail_quantize_and_tensorrt(tiny_model, 
     ({"smooth_quant_alpha": 1.5}, "smooth_quant_alpha"),
 ])
 def test_config_validation(kw, match):
-    from edgevit.quantize import QuantizeConfig
+    from edgevit.methods.quantize import QuantizeConfig
 
     with pytest.raises(ConfigError, match=match):
         QuantizeConfig(**kw).validate()
@@ -207,7 +207,7 @@ def test_stage_config_from_recipe_dict():
 def test_package_import_is_light():
     import subprocess
 
-    code = ("import sys, edgevit.quantize, edgevit.quantize.cli, edgevit.stages.quantize; "
+    code = ("import sys, edgevit.methods.quantize, edgevit.methods.quantize.cli, edgevit.stages.quantize; "
             "print(','.join(m for m in ('torch', 'nncf', 'openvino', 'onnxruntime') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == ""
@@ -220,7 +220,7 @@ def test_package_import_is_light():
                                             ("nncf-onnx", "nncf")])
 def test_backend_not_installed_names_package_and_extra(monkeypatch, tiny_onnx, tmp_path, backend, module):
     """A backend whose package cannot be imported (blocked in sys.modules, as when it is not installed)."""
-    from edgevit.quantize import QuantizeConfig, backend_available, quantize
+    from edgevit.methods.quantize import QuantizeConfig, backend_available, quantize
 
     monkeypatch.setitem(sys.modules, module, None)
     ok, why = backend_available(backend)
@@ -239,7 +239,7 @@ def ort_default(tmp_path_factory, tiny_onnx, calib):
 
 
 def test_ort_default_guardrails_keep_vit_ops_float(ort_default, tiny_onnx):
-    from edgevit.quantize import graph
+    from edgevit.methods.quantize import graph
 
     path, info = ort_default
     q = _onnx_q_inputs(path)
@@ -279,7 +279,7 @@ def test_ort_smoothquant_keeps_the_float_function_and_changes_the_int8_model(tin
     import onnx
     import onnxruntime as ort
 
-    from edgevit.quantize.backends import smooth_quant_onnx
+    from edgevit.methods.quantize.backends import smooth_quant_onnx
 
     model = onnx.load(str(tiny_onnx[0]))
     info = smooth_quant_onnx(model, calib, alpha=0.5)
@@ -333,7 +333,7 @@ def ov_default(tmp_path_factory, tiny_ir, calib):
 def test_ov_default_guardrails_keep_vit_ops_float(ov_default, tiny_ir, tiny_model):
     import openvino as ov
 
-    from edgevit.quantize import graph
+    from edgevit.methods.quantize import graph
     from edgevit.runtimes import open_artifact
 
     path, info = ov_default
@@ -354,7 +354,7 @@ def test_ov_guardrails_switch_where_nncf_would_quantise(tiny_ir, calib, tmp_path
     """With model_type none NNCF quantises LayerNorm (MVN), residual Adds and the stem; the guardrails stop it."""
     import openvino as ov
 
-    from edgevit.quantize import graph
+    from edgevit.methods.quantize import graph
 
     fp = ov.Core().read_model(str(tiny_ir))
     residual = set(graph.ov_guarded_nodes(fp, {"residual_add": True})["residual_add"])
@@ -385,7 +385,7 @@ def test_ov_smoothquant_on_and_off(tiny_ir, calib, tmp_path, ov_default):
 def test_ov_bypass_restores_one_layer(ov_default):
     import openvino as ov
 
-    from edgevit.quantize import graph
+    from edgevit.methods.quantize import graph
 
     model = ov.Core().read_model(str(ov_default[0]))
     layers = graph.ov_quantized_layers(model)
@@ -402,7 +402,7 @@ def _cand(p, top1, drop, ms, offered=True):
 
 
 def test_speed_gate_keeps_the_faster_variant_at_equal_accuracy():
-    from edgevit.quantize.core import choose_variant
+    from edgevit.methods.quantize.core import choose_variant
 
     int8 = _cand("int8", 0.90, 0.4, 3.0)
     sel, why = choose_variant([int8, _cand("fp32", 0.904, 0, 4.0), _cand("bf16", 0.903, 0.1, 2.0)], budget=1.0)

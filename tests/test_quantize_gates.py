@@ -75,7 +75,7 @@ def test_cli_errors_exit_2_with_message(tmp_path, capsys, tiny_onnx):
 def test_impossible_budget_runs_the_whole_ladder_and_quotes_the_best(tmp_path, tiny_model, fmnist_test_small):
     """OpenVINO backend: default (SQ on, SQ off) → attention float → sensitivity pass → mixed precision; then fail."""
     pytest.importorskip("nncf")
-    from edgevit.quantize import QuantizeConfig, quantize
+    from edgevit.methods.quantize import QuantizeConfig, quantize
 
     cfg = QuantizeConfig(backend="openvino", budget=-100, calib_samples=16, eval_limit=40, batch_size=40,
                          latency_s=0.02, sensitivity_samples=8, mixed_precision_layers=[2], float_precisions=["fp32"])
@@ -129,8 +129,8 @@ def test_quantize_stage_in_a_recipe_feeds_the_report(tmp_path, fmnist_test_small
 def test_teacher_int8_openvino_within_one_point(tmp_path, teacher_available):
     if not teacher_available:
         pytest.skip("the fmnist-vit teacher weights are not shipped in this checkout")
+    from edgevit.methods.quantize import QuantizeConfig, quantize
     from edgevit.models import create
-    from edgevit.quantize import QuantizeConfig, quantize
 
     cfg = QuantizeConfig(backend="openvino", budget=1.0, eval_limit=2000, latency_s=0.5)
     res = quantize(create("fmnist-vit"), out_dir=tmp_path, config=cfg)
@@ -141,7 +141,7 @@ def test_openvino_speed_gate_times_int8_with_bf16_leftovers(tmp_path, tiny_model
     """On OpenVINO the gate also evaluates and times the INT8 IR with its float ops in bf16; whichever variant it
     keeps, the written IR says how it is to be run, and the runtime follows the file unless told otherwise."""
     pytest.importorskip("nncf")
-    from edgevit.quantize import QuantizeConfig, quantize
+    from edgevit.methods.quantize import QuantizeConfig, quantize
     from edgevit.runtimes import load_runtime, open_artifact
 
     cfg = QuantizeConfig(backend="openvino", budget=100, calib_samples=16, eval_limit=60, batch_size=60,

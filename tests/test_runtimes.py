@@ -101,8 +101,8 @@ def test_onnx_without_spec_needs_one(tmp_path, tiny_onnx, tiny_model, real_batch
 
 
 def test_corrupt_onnx_gives_runtime_load_error(tmp_path, tiny_model):
+    from edgevit.formats.onnx.runtime import OnnxRuntime
     from edgevit.runtimes import load_runtime, open_artifact
-    from edgevit.runtimes.onnxruntime_rt import OnnxRuntime
 
     bad = tmp_path / "corrupt.onnx"
     bad.write_bytes(b"this is not a protobuf \x00\xff\x13" * 50)
@@ -220,7 +220,7 @@ def test_torch_runtime_on_cuda(torch_artifact, real_batch):
 
 
 def test_torch_and_onnxruntime_agree_on_real_images(tiny_onnx, torch_artifact, fmnist_test_small):
-    from edgevit.export.parity import compare_runtime
+    from edgevit.formats.parity import compare_runtime
     from edgevit.runtimes import load_runtime
 
     reference = load_runtime("torch", torch_artifact)

@@ -1,4 +1,4 @@
-"""TensorRT: calibration cache (edgevit.export.tensorrt_calib), preflight, device bundle and its scripts, the missing-
+"""TensorRT: calibration cache (edgevit.formats.tensorrt.calib), preflight, device bundle and its scripts, the missing-
 TensorRT messages, the export_tensorrt stage, the onnxruntime GPU-provider error path, and (where TensorRT is
 installed) engine build + run."""
 
@@ -20,7 +20,7 @@ CALIB_N = 64
 
 
 def _trt_installed() -> bool:
-    from edgevit.export.tensorrt import tensorrt_available
+    from edgevit.formats.tensorrt.spec import tensorrt_available
 
     return tensorrt_available()[0]
 
@@ -43,7 +43,7 @@ without_trt = pytest.mark.skipif(_trt_installed(), reason="TensorRT is installed
 
 
 def test_cache_format_helpers(tmp_path):
-    from edgevit.export.tensorrt_calib import (
+    from edgevit.formats.tensorrt.calib import (
         cache_header,
         hex_to_scale,
         read_calibration_cache,
@@ -100,7 +100,7 @@ def _naive_kl_threshold(hist, width, nq=128):
 
 @pytest.mark.parametrize("seed", [0, 1])
 def test_entropy_threshold_matches_the_published_loop(seed):
-    from edgevit.export.tensorrt_calib import entropy_threshold
+    from edgevit.formats.tensorrt.calib import entropy_threshold
 
     rng = np.random.default_rng(seed)
     x = np.abs(np.concatenate([rng.normal(0, 1, 20000), rng.normal(0, 8, 30)]))  # a bulk and a few outliers
@@ -118,7 +118,7 @@ def test_entropy_threshold_matches_the_published_loop(seed):
 
 @pytest.fixture(scope="module")
 def bundle(tiny_onnx, tiny_model, tmp_path_factory):
-    from edgevit.export.tensorrt import export_tensorrt
+    from edgevit.formats.tensorrt.export import export_tensorrt
 
     onnx_path, _ = tiny_onnx
     out = tmp_path_factory.mktemp("trt")
@@ -182,7 +182,7 @@ def test_build_and_profile_scripts_carry_the_flags(bundle, tiny_onnx):
 def test_calibration_cache_parses_and_covers_the_graph(bundle, tiny_onnx):
     import onnx
 
-    from edgevit.export.tensorrt_calib import read_calibration_cache
+    from edgevit.formats.tensorrt.calib import read_calibration_cache
 
     rec, out = bundle
     header, scales = read_calibration_cache(out / "calibration.cache")
@@ -209,7 +209,7 @@ def test_calibration_comes_from_the_real_data(bundle, tiny_onnx, tmp_path, fmnis
     import onnxruntime as ort
 
     from edgevit.data import preprocess
-    from edgevit.export.tensorrt_calib import compute_calibration_cache, read_calibration_cache
+    from edgevit.formats.tensorrt.calib import compute_calibration_cache, read_calibration_cache
     from edgevit.runtimes import open_artifact
 
     rec, out = bundle
@@ -238,7 +238,7 @@ def test_calibration_comes_from_the_real_data(bundle, tiny_onnx, tmp_path, fmnis
 def test_scripts_run_against_a_stand_in_trtexec(bundle, tmp_path):
     """trtexec cannot run here, so a stand-in script prints its banner, logs its arguments and writes the engine:
     this runs build.sh/profile.sh end to end (re-tagging the cache for the device's TensorRT version)."""
-    from edgevit.export.tensorrt import parse_trtexec_log
+    from edgevit.formats.tensorrt.export import parse_trtexec_log
 
     _, out = bundle
     work = tmp_path / "device"
@@ -287,8 +287,8 @@ percentile(90%) = 0.35 ms, percentile(95%) = 0.36 ms, percentile(99%) = 0.4 ms"
 
 
 def test_fp16_static_batch_bundle_with_max_calibration(tmp_path, tiny_model, real_batch):
-    from edgevit.export.onnx import export_onnx
-    from edgevit.export.tensorrt import export_tensorrt
+    from edgevit.formats.onnx.export import export_onnx
+    from edgevit.formats.tensorrt.export import export_tensorrt
 
     export_onnx(tiny_model, tmp_path / "static.onnx", dynamic_batch=False, calib_images=real_batch[:2])
     rec = export_tensorrt(tmp_path / "static.onnx", tmp_path / "b", precision="fp16", engine=False,
@@ -310,7 +310,7 @@ def test_fp16_static_batch_bundle_with_max_calibration(tmp_path, tiny_model, rea
 
 
 def test_preflight_finds_nothing_unsupported_in_the_tiny_vit(tiny_onnx):
-    from edgevit.export.tensorrt_preflight import load_op_table, tensorrt_preflight
+    from edgevit.formats.tensorrt.preflight import load_op_table, tensorrt_preflight
 
     res = tensorrt_preflight(tiny_onnx[0])
     assert res["ok"] and res["unsupported"] == [] and res["opset"] == 18 and res["opset_supported"]
@@ -345,7 +345,7 @@ def _synthetic(tmp_path, opset=18):
 
 def test_preflight_flags_unsupported_and_foreign_operators(tmp_path, capsys):
     from edgevit.cli import main
-    from edgevit.export.tensorrt_preflight import tensorrt_preflight
+    from edgevit.formats.tensorrt.preflight import tensorrt_preflight
 
     res = tensorrt_preflight(_synthetic(tmp_path))
     bad = {u["op"]: u for u in res["unsupported"]}
@@ -366,7 +366,7 @@ def test_preflight_flags_unsupported_and_foreign_operators(tmp_path, capsys):
 @without_trt
 def test_missing_tensorrt_points_to_the_bundle(tiny_onnx, tmp_path, capsys):
     from edgevit.cli import main
-    from edgevit.export.tensorrt import export_tensorrt
+    from edgevit.formats.tensorrt.export import export_tensorrt
     from edgevit.runtimes import list_runtimes, load_runtime
 
     with pytest.raises(MissingBackendError, match="--bundle") as info:
@@ -404,8 +404,8 @@ def test_onnxruntime_gpu_providers_error_path(tiny_onnx):
     """device='cuda'/'tensorrt' select onnxruntime's CUDA / TensorRT providers; a CPU build says so clearly."""
     import onnxruntime as ort
 
+    from edgevit.formats.onnx.runtime import providers_for
     from edgevit.runtimes import load_runtime
-    from edgevit.runtimes.onnxruntime_rt import providers_for
 
     assert providers_for("cuda:1")[0] == "CUDAExecutionProvider"
     assert providers_for("tensorrt") == ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
@@ -460,7 +460,7 @@ def test_stage_in_a_tiny_recipe(tmp_path, fmnist_test_small):
 @pytest.mark.gpu
 @pytest.mark.parametrize("precision", ["fp16", "int8"])
 def test_engine_build_and_run(tiny_onnx, tiny_model, tmp_path, precision, fmnist_test_small):
-    from edgevit.export.tensorrt import export_tensorrt
+    from edgevit.formats.tensorrt.export import export_tensorrt
     from edgevit.runtimes import load_runtime, open_artifact
 
     rec = export_tensorrt(tiny_onnx[0], tmp_path, precision=precision, engine=True, calib_samples=CALIB_N,

@@ -1,4 +1,4 @@
-"""TVM export (edgevit.export.tvm), runtime (edgevit.runtimes.tvm_rt), CLI and stage on tiny models and real images.
+"""TVM export (edgevit.formats.tvm.export), runtime (edgevit.formats.tvm.runtime), CLI and stage on tiny models and real images.
 
 Skipped with a reason where apache-tvm is not installed. Tuning tests write their databases into tmp folders
 (work_dir), never into the user's cache.
@@ -46,7 +46,7 @@ def cache_dir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def untuned(tmp_path_factory, tiny_model, fmnist_test_small, cache_dir):
     """fmnist-vit-tiny compiled for this CPU without tuning: ``(library path, record)``."""
-    from edgevit.export.tvm import export_tvm
+    from edgevit.formats.tvm.export import export_tvm
 
     out = tmp_path_factory.mktemp("tvm_untuned")
     record = export_tvm(tiny_model, out, trials=0, work_dir=cache_dir, calib_images=fmnist_test_small.images[:16])
@@ -72,7 +72,7 @@ def copy_of(tmp_path):
 
 
 def test_untuned_export_files_record_and_parity(untuned, tiny_model):
-    from edgevit.export.tvm import metadata_path
+    from edgevit.formats.tvm.spec import metadata_path
     from edgevit.runtimes import open_artifact
 
     path, rec = untuned
@@ -98,7 +98,7 @@ def test_fresh_process_without_torch_matches_torch(untuned, tiny_model, fmnist_t
     (Where torch is installed, apache-tvm-ffi imports it on its own at ``import tvm``; hence the block.)
     """
     from edgevit.data import preprocess
-    from edgevit.export._reference import torch_logits
+    from edgevit.formats.reference import torch_logits
 
     path, _ = untuned
     x = preprocess(fmnist_test_small.images[:12], tiny_model.edgevit_spec)
@@ -133,7 +133,7 @@ def test_batch_2_with_extra_passes_hook(tmp_path, tiny_model, fmnist_test_small,
     """A static batch of 2 (5 parity images: the last chunk is padded) and the IRModule hook."""
     from tvm import relax
 
-    from edgevit.export.tvm import export_tvm
+    from edgevit.formats.tvm.export import export_tvm
 
     seen = []
 
@@ -160,7 +160,7 @@ def test_reexport_to_the_same_path_runs_the_new_library(tmp_path, fmnist_test_sm
     """dlopen caches libraries by name: a second export to the same path in one process must not run the old one."""
     import torch
 
-    from edgevit.export.tvm import export_tvm
+    from edgevit.formats.tvm.export import export_tvm
 
     first = _linear_model()
     export_tvm(first, tmp_path, trials=0, work_dir=tmp_path / "cache", parity=False)
@@ -182,7 +182,7 @@ def test_reexport_to_the_same_path_runs_the_new_library(tmp_path, fmnist_test_sm
 
 def _foreign_cpu():
     """An x86 CPU model with SIMD features this machine lacks (None when it has them all, or is not x86)."""
-    from edgevit.export.tvm_target import host_cpu_features, target_isa_features
+    from edgevit.formats.tvm.target import host_cpu_features, target_isa_features
 
     if platform.machine().lower() not in ("x86_64", "amd64"):
         return None
@@ -195,7 +195,7 @@ def _foreign_cpu():
 
 def test_library_built_for_another_cpu_is_refused(tmp_path, tiny_model, cache_dir):
     """A real library compiled for a CPU with features this host lacks: parity is skipped, loading refuses."""
-    from edgevit.export.tvm import export_tvm
+    from edgevit.formats.tvm.export import export_tvm
 
     cpu = _foreign_cpu()
     if cpu is None:
@@ -210,7 +210,7 @@ def test_library_built_for_another_cpu_is_refused(tmp_path, tiny_model, cache_di
 
 
 def test_library_for_another_architecture_is_refused(untuned, copy_of):
-    from edgevit.export.tvm import metadata_path
+    from edgevit.formats.tvm.spec import metadata_path
 
     lib = copy_of(untuned[0])
     meta = json.loads(metadata_path(lib).read_text())
@@ -224,7 +224,7 @@ def test_library_for_another_architecture_is_refused(untuned, copy_of):
 
 
 def test_missing_metadata_and_cuda_library_without_gpu(untuned, copy_of):
-    from edgevit.export.tvm import metadata_path
+    from edgevit.formats.tvm.spec import metadata_path
 
     lib = copy_of(untuned[0])
     meta = json.loads(metadata_path(lib).read_text())
@@ -243,7 +243,7 @@ def test_missing_metadata_and_cuda_library_without_gpu(untuned, copy_of):
 
 def test_tuning_database_is_saved_and_reused(tmp_path, fmnist_test_small):
     """Tune a two-task model with 1 trial, then export it again: the cached database is applied, no tuning."""
-    from edgevit.export.tvm import DB_FILES, export_tvm
+    from edgevit.formats.tvm.export import DB_FILES, export_tvm
 
     model, work = _linear_model(), tmp_path / "cache"
     first = export_tvm(model, tmp_path / "a", trials=1, work_dir=work, calib_images=fmnist_test_small.images[:8])
@@ -272,7 +272,7 @@ def test_tuning_database_is_saved_and_reused(tmp_path, fmnist_test_small):
 @pytest.mark.slow
 def test_tuned_fmnist_vit_tiny_then_reused(tmp_path, tiny_model, fmnist_test_small):
     """16 trials on fmnist-vit-tiny (~5 min on 2 busy cores: one evolutionary-search round per task)."""
-    from edgevit.export.tvm import export_tvm
+    from edgevit.formats.tvm.export import export_tvm
 
     rec = export_tvm(tiny_model, tmp_path / "t", trials=16, work_dir=tmp_path / "cache",
                      calib_images=fmnist_test_small.images[:16])
@@ -286,7 +286,7 @@ def test_tuned_fmnist_vit_tiny_then_reused(tmp_path, tiny_model, fmnist_test_sma
 
 
 def test_bad_options(tmp_path, tiny_model):
-    from edgevit.export.tvm import export_tvm
+    from edgevit.formats.tvm.export import export_tvm
 
     with pytest.raises(ConfigError, match="trials must be an integer ≥ 0"):
         export_tvm(tiny_model, tmp_path, trials=-1)
@@ -304,7 +304,7 @@ def test_bad_options(tmp_path, tiny_model):
 def test_cuda_export_runs_on_the_gpu(tmp_path, tiny_model, fmnist_test_small):
     if not tvm.runtime.enabled("cuda") or not tvm.cuda(0).exist:
         pytest.skip("needs a CUDA-enabled TVM build and an NVIDIA GPU (the PyPI apache-tvm wheel is CPU-only)")
-    from edgevit.export.tvm import export_tvm
+    from edgevit.formats.tvm.export import export_tvm
 
     rec = export_tvm(tiny_model, tmp_path, target="cuda", trials=0, calib_images=fmnist_test_small.images[:8],
                      work_dir=tmp_path / "cache")

@@ -3,13 +3,13 @@
 Every runtime is a :class:`~edgevit.runtimes.base.Runtime` subclass registered lazily by name, so
 ``import edgevit.runtimes`` imports neither torch nor any backend. A new runtime is one line::
 
-    RUNTIMES.register("openvino", lazy("edgevit.runtimes.openvino_rt", "OpenVinoRuntime"))
+    RUNTIMES.register("openvino", lazy("edgevit.formats.openvino.runtime", "OpenVinoRuntime"))
 
-Its module should import its backend inside ``_load`` (or through :func:`edgevit._optional.require`), so that
+(formats do this through the ``runtimes`` of their :class:`~edgevit.formats.FormatSpec`). Its module should import its backend inside ``_load`` (or through :func:`edgevit._optional.require`), so that
 listing runtimes works where the backend is missing.
 
 Artefacts carry their :class:`~edgevit.spec.InputSpec`. :func:`open_artifact` finds it in the file
-(ONNX ``metadata_props`` key ``edgevit.input_spec``, written by :func:`edgevit.export.onnx.export_onnx`), in a
+(ONNX ``metadata_props`` key ``edgevit.input_spec``, written by :func:`edgevit.formats.onnx.export.export_onnx`), in a
 side file ``<file>.spec.json`` (for formats that cannot hold metadata), or in a torch checkpoint's metadata.
 Formats that embed it elsewhere register a reader in :data:`METADATA_READERS` (kind → ``fn(path) -> dict``).
 """
@@ -22,26 +22,22 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..artifact import KINDS, Artifact, kind_of_path
+from ..artifact import Artifact
 from ..errors import MissingBackendError, RuntimeLoadError
+from ..formats import kind_of_path, kinds, lazy_ref, metadata_readers, resolve, runtime_refs
 from ..registry import Registry, lazy
-from ..spec import InputSpec
+from ..spec import SOURCE_KEY, SPEC_KEY, InputSpec
 from .base import Runtime
 
 log = logging.getLogger(__name__)
 
-SPEC_KEY = "edgevit.input_spec"  # metadata key holding InputSpec JSON
-SOURCE_KEY = "edgevit.source"  # metadata key holding the source model name
 
 RUNTIMES: Registry[Callable[[], type[Runtime]]] = Registry("runtime")
 RUNTIMES.register("torch", lazy("edgevit.runtimes.torch_rt", "TorchRuntime"))
-RUNTIMES.register("onnxruntime", lazy("edgevit.runtimes.onnxruntime_rt", "OnnxRuntime"))
-RUNTIMES.register("tensorrt", lazy("edgevit.runtimes.tensorrt_rt", "TensorRTRuntime"))
-RUNTIMES.register("openvino", lazy("edgevit.runtimes.openvino_rt", "OpenVinoRuntime"))
-RUNTIMES.register("tvm", lazy("edgevit.runtimes.tvm_rt", "TvmRuntime"))
-RUNTIMES.register("cascade", lazy("edgevit.early_exit.runtime", "CascadeRuntime"))
+for _name, _ref in runtime_refs().items():  # every format's runtimes, from its spec
+    RUNTIMES.register(_name, lazy_ref(_ref))
 
-__all__ = ["METADATA_READERS", "RUNTIMES", "Runtime", "get_runtime_class", "list_runtimes", "load_runtime",
+__all__ = ["METADATA_READERS", "RUNTIMES", "SOURCE_KEY", "SPEC_KEY", "Runtime", "get_runtime_class", "list_runtimes", "load_runtime",
            "open_artifact", "runtime_loads", "runtimes_for_kind", "spec_sidecar_path", "write_spec_sidecar"]
 
 
@@ -101,38 +97,11 @@ def write_spec_sidecar(path: str | Path, spec: InputSpec, source: str | None = N
     return side
 
 
-def _read_onnx_metadata(path: Path) -> dict[str, str]:
-    import onnx
-
-    try:
-        model = onnx.load(str(path), load_external_data=False)
-    except Exception as exc:  # protobuf raises DecodeError, onnx raises its own, OS errors…
-        raise RuntimeLoadError(
-            f"{path} is not a readable ONNX file ({type(exc).__name__}: {str(exc)[:200]}); it may be truncated or "
-            f"corrupt. Re-export it (edgevit export, or edgevit.export.onnx.export_onnx)."
-        ) from exc
-    return {p.key: p.value for p in model.metadata_props}
-
-
-def _read_ort_metadata(path: Path) -> dict[str, str]:
-    import onnxruntime as ort
-
-    try:
-        sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    except Exception as exc:  # onnxruntime raises its own pybind error types
-        raise RuntimeLoadError(
-            f"{path} is not a readable ORT-format model ({type(exc).__name__}: {str(exc)[:200]}); re-convert it "
-            f"from the ONNX file"
-        ) from exc
-    return dict(sess.get_modelmeta().custom_metadata_map)
-
-
-# kind → fn(path) -> metadata dict (keys SPEC_KEY / SOURCE_KEY); the side file is the fallback for every kind
+# kind → fn(path) -> metadata dict (keys SPEC_KEY / SOURCE_KEY), from the formats' specs; the side file is the
+# fallback for every kind
 METADATA_READERS: Registry[Callable[[Path], dict]] = Registry("artefact metadata reader")
-METADATA_READERS.register("onnx", _read_onnx_metadata)
-METADATA_READERS.register("ort", _read_ort_metadata)
-METADATA_READERS.register("openvino", lambda p: lazy("edgevit.runtimes.openvino_rt", "read_ir_metadata")()(p))
-METADATA_READERS.register("cascade", lambda p: lazy("edgevit.early_exit.runtime", "read_manifest_metadata")()(p))
+for _kind, _ref in metadata_readers().items():
+    METADATA_READERS.register(_kind, lambda p, _r=_ref: resolve(_r)(p))
 
 
 def _check_path(path: str | Path) -> tuple[Path, str]:
@@ -141,7 +110,7 @@ def _check_path(path: str | Path) -> tuple[Path, str]:
         raise RuntimeLoadError(f"artefact {p} does not exist; check the path (or run the export stage first)")
     kind = kind_of_path(p)
     if kind is None:
-        known = ", ".join(f"{k} ({' '.join(s)})" for k, s in KINDS.items())
+        known = ", ".join(f"{k} ({' '.join(s)})" for k, s in kinds().items())
         raise RuntimeLoadError(f"cannot tell which kind of artefact {p} is from its name. Known kinds and file "
                                f"suffixes: {known}. Rename the file, or build the Artifact yourself.")
     return p, kind

@@ -1,108 +1,31 @@
-"""Stage registry. A stage = a config dataclass + a ``run(ctx, config) -> StageResult``.
+"""Recipe stages. The contract (``Stage``, ``StageContext``, ``STAGES``) is :mod:`edgevit.stage`; this package
+holds the built-in and method stages and imports every stage module once, the formats' ones from
+:data:`edgevit.formats.FORMATS`.
 
 Stages must be importable without torch or any backend: heavy imports go inside ``run``.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import logging
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+import importlib
 
-from ..registry import Registry
+from ..stage import STAGES, Stage, StageContext, StageResult, register_stage
 
-if TYPE_CHECKING:
-    from ..artifact import Artifact
-    from ..recipe import Recipe
+__all__ = ["STAGES", "STAGE_MODULES", "Stage", "StageContext", "StageResult", "register_stage"]
 
-log = logging.getLogger(__name__)
-
-
-@dataclass
-class StageResult:
-    """What a stage returns: the artefact after it (the same one for measuring stages) and its metrics."""
-
-    artifact: Artifact
-    metrics: dict = field(default_factory=dict)
-    extra: dict = field(default_factory=dict)
-
-
-@dataclass
-class StageContext:
-    """Everything a stage may use. ``out_dir`` is the stage's own (temporary) folder."""
-
-    recipe: Recipe
-    artifact: Artifact | None
-    out_dir: Path
-    run_dir: Path
-    records: list[dict]
-    artifacts: dict[str, Artifact]  # stage id → artefact after it, in order
-    _datasets: dict = field(default_factory=dict)
-
-    def dataset(self, split: str | None = None, *, limit: int | None = None):
-        """The recipe's dataset split (cached), honouring the recipe's ``data.limit`` unless a limit is given."""
-        from ..data import load_dataset
-
-        d = self.recipe.data
-        split = split or d.eval_split
-        limit = limit if limit is not None else d.limit
-        key = (split, limit)
-        if key not in self._datasets:
-            self._datasets[key] = load_dataset(d.name, split, data_dir=d.data_dir, limit=limit)
-        return self._datasets[key]
-
-    def source_artifact(self) -> Artifact:
-        """The torch artefact the run started from (the output of the implicit load step)."""
-        return next(iter(self.artifacts.values()))
-
-    def latest(self, kind: str) -> Artifact | None:
-        """The newest artefact of ``kind`` produced so far."""
-        for a in reversed(list(self.artifacts.values())):
-            if a.kind == kind:
-                return a
-        return None
-
-
-class Stage:
-    """Base of registered stages. ``Config`` is a dataclass; ``version`` goes into the resume hash."""
-
-    name: ClassVar[str]
-    Config: ClassVar[type]
-    version: ClassVar[int] = 1
-    description: ClassVar[str] = ""
-    produces: ClassVar[str] = "same"  # artefact kind it produces, or "same" for measuring stages
-
-    def run(self, ctx: StageContext, config: Any) -> StageResult:  # pragma: no cover - abstract
-        raise NotImplementedError
-
-
-STAGES: Registry[type[Stage]] = Registry("stage")
-
-
-def register_stage(cls: type[Stage]) -> type[Stage]:
-    assert dataclasses.is_dataclass(cls.Config), f"{cls.__name__}.Config must be a dataclass"
-    STAGES.register(cls.name, cls)
-    return cls
-
-
-# modules whose import registers stages (each importable without torch or any backend)
+# built-in and method stages (each importable without torch or any backend)
 STAGE_MODULES = [
     "edgevit.stages.core",
-    "edgevit.stages.deploy",
-    "edgevit.stages.openvino",
-    "edgevit.stages.tvm",
-    "edgevit.stages.early_exit",
     "edgevit.stages.distill",
+    "edgevit.stages.early_exit",
     "edgevit.stages.quantize",
 ]
 
 
 def _import_stage_modules() -> None:
-    import importlib
+    from ..formats import stage_modules
 
-    for m in STAGE_MODULES:
+    for m in [*STAGE_MODULES[:1], *stage_modules(), *STAGE_MODULES[1:]]:
         importlib.import_module(m)
 
 

@@ -1,11 +1,11 @@
-"""Built-in stages: load, eval, export_onnx, profile, report."""
+"""Built-in stages: load, eval, profile, report (export stages live in their format folders)."""
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
 
-from . import Stage, StageContext, StageResult, register_stage
+from ..stage import Stage, StageContext, StageResult, register_stage
 
 log = logging.getLogger(__name__)
 
@@ -81,37 +81,6 @@ class EvalStage(Stage):
         log.info("eval %s via %s: top-1 %.4f top-5 %.4f (n=%d)", art.kind, rt_name, metrics["top1"],
                  metrics["top5"], metrics["n"])
         return StageResult(art, metrics)
-
-
-@register_stage
-class ExportOnnxStage(Stage):
-    """Export the torch artefact to ONNX and check parity against it on real images."""
-
-    name = "export_onnx"
-    description = "torch → ONNX (dynamic batch, onnxslim), parity vs torch on real inputs"
-    produces = "onnx"
-
-    @dataclass
-    class Config:
-        opset: int = 18
-        dynamic_batch: bool = True
-        simplify: bool = True
-        tolerance: float | None = field(default=None, metadata={"help": "max abs logit difference allowed"})
-        parity_samples: int = 64
-
-    def run(self, ctx, config):
-        from ..artifact import Artifact
-        from ..data import preprocess
-        from ..export.onnx import export_onnx
-
-        src = ctx.latest("torch") or ctx.source_artifact()
-        model = src.load_model()
-        images = ctx.dataset(limit=config.parity_samples).images
-        record = export_onnx(model, ctx.out_dir / "model.onnx", opset=config.opset,
-                             dynamic_batch=config.dynamic_batch, simplify=config.simplify,
-                             calib_images=preprocess(images, src.spec), tolerance=config.tolerance)
-        art = Artifact(kind="onnx", spec=src.spec, path=ctx.out_dir / "model.onnx", source=src.source)
-        return StageResult(art, record)
 
 
 @register_stage

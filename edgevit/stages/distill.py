@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
-from . import Stage, StageContext, StageResult, register_stage
+from ..stage import Stage, StageContext, StageResult, register_stage
 
 log = logging.getLogger(__name__)
 
@@ -73,9 +73,9 @@ class DistillStage(Stage):
         from pathlib import Path
 
         from ..artifact import Artifact
-        from ..distill.augment import AugmentConfig
-        from ..distill.cache import TeacherCache, write_cache
-        from ..distill.trainer import TrainConfig, train_student
+        from ..methods.distill.augment import AugmentConfig
+        from ..methods.distill.cache import TeacherCache, write_cache
+        from ..methods.distill.trainer import TrainConfig, train_student
         from ..models import count_params, create
 
         src = ctx.latest("torch") or ctx.source_artifact()

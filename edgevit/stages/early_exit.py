@@ -25,7 +25,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
-from . import Stage, StageContext, StageResult, register_stage
+from ..stage import Stage, StageContext, StageResult, register_stage
 
 log = logging.getLogger(__name__)
 
@@ -76,8 +76,8 @@ class EarlyExitStage(Stage):
 
     def run(self, ctx: StageContext, config: Config) -> StageResult:
         from ..artifact import Artifact
-        from ..early_exit.config import TrainConfig
-        from ..early_exit.run import calibrate_run, export_run, train_run
+        from ..methods.early_exit.config import TrainConfig
+        from ..methods.early_exit.run import calibrate_run, export_run, train_run
 
         src = ctx.latest("torch") or ctx.source_artifact()
         d = ctx.recipe.data

@@ -1,6 +1,6 @@
 """Stage ``quantize``: INT8 post-training quantisation with ViT guardrails, an accuracy gate and a speed gate.
 
-Recipe entry (every key of :class:`edgevit.quantize.QuantizeConfig`; the calibration and evaluation data default to
+Recipe entry (every key of :class:`edgevit.methods.quantize.QuantizeConfig`; the calibration and evaluation data default to
 the recipe's ``data`` section: its ``name``, ``calib_split`` and ``eval_split``, and ``limit`` for evaluation)::
 
     - stage: quantize
@@ -20,8 +20,8 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
-from ..quantize.config import QuantizeConfig
-from . import Stage, StageContext, StageResult, register_stage
+from ..methods.quantize.config import QuantizeConfig
+from ..stage import Stage, StageContext, StageResult, register_stage
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +44,8 @@ class QuantizeStage(Stage):
     def run(self, ctx: StageContext, config: Config) -> StageResult:
         import dataclasses
 
-        from ..quantize.config import BACKEND_INFO
-        from ..quantize.core import quantize
+        from ..methods.quantize.config import BACKEND_INFO
+        from ..methods.quantize.core import quantize
 
         d = ctx.recipe.data
         values = {f.name: getattr(config, f.name) for f in dataclasses.fields(QuantizeConfig)}

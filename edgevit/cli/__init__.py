@@ -1,0 +1,217 @@
+"""The ``edgevit`` command line (the top floor: no library module imports it). Heavy libraries are imported inside
+each command, so ``--help`` stays fast. Shared argument helpers are in :mod:`edgevit.cli.common`; format and method
+sub-commands come from their folders' ``cli.py`` through the format and method registries."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from .common import (
+    add_data_args,
+    add_model_args,
+    artifact_from_args,
+    default_runtime,
+    int_list,
+    positive,
+    write_json_out,
+)
+
+log = logging.getLogger("edgevit")
+
+
+# ----------------------------------------------------------------------------------------------- commands
+def cmd_list(args) -> int:
+    what = args.what
+    if what == "stages":
+        from ..config import describe_fields
+        from ..stages import STAGES
+
+        for name, cls in STAGES.items():
+            print(f"{name:16s} {cls.description}")
+            if args.verbose:
+                for f in describe_fields(cls.Config):
+                    print(f"    {f['name']}: {f['type']} = {f['default']!r}  {f['help']}")
+    elif what == "runtimes":
+        from ..runtimes import list_runtimes
+
+        for r in list_runtimes():
+            vr = r["version_or_reason"]
+            state = f"installed {vr}".strip() if r["available"] else f"not available: {vr}"
+            print(f"{r['name']:14s} loads {','.join(r['kinds']):18s} {state}")
+    elif what == "models":
+        from ..models import list_models
+
+        for r in list_models(include_timm=args.timm):
+            w = "weights" if r["weights"] else "no weights"
+            print(f"{r['name']:32s} {r['source']:8s} {w:10s} {r['description']}")
+        if not args.timm:
+            print("(any timm model name also works; `edgevit list models --timm` lists them)")
+    elif what == "exporters":
+        from ..formats import exporters
+
+        for n in sorted(exporters()):
+            print(n)
+    elif what == "targets":
+        from ..profile.hardware import list_profiles
+
+        for p in list_profiles():
+            print(f"{p.name:24s} {p.description}")
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from ..data import load_dataset
+    from ..evaluate import evaluate
+    from ..runtimes import load_runtime
+
+    art = artifact_from_args(args)
+    rt = args.runtime or default_runtime(art.kind)
+    runtime = load_runtime(rt, art, threads=args.threads, device=args.device)
+    data = load_dataset(args.data, args.split, data_dir=args.data_dir, limit=args.limit)
+    res = evaluate(runtime, data, batch_size=args.batch_size)
+    res["artifact"] = str(art.path) if art.path else art.source
+    print(f"top-1 {res['top1'] * 100:.2f}%  top-5 {res['top5'] * 100:.2f}%  n={res['n']}  ({rt}, {res['seconds']:.1f} s)")
+    write_json_out(args.json, res)
+    return 0
+
+
+def cmd_profile(args) -> int:
+    from ..profile.latency import profile_runtime
+    from ..profile.tables import profile_table
+    from ..runtimes import load_runtime
+
+    art = artifact_from_args(args)
+    inputs = None
+    if not args.random_inputs:
+        from ..data import load_dataset, preprocess
+
+        inputs = preprocess(load_dataset(args.data, args.split, data_dir=args.data_dir,
+                                         limit=max(args.batch)).images, art.spec)
+    results = []
+    for rt in (args.runtime or default_runtime(art.kind)).split(","):
+        runtime = load_runtime(rt.strip(), art, threads=args.threads, device=args.device)
+        results += profile_runtime(runtime, batch_sizes=tuple(args.batch), warmup_s=args.warmup,
+                                   duration_s=args.duration, runs=args.runs, inputs=inputs)
+    print(profile_table(results))
+    write_json_out(args.json, {"results": results})
+    return 0
+
+
+def cmd_compress(args) -> int:
+    from .. import pipeline
+    from ..recipe import load_recipe
+
+    recipe = load_recipe(args.recipe, args.set)
+    out = Path(args.out or recipe.output or f"runs/{recipe.name}")
+    steps = pipeline.plan(recipe)
+    if args.dry_run:
+        print(f"recipe {args.recipe} is valid; plan for {out}:")
+        for s in steps:
+            conf = {k: v for k, v in s["config"].items() if k != "stage"}
+            print(f"  {s['id']:20s} {json.dumps(conf)}")
+        return 0
+
+    def on_stage(sid, rec, skipped):
+        m = rec.get("metrics") or {}
+        brief = ", ".join(f"{k}={m[k]:.4g}" if isinstance(m[k], float) else f"{k}={m[k]}"
+                          for k in ("top1", "top5", "n", "max_abs_diff", "top1_agreement") if k in m)
+        print(f"[{'skip' if skipped else 'done'}] {sid:20s} {rec.get('seconds', 0):7.1f}s  {brief}", flush=True)
+
+    pipeline.run(recipe, out, resume=args.resume, force=args.force, on_stage=on_stage)
+    print(f"run finished: {out}  (report: {out / 'report.md'})" if (out / "report.md").exists()
+          else f"run finished: {out}")
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------- parser
+def build_parser() -> argparse.ArgumentParser:
+    from .. import __version__
+
+    p = argparse.ArgumentParser(prog="edgevit", description="Make small ViTs fit edge devices: distill, early-exit, "
+                                "shift/add, INT8, export, profile.")
+    p.add_argument("--version", action="version", version=f"edgevit {__version__}")
+    p.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
+    p.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    sp = sub.add_parser("list", help="list stages, runtimes, models, exporters or hardware targets")
+    sp.add_argument("what", choices=["stages", "runtimes", "models", "exporters", "targets"])
+    sp.add_argument("--timm", action="store_true", help="with models: also every timm architecture")
+    sp.add_argument("-v", "--verbose", action="store_true", help="with stages: show each stage's config keys")
+    sp.set_defaults(func=cmd_list)
+
+    sp = sub.add_parser("eval", help="top-1/top-5 of a model or exported artefact on a dataset")
+    add_model_args(sp)
+    sp.add_argument("--artifact", help="an exported artefact (.onnx, .xml, .ort, ...) instead of --model")
+    sp.add_argument("--runtime", default=None, help="runtime (default: torch for models, onnxruntime for .onnx)")
+    sp.add_argument("--device", default="cpu")
+    sp.add_argument("--threads", type=positive, default=None)
+    sp.add_argument("--batch-size", type=positive, default=100)
+    add_data_args(sp)
+    sp.add_argument("--json", help="write the figures (top1, top5, n) to this file")
+    sp.set_defaults(func=cmd_eval)
+
+    sp = sub.add_parser("export", help="export a model: onnx (more formats come from installed extensions)")
+    export_sub = sp.add_subparsers(dest="format", metavar="FORMAT", required=True)
+    sp = sub.add_parser("profile", help="latency of an artefact or model per runtime and batch size")
+    sp.add_argument("target", nargs="?", help="artefact path (same as --artifact)")
+    sp.add_argument("--artifact", help="artefact path")
+    add_model_args(sp)
+    sp.add_argument("--runtime", default=None, help="runtime(s), comma-separated (default: by artefact kind)")
+    sp.add_argument("--device", default="cpu")
+    sp.add_argument("--batch", type=int_list, default=[1], help="batch sizes, e.g. 1,8")
+    sp.add_argument("--duration", type=float, default=3.0, help="seconds of timed runs per batch size")
+    sp.add_argument("--runs", type=positive, default=None, help="a fixed number of runs instead of --duration")
+    sp.add_argument("--warmup", type=float, default=0.5, help="seconds of warm-up (at least 5 runs)")
+    sp.add_argument("--threads", type=positive, default=None)
+    sp.add_argument("--random-inputs", action="store_true", help="time on random tensors instead of real images")
+    add_data_args(sp)
+    sp.add_argument("--json", help="write one entry per runtime × batch here")
+    sp.set_defaults(func=cmd_profile)
+
+    sp = sub.add_parser("compress", help="run a recipe: the stages in order, into a run directory")
+    sp.add_argument("recipe", help="recipe YAML (e.g. examples/recipes/quickstart.yaml)")
+    sp.add_argument("--out", help="run directory (default: the recipe's output, else runs/<name>)")
+    sp.add_argument("--resume", action="store_true", help="skip stages finished with the same recipe hash")
+    sp.add_argument("--force", action="store_true", help="start over in an existing run directory")
+    sp.add_argument("--dry-run", action="store_true", help="validate the recipe and print the plan")
+    sp.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a recipe value, e.g. --set stages.1.opset=17 (repeatable)")
+    sp.set_defaults(func=cmd_compress)
+
+    from ..formats import cli_providers, resolve
+    from ..methods import cli_providers as method_cli_providers
+
+    for ref in cli_providers():  # `edgevit export <format>`, one per format folder
+        resolve(ref)(export_sub)
+    for ref in method_cli_providers():  # `edgevit quantize`, `edgevit distill ...`, `edgevit early-exit ...`
+        resolve(ref)(sub)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    level = logging.WARNING if args.quiet else (logging.DEBUG if args.verbose > 1 else logging.INFO)
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 0
+    from ..errors import EdgevitError
+
+    try:
+        return int(args.func(args) or 0)
+    except EdgevitError as exc:
+        print(f"edgevit: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("edgevit: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""The cascade format: see ``spec.py`` for what it declares. Importing this package imports no backend."""

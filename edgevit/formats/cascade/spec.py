@@ -1,0 +1,15 @@
+"""Early-exit cascade: static segment and head graphs (ONNX or OpenVINO IR) + ``manifest.json``."""
+
+from __future__ import annotations
+
+from .. import FormatSpec
+
+MANIFEST = "manifest.json"
+MANIFEST_FORMAT = "edgevit-early-exit-cascade"  # the manifest's "format" field
+
+SPEC = FormatSpec(
+    name="cascade", kind="cascade", suffixes=(MANIFEST,),
+    description="early-exit cascade: segments + exit heads + manifest.json (and the single-graph If form)",
+    runtimes={"cascade": "edgevit.formats.cascade.runtime:CascadeRuntime"},
+    metadata_reader="edgevit.formats.cascade.runtime:read_manifest_metadata",
+)

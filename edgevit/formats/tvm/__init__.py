@@ -1,0 +1,1 @@
+"""The tvm format: see ``spec.py`` for what it declares. Importing this package imports no backend."""

@@ -1,0 +1,601 @@
+"""Export a torch model to a TVM library (Relax, apache-tvm ≥ 0.27), tuned with MetaSchedule, checked on real images.
+
+Pipeline (one static batch size per library; TVM compiles per shape)::
+
+    torch.export.export(model, (example[batch],))
+      → tvm.relax.frontend.torch.from_exported_program(...)      weights bound as constants
+      → extra_passes (hook: your passes on the Relax IRModule)  e.g. custom shift/add TIR kernels
+      → DecomposeOpsForInference, CanonicalizeBindings, LegalizeOps + FuseOps + FuseTIR ("zero" pipeline),
+        AttachAttrLayoutFreeBuffers (CPU: let tuned kernels pre-pack the weights)
+      → MetaSchedule: tune the fused TIR functions (tasks) into a JSON database, or reuse a cached one
+      → MetaScheduleApplyDatabase, SplitLayoutRewritePreproc + LiftTransformParams + FoldConstant (CPU: weights
+        are re-laid-out once, at compile time)
+      → tvm.compile → export_library("model.so")
+
+These are the steps of ``relax.get_pipeline("static_shape_tuning", cpu_weight_prepack=True)``, written out so the
+export can hash the tuning tasks, skip tuning when a database exists, and count which tasks got a schedule.
+With the weights bound as constants the library's ``main`` takes only the image batch.
+
+Tuning (``trials``). Untuned CPU code is slow: TVM has no default CPU schedules for matmuls (DeiT-Tiny ~1.5 s per
+image here). Measured on 2 busy cores: 64 trials ≈ 1.1 s, 1200 trials (24 min) ≈ 42 ms per DeiT-Tiny image —
+still 2× torch eager (21 ms) and 2.9× OpenVINO FP32 (14.5 ms). For standard ViT ops on a CPU, OpenVINO or
+onnxruntime are faster; TVM is here for targets and kernels they do not cover. ``trials=0`` skips tuning (the
+record carries a loud warning unless a cached database is applied). Each tuning round (one task, ``trials // tasks``
+candidates, at most 64) costs an evolutionary search of 5–50 s on 2 busy cores whatever its size, so budgets below
+~8 trials per task (fmnist-vit-tiny: 25 tasks, DeiT-Tiny: 23) mostly pay overhead: 16 trials on fmnist-vit-tiny take
+~4 min here.
+
+The tuning database is cached in ``work_dir`` (default ``$EDGEVIT_TVM_CACHE``, else
+``$XDG_CACHE_HOME/edgevit/tvm`` or ``~/.cache/edgevit/tvm``) under a key that hashes the tuning tasks (the fused
+TIR functions: operators and shapes, not weight values), the target and the TVM version. So the same architecture,
+batch and target reuse it — also with other weights. A cached database with at least ``trials`` trials is applied
+without tuning (the record says ``"status": "reused"``); with fewer, tuning continues from it (``"extended"``);
+``retune=True`` starts over. A copy of the database is written next to the library (``<stem>_tuning/``); passing
+that folder as ``work_dir`` (on another machine with the same target, say) applies it when its key matches.
+
+Files: ``model.so`` (the library), ``model.so.tvm.json`` (target, the CPU features the code needs, build host,
+batch, TVM version, tuning summary — :class:`~edgevit.formats.tvm.runtime.TvmRuntime` checks it before loading) and
+``model.so.spec.json`` (the input spec, so :func:`edgevit.runtimes.open_artifact` works).
+
+Two facts about the TVM install (found the hard way): MetaSchedule tuning segfaults with apache-tvm-ffi 0.1.15.x
+(in ``tvm::ffi::ToJSONGraph``) — 0.1.14.post1 works, so the ``tvm`` extra pins ``apache-tvm-ffi<0.1.15`` and the
+export refuses to tune with a newer one; the tuner's cost model needs ``xgboost``. MetaSchedule's stock builder
+imports every tensor intrinsic (CUDA, ROCm, Hexagon) in each build worker — 20–40 s on a small busy CPU, beyond its
+30 s build timeout — so the export uses its own builder (:func:`_ms_build`) and loads only the CPU intrinsics.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ...errors import ConfigError, ExportError, MissingBackendError, ParityError
+from ...spec import InputSpec
+from .spec import FORMAT, metadata_path
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TRIALS = 256
+FORMAT_VERSION = 1
+CACHE_FORMAT = 1
+DB_FILES = ("database_workload.json", "database_tuning_record.json")
+UNTUNED_WARNING = (
+    "UNTUNED: no MetaSchedule schedules were applied, so matmuls run TVM's default loop nests and the library is "
+    "slow (DeiT-Tiny ~1.5 s per image on a 2-core x86 vs ~21 ms in torch eager). Export again with trials ≥ 1000 "
+    "(--trials) for a usable CPU library; the tuning database is cached and reused."
+)
+
+
+def default_cache_dir() -> Path:
+    """Where tuning databases are cached: ``$EDGEVIT_TVM_CACHE``, else ``$XDG_CACHE_HOME/edgevit/tvm``."""
+    env = os.environ.get("EDGEVIT_TVM_CACHE")
+    if env:
+        return Path(env).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache").expanduser() / "edgevit" / "tvm"
+
+
+IRPass = Callable[[Any], Any]
+
+
+def export_tvm(source: Any, out_dir: str | Path, *, target: Any = "llvm", trials: int = DEFAULT_TRIALS,
+               batch: int = 1, work_dir: str | Path | None = None, retune: bool = False,
+               max_trials_per_task: int | None = None, tuning_timeout_s: float = 60.0, seed: int = 0,
+               mcpu: str | None = None, num_cores: int | None = None, extra_passes: Sequence[IRPass] = (),
+               convert_map: dict | None = None, parity: bool = True, calib_images: Any = None,
+               tolerance: float | None = None, parity_samples: int = 32, cc: str | None = None) -> dict:
+    """Compile ``source`` with TVM for ``target`` into ``out_dir/model.so`` (or the ``.so`` path given).
+
+    ``source`` is a torch module (with ``edgevit_spec``, as :func:`edgevit.models.create` attaches), a torch
+    :class:`~edgevit.artifact.Artifact`, or a model name / checkpoint path.
+
+    - ``target``: ``"llvm"`` (this CPU: see :mod:`edgevit.formats.tvm.target`), ``"cuda"``, a target dict such
+      as ``{"kind": "llvm", "mcpu": "x86-64-v3", "num-cores": 4}``, its JSON string, or a TVM tag; ``mcpu`` /
+      ``num_cores`` override those fields of an llvm target;
+    - ``trials``: MetaSchedule trials (0 = no tuning; see the module docstring for budgets and the cache);
+      ``work_dir``: the tuning cache root; ``retune``: ignore a cached database; ``max_trials_per_task``,
+      ``tuning_timeout_s`` (per build / run of one candidate), ``seed``: tuner settings;
+    - ``batch``: the static batch size the library is compiled for;
+    - ``extra_passes``: ``tvm.transform.Pass`` objects or functions ``IRModule -> IRModule`` applied to the
+      imported Relax module before lowering and tuning (the door for custom TIR kernels: a pass that replaces
+      ops by ``call_tir`` to hand-written PrimFuncs; mark them ``tirx.is_scheduled`` to keep the tuner off);
+      ``convert_map``: extra torch-op converters for ``from_exported_program(custom_convert_map=...)``;
+    - ``parity``: run the library on real images (``calib_images``: preprocessed NCHW float32, raw uint8 images
+      or an ArrayDataset; else the first ``parity_samples`` Fashion-MNIST test images) and compare with torch.
+      Skipped, with the reason recorded, when the library cannot run on this machine (another CPU or a GPU);
+    - ``cc``: a cross compiler (e.g. ``aarch64-linux-gnu-g++``) for libraries built for another architecture.
+
+    Returns a JSON-able record (paths, target, build host, required CPU features, tuning summary, parity,
+    versions, timings). Raises :class:`ExportError` (capture/import/compile failures name the operator),
+    :class:`ParityError` (library kept; record as ``exc.record``), :class:`MissingBackendError` (tvm, xgboost).
+    """
+    t0 = time.perf_counter()
+    if not isinstance(trials, int) or trials < 0:
+        raise ConfigError(f"trials must be an integer ≥ 0 (0 = untuned), got {trials!r}")
+    if not isinstance(batch, int) or batch < 1:
+        raise ConfigError(f"batch must be an integer ≥ 1, got {batch!r}")
+    if parity_samples < 1:
+        raise ConfigError(f"parity_samples must be ≥ 1, got {parity_samples}")
+    if max_trials_per_task is not None and max_trials_per_task < 1:
+        raise ConfigError(f"max_trials_per_task must be ≥ 1 or None, got {max_trials_per_task}")
+    from ..._optional import require
+
+    tvm = require("tvm", extra="tvm", feature="TVM export")
+    from .target import describe_target, host_info, incompatibility, llvm_part, resolve_target, target_isa_features
+
+    module, spec, name = _resolve_model(source)
+    path = _resolve_out_path(out_dir)
+    tgt, tdict, target_notes = resolve_target(target, mcpu=mcpu, num_cores=num_cores)
+    images, described = _parity_images(calib_images, spec, parity_samples) if parity else (None, None)
+
+    mod, t_import = _import(module, spec, batch, convert_map, name)
+    mod, pass_names = _apply_extra_passes(mod, extra_passes)
+    mod, tuning = _lower_and_tune(mod, tgt, tdict, trials=trials, cache_root=Path(work_dir or default_cache_dir()),
+                                  retune=retune, max_trials_per_task=max_trials_per_task,
+                                  timeout_s=tuning_timeout_s, seed=seed, name=name)
+    t = time.perf_counter()
+    try:
+        executable = tvm.compile(mod, target=tgt)
+        fcompile = None
+        if cc:
+            from tvm.support.cc import cross_compiler
+
+            fcompile = cross_compiler(cc)
+        executable.export_library(str(path), fcompile=fcompile)
+    except Exception as exc:  # TVM raises TVMError / ValueError / InternalError from C++
+        raise ExportError(f"TVM could not compile {name} for {describe_target(tdict)} "
+                          f"({type(exc).__name__}: {_first_lines(exc)}). If an extra pass produced the failing "
+                          f"function, check it; otherwise try trials=0 or report the model.") from exc
+    t_compile = time.perf_counter() - t
+    db_copy = _copy_database(tuning, path)
+
+    cpu = llvm_part(tdict)
+    required = sorted(target_isa_features(tvm.target.Target(cpu))) if cpu and cpu.get("mcpu") else []
+    meta = {
+        "format": FORMAT, "format_version": FORMAT_VERSION, "library": path.name, "source": name, "batch": batch,
+        "input_shape": [batch, *spec.input_size], "input_dtype": spec.dtype, "target": tdict,
+        "target_description": describe_target(tdict), "target_notes": target_notes, "required_isa_features": required,
+        "build_host": host_info(), "tvm_version": tvm.__version__, "versions": _versions(),
+        "tuning": {k: v for k, v in tuning.items() if k != "_db_dir"} | {"database_copy": db_copy},
+        "extra_passes": pass_names, "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    from ...artifact import write_json
+    from ...runtimes import spec_sidecar_path, write_spec_sidecar
+
+    write_json(metadata_path(path), meta)
+    write_spec_sidecar(path, spec, name)
+
+    record: dict[str, Any] = {
+        "format": "tvm", "path": str(path), "metadata_path": str(metadata_path(path)),
+        "spec_path": str(spec_sidecar_path(path)), **{k: meta[k] for k in (
+            "source", "batch", "input_shape", "target", "target_description", "target_notes",
+            "required_isa_features", "build_host", "tuning", "extra_passes", "versions")},
+        "file_size": path.stat().st_size, "input_spec": spec.to_dict(), "import_time_s": round(t_import, 3),
+        "compile_time_s": round(t_compile, 3), "max_abs_diff": None, "mean_abs_diff": None, "cosine": None,
+        "top1_agreement": None, "n": None, "parity": None, "parity_inputs": None, "parity_skipped": None,
+    }
+    if tuning.get("warning"):
+        record["warning"] = tuning["warning"]
+    why_not = incompatibility(meta)
+    if not parity:
+        record["parity_skipped"] = "parity=False"
+    elif why_not:
+        record["parity_skipped"] = f"the library cannot run on this machine: {why_not}"
+        log.warning("%s: parity check skipped: %s. Run `edgevit eval --artifact %s` on the target machine.",
+                    path, why_not, path)
+    else:
+        record["parity_inputs"] = described
+        what = f"TVM export of {name} ({path.name}, {describe_target(tdict)}, {tuning['status']}) vs torch"
+        try:
+            result = _parity(module, path, spec, images, batch, tolerance=tolerance, what=what)
+        except ParityError as exc:
+            failed = getattr(exc, "record", None) or {}
+            record["parity"] = failed
+            record.update({k: failed.get(k) for k in ("max_abs_diff", "mean_abs_diff", "cosine", "top1_agreement",
+                                                      "n")})
+            record["time_s"] = round(time.perf_counter() - t0, 3)
+            err = ParityError(f"{exc} The library is kept at {path}.")
+            err.record = record
+            raise err from exc
+        record["parity"] = result
+        record.update({k: result[k] for k in ("max_abs_diff", "mean_abs_diff", "cosine", "top1_agreement", "n")})
+    record["time_s"] = round(time.perf_counter() - t0, 3)
+    log.info("exported %s to %s (%s, batch %d, tuning %s, %.1f MB, max |diff| %s) in %.1f s", name, path,
+             describe_target(tdict), batch, tuning["status"], record["file_size"] / 1e6, record["max_abs_diff"],
+             record["time_s"])
+    return record
+
+
+# ------------------------------------------------------------------------------------------------ inputs
+
+
+def _resolve_model(source: Any):
+    from ..onnx.export import resolve_torch_source
+
+    return resolve_torch_source(source, what="TVM")
+
+
+def _resolve_out_path(out: str | Path) -> Path:
+    p = Path(out)
+    if p.suffix == ".so":
+        p.parent.mkdir(parents=True, exist_ok=True)
+        return p
+    if p.suffix and not p.is_dir():
+        raise ConfigError(f"TVM output must be a directory (model.so is written there) or a path ending in .so, "
+                          f"got {out}")
+    p.mkdir(parents=True, exist_ok=True)
+    return p / "model.so"
+
+
+def _parity_images(calib_images: Any, spec: InputSpec, limit: int) -> tuple[np.ndarray, str]:
+    from ..parity import parity_images
+
+    return parity_images(calib_images, spec, limit, what="TVM")
+
+def _first_lines(exc: BaseException, n: int = 3, limit: int = 600) -> str:
+    text = " ".join(line.strip() for line in str(exc).strip().splitlines()[:n] if line.strip())
+    return (text or type(exc).__name__)[:limit]
+
+
+def _import(module, spec: InputSpec, batch: int, convert_map: dict | None, name: str):
+    """(Relax IRModule with the weights as constants, seconds) via torch.export → from_exported_program."""
+    import copy
+
+    import torch
+
+    from ..onnx.export import _quiet
+
+    t = time.perf_counter()
+    params = list(module.parameters())
+    if params and params[0].device.type != "cpu":
+        module = copy.deepcopy(module).cpu()
+    was_training = module.training
+    module.eval()
+    example = torch.from_numpy(spec.example(batch))
+    if params and params[0].is_floating_point():
+        example = example.to(params[0].dtype)
+    try:
+        with _quiet(), torch.no_grad():
+            try:
+                ep = torch.export.export(module, (example,), strict=False)
+            except Exception as exc:  # torch.export raises many error types
+                raise ExportError(f"torch.export could not capture {name} at batch {batch} for TVM "
+                                  f"({type(exc).__name__}: {_first_lines(exc)}). The model must be traceable by "
+                                  f"torch.export (no data-dependent Python control flow).") from exc
+            from tvm.relax.frontend.torch import from_exported_program
+
+            try:
+                mod = from_exported_program(ep, keep_params_as_input=False, unwrap_unit_return_tuple=True,
+                                            custom_convert_map=convert_map)
+            except Exception as exc:  # the importer raises AssertionError/ValueError/KeyError on unknown ops
+                ops = re.findall(r"[\w.]+\.(?:default|Tensor|Scalar|int)\b", str(exc))
+                hint = f" Unsupported operator(s): {', '.join(dict.fromkeys(ops))}." if ops else ""
+                raise ExportError(f"TVM's torch importer (from_exported_program) failed on {name} "
+                                  f"({type(exc).__name__}: {_first_lines(exc)}).{hint} Add a converter with "
+                                  f"convert_map={{'op.default': fn}}, or replace the op in the model.") from exc
+    finally:
+        module.train(was_training)
+    return mod, time.perf_counter() - t
+
+
+def _apply_extra_passes(mod, extra_passes: Sequence[IRPass]):
+    """Apply the caller's passes (``tvm.transform.Pass`` or ``fn(IRModule) -> IRModule``); returns their names."""
+    import tvm
+
+    names = []
+    for i, p in enumerate(extra_passes or ()):
+        label = getattr(getattr(p, "info", None), "name", None) or getattr(p, "__qualname__", None) or repr(p)
+        names.append(str(label))
+        try:
+            out = p(mod)
+        except Exception as exc:  # the caller's code
+            raise ExportError(f"extra_passes[{i}] ({label}) failed on the imported Relax module "
+                              f"({type(exc).__name__}: {_first_lines(exc)})") from exc
+        if not isinstance(out, tvm.IRModule):
+            raise ExportError(f"extra_passes[{i}] ({label}) returned {type(out).__name__}, not a tvm.IRModule")
+        mod = out
+    return mod, names
+
+
+# ------------------------------------------------------------------------------------------------ tuning
+
+
+def tuning_key(tasks, target_dict: dict) -> str:
+    """Hash of the tuning tasks (TIR workloads: operators and shapes, not weights), the target and TVM's version."""
+    import tvm
+    import tvm_ffi
+
+    workloads = sorted(str(tvm_ffi.structural_hash(t.dispatched[0])) for t in tasks)
+    blob = json.dumps({"workloads": workloads, "target": target_dict, "tvm": tvm.__version__,
+                       "format": CACHE_FORMAT}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:20]
+
+
+@contextlib.contextmanager
+def _locked(directory: Path):
+    """An exclusive lock on ``directory`` (two exports tuning the same tasks wait for each other)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no locking
+        yield
+        return
+    with open(directory / ".lock", "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _has_database(d: Path) -> bool:
+    return all((d / f).exists() and (d / f).stat().st_size > 0 for f in DB_FILES)
+
+
+def _cache_dir(root: Path, key: str) -> Path:
+    """``root/<key>``, or ``root`` itself when it holds this key's database (e.g. the copy next to a library)."""
+    own = root / "cache.json"
+    if own.exists() and _has_database(root):
+        try:
+            if json.loads(own.read_text()).get("key") == key:
+                return root
+        except (OSError, ValueError):
+            pass
+    return root / key
+
+
+def _lower_and_tune(mod, tgt, tdict: dict, *, trials: int, cache_root: Path, retune: bool,
+                    max_trials_per_task: int | None, timeout_s: float, seed: int, name: str):
+    """Lower to fused TIR, tune or reuse the cached database, apply it. Returns (IRModule, tuning info)."""
+    import tvm
+    from tvm import relax
+    from tvm.relax import transform as T
+    from tvm.s_tir import meta_schedule as ms
+
+    cpu = tgt.kind.name == "llvm"
+    t = time.perf_counter()
+    passes = [T.DecomposeOpsForInference(), T.CanonicalizeBindings(), relax.get_pipeline("zero")]
+    if cpu:
+        passes.append(T.AttachAttrLayoutFreeBuffers())
+    try:
+        with tgt:
+            mod = tvm.transform.Sequential(passes)(mod)
+        tasks = ms.relax_integration.extract_tasks(mod, tgt)
+    except Exception as exc:  # TVM C++ errors
+        raise ExportError(f"TVM could not lower {name} to TIR for {tdict.get('kind')} ({type(exc).__name__}: "
+                          f"{_first_lines(exc)})") from exc
+    key = tuning_key(tasks, tdict)
+    cache = _cache_dir(cache_root, key)
+    info: dict[str, Any] = {"status": "untuned", "trials_requested": trials, "tasks": len(tasks), "key": key,
+                            "cache_dir": str(cache), "lower_time_s": round(time.perf_counter() - t, 3)}
+    busy = trials > 0 or _has_database(cache)  # an untuned export with nothing cached leaves no trace
+    with _locked(cache) if busy else contextlib.nullcontext():
+        state_path = cache / "cache.json"
+        state = json.loads(state_path.read_text()) if state_path.exists() and _has_database(cache) else {}
+        if retune:
+            for f in (*DB_FILES, "cache.json"):
+                (cache / f).unlink(missing_ok=True)
+            shutil.rmtree(cache / "logs", ignore_errors=True)
+            state = {}
+        have = int(state.get("trials_total", 0))
+        todo = max(0, trials - have)
+        info["cached_trials"] = have
+        if todo:
+            per_iter = max(1, min(64, todo // max(1, len(tasks))))
+            log.info("tuning %d TVM tasks of %s with %d MetaSchedule trials (%d per round) into %s — %s", len(tasks),
+                     name, todo, per_iter, cache, "continuing the cached database" if have else "new database")
+            elapsed = _tune(mod, tgt, cache, trials=todo, per_iter=per_iter, max_per_task=max_trials_per_task,
+                            timeout_s=timeout_s, seed=seed)
+            runs = [*state.get("runs", []), {"trials": todo, "time_s": round(elapsed, 1), "per_round": per_iter,
+                                             "utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}]
+            state = {"format": CACHE_FORMAT, "key": key, "target": tdict, "model": name, "tasks": len(tasks),
+                     "trials_total": have + todo, "tuning_time_s_total": round(sum(r["time_s"] for r in runs), 1),
+                     "runs": runs}
+            from ...artifact import write_json
+
+            write_json(state_path, state)
+            info.update(status="extended" if have else "tuned", trials_run=todo, tuning_time_s=round(elapsed, 1),
+                        trials_per_round=per_iter)
+        elif _has_database(cache):  # enough trials cached (or a database without our cache.json: trials unknown)
+            info.update(status="reused", trials_run=0, tuning_time_s=0.0)
+            log.info("TVM tuning skipped: reusing the cached database for these %d tasks and target (%s trials, "
+                     "tuned in %s s) from %s", len(tasks), have or "unknown", state.get("tuning_time_s_total", "?"),
+                     cache)
+        if _has_database(cache):
+            info["trials_total"] = int(state.get("trials_total", have))
+            info["tuning_time_s_total"] = state.get("tuning_time_s_total")
+            mod, applied = _apply_database(mod, tgt, cache, tasks, cpu)
+            info.update(applied)
+            info["_db_dir"] = str(cache)
+    if info["status"] == "untuned":
+        info["warning"] = UNTUNED_WARNING if cpu else ("untuned: default GPU schedules (dlight) only; tune with "
+                                                       "trials > 0 for speed")
+        log.warning("TVM export of %s: %s", name, info["warning"])
+    return mod, info
+
+
+def _apply_database(mod, tgt, cache: Path, tasks, cpu: bool):
+    import tvm
+    from tvm.relax import transform as T
+    from tvm.s_tir import meta_schedule as ms
+
+    db = ms.database.JSONDatabase(work_dir=str(cache))
+    tuned = sum(1 for t in tasks if db.query_tuning_record(t.dispatched[0], tgt, "main") is not None)
+    post = [T.SplitLayoutRewritePreproc(), T.LiftTransformParams(), T.FoldConstant()] if cpu else []
+    try:
+        with tgt, db:
+            mod = tvm.transform.Sequential([T.MetaScheduleApplyDatabase(), *post])(mod)
+    except Exception as exc:  # TVM C++ errors
+        raise ExportError(f"applying the tuning database {cache} failed ({type(exc).__name__}: {_first_lines(exc)}); "
+                          f"export again with retune=True (--retune)") from exc
+    return mod, {"tasks_tuned": tuned, "records": len(db), "database": str(cache)}
+
+
+def _check_tuning_dependencies() -> None:
+    from importlib import metadata
+
+    from ..._optional import require
+
+    require("xgboost", extra="tvm", feature="TVM MetaSchedule tuning (its XGBoost cost model)")
+    try:
+        version = metadata.version("apache-tvm-ffi")
+    except metadata.PackageNotFoundError:
+        return
+    nums = tuple(int(x) for x in re.findall(r"\d+", version)[:3])
+    if nums >= (0, 1, 15):
+        raise MissingBackendError(
+            f"apache-tvm-ffi {version} is installed; MetaSchedule tuning segfaults with apache-tvm-ffi 0.1.15.x "
+            f"(in tvm::ffi::ToJSONGraph). Install the working version with: pip install 'apache-tvm-ffi<0.1.15' "
+            f"(0.1.14.post1), or export with trials=0 (untuned)."
+        )
+
+
+def _load_cpu_tensor_intrinsics() -> None:
+    """Import ``tvm.s_tir.tensor_intrin`` without its CUDA/ROCm/Hexagon modules (20–40 s of TVMScript parsing).
+
+    MetaSchedule's TuneContext imports the package for its schedule rules; a CPU target needs only the x86/ARM
+    intrinsics. The skipped modules are left importable, so ``import tvm.s_tir.tensor_intrin.cuda`` later (a GPU
+    tuning in the same process) registers them for real.
+    """
+    import importlib
+    import sys
+    import types
+
+    pkg = "tvm.s_tir.tensor_intrin"
+    if pkg in sys.modules:
+        return
+    skipped = {f"{pkg}.{m}": types.ModuleType(f"{pkg}.{m}") for m in ("cuda", "rocm", "hexagon")}
+    for full, placeholder in skipped.items():
+        sys.modules.setdefault(full, placeholder)
+    try:
+        importlib.import_module(pkg)
+    finally:
+        parent = sys.modules.get(pkg)
+        for full, placeholder in skipped.items():
+            if sys.modules.get(full) is placeholder:
+                del sys.modules[full]
+            short = full.rsplit(".", 1)[1]
+            if parent is not None and getattr(parent, short, None) is placeholder:
+                delattr(parent, short)
+
+
+def _ms_build(mod, target, _params):
+    """MetaSchedule build function (runs in its builder workers): the stock one without its intrinsics import."""
+    import tvm
+    from tvm.s_tir.transform import RemoveWeightLayoutRewriteBlock
+
+    mod = RemoveWeightLayoutRewriteBlock(skip_tensor_rewrite=True)(mod)
+    return tvm.tirx.build(mod, target)
+
+
+@contextlib.contextmanager
+def _meta_schedule_console():
+    """Keep MetaSchedule's per-round tables off stdout (they still go to the log files in the cache)."""
+    ms_log = logging.getLogger("tvm.s_tir.meta_schedule")
+    old = ms_log.level
+    ms_log.setLevel(logging.DEBUG if log.isEnabledFor(logging.DEBUG) else logging.WARNING)
+    try:
+        yield
+    finally:
+        ms_log.setLevel(old)
+        for h in ms_log.handlers:
+            if isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler):
+                h.setLevel(logging.WARNING)
+
+
+def _tune(mod, tgt, cache: Path, *, trials: int, per_iter: int, max_per_task: int | None, timeout_s: float,
+          seed: int) -> float:
+    from tvm.s_tir import meta_schedule as ms
+
+    from .target import usable_cores
+
+    _check_tuning_dependencies()
+    if tgt.kind.name == "llvm":
+        _load_cpu_tensor_intrinsics()
+    else:
+        import tvm.s_tir.tensor_intrin  # noqa: F401 - GPU schedule rules need the CUDA intrinsics
+    t = time.perf_counter()
+    try:
+        with _meta_schedule_console():
+            builder = ms.builder.LocalBuilder(f_build=_ms_build, timeout_sec=timeout_s, max_workers=usable_cores())
+            runner = ms.runner.LocalRunner(timeout_sec=timeout_s)
+            ms.relax_integration.tune_relax(mod, {}, tgt, str(cache), max_trials_global=trials,
+                                            max_trials_per_task=max_per_task, num_trials_per_iter=per_iter,
+                                            builder=builder, runner=runner, seed=seed)
+    except Exception as exc:  # TVM raises from C++ and from its worker pools
+        raise ExportError(f"MetaSchedule tuning failed ({type(exc).__name__}: {_first_lines(exc)}). Logs: "
+                          f"{cache / 'logs'}. Export with trials=0 to skip tuning, or raise tuning_timeout_s when "
+                          f"the machine is busy.") from exc
+    return time.perf_counter() - t
+
+
+def _copy_database(tuning: dict, library: Path) -> str | None:
+    """Copy the applied database next to the library (``<stem>_tuning/``); its path, or None."""
+    src = tuning.get("_db_dir")
+    if not src:
+        return None
+    dst = library.with_name(f"{library.stem}_tuning")
+    if dst.exists() and dst.resolve() == Path(src).resolve():
+        return str(dst)
+    dst.mkdir(parents=True, exist_ok=True)
+    for f in (*DB_FILES, "cache.json"):
+        if (Path(src) / f).exists():
+            shutil.copy2(Path(src) / f, dst / f)
+    return str(dst)
+
+
+# ------------------------------------------------------------------------------------------------ parity
+
+
+def _parity(module, path: Path, spec: InputSpec, images: np.ndarray, batch: int, *, tolerance: float | None,
+            what: str) -> dict:
+    from ...artifact import Artifact
+    from ..parity import check_parity, default_tolerance
+    from ..reference import torch_logits
+    from .runtime import TvmRuntime
+
+    reference = torch_logits(module, images)
+    rt = TvmRuntime(Artifact(kind="tvm", spec=spec, path=path))
+    try:
+        outs = []
+        for a in range(0, len(images), batch):
+            chunk = images[a:a + batch]
+            n = len(chunk)
+            if n < batch:  # pad the last chunk with real images from the start (the library's batch is fixed)
+                chunk = np.concatenate([chunk, np.resize(images, (batch - n, *images.shape[1:]))])
+            outs.append(rt.run(np.ascontiguousarray(chunk))[:n])
+    except Exception as exc:  # the library compiled but does not run
+        raise ExportError(f"the TVM library {path} does not run on real inputs: {exc}") from exc
+    finally:
+        rt.close()
+    tol = tolerance if tolerance is not None else default_tolerance("fp32", reference)
+    return check_parity(reference, np.concatenate(outs), tolerance=tol, what=what)
+
+
+def _versions() -> dict[str, str | None]:
+    import platform
+    from importlib import metadata
+
+    out: dict[str, str | None] = {"python": platform.python_version()}
+    for dist in ("edgevit", "apache-tvm", "apache-tvm-ffi", "torch", "xgboost"):
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            out[dist] = None
+    try:
+        from tvm.target import codegen
+
+        out["llvm"] = str(codegen.llvm_version_major())
+    except Exception:  # noqa: BLE001 - informational only
+        out["llvm"] = None
+    return out

@@ -1,0 +1,247 @@
+"""An LGViT early-exit model around a timm ViT/DeiT-style backbone, its export segments, and its checkpoint file.
+
+::
+
+    ee = attach_exits(edgevit.models.create("fmnist-vit"))      # new model; the backbone is copied
+    out = ee.forward_all(x)                                     # every exit's logits + the final head's
+    logits, exits = ee.predict(x, thresholds=[0.9] * ee.num_exits, criterion="confidence")  # per-sample exit
+    save_early_exit(ee, "runs/ee/early_exit.safetensors"); ee = load_early_exit("runs/ee/early_exit.safetensors")
+
+``predict`` decides per sample: at each exit the samples whose criterion fires leave the batch and the rest go on
+(:func:`edgevit.formats.cascade.thresholds.exit_mask`, shared with the exported cascade runtime).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from ...errors import ConfigError, ModelLoadError
+from ...formats.cascade.thresholds import active_heads, check_thresholds, exit_mask
+from .heads import HeadSpec, build_head, head_plan
+
+log = logging.getLogger(__name__)
+
+FORMAT = "edgevit-early-exit"
+# what the head attacher needs from a backbone (timm VisionTransformer and VisionTransformerDistilled have them)
+REQUIRED_ATTRS = ("patch_embed", "_pos_embed", "blocks", "norm", "forward_head", "num_prefix_tokens")
+
+
+def check_backbone(backbone: nn.Module) -> None:
+    """Raise :class:`ConfigError` naming the attribute a non-ViT backbone lacks."""
+    name = getattr(backbone, "edgevit_name", type(backbone).__name__)
+    for attr in REQUIRED_ATTRS:
+        if not hasattr(backbone, attr):
+            raise ConfigError(
+                f"cannot attach early exits to {name} ({type(backbone).__name__}): it has no attribute '{attr}'. "
+                f"edgevit attaches LGViT exits to timm VisionTransformer-style models (attributes "
+                f"{', '.join(REQUIRED_ATTRS)}), e.g. fmnist-vit, vit_*, deit_* (distilled ones too)."
+            )
+    if getattr(backbone, "dynamic_img_size", False):
+        raise ConfigError(f"{name}: dynamic_img_size=True models are not supported (the heads need a fixed token "
+                          f"grid); create the model with dynamic_img_size=False")
+    grid = getattr(backbone.patch_embed, "grid_size", None)
+    if grid is None:
+        raise ConfigError(f"cannot attach early exits to {name}: its patch_embed has no attribute 'grid_size' (the "
+                          f"patch-token grid the heads reshape to)")
+
+
+class EarlyExitViT(nn.Module):
+    """Backbone + LGViT exit heads. ``forward(x)`` is the backbone's own output (final head)."""
+
+    def __init__(self, backbone: nn.Module, plan: list[HeadSpec] | None = None):
+        super().__init__()
+        check_backbone(backbone)
+        self.backbone = backbone
+        self.depth = len(backbone.blocks)
+        self.dim = int(getattr(backbone, "embed_dim", None) or backbone.num_features)
+        self.num_classes = int(backbone.num_classes)
+        self.grid = tuple(int(g) for g in backbone.patch_embed.grid_size)
+        self.num_prefix_tokens = int(backbone.num_prefix_tokens)
+        self.cls_index = 0 if getattr(backbone, "cls_token", None) is not None else None
+        self.dist_index = 1 if getattr(backbone, "dist_token", None) is not None else None
+        self.plan = list(plan) if plan is not None else head_plan(self.depth, self.dim)
+        self.heads = nn.ModuleList(
+            build_head(s, dim=self.dim, num_classes=self.num_classes, grid=self.grid,
+                       num_prefix_tokens=self.num_prefix_tokens, cls_index=self.cls_index,
+                       dist_index=self.dist_index) for s in self.plan)
+        spec = getattr(backbone, "edgevit_spec", None)
+        if spec is not None:
+            self.edgevit_spec = spec
+        self.edgevit_name = str(getattr(backbone, "edgevit_name", type(backbone).__name__))
+
+    # ------------------------------------------------------------------------------------------- pieces
+    @property
+    def num_exits(self) -> int:
+        return len(self.plan)
+
+    @property
+    def exit_blocks(self) -> list[int]:
+        return [s.block for s in self.plan]
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """Image → token sequence before the first block (patch embedding, special tokens, positions)."""
+        b = self.backbone
+        x = b._pos_embed(b.patch_embed(x))
+        x = getattr(b, "patch_drop", nn.Identity())(x)
+        return getattr(b, "norm_pre", nn.Identity())(x)
+
+    def run_blocks(self, x: torch.Tensor, start: int, stop: int) -> torch.Tensor:
+        """Blocks ``start+1 .. stop`` (1-based numbers; python range ``[start, stop)``)."""
+        for blk in self.backbone.blocks[start:stop]:
+            x = blk(x)
+        return x
+
+    def final(self, x: torch.Tensor) -> torch.Tensor:
+        """Tokens after the last block → the backbone's logits (its norm and head)."""
+        return self.backbone.forward_head(self.backbone.norm(x))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.final(self.run_blocks(self.embed(x), 0, self.depth))
+
+    def forward_all(self, x: torch.Tensor, *, features: bool = False) -> dict:
+        """``{"exits": [logits per exit], "final": logits}``; with ``features`` also ``"exit_features"`` (each head's
+        tokens before pooling) and ``"last_tokens"`` (patch tokens after the final norm)."""
+        t, start = self.embed(x), 0
+        exits, feats = [], []
+        for spec, head in zip(self.plan, self.heads):
+            t = self.run_blocks(t, start, spec.block)
+            start = spec.block
+            z, f = head.forward_with_features(t)
+            exits.append(z)
+            feats.append(f)
+        t = self.run_blocks(t, start, self.depth)
+        out = {"exits": exits, "final": self.final(t)}
+        if features:
+            out["exit_features"] = feats
+            out["last_tokens"] = self.backbone.norm(t)[:, self.num_prefix_tokens:]
+        return out
+
+    @torch.inference_mode()
+    def predict(self, x: torch.Tensor, thresholds, criterion: str = "confidence") -> tuple[torch.Tensor, np.ndarray]:
+        """Per-sample early exit: ``(logits [N, classes], exit index [N])``; index ``num_exits`` = final head.
+
+        At exit k the samples whose criterion fires (:func:`~edgevit.formats.cascade.thresholds.exit_mask`) leave the
+        batch; only the others run the next blocks.
+        """
+        th = check_thresholds(thresholds, self.num_exits)
+        active = active_heads(th, criterion)
+        n = x.shape[0]
+        out = torch.empty(n, self.num_classes, dtype=torch.float32)
+        exits = np.full(n, self.num_exits, dtype=np.int64)
+        idx = np.arange(n)
+        t, start = self.embed(x), 0
+        for k, (spec, head) in enumerate(zip(self.plan, self.heads)):
+            t = self.run_blocks(t, start, spec.block)
+            start = spec.block
+            if not active[k]:  # a threshold that never fires: the head is skipped, as the runtimes do
+                continue
+            z = head(t)
+            mask = exit_mask(z.float().cpu().numpy(), th[k], criterion)
+            if mask.any():
+                out[torch.from_numpy(idx[mask])] = z[torch.from_numpy(mask)].float().cpu()
+                exits[idx[mask]] = k
+                keep = ~mask
+                idx = idx[keep]
+                if len(idx) == 0:
+                    return out, exits
+                t = t[torch.from_numpy(keep)]
+        out[torch.from_numpy(idx)] = self.final(self.run_blocks(t, start, self.depth)).float().cpu()
+        return out, exits
+
+    # ------------------------------------------------------------------------------------------- export pieces
+    def segments(self) -> list[nn.Module]:
+        """The static graphs of the cascade, in order: embedding + blocks up to the first exit, the blocks between
+        exits, and the blocks after the last exit + the final head (K + 1 modules sharing this model's weights)."""
+        bounds = [0, *self.exit_blocks, self.depth]
+        segs: list[nn.Module] = []
+        for i in range(len(bounds) - 1):
+            segs.append(_Segment(self, bounds[i], bounds[i + 1], first=i == 0, last=i == len(bounds) - 2))
+        return segs
+
+    def describe(self) -> dict:
+        return {"backbone": self.edgevit_name, "depth": self.depth, "dim": self.dim, "num_classes": self.num_classes,
+                "grid": list(self.grid), "num_prefix_tokens": self.num_prefix_tokens, "cls_index": self.cls_index,
+                "dist_index": self.dist_index, "exits": [s.to_dict() for s in self.plan]}
+
+
+class _Segment(nn.Module):
+    def __init__(self, ee: EarlyExitViT, start: int, stop: int, *, first: bool, last: bool):
+        super().__init__()
+        object.__setattr__(self, "_ee", ee)  # not a registered child: export sees only what forward uses
+        self.start, self.stop, self.first, self.last = start, stop, first, last
+        self.bb = ee.backbone  # registered so the exporters see its parameters (unused ones are dropped)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.first:
+            x = self._ee.embed(x)
+        x = self._ee.run_blocks(x, self.start, self.stop)
+        return self._ee.final(x) if self.last else x
+
+
+def attach_exits(backbone: nn.Module, *, blocks: list[int] | None = None, inplace: bool = False) -> EarlyExitViT:
+    """A new :class:`EarlyExitViT` with freshly initialised LGViT heads (the backbone is copied unless ``inplace``)."""
+    check_backbone(backbone)
+    bb = backbone if inplace else copy.deepcopy(backbone)
+    dim = int(getattr(bb, "embed_dim", None) or bb.num_features)
+    model = EarlyExitViT(bb, head_plan(len(bb.blocks), dim, blocks))
+    log.info("attached %d exits after blocks %s of %s (%s)", model.num_exits, model.exit_blocks, model.edgevit_name,
+             ", ".join(s.type + (f"/r{s.stride}" if s.stride else "") for s in model.plan))
+    return model.eval()
+
+
+# ----------------------------------------------------------------------------------------------- checkpoints
+
+
+def save_early_exit(model: EarlyExitViT, path: str | Path, *, extra: dict | None = None) -> Path:
+    """Write backbone + heads as safetensors with the backbone name, the exit plan and the input spec."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    spec = getattr(model, "edgevit_spec", None)
+    meta = {"format": FORMAT, "arch": model.edgevit_name, "plan": json.dumps([s.to_dict() for s in model.plan]),
+            "num_classes": str(model.num_classes), "extra": json.dumps(extra or {})}
+    if spec is not None:
+        meta["input_spec"] = json.dumps(spec.to_dict())
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    save_file(state, str(path), metadata=meta)
+    return path
+
+
+def load_early_exit(path: str | Path) -> EarlyExitViT:
+    """An :class:`EarlyExitViT` from :func:`save_early_exit`'s file (in eval mode)."""
+    from ...models import create, load_state_dict_strict, read_state_dict
+    from ...spec import InputSpec
+
+    path = Path(path)
+    if path.is_dir():
+        path = path / "early_exit.safetensors"
+    if not path.exists():
+        raise ModelLoadError(f"early-exit checkpoint {path} does not exist; train one first "
+                             f"(edgevit early-exit train --model NAME --out DIR)")
+    state, meta = read_state_dict(path)
+    if meta.get("format") != FORMAT:
+        raise ModelLoadError(f"{path} is not an edgevit early-exit checkpoint (metadata format is "
+                             f"{meta.get('format')!r}, expected {FORMAT!r}); write it with save_early_exit")
+    num_classes = int(meta.get("num_classes", 0)) or None
+    backbone = create(meta["arch"], num_classes=num_classes) if not _is_edgevit(meta["arch"]) else create(meta["arch"])
+    plan = [HeadSpec(**d) for d in json.loads(meta["plan"])]
+    model = EarlyExitViT(backbone, plan)
+    load_state_dict_strict(model, state, source=str(path))
+    if "input_spec" in meta:
+        model.edgevit_spec = InputSpec.from_dict(json.loads(meta["input_spec"]))
+    model.edgevit_extra = json.loads(meta.get("extra") or "{}")
+    return model.eval()
+
+
+def _is_edgevit(name: str) -> bool:
+    from ...models import MODELS
+
+    return name in MODELS
