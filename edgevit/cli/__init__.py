@@ -51,7 +51,7 @@ def cmd_list(args) -> int:
         if not args.timm:
             print("(any timm model name also works; `edgevit list models --timm` lists them)")
     elif what == "exporters":
-        from ..formats import exporters
+        from ..format_registry import exporters
 
         for n in sorted(exporters()):
             print(n)
@@ -183,7 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="override a recipe value, e.g. --set stages.1.opset=17 (repeatable)")
     sp.set_defaults(func=cmd_compress)
 
-    from ..formats import cli_providers, resolve
+    from ..format_registry import cli_providers, resolve
     from ..methods import cli_providers as method_cli_providers
 
     for ref in cli_providers():  # `edgevit export <format>`, one per format folder

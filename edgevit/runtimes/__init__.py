@@ -24,7 +24,7 @@ from typing import Any
 
 from ..artifact import Artifact
 from ..errors import MissingBackendError, RuntimeLoadError
-from ..formats import kind_of_path, kinds, lazy_ref, metadata_readers, resolve, runtime_refs
+from ..format_registry import format_specs, kind_of_path, kinds, lazy_ref, metadata_readers, resolve, runtime_refs
 from ..registry import Registry, lazy
 from ..spec import SOURCE_KEY, SPEC_KEY, InputSpec
 from .base import Runtime
@@ -158,14 +158,19 @@ def open_artifact(path: str | Path, *, spec: InputSpec | None = None, arch: str 
     return Artifact(kind=kind, spec=spec, path=p, source=meta.get(SOURCE_KEY))
 
 
-# runtimes that run the graphs of an early-exit cascade (manifest.json): `--runtime openvino` on a cascade means
-# the cascade runtime with that backend
-CASCADE_BACKENDS = ("onnxruntime", "openvino")
+def _hosting_runtime(name: str, kind: str) -> str | None:
+    """The runtime that loads a ``kind`` artefact when runtime ``name`` is asked to: a format whose spec lists
+    ``name`` among its ``backends`` runs its graphs through its own runtime on that backend (``--runtime openvino``
+    on an early-exit cascade means the cascade runtime with backend openvino). None when no format does so."""
+    for spec in format_specs():
+        if spec.kind == kind and name in spec.backends and spec.runtimes:
+            return next(iter(spec.runtimes))
+    return None
 
 
 def runtime_loads(name: str, kind: str) -> bool:
-    """Whether ``load_runtime(name, ...)`` accepts an artefact of ``kind`` (cascades also run on their backends)."""
-    return kind in get_runtime_class(name).kinds or (kind == "cascade" and name in CASCADE_BACKENDS)
+    """Whether ``load_runtime(name, ...)`` accepts an artefact of ``kind`` (directly, or hosted: see ``backends``)."""
+    return kind in get_runtime_class(name).kinds or _hosting_runtime(name, kind) is not None
 
 
 def load_runtime(name: str, artifact_or_path: Artifact | str | Path, **options) -> Runtime:
@@ -183,8 +188,9 @@ def load_runtime(name: str, artifact_or_path: Artifact | str | Path, **options) 
     else:
         where, kind = _check_path(artifact_or_path)
         artifact = None
-    if kind == "cascade" and name in CASCADE_BACKENDS:  # an early-exit cascade runs its graphs on the named runtime
-        options["backend"], cls = name, get_runtime_class("cascade")
+    host = _hosting_runtime(name, kind)
+    if host is not None and kind not in cls.kinds:  # e.g. a cascade runs its graphs on the named runtime
+        options["backend"], cls = name, get_runtime_class(host)
     if kind not in cls.kinds:
         others = [r for r in runtimes_for_kind(kind) if r != name]
         hint = (f"Runtimes that load '{kind}' artefacts: {', '.join(others)}." if others

@@ -23,7 +23,7 @@ STAGE_MODULES = [
 
 
 def _import_stage_modules() -> None:
-    from ..formats import stage_modules
+    from ..format_registry import stage_modules
 
     for m in [*STAGE_MODULES[:1], *stage_modules(), *STAGE_MODULES[1:]]:
         importlib.import_module(m)

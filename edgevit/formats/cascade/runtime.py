@@ -25,8 +25,8 @@ import numpy as np
 
 from ...artifact import Artifact
 from ...errors import ConfigError, RuntimeLoadError
+from ...format_registry import kind_of_path
 from ...runtimes.base import Runtime
-from .. import kind_of_path
 from .spec import MANIFEST_FORMAT
 from .thresholds import active_heads, check_thresholds, exit_mask
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .. import FormatSpec
+from ...format_registry import FormatSpec
 
 MANIFEST = "manifest.json"
 MANIFEST_FORMAT = "edgevit-early-exit-cascade"  # the manifest's "format" field
@@ -12,4 +12,5 @@ SPEC = FormatSpec(
     description="early-exit cascade: segments + exit heads + manifest.json (and the single-graph If form)",
     runtimes={"cascade": "edgevit.formats.cascade.runtime:CascadeRuntime"},
     metadata_reader="edgevit.formats.cascade.runtime:read_manifest_metadata",
+    backends=("onnxruntime", "openvino"),
 )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .. import FormatSpec
+from ...format_registry import FormatSpec
 
 SPEC = FormatSpec(
     name="openvino", kind="openvino", suffixes=(".xml",),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .. import FormatSpec
+from ...format_registry import FormatSpec
 
 SPEC = FormatSpec(
     name="ort_mobile", kind="ort", suffixes=(".ort",),

@@ -7,7 +7,7 @@ and the availability check.
 from __future__ import annotations
 
 from ...errors import MissingBackendError
-from .. import FormatSpec
+from ...format_registry import FormatSpec
 
 SPEC = FormatSpec(
     name="tensorrt", kind="tensorrt", suffixes=(".engine", ".plan"),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .. import FormatSpec
+from ...format_registry import FormatSpec
 
 META_SUFFIX = ".tvm.json"
 FORMAT = "edgevit.tvm"
