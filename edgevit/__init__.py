@@ -7,7 +7,19 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "create_model", "load_recipe", "run_recipe"]
+__all__ = ["__version__", "create_model", "distill", "early_exit", "export", "load_recipe", "profile", "quantize",
+           "run_recipe"]
+
+# the public API (edgevit.api), loaded on first use so that `import edgevit` stays free of torch
+_API = ("distill", "early_exit", "export", "profile", "quantize")
+
+
+def __getattr__(name: str):
+    if name in _API:
+        from . import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'edgevit' has no attribute {name!r}")
 
 
 def create_model(name_or_path: str, **kwargs):
