@@ -65,9 +65,14 @@ def load_dataset(name_or_path: str = "fashion-mnist", split: str = "test", *, da
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".webp", ".tif", ".tiff")
 
 
-def load_image_folder(root: str | os.PathLike, *, limit: int | None = None, size: tuple[int, int] | None = None
-                      ) -> ArrayDataset:
-    """Read ``root/<class>/<image>`` into RGB uint8 arrays (resized to ``size`` or the first image's size)."""
+def load_image_folder(root: str | os.PathLike, *, limit: int | None = None) -> ArrayDataset:
+    """Read ``root/<class>/<image>`` as RGB uint8 images at their own sizes.
+
+    When every image has the same size, ``images`` is one ``[N, H, W, 3]`` array; otherwise it is a 1-D object
+    array of ``[H, W, 3]`` arrays (slicing and indexing work the same). Nothing is resized here: every image goes
+    through the model's own transform in :func:`preprocess`, so results do not depend on file order.
+    Raises :class:`DataError` when the folder holds no images.
+    """
     from PIL import Image
 
     root = Path(root)
@@ -79,24 +84,75 @@ def load_image_folder(root: str | os.PathLike, *, limit: int | None = None, size
     files = files[:limit] if limit else files
     images = []
     for f, _ in files:
-        img = Image.open(f).convert("RGB")
-        size = size or img.size[::-1]
-        if img.size[::-1] != tuple(size):
-            img = img.resize((size[1], size[0]), Image.BILINEAR)
-        images.append(np.asarray(img, dtype=np.uint8))
-    return ArrayDataset(np.stack(images), np.array([c for _, c in files], dtype=np.int64), tuple(classes),
+        with Image.open(f) as img:
+            images.append(np.asarray(img.convert("RGB"), dtype=np.uint8))
+    if len({a.shape for a in images}) == 1:
+        stacked = np.stack(images)
+    else:
+        stacked = np.empty(len(images), dtype=object)
+        stacked[:] = images
+    return ArrayDataset(stacked, np.array([c for _, c in files], dtype=np.int64), tuple(classes),
                         f"imagefolder:{root}")
 
 
-def preprocess(images: np.ndarray, spec: InputSpec) -> np.ndarray:
-    """uint8 images ``[N,H,W]`` / ``[N,H,W,C]`` (or one image) → normalised float32 NCHW matching ``spec``.
+_PIL_FILTERS = {"bicubic": "BICUBIC", "bilinear": "BILINEAR", "nearest": "NEAREST", "lanczos": "LANCZOS",
+                "box": "BOX", "hamming": "HAMMING"}
 
-    Resizing uses the spec's interpolation (with timm's crop_pct: resize the short side to size/crop_pct,
-    then centre-crop); grey images are repeated to 3 channels and RGB images averaged to 1 when needed.
+
+def resize_geometry(height: int, width: int, spec: InputSpec) -> tuple[tuple[int, int], tuple[int, int]] | None:
+    """``((resized_h, resized_w), (crop_top, crop_left))`` of timm's evaluation transform for an image of
+    ``height`` × ``width`` pixels, or None when the image already has the model's size.
+
+    As ``timm.data.create_transform(input_size, crop_pct=..., is_training=False)`` (crop_mode 'center'): the
+    scale size is ``floor(size / crop_pct)`` per side; the image is resized keeping its aspect ratio so that it
+    just covers the scale size — for a square input its SHORT side becomes the scale size (torchvision
+    ``Resize(int)``: long side ``int(scale * long / short)``), for a non-square input timm's ``ResizeKeepRatio``
+    (ratio ``min(H / scale_h, W / scale_w)``, sides ``round(side / ratio)``); then a centre crop (torchvision
+    ``CenterCrop``: offsets ``round((H - h) / 2)``).
     """
-    import torch
-    import torch.nn.functional as F
+    import math
 
+    h, w = spec.hw
+    if (height, width) == (h, w):
+        return None
+    sh, sw = math.floor(h / spec.crop_pct), math.floor(w / spec.crop_pct)
+    if sh == sw:
+        short, long = (height, width) if height <= width else (width, height)
+        new_short, new_long = sh, int(sh * long / short)
+        rh, rw = (new_short, new_long) if height <= width else (new_long, new_short)
+    else:
+        ratio = min(height / sh, width / sw)
+        rh, rw = round(height / ratio), round(width / ratio)
+    if rh < h or rw < w:
+        raise DataError(f"crop_pct {spec.crop_pct} resizes a {height}x{width} image to {rh}x{rw}, smaller than the "
+                        f"model's {h}x{w} input")
+    return (rh, rw), (round((rh - h) / 2.0), round((rw - w) / 2.0))
+
+
+def _resize_uint8(img: np.ndarray, spec: InputSpec) -> np.ndarray:
+    """One uint8 ``[H, W, C]`` image (C 1 or 3) through timm's resize + centre crop, with PIL as timm does."""
+    geom = resize_geometry(img.shape[0], img.shape[1], spec)
+    if geom is None:
+        return img
+    from PIL import Image
+
+    (rh, rw), (top, left) = geom
+    h, w = spec.hw
+    pil = Image.fromarray(img[..., 0] if img.shape[-1] == 1 else img)
+    resample = getattr(Image.Resampling, _PIL_FILTERS.get(spec.interpolation, "BILINEAR"))
+    out = np.asarray(pil.resize((rw, rh), resample), dtype=np.uint8)[top : top + h, left : left + w]
+    return out[..., None] if out.ndim == 2 else out
+
+
+def _as_nhwc(images) -> np.ndarray | list[np.ndarray]:
+    """A 4-D NHWC array, or a list of HWC arrays when the images differ in size (object arrays, lists)."""
+    if isinstance(images, (list, tuple)) or (isinstance(images, np.ndarray) and images.dtype == object):
+        items = [np.asarray(a) for a in images]
+        items = [a[..., None] if a.ndim == 2 else a for a in items]
+        if any(a.ndim != 3 or a.shape[-1] not in (1, 3, 4) for a in items):
+            raise DataError("each image must be [H,W] (grey) or [H,W,C] with C in 1,3,4; got shapes "
+                            f"{sorted({a.shape for a in items})[:4]}")
+        return items
     arr = np.asarray(images)
     if arr.ndim == 2:  # one grey image
         arr = arr[None]
@@ -104,9 +160,41 @@ def preprocess(images: np.ndarray, spec: InputSpec) -> np.ndarray:
         arr = arr[..., None]
     if arr.ndim != 4 or arr.shape[-1] not in (1, 3, 4):
         raise DataError(f"images must be [N,H,W] (grey) or [N,H,W,C] with C in 1,3,4; got shape {arr.shape}")
-    x = torch.from_numpy(np.array(arr[..., :3])).permute(0, 3, 1, 2).float()
-    if arr.dtype == np.uint8:
-        x = x / 255.0
+    return arr
+
+
+def preprocess(images, spec: InputSpec) -> np.ndarray:
+    """Images → normalised float32 NCHW ``[N, C, H, W]`` matching ``spec``.
+
+    ``images``: uint8 ``[N,H,W]`` / ``[N,H,W,C]`` (or one image), a list or object array of images of different
+    sizes, or float images in [0, 1]. Each image goes through timm's evaluation transform for the spec: resize
+    (uint8 images with PIL and the spec's interpolation, as timm does; see :func:`resize_geometry`), centre crop,
+    then grey images are repeated to 3 channels and RGB images averaged to 1 when the model needs it, and
+    ``(x - mean) / std``. Raises :class:`DataError` for shapes that are not images or channel counts that cannot
+    be mapped.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    arr = _as_nhwc(images)
+    h, w = spec.hw
+    if isinstance(arr, list) or arr.dtype == np.uint8:
+        items = [a[..., :3] for a in arr]
+        if any(a.dtype != np.uint8 for a in items):
+            raise DataError("images of different sizes must be uint8")
+        if len({a.shape[-1] for a in items}) > 1:
+            items = [np.repeat(a, 3, axis=-1) if a.shape[-1] == 1 else a for a in items]
+        stacked = np.stack([_resize_uint8(a, spec) for a in items]) if items else np.zeros((0, h, w, 1), np.uint8)
+        x = torch.from_numpy(stacked).permute(0, 3, 1, 2).float() / 255.0
+    else:
+        x = torch.from_numpy(np.array(arr[..., :3], dtype=np.float32)).permute(0, 3, 1, 2)
+        geom = resize_geometry(x.shape[2], x.shape[3], spec)
+        if geom is not None:  # float images: the same geometry, resized by torch (antialiased)
+            (rh, rw), (top, left) = geom
+            mode = {"bicubic": "bicubic", "bilinear": "bilinear", "nearest": "nearest"}.get(spec.interpolation,
+                                                                                          "bilinear")
+            kw = {} if mode == "nearest" else {"align_corners": False, "antialias": True}
+            x = F.interpolate(x, size=(rh, rw), mode=mode, **kw)[..., top : top + h, left : left + w].clamp_(0, 1)
     c = spec.channels
     if x.shape[1] == 1 and c == 3:
         x = x.expand(-1, 3, -1, -1)
@@ -114,14 +202,6 @@ def preprocess(images: np.ndarray, spec: InputSpec) -> np.ndarray:
         x = (x * torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True)
     elif x.shape[1] != c:
         raise DataError(f"cannot map {x.shape[1]}-channel images to the model's {c} channels")
-    h, w = spec.hw
-    if tuple(x.shape[-2:]) != (h, w):
-        mode = {"bicubic": "bicubic", "bilinear": "bilinear", "nearest": "nearest"}.get(spec.interpolation, "bilinear")
-        scale_h, scale_w = round(h / spec.crop_pct), round(w / spec.crop_pct)
-        kw = {} if mode == "nearest" else {"align_corners": False, "antialias": True}
-        x = F.interpolate(x, size=(scale_h, scale_w), mode=mode, **kw)
-        top, left = (scale_h - h) // 2, (scale_w - w) // 2
-        x = x[..., top : top + h, left : left + w].clamp_(0, 1)
     mean = torch.tensor(spec.mean, dtype=torch.float32).view(1, -1, 1, 1)
     std = torch.tensor(spec.std, dtype=torch.float32).view(1, -1, 1, 1)
     return ((x - mean) / std).contiguous().numpy().astype(np.float32, copy=False)
@@ -129,6 +209,12 @@ def preprocess(images: np.ndarray, spec: InputSpec) -> np.ndarray:
 
 def check_images(images: np.ndarray, spec: InputSpec, *, where: str = "images") -> None:
     """Raise a :class:`DataError` when raw images cannot be fed to a model of ``spec`` (e.g. 2-channel, 5-D)."""
+    if isinstance(images, (list, tuple)) or (isinstance(images, np.ndarray) and images.dtype == object):
+        bad = [np.shape(a) for a in images if np.ndim(a) not in (2, 3) or (np.ndim(a) == 3 and np.shape(a)[-1] not in (1, 3))]
+        if bad:
+            raise DataError(f"{where}: image shapes {bad[:3]} are not [H,W] (grey) or [H,W,3] (RGB); the model expects "
+                            f"{spec.channels}×{spec.hw[0]}×{spec.hw[1]} inputs")
+        return
     arr = np.asarray(images)
     if arr.ndim not in (3, 4) or (arr.ndim == 4 and arr.shape[-1] not in (1, 3)):
         raise DataError(
