@@ -27,17 +27,18 @@ from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from .errors import ConfigError
 
-__all__ = ["ConfigModel", "coerce", "describe_fields", "error_message", "from_dict", "is_config_model", "to_dict"]
+__all__ = ["ConfigModel", "coerce", "describe_fields", "error_message", "from_dict", "is_config_model", "strip_annotated", "to_dict"]
 
 
-def _strip_annotated(tp):
+def strip_annotated(tp):
+    """``Annotated[T, ...]`` → ``T`` (repeatedly); other hints unchanged."""
     while get_origin(tp) is Annotated:
         tp = get_args(tp)[0]
     return tp
 
 
 def _type_name(tp) -> str:
-    tp = _strip_annotated(tp)
+    tp = strip_annotated(tp)
     origin = get_origin(tp)
     if origin is Literal:
         return " | ".join(repr(a) for a in get_args(tp))
@@ -54,7 +55,7 @@ def _type_name(tp) -> str:
 
 
 def _is_list_type(tp) -> bool:
-    tp = _strip_annotated(tp)
+    tp = strip_annotated(tp)
     origin = get_origin(tp)
     if origin in (Union, types.UnionType):
         return any(_is_list_type(a) for a in get_args(tp) if a is not type(None))
@@ -63,13 +64,13 @@ def _is_list_type(tp) -> bool:
 
 def _scalar_list_item(tp) -> bool:
     """Whether a list annotation holds scalars (then a bare scalar value means a one-item list)."""
-    tp = _strip_annotated(tp)
+    tp = strip_annotated(tp)
     if get_origin(tp) in (Union, types.UnionType):
         return any(_scalar_list_item(a) for a in get_args(tp) if a is not type(None))
     args = get_args(tp)
     if not args:
         return False
-    item = _strip_annotated(args[0])
+    item = strip_annotated(args[0])
     return item in (int, float, str) or get_origin(item) is Literal
 
 
@@ -165,7 +166,7 @@ def _fields_at(cls, loc: list) -> list[str] | None:
     for part in loc:
         if not is_config_model(cls) or not isinstance(part, str) or part not in cls.model_fields:
             return None
-        ann = _strip_annotated(cls.model_fields[part].annotation)
+        ann = strip_annotated(cls.model_fields[part].annotation)
         subs = [a for a in (get_args(ann) if get_origin(ann) in (Union, types.UnionType) else (ann,))
                 if is_config_model(a)]
         cls = subs[0] if subs else None
