@@ -225,7 +225,8 @@ def error_message(exc: ValidationError, path: str = "", cls=None, *, label: Call
             lines.append(f"{p}: {v!r} is not allowed; allowed values: {allowed}")
         elif t in _BOUNDS:
             sym, key = _BOUNDS[t]
-            lines.append(f"{p}: must be {sym} {ctx.get(key)}, got {v!r}")
+            bound = ctx.get(key)
+            lines.append(f"{p}: must be {sym} {f'{bound:g}' if isinstance(bound, float) else bound}, got {v!r}")
         elif t == "finite_number":
             lines.append(f"{p}: must be a finite number, got {v!r}")
         elif t in ("value_error", "assertion_error"):
