@@ -7,9 +7,10 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal, Union
 
 import yaml
+from pydantic import Field, model_validator
 
 from . import config as cfg
 from .errors import ConfigError
@@ -17,29 +18,31 @@ from .errors import ConfigError
 RECIPE_VERSION = 1
 
 
-@dataclass
-class ModelConfig:
-    name: str = field(metadata={"help": "edgevit model name, timm model name, or a checkpoint path"})
-    checkpoint: str | None = None
-    arch: str | None = None
-    pretrained: bool = False
-    num_classes: int | None = None
+class ModelConfig(cfg.ConfigModel):
+    """The recipe's ``model`` section (a bare string means ``{name: ...}``)."""
+
+    name: str = Field(description="edgevit model name, timm model name, or a checkpoint path")
+    checkpoint: str | None = Field(None, description="weights (.safetensors, or .pt/.pth) for the model")
+    arch: str | None = Field(None, description="architecture of a checkpoint given as name")
+    pretrained: bool = Field(False, description="download timm pretrained weights (needs a hub)")
+    num_classes: int | None = Field(None, ge=0, description="classes of a timm model's head")
 
 
-@dataclass
-class DataConfig:
-    name: str = "fashion-mnist"
-    data_dir: str | None = None
-    eval_split: str = "test"
-    calib_split: str = "train"
-    limit: int | None = None
-    batch_size: int = 100
+class DataConfig(cfg.ConfigModel):
+    """The recipe's ``data`` section: the dataset every stage reads unless it names its own."""
 
-    def validate(self, path: str) -> None:
+    name: str = Field("fashion-mnist", description="'fashion-mnist' or an ImageFolder directory")
+    data_dir: str | None = Field(None, description="directory of the Fashion-MNIST IDX files")
+    eval_split: str = Field("test", description="split for evaluation")
+    calib_split: str = Field("train", description="split for calibration and training")
+    limit: int | None = Field(None, description="use only the first N samples (a positive number)")
+    batch_size: int = Field(100, ge=1, description="evaluation batch size")
+
+    @model_validator(mode="after")
+    def _check(self):
         if self.limit is not None and self.limit <= 0:
-            raise ConfigError(f"{path}.limit: must be a positive number of samples, got {self.limit}")
-        if self.batch_size <= 0:
-            raise ConfigError(f"{path}.batch_size: must be positive, got {self.batch_size}")
+            raise ValueError(f"limit: must be a positive number of samples, got {self.limit}")
+        return self
 
 
 @dataclass
@@ -201,6 +204,52 @@ def from_raw(raw: dict, *, source: str = "<recipe>") -> Recipe:
         raise ConfigError(f"output: expected a directory path string, got {output!r}")
     return Recipe(name=name, model=model, data=data, stages=stages, runtimes=runtimes, targets=targets,
                   output=output, version=version)
+
+
+def recipe_model() -> type[cfg.ConfigModel]:
+    """A pydantic model of the whole recipe file, built from the registries (for the JSON schema).
+
+    Top-level keys as :data:`_TOP_KEYS`; ``stages`` items are a discriminated union of every registered stage's
+    ``Config`` keyed by ``stage`` (or a bare stage name); ``runtimes`` and ``targets`` are enums of the registered
+    runtimes and hardware profiles. :func:`from_raw` remains the validator (its messages name key paths).
+    """
+    from pydantic import create_model
+
+    from .profile.hardware import HARDWARE
+    from .runtimes import RUNTIMES
+    from .stages import STAGES
+
+    entries = []
+    for name, stage_cls in STAGES.items():
+        model = create_model(f"stage_{name}", __base__=stage_cls.Config,
+                             __doc__=(stage_cls.__doc__ or stage_cls.description).strip(),
+                             stage=(Literal[name], Field(description=stage_cls.description)))
+        entries.append(model)
+    stage_union = Annotated[Union[tuple(entries)], Field(discriminator="stage")]  # noqa: UP007
+    stage_name = Literal[tuple(STAGES.names())]
+    runtime_name = Literal[tuple(RUNTIMES.names())]
+    target_name = Literal[tuple(HARDWARE.names())]
+    return create_model(
+        "Recipe", __base__=cfg.ConfigModel,
+        __doc__="An edgevit recipe: model, data, ordered stages, runtimes, targets, output "
+                "(`edgevit compress RECIPE`).",
+        version=(Literal[RECIPE_VERSION], Field(RECIPE_VERSION, description="recipe format version")),
+        name=(str | None, Field(None, description="run name (default: the file's stem)")),
+        model=(ModelConfig | str, Field(description="the model to start from (a name is short for {name: ...})")),
+        data=(DataConfig, Field(default_factory=DataConfig, description="the dataset the stages read")),
+        stages=(list[stage_union | stage_name], Field(min_length=1, description="the steps, in order")),
+        runtimes=(list[runtime_name], Field(["onnxruntime"], description="runtimes for eval and profile")),
+        targets=(list[target_name], Field([], description="hardware profiles for roofline predictions")),
+        output=(str | None, Field(None, description="run directory (default runs/<name>)")),
+    )
+
+
+def recipe_schema() -> dict:
+    """JSON schema (draft 2020-12) of a recipe file, for editors (YAML language servers) and validators."""
+    schema = recipe_model().model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "edgevit recipe"
+    return schema
 
 
 def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:

@@ -7,7 +7,6 @@ Stages must be importable without torch or any backend: heavy imports go inside 
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -67,7 +66,8 @@ class StageContext:
 
 
 class Stage:
-    """Base of registered stages. ``Config`` is a dataclass; ``version`` goes into the resume hash."""
+    """Base of registered stages. ``Config`` is a :class:`edgevit.config.ConfigModel` (the recipe keys, their types,
+    defaults, help texts and bounds: one declaration, also the JSON schema); ``version`` goes into the resume hash."""
 
     name: ClassVar[str]
     Config: ClassVar[type]
@@ -83,7 +83,10 @@ STAGES: Registry[type[Stage]] = Registry("stage")
 
 
 def register_stage(cls: type[Stage]) -> type[Stage]:
-    assert dataclasses.is_dataclass(cls.Config), f"{cls.__name__}.Config must be a dataclass"
+    from .config import ConfigModel
+
+    if not (isinstance(cls.Config, type) and issubclass(cls.Config, ConfigModel)):
+        raise TypeError(f"{cls.__name__}.Config must be an edgevit.config.ConfigModel (pydantic) subclass")
     STAGES.register(cls.name, cls)
     return cls
 

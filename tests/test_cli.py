@@ -84,3 +84,55 @@ def test_missing_dataset_dir_error(capsys, tmp_path):
 def test_limit_must_be_positive(bad):
     with pytest.raises(SystemExit):
         main(["eval", "--model", "fmnist-vit-tiny", "--limit", bad])
+
+
+def test_recipe_schema_command(tmp_path, capsys):
+    out = tmp_path / "schema" / "recipe.schema.json"
+    assert main(["recipe", "schema", "--out", str(out)]) == 0
+    schema = json.loads(out.read_text())
+    assert schema["title"] == "edgevit recipe" and "stages" in schema["properties"]
+    assert "stage_quantize" in schema["$defs"] and "calib_samples" in schema["$defs"]["stage_quantize"]["properties"]
+    capsys.readouterr()
+    assert main(["recipe", "schema"]) == 0
+    assert json.loads(capsys.readouterr().out) == schema
+
+
+def test_set_batch_zero_fails_dry_run_like_the_cli():
+    r = run_cli("compress", "examples/recipes/quickstart.yaml", "--dry-run", "--set", "stages.3.batch=[0]")
+    assert r.returncode == 2 and "stages.3.batch.0: must be ≥ 1, got 0" in r.stderr
+    r = run_cli("profile", "--model", "fmnist-vit-tiny", "--batch", "0")
+    assert r.returncode == 2 and "expected positive integers" in r.stderr
+
+
+def test_list_stages_verbose_shows_config_keys(capsys):
+    assert main(["list", "stages", "-v"]) == 0
+    out = capsys.readouterr().out
+    assert "    batch: list of int = [1, 8]  batch sizes" in out
+    assert "    alpha: float = 0.3  stage-2 weight of the KD term" in out  # early_exit takes every TrainConfig key
+    assert "    backend: 'openvino' | 'onnxruntime' | 'nncf-onnx' = 'openvino'" in out
+
+
+def test_generated_flags_match_the_config_model():
+    from edgevit.cli import build_parser
+    from edgevit.errors import ConfigError
+    from edgevit.methods.early_exit.cli import cmd_train  # noqa: F401  (the command the flags feed)
+    from edgevit.methods.quantize.cli import config_from_args
+
+    p = build_parser()
+    a = p.parse_args(["quantize", "--model", "m", "--out", "o", "--calib-method", "percentile", "--limit", "5",
+                      "--no-per-channel", "--allow-int8", "softmax", "--runtimes", "onnxruntime,openvino",
+                      "--ignore-types", "Add", "Mul", "--sq-alpha", "0.6"])
+    c = config_from_args(a)
+    assert (c.calibration_method, c.eval_limit, c.per_channel, c.guard_softmax, c.guard_gelu) == \
+        ("percentile", 5, False, False, True)
+    assert c.runtimes == ["onnxruntime", "openvino"] and c.ignored_types == ["Add", "Mul"]
+    assert c.smooth_quant_alpha == 0.6
+    with pytest.raises(ConfigError, match=r"edgevit quantize: --sq-alpha: must be ≤ 1, got 2\.0"):
+        config_from_args(p.parse_args(["quantize", "--model", "m", "--out", "o", "--sq-alpha", "2"]))
+    with pytest.raises(SystemExit):
+        p.parse_args(["quantize", "--model", "m", "--out", "o", "--calib-samples", "0"])
+    with pytest.raises(SystemExit):
+        p.parse_args(["quantize", "--model", "m", "--out", "o", "--backend", "tflite"])
+    t = p.parse_args(["early-exit", "train", "--model", "m", "--out", "o", "--alpha", "0.5", "--temperature", "3",
+                      "--beta-homo", "0.2", "--steps", "4", "--stage2-steps", "9"])
+    assert (t.alpha, t.temperature, t.beta_homo, t.steps, t.stage2_steps) == (0.5, 3.0, 0.2, 4, 9)

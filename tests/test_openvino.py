@@ -337,7 +337,7 @@ def test_stage_in_recipe(tmp_path, fmnist_test_small):
 def test_stage_config_is_validated():
     from edgevit.recipe import from_raw
 
-    with pytest.raises(ConfigError, match="precision: must be fp32 or fp16"):
+    with pytest.raises(ConfigError, match=r"stages\.0\.precision: 'int8' is not allowed; allowed values: 'fp32', 'fp16'"):
         from_raw({"name": "x", "model": {"name": "fmnist-vit-tiny"},
                   "stages": [{"stage": "export_openvino", "precision": "int8"}]})
 

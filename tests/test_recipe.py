@@ -2,7 +2,7 @@ import pytest
 import yaml
 
 from edgevit.errors import ConfigError
-from edgevit.recipe import apply_overrides, from_raw, load_recipe
+from edgevit.recipe import apply_overrides, from_raw, load_raw, load_recipe
 
 QUICKSTART = "examples/recipes/quickstart.yaml"
 
@@ -97,3 +97,89 @@ def test_resolved_recipe_round_trips():
     again = from_raw(yaml.safe_load(r.to_yaml()))
     assert again.to_dict() == r.to_dict()
     assert again.stage_hashes() == r.stage_hashes()
+
+
+# ------------------------------------------------------------------------------------------ one declaration per option
+def test_set_validates_like_the_cli():
+    """`--set stages.3.batch=[0]` fails validation (the CLI rejects `--batch 0`) with the key path and the bound."""
+    base = load_raw(QUICKSTART)
+    with pytest.raises(ConfigError, match=r"^stages\.3\.batch\.0: must be ≥ 1, got 0$"):
+        from_raw(apply_overrides(base, ["stages.3.batch=[0]"]))
+    with pytest.raises(ConfigError, match=r"stages\.3\.duration_s: must be > 0, got -1"):
+        from_raw(apply_overrides(base, ["stages.3.duration_s=-1"]))
+    r = from_raw(apply_overrides(base, ["stages.3.batch=8"]))  # a bare scalar is a one-item list
+    assert r.stages[3].config.batch == [8]
+
+
+def test_literal_and_cross_field_errors_name_key_and_allowed_values():
+    with pytest.raises(ConfigError, match=r"stages\.0\.precision: 'int4' is not allowed; allowed values: 'fp32', 'fp16'"):
+        from_raw(raw(stages=[{"stage": "export_openvino", "precision": "int4"}]))
+    with pytest.raises(ConfigError, match=r"stages\.0\.if_form: the If form is one ONNX graph; set format: onnx"):
+        from_raw(raw(stages=[{"stage": "early_exit", "if_form": True, "format": "openvino"}]))
+    with pytest.raises(ConfigError, match=r"stages\.0\.pretrained|stages\.0: unknown key 'pretrained'"):
+        from_raw(raw(stages=[{"stage": "eval", "pretrained": True}]))
+    with pytest.raises(ConfigError, match=r"model\.pretrained: expected true or false, got int 1"):
+        from_raw(raw(model={"name": "fmnist-vit-tiny", "pretrained": 1}))
+
+
+def test_early_exit_stage_takes_every_train_config_key():
+    from edgevit.methods.early_exit.config import TrainConfig
+    from edgevit.stages import STAGES
+
+    cls = STAGES.get("early_exit").Config
+    assert set(TrainConfig.model_fields) <= set(cls.model_fields)
+    r = from_raw(raw(stages=[{"stage": "early_exit", "alpha": 0.5, "temperature": 4.0, "beta_hete": 0.1,
+                              "beta_homo": 0.2, "steps": 3, "stage2_steps": 7}]))
+    tc = r.stages[0].config.train_config()
+    assert isinstance(tc, TrainConfig)
+    assert (tc.alpha, tc.temperature, tc.beta_hete, tc.beta_homo) == (0.5, 4.0, 0.1, 0.2)
+    assert (tc.stage1_steps, tc.stage2_steps) == (3, 7)
+    with pytest.raises(ConfigError, match=r"stages\.0\.alpha: must be ≤ 1, got 1\.5"):
+        from_raw(raw(stages=[{"stage": "early_exit", "alpha": 1.5}]))
+
+
+def test_library_config_raises_config_error_with_key():
+    from edgevit.methods.quantize import QuantizeConfig
+
+    with pytest.raises(ConfigError, match=r"quantize\.calib_samples: must be ≥ 1, got 0"):
+        QuantizeConfig(calib_samples=0)
+    c = QuantizeConfig(ignored_types=("Softmax",))
+    assert c.ignored_types == ["Softmax"]
+    with pytest.raises(ConfigError, match=r"quantize\.budget: expected a number, got str 'x'"):
+        c.budget = "x"
+    assert c.replace(backend="onnxruntime", calibration_method="entropy").calibration_method == "entropy"
+
+
+def test_recipe_schema_covers_quickstart_and_every_stage():
+    from edgevit.recipe import recipe_model, recipe_schema
+    from edgevit.stages import STAGES
+
+    schema = recipe_schema()
+    assert set(schema["properties"]) == {"version", "name", "model", "data", "stages", "runtimes", "targets",
+                                         "output"}
+    assert schema["additionalProperties"] is False and "model" in schema["required"]
+    union = next(a for a in schema["properties"]["stages"]["items"]["anyOf"] if "discriminator" in a)
+    assert union["discriminator"]["propertyName"] == "stage"
+    assert set(union["discriminator"]["mapping"]) == set(STAGES.names())
+    quick = load_raw(QUICKSTART)
+    defs = schema["$defs"]
+    for entry in quick["stages"]:
+        d = defs[union["discriminator"]["mapping"][entry["stage"]].split("/")[-1]]
+        assert d["additionalProperties"] is False and set(entry) <= set(d["properties"])
+    assert defs["stage_profile"]["properties"]["batch"]["items"]["minimum"] == 1
+    assert defs["stage_early_exit"]["properties"]["alpha"]["maximum"] == 1
+    recipe_model().model_validate(quick)  # the model the schema comes from accepts the shipped recipe
+    try:
+        import jsonschema
+    except ImportError:
+        return
+    jsonschema.validate(quick, schema)
+    bad = apply_overrides(quick, ["stages.1.opst=17"])
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(bad, schema)
+
+
+def test_typo_still_gets_key_path_and_allowed_keys():
+    bad = apply_overrides(load_raw(QUICKSTART), ["stages.1.opst=17"])
+    with pytest.raises(ConfigError, match=r"stages\.1: unknown key 'opst'; allowed keys: opset, dynamic_batch"):
+        from_raw(bad)

@@ -127,6 +127,21 @@ def cmd_compress(args) -> int:
     return 0
 
 
+def cmd_recipe_schema(args) -> int:
+    from ..recipe import recipe_schema
+
+    text = json.dumps(recipe_schema(), indent=2) + "\n"
+    if args.out:
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text)
+        print(f"wrote {out} (JSON schema of edgevit recipes; e.g. `# yaml-language-server: $schema={out}` "
+              f"at the top of a recipe)")
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
 # ----------------------------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
     from .. import __version__
@@ -182,6 +197,13 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="override a recipe value, e.g. --set stages.1.opset=17 (repeatable)")
     sp.set_defaults(func=cmd_compress)
+
+    sp = sub.add_parser("recipe", help="recipe tools: the JSON schema of recipe files")
+    recipe_sub = sp.add_subparsers(dest="recipe_command", metavar="ACTION", required=True)
+    sp = recipe_sub.add_parser("schema", help="print (or --out FILE: write) the JSON schema of a recipe: top-level "
+                                              "keys and every stage's config keyed by `stage`, for editors")
+    sp.add_argument("--out", help="write the schema to this file instead of printing it")
+    sp.set_defaults(func=cmd_recipe_schema)
 
     from ..format_registry import cli_providers, resolve
     from ..methods import cli_providers as method_cli_providers

@@ -1,13 +1,22 @@
-"""Multiply-accumulate counts for batch 1: from a torch model (FlopCounterMode) or an ONNX file (shape inference).
+"""Multiply-accumulate counts for batch 1: from a torch model (a dispatch-level op counter) or an ONNX file.
 
 Both count the matrix products (linear layers, attention's QK^T and AV, convolutions) and leave out element-wise
 work (bias, GELU, softmax, LayerNorm), which is a few percent of a ViT's MACs.
+
+The torch side counts the aten ops a forward pass dispatches, with its own formulas for every op it counts
+(:data:`TORCH_COUNTED_OPS`), instead of ``torch.utils.flop_counter``'s table: that table misses the CPU attention
+kernel (``aten::_scaled_dot_product_flash_attention_for_cpu``) on some torch releases and not on others, so the
+same model got different counts on different torch versions. Every ``aten::_scaled_dot_product_*attention*``
+variant is counted as B·H·Sq·Sk·(D + Dv), the same as an ONNX ``Attention`` node or its two MatMuls (a causal
+mask does not halve it, on either side).
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -24,29 +33,137 @@ COUNTED_OPS = (*_MATMUL_OPS, "Gemm", *_CONV_OPS, "ConvTranspose", "Attention")
 
 
 def count_macs_torch(model, spec: InputSpec | None = None) -> int:
-    """MACs of one forward pass of ``model`` on a batch-1 input of ``spec`` (FLOPs / 2 from FlopCounterMode).
+    """MACs of one forward pass of ``model`` (eval mode, no grad) on a batch-1 random input of ``spec``.
 
-    ``spec`` defaults to the spec attached to the model (``model.edgevit_spec``).
+    ``spec`` defaults to the spec attached to the model (``model.edgevit_spec``). See :func:`torch_macs_by_op`.
+    """
+    return sum(torch_macs_by_op(model, spec).values())
+
+
+def torch_macs_by_op(model, spec: InputSpec | None = None, *, example=None) -> dict[str, int]:
+    """MACs of one forward pass of ``model`` per aten op (``{"aten::addmm": n, ...}``, ops with 0 MACs left out).
+
+    The input is ``example`` (a tensor or a tuple of positional arguments) when given, else a batch-1 random
+    array of ``spec`` (default: ``model.edgevit_spec``), on the model's device and float dtype. The model runs in
+    eval mode under ``torch.no_grad()``, with the ``nn.MultiheadAttention`` fast path switched off for the call
+    so that attention reaches the counter as projections plus SDPA. Ops that look like matrix products but have
+    no formula here are logged as a warning and not counted.
     """
     import torch
-    from torch.utils.flop_counter import FlopCounterMode
 
-    if spec is None:
-        from ..models import input_spec_of
+    if example is None:
+        if spec is None:
+            from ..models import input_spec_of
 
-        spec = input_spec_of(model)
-    param = next(iter(model.parameters()), None)
-    device = param.device if param is not None else torch.device("cpu")
-    dtype = param.dtype if param is not None and param.dtype.is_floating_point else torch.float32
-    x = torch.from_numpy(spec.example(1)).to(device=device, dtype=dtype)
+            spec = input_spec_of(model)
+        param = next(iter(model.parameters()), None)
+        device = param.device if param is not None else torch.device("cpu")
+        dtype = param.dtype if param is not None and param.dtype.is_floating_point else torch.float32
+        example = torch.from_numpy(spec.example(1)).to(device=device, dtype=dtype)
+    args = example if isinstance(example, tuple) else (example,)
+    mha = getattr(torch.backends, "mha", None)
+    fastpath = mha.get_fastpath_enabled() if mha is not None and hasattr(mha, "get_fastpath_enabled") else None
     was_training = model.training
     model.eval()
+    counter = _mac_counter_class()()
     try:
-        with torch.no_grad(), FlopCounterMode(display=False) as counter:
-            model(x)
+        if fastpath is not None:
+            mha.set_fastpath_enabled(False)
+        with torch.no_grad(), counter:
+            model(*args)
     finally:
         model.train(was_training)
-    return int(counter.get_total_flops()) // 2
+        if fastpath is not None:
+            mha.set_fastpath_enabled(fastpath)
+    if counter.uncounted:
+        log.warning("MAC count of %s leaves out op(s) without a formula: %s", type(model).__name__,
+                    ", ".join(sorted(counter.uncounted)))
+    return dict(counter.by_op)
+
+
+# ------------------------------------------------------------------------------------- torch: per-op formulas
+
+
+def _mm(a, b) -> int:  # [.., m, k] @ [k, n]
+    return math.prod(a.shape[:-1]) * a.shape[-1] * b.shape[-1]
+
+
+def _bmm(a, b) -> int:  # [B, m, k] @ [B, k, n]
+    return a.shape[0] * a.shape[1] * a.shape[2] * b.shape[2]
+
+
+def _conv(args, out) -> int:
+    x, w, transposed = args[0], args[1], bool(args[6]) if len(args) > 6 else False
+    # each output element: Cin/groups × kernel MACs; transposed: each input element scatters into Cout/groups × kernel
+    return (x.numel() if transposed else out.numel()) * math.prod(w.shape[1:])
+
+
+def _sdpa(q, k, v, *, seq_dim: int) -> int:
+    """QK^T and AV: (all of q's dims but the last) × Sk × (D + Dv); q/k/v are [B, H, S, D] or [B, S, H, D]."""
+    return math.prod(q.shape[:-1]) * k.shape[seq_dim] * (q.shape[-1] + v.shape[-1])
+
+
+_TORCH_FORMULAS = {
+    "aten::mm": lambda a, o: _mm(a[0], a[1]),
+    "aten::addmm": lambda a, o: _mm(a[1], a[2]),
+    "aten::_addmm_activation": lambda a, o: _mm(a[1], a[2]),
+    "aten::_int_mm": lambda a, o: _mm(a[0], a[1]),
+    "aten::_scaled_mm": lambda a, o: _mm(a[0], a[1]),
+    "aten::bmm": lambda a, o: _bmm(a[0], a[1]),
+    "aten::baddbmm": lambda a, o: _bmm(a[1], a[2]),
+    "aten::addbmm": lambda a, o: _bmm(a[1], a[2]),
+    "aten::mv": lambda a, o: a[0].numel(),
+    "aten::addmv": lambda a, o: a[1].numel(),
+    "aten::dot": lambda a, o: a[0].numel(),
+    "aten::convolution": _conv,
+    "aten::_convolution": _conv,
+    # flash/efficient kernels called directly take [B, S, H, D]; every aten::_scaled_dot_product_* takes [B, H, S, D]
+    "aten::_flash_attention_forward": lambda a, o: _sdpa(*a[:3], seq_dim=-3),
+    "aten::_efficient_attention_forward": lambda a, o: _sdpa(*a[:3], seq_dim=-3),
+}
+_SDPA = re.compile(r"aten::_scaled_dot_product_\w*attention\w*")
+# names that suggest a matrix product: an op like this without a formula is reported, not silently dropped
+_LOOKS_LIKE_MATMUL = re.compile(r"attention|convolution|conv\d|linear|matmul|gemm|(^|::|_)b?mm($|_)")
+
+#: aten ops that :func:`torch_macs_by_op` counts (plus every non-backward ``aten::_scaled_dot_product_*attention*``)
+TORCH_COUNTED_OPS = (*_TORCH_FORMULAS, "aten::_scaled_dot_product_*attention*")
+
+
+def _torch_op_macs(name: str, args, out) -> int | None:
+    """MACs of one aten call, or None when the op has no formula here."""
+    formula = _TORCH_FORMULAS.get(name)
+    if formula is not None:
+        return int(formula(args, out))
+    if _SDPA.fullmatch(name) and "backward" not in name:
+        return int(_sdpa(*args[:3], seq_dim=-2))
+    return None
+
+
+@functools.cache
+def _mac_counter_class():
+    """The dispatch mode class, built on first use so that importing this module does not import torch."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class MacCounter(TorchDispatchMode):
+        """Adds up :func:`_torch_op_macs` over every op dispatched inside the ``with`` block."""
+
+        def __init__(self):
+            super().__init__()
+            self.by_op: dict[str, int] = {}
+            self.uncounted: set[str] = set()
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            name = func._schema.name
+            macs = _torch_op_macs(name, args, out)
+            if macs is None:
+                if _LOOKS_LIKE_MATMUL.search(name) and "backward" not in name:
+                    self.uncounted.add(name)
+            elif macs:
+                self.by_op[name] = self.by_op.get(name, 0) + macs
+            return out
+
+    return MacCounter
 
 
 def count_macs_onnx(path: str | Path, *, strict: bool = False) -> int:

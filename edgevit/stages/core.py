@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from typing import Annotated
 
+from pydantic import Field
+
+from ..config import ConfigModel
 from ..stage import Stage, StageContext, StageResult, register_stage
 
 log = logging.getLogger(__name__)
@@ -34,9 +37,8 @@ class LoadStage(Stage):
     description = "build the recipe's model (edgevit/timm name or checkpoint) and save it as safetensors"
     produces = "torch"
 
-    @dataclass
-    class Config:
-        pass
+    class Config(ConfigModel):
+        """No keys: the model comes from the recipe's ``model`` section."""
 
     def run(self, ctx, config):
         from ..artifact import Artifact
@@ -59,14 +61,13 @@ class EvalStage(Stage):
     name = "eval"
     description = "top-1/top-5 of the current artefact through a runtime"
 
-    @dataclass
-    class Config:
-        runtime: str | None = field(default=None, metadata={"help": "runtime (default: torch, or the first "
-                                                                    "recipe runtime that loads the artefact)"})
-        split: str | None = None
-        limit: int | None = None
-        batch_size: int | None = None
-        threads: int | None = None
+    class Config(ConfigModel):
+        runtime: str | None = Field(None, description="runtime (default: torch, or the first recipe runtime that "
+                                                      "loads the artefact)")
+        split: str | None = Field(None, description="dataset split (default: the recipe's data.eval_split)")
+        limit: int | None = Field(None, ge=1, description="evaluate the first N images (default: data.limit)")
+        batch_size: int | None = Field(None, ge=1, description="images per batch (default: data.batch_size)")
+        threads: int | None = Field(None, ge=1, description="runtime threads (default: the runtime's)")
 
     def run(self, ctx, config):
         from ..evaluate import evaluate
@@ -90,15 +91,15 @@ class ProfileStage(Stage):
     name = "profile"
     description = "latency per runtime × batch (median/p90/p99/mean), plus roofline predictions for targets"
 
-    @dataclass
-    class Config:
-        runtimes: list[str] | None = None
-        batch: list[int] = field(default_factory=lambda: [1, 8])
-        duration_s: float = 3.0
-        warmup_s: float = 0.5
-        min_runs: int = 10
-        threads: int | None = None
-        include_source: bool = True
+    class Config(ConfigModel):
+        runtimes: list[str] | None = Field(None, description="runtimes to time (default: every recipe runtime "
+                                                             "that loads the artefact; torch for a torch model)")
+        batch: list[Annotated[int, Field(ge=1)]] = Field([1, 8], min_length=1, description="batch sizes")
+        duration_s: float = Field(3.0, gt=0, description="seconds of timed runs per runtime × batch")
+        warmup_s: float = Field(0.5, ge=0, description="seconds of warm-up (at least 5 runs)")
+        min_runs: int = Field(10, ge=1, description="timed runs at least, however long they take")
+        threads: int | None = Field(None, ge=1, description="runtime threads (default: the runtime's)")
+        include_source: bool = Field(True, description="also time the source torch model")
 
     def run(self, ctx, config):
         from ..data import preprocess
@@ -162,9 +163,8 @@ class ReportStage(Stage):
     name = "report"
     description = "report.json + report.md + report.html (with a latency plot) of the whole run"
 
-    @dataclass
-    class Config:
-        title: str | None = None
+    class Config(ConfigModel):
+        title: str | None = Field(None, description="report title (default: the recipe's name)")
 
     def run(self, ctx, config):
         from ..report import write_report

@@ -19,8 +19,11 @@ torch artefact (``student.safetensors`` with its architecture name and input spe
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from typing import Literal
 
+from pydantic import Field
+
+from ..config import ConfigModel
 from ..stage import Stage, StageContext, StageResult, register_stage
 
 log = logging.getLogger(__name__)
@@ -34,40 +37,30 @@ class DistillStage(Stage):
     description = "write/reuse a sparse top-K teacher cache, then train the model from it (TinyViT)"
     produces = "torch"
 
-    @dataclass
-    class Config:
-        teacher: str = field(default="fmnist-vit", metadata={"help": "teacher: edgevit/timm name or checkpoint"})
-        teacher_checkpoint: str | None = None
-        mode: str = field(default="cache", metadata={"help": "cache | online | labels"})
-        epochs: int = 10
-        topk: int | None = field(default=None, metadata={"help": "K (default 10, at most classes − 1)"})
-        seed: int = 0
-        cache_dir: str | None = field(default=None, metadata={"help": "cache directory (default "
-                                                                       "<run>/distill_cache); reused if it matches"})
-        limit: int | None = field(default=None, metadata={"help": "training samples (default data.limit)"})
-        split: str = "train"
-        batch_size: int = 128
-        cache_batch_size: int = 256
-        lr: float = 1e-3
-        weight_decay: float = 0.05
-        warmup_epochs: float = 1.0
-        eval_limit: int | None = field(default=None, metadata={"help": "test images evaluated after each epoch"})
-        randaug_n: int = 2
-        randaug_m: float = 9.0
-        erase_prob: float = 0.25
-        mixup_alpha: float = 0.0
-        cutmix_alpha: float = 0.0
-
-        def validate(self, path: str) -> None:
-            from ..errors import ConfigError
-
-            if self.mode not in ("cache", "online", "labels"):
-                raise ConfigError(f"{path}.mode: must be cache, online or labels, got {self.mode!r}")
-            for key in ("epochs", "topk", "batch_size", "cache_batch_size"):
-                if getattr(self, key) is not None and getattr(self, key) < 1:
-                    raise ConfigError(f"{path}.{key}: must be ≥ 1, got {getattr(self, key)}")
-            if self.limit is not None and self.limit < 1:
-                raise ConfigError(f"{path}.limit: must be a positive number of samples, got {self.limit}")
+    class Config(ConfigModel):
+        teacher: str = Field("fmnist-vit", description="teacher: edgevit/timm name or checkpoint")
+        teacher_checkpoint: str | None = Field(None, description="weights for the teacher")
+        mode: Literal["cache", "online", "labels"] = Field(
+            "cache", description="cache: train from the stored sparse teacher; online: run the teacher each step; "
+                                 "labels: plain labels (no teacher)")
+        epochs: int = Field(10, ge=1, description="training epochs")
+        topk: int | None = Field(None, ge=1, description="K (default 10, at most classes − 1)")
+        seed: int = Field(0, description="sampler order and augmentation seeds")
+        cache_dir: str | None = Field(None, description="cache directory (default <run>/distill_cache); reused if it "
+                                                        "matches")
+        limit: int | None = Field(None, ge=1, description="training samples (default data.limit)")
+        split: str = Field("train", description="training split")
+        batch_size: int = Field(128, ge=1, description="training batch size")
+        cache_batch_size: int = Field(256, ge=1, description="teacher batch size while writing the cache")
+        lr: float = Field(1e-3, gt=0, description="peak AdamW learning rate")
+        weight_decay: float = Field(0.05, ge=0, description="AdamW weight decay")
+        warmup_epochs: float = Field(1.0, ge=0, description="linear warm-up epochs")
+        eval_limit: int | None = Field(None, ge=1, description="test images evaluated after each epoch")
+        randaug_n: int = Field(2, ge=0, description="RandAugment ops per image (0 = off)")
+        randaug_m: float = Field(9.0, ge=0, le=10, description="RandAugment magnitude, 0..10")
+        erase_prob: float = Field(0.25, ge=0, le=1, description="random erasing probability")
+        mixup_alpha: float = Field(0.0, ge=0, description="mixup beta parameter (0 = off)")
+        cutmix_alpha: float = Field(0.0, ge=0, description="cutmix beta parameter (0 = off)")
 
     def run(self, ctx: StageContext, config: Config) -> StageResult:
         from pathlib import Path

@@ -1,6 +1,7 @@
 """Stage ``early_exit``: LGViT heads on the run's torch model — train (stage 1 + 2), calibrate, export a cascade.
 
-Recipe entry (every key optional)::
+Recipe entry (every key optional; every key of :class:`~edgevit.methods.early_exit.config.TrainConfig` too:
+``alpha``, ``temperature``, ``beta_hete``, ``beta_homo``, ``weight_decay``, ``stage1_steps``, ...)::
 
     - stage: early_exit
       stage1_epochs: 2          # end-to-end alternating epochs (fractional allowed)
@@ -23,8 +24,11 @@ recipe's ``runtimes`` that runs its graphs (onnxruntime, openvino), or on the ru
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from typing import Literal
 
+from pydantic import Field, model_validator
+
+from ..methods.early_exit.config import TrainConfig
 from ..stage import Stage, StageContext, StageResult, register_stage
 
 log = logging.getLogger(__name__)
@@ -38,52 +42,45 @@ class EarlyExitStage(Stage):
     description = "LGViT early exits: train heads (2 stages), calibrate thresholds on held-out data, export a cascade"
     produces = "cascade"
 
-    @dataclass
-    class Config:
-        stage1_epochs: float = 2.0
-        stage2_epochs: float = 5.0
-        steps: int | None = field(default=None, metadata={"help": "cap both training stages at N steps"})
-        batch_size: int = 256
-        lr_backbone: float = 5e-5
-        lr_heads: float = 1e-3
-        train_limit: int | None = None
-        holdout: int = 5000
-        budget: float = field(default=1.0, metadata={"help": "top-1 loss (pt) allowed vs the final head"})
-        criterion: str = "confidence"
-        runtime: str = "onnxruntime"
-        format: str = "onnx"
-        heldout_limit: int | None = None
-        latency_duration_s: float = 1.0
-        parity_samples: int = 64
-        exporter: str = "auto"
-        if_form: bool = field(default=False, metadata={"help": "also write export/cascade_if.onnx: the cascade as one "
-                                                               "ONNX graph with If nodes (batch 1; format onnx)"})
-        seed: int = 0
+    class Config(TrainConfig):
+        """Every :class:`~edgevit.methods.early_exit.config.TrainConfig` key plus calibration and export keys."""
 
-        def validate(self, path: str) -> None:
-            from ..errors import ConfigError
+        steps: int | None = Field(None, ge=0, description="cap both training stages at N steps (stage1_steps / "
+                                                          "stage2_steps override it per stage)")
+        train_limit: int | None = Field(None, ge=1, description="train on the first N images of train[:-holdout]")
+        holdout: int = Field(5000, ge=1, description="last N train images: the calibration split (never trained on)")
+        budget: float = Field(1.0, allow_inf_nan=False, description="top-1 loss (pt) allowed vs the final head")
+        criterion: Literal["confidence", "entropy"] = Field("confidence", description="exit criterion")
+        runtime: str = Field("onnxruntime", description="runtime whose measured graph latencies drive calibration")
+        format: Literal["onnx", "openvino"] = Field("onnx", description="format of the exported graphs")
+        heldout_limit: int | None = Field(None, ge=1, description="calibrate on the first N held-out images")
+        latency_duration_s: float = Field(1.0, gt=0, description="timed seconds per graph during calibration")
+        parity_samples: int = Field(64, ge=1, description="real images for the parity checks")
+        exporter: Literal["auto", "dynamo", "torchscript"] = Field("auto", description="torch ONNX exporter")
+        if_form: bool = Field(False, description="also write export/cascade_if.onnx: the cascade as one ONNX graph "
+                                                 "with If nodes (batch 1; format onnx)")
 
-            if self.criterion not in ("confidence", "entropy"):
-                raise ConfigError(f"{path}.criterion: must be confidence or entropy, got {self.criterion!r}")
-            if self.format not in ("onnx", "openvino"):
-                raise ConfigError(f"{path}.format: must be onnx or openvino, got {self.format!r}")
+        @model_validator(mode="after")
+        def _check_if_form(self):
             if self.if_form and self.format != "onnx":
-                raise ConfigError(f"{path}.if_form: the If form is one ONNX graph; set format: onnx")
-            if self.holdout <= 0:
-                raise ConfigError(f"{path}.holdout: must be a positive number of images, got {self.holdout}")
-            if self.latency_duration_s <= 0:
-                raise ConfigError(f"{path}.latency_duration_s: must be positive, got {self.latency_duration_s}")
+                raise ValueError("if_form: the If form is one ONNX graph; set format: onnx")
+            return self
+
+        def train_config(self) -> TrainConfig:
+            """The training part, with ``steps`` as the cap of a stage whose own ``stageN_steps`` is unset."""
+            values = {name: getattr(self, name) for name in TrainConfig.model_fields}
+            for key in ("stage1_steps", "stage2_steps"):
+                if values[key] is None:
+                    values[key] = self.steps
+            return TrainConfig(**values)
 
     def run(self, ctx: StageContext, config: Config) -> StageResult:
         from ..artifact import Artifact
-        from ..methods.early_exit.config import TrainConfig
         from ..methods.early_exit.run import calibrate_run, export_run, train_run
 
         src = ctx.latest("torch") or ctx.source_artifact()
         d = ctx.recipe.data
-        tc = TrainConfig(stage1_epochs=config.stage1_epochs, stage2_epochs=config.stage2_epochs,
-                         stage1_steps=config.steps, stage2_steps=config.steps, batch_size=config.batch_size,
-                         lr_backbone=config.lr_backbone, lr_heads=config.lr_heads, seed=config.seed)
+        tc = config.train_config()
         tr = train_run(src.load_model(), ctx.out_dir, data=d.name, data_dir=d.data_dir, holdout=config.holdout,
                        limit=config.train_limit, config=tc)
         cal = calibrate_run(ctx.out_dir, budget=config.budget, runtime=config.runtime, criterion=config.criterion,

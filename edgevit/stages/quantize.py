@@ -18,7 +18,8 @@ unless the speed gate kept a faster float variant); ``quantize.json`` is in the 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+
+from pydantic import Field
 
 from ..methods.quantize.config import QuantizeConfig
 from ..stage import Stage, StageContext, StageResult, register_stage
@@ -34,21 +35,20 @@ class QuantizeStage(Stage):
     description = "INT8 PTQ (NNCF / ONNX Runtime) with ViT guardrails, accuracy-gated attempt ladder, speed gate"
     produces = "int8 onnx or openvino (or the float model the speed gate kept)"
 
-    @dataclass
     class Config(QuantizeConfig):
-        calib: str | None = field(default=None, metadata={"help": "calibration data (default: the recipe's data)"})
-        calib_split: str | None = field(default=None, metadata={"help": "default: the recipe's data.calib_split"})
-        eval_data: str | None = field(default=None, metadata={"help": "default: the recipe's data.name"})
-        eval_split: str | None = field(default=None, metadata={"help": "default: the recipe's data.eval_split"})
+        """:class:`QuantizeConfig` whose data keys default to the recipe's ``data`` section."""
+
+        calib: str | None = Field(None, description="calibration data (default: the recipe's data.name)")
+        calib_split: str | None = Field(None, description="default: the recipe's data.calib_split")
+        eval_data: str | None = Field(None, description="default: the recipe's data.name")
+        eval_split: str | None = Field(None, description="default: the recipe's data.eval_split")
 
     def run(self, ctx: StageContext, config: Config) -> StageResult:
-        import dataclasses
-
         from ..methods.quantize.config import BACKEND_INFO
         from ..methods.quantize.core import quantize
 
         d = ctx.recipe.data
-        values = {f.name: getattr(config, f.name) for f in dataclasses.fields(QuantizeConfig)}
+        values = {name: getattr(config, name) for name in QuantizeConfig.model_fields}
         values["calib"] = config.calib or d.name
         values["calib_split"] = config.calib_split or d.calib_split
         values["eval_data"] = config.eval_data or d.name

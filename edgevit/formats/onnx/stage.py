@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from pydantic import Field
 
+from ...config import ConfigModel
 from ...stage import Stage, StageResult, register_stage
 
 
@@ -15,13 +16,12 @@ class ExportOnnxStage(Stage):
     description = "torch → ONNX (dynamic batch, onnxslim), parity vs torch on real inputs"
     produces = "onnx"
 
-    @dataclass
-    class Config:
-        opset: int = 18
-        dynamic_batch: bool = True
-        simplify: bool = True
-        tolerance: float | None = field(default=None, metadata={"help": "max abs logit difference allowed"})
-        parity_samples: int = 64
+    class Config(ConfigModel):
+        opset: int = Field(18, ge=7, description="ONNX opset")
+        dynamic_batch: bool = Field(True, description="dynamic batch axis (else batch 1)")
+        simplify: bool = Field(True, description="simplify the graph with onnxslim")
+        tolerance: float | None = Field(None, ge=0, description="max abs logit difference allowed")
+        parity_samples: int = Field(64, ge=1, description="real images for the parity check")
 
     def run(self, ctx, config):
         from ...artifact import Artifact

@@ -14,8 +14,11 @@ The next stages see an ``openvino`` artefact (``model.xml`` + ``model.bin`` in t
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from typing import Literal
 
+from pydantic import Field
+
+from ...config import ConfigModel
 from ...stage import Stage, StageContext, StageResult, register_stage
 
 log = logging.getLogger(__name__)
@@ -29,23 +32,14 @@ class ExportOpenVinoStage(Stage):
     description = "torch (or the latest ONNX) → OpenVINO IR fp32/fp16, parity vs torch on real inputs"
     produces = "openvino"
 
-    @dataclass
-    class Config:
-        precision: str = field(default="fp32", metadata={"help": "fp32 or fp16 (FP16-compressed weights)"})
-        from_onnx: bool = field(default=False, metadata={"help": "convert the latest ONNX artefact of the run "
-                                                                  "if there is one (else the torch model)"})
-        dynamic_batch: bool = True
-        tolerance: float | None = field(default=None, metadata={"help": "max abs logit difference allowed "
-                                                                        "(default by precision)"})
-        parity_samples: int = 64
-
-        def validate(self, path: str) -> None:
-            from ...errors import ConfigError
-
-            if self.precision not in ("fp32", "fp16"):
-                raise ConfigError(f"{path}.precision: must be fp32 or fp16, got {self.precision!r}")
-            if self.parity_samples < 1:
-                raise ConfigError(f"{path}.parity_samples: must be ≥ 1, got {self.parity_samples}")
+    class Config(ConfigModel):
+        precision: Literal["fp32", "fp16"] = Field("fp32", description="fp32 or fp16 (FP16-compressed weights)")
+        from_onnx: bool = Field(False, description="convert the latest ONNX artefact of the run if there is one "
+                                                   "(else the torch model)")
+        dynamic_batch: bool = Field(True, description="dynamic batch axis (else batch 1)")
+        tolerance: float | None = Field(None, ge=0, description="max abs logit difference allowed (default by "
+                                                                "precision)")
+        parity_samples: int = Field(64, ge=1, description="real images for the parity check")
 
     def run(self, ctx: StageContext, config: Config) -> StageResult:
         from ...artifact import Artifact

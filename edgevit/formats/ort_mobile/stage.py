@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
 from typing import Literal
 
+from pydantic import Field
+
+from ...config import ConfigModel
 from ...stage import Stage, StageResult, latest_onnx, register_stage, relative_paths
 
 log = logging.getLogger(__name__)
@@ -19,22 +21,14 @@ class ExportOrtMobileStage(Stage):
     description = "ONNX → .ort (ONNX Runtime Mobile) + required_operators.config, parity vs ONNX and torch"
     produces = "ort"
 
-    @dataclass
-    class Config:
-        optimization: Literal["fixed", "runtime"] = field(
-            default="fixed", metadata={"help": "fixed: baked-in optimisations (CPU); runtime: replayed at load "
-                                               "(NNAPI/CoreML)"})
-        target_platform: Literal["arm", "amd64"] | None = field(
-            default=None, metadata={"help": "platform of the .ort file (arm allows INT8 QDQ kernels)"})
-        enable_type_reduction: bool = False
-        parity_samples: int = 64
-        tolerance: float | None = field(default=None, metadata={"help": "max abs logit difference allowed"})
-
-        def validate(self, path: str) -> None:
-            from ...errors import ConfigError
-
-            if self.parity_samples < 1:
-                raise ConfigError(f"{path}.parity_samples: must be ≥ 1, got {self.parity_samples}")
+    class Config(ConfigModel):
+        optimization: Literal["fixed", "runtime"] = Field(
+            "fixed", description="fixed: baked-in optimisations (CPU); runtime: replayed at load (NNAPI/CoreML)")
+        target_platform: Literal["arm", "amd64"] | None = Field(
+            None, description="platform of the .ort file (arm allows INT8 QDQ kernels)")
+        enable_type_reduction: bool = Field(False, description="keep only the kernels' types the model uses")
+        parity_samples: int = Field(64, ge=1, description="real images for the parity check")
+        tolerance: float | None = Field(None, ge=0, description="max abs logit difference allowed")
 
     def run(self, ctx, config):
         from ...artifact import Artifact

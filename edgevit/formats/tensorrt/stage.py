@@ -5,9 +5,11 @@ Importable without TensorRT (imported inside ``run``)."""
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
 from typing import Literal
 
+from pydantic import Field, model_validator
+
+from ...config import ConfigModel
 from ...stage import Stage, StageResult, latest_onnx, register_stage, relative_paths
 
 log = logging.getLogger(__name__)
@@ -22,34 +24,29 @@ class ExportTensorRTStage(Stage):
                    "profile scripts, preflight) and an engine where TensorRT exists")
     produces = "tensorrt"
 
-    @dataclass
-    class Config:
-        precision: Literal["fp32", "fp16", "int8"] = "fp16"
-        bundle: bool = field(default=True, metadata={"help": "write the device bundle (needs no TensorRT)"})
-        engine: bool | None = field(default=None, metadata={"help": "build an engine here: null = when TensorRT "
-                                                                    "is installed"})
-        calib_samples: int = field(default=300, metadata={"help": "calibration images (class-balanced subset of "
-                                                                  "the recipe's calibration split)"})
-        calib_method: Literal["entropy", "max", "percentile"] = "entropy"
-        calib_split: str | None = field(default=None, metadata={"help": "default: the recipe's data.calib_split"})
-        min_batch: int = 1
-        opt_batch: int = 1
-        max_batch: int = 8
-        trt_version: str = field(default="10.3.0", metadata={"help": "device TensorRT version for the cache header"})
-        workspace_mib: int = 1024
-        parity_samples: int = 64
+    class Config(ConfigModel):
+        precision: Literal["fp32", "fp16", "int8"] = Field("fp16", description="engine precision")
+        bundle: bool = Field(True, description="write the device bundle (needs no TensorRT)")
+        engine: bool | None = Field(None, description="build an engine here: null = when TensorRT is installed")
+        calib_samples: int = Field(300, ge=1, description="calibration images (class-balanced subset of the "
+                                                          "recipe's calibration split)")
+        calib_method: Literal["entropy", "max", "percentile"] = Field("entropy", description="INT8 calibrator")
+        calib_split: str | None = Field(None, description="default: the recipe's data.calib_split")
+        min_batch: int = Field(1, ge=1, description="smallest batch of the optimisation profile")
+        opt_batch: int = Field(1, ge=1, description="batch the engine is tuned for")
+        max_batch: int = Field(8, ge=1, description="largest batch of the optimisation profile")
+        trt_version: str = Field("10.3.0", description="device TensorRT version for the cache header")
+        workspace_mib: int = Field(1024, ge=1, description="builder workspace, MiB")
+        parity_samples: int = Field(64, ge=1, description="real images for the parity check")
 
-        def validate(self, path: str) -> None:
-            from ...errors import ConfigError
-
-            for key in ("calib_samples", "min_batch", "opt_batch", "max_batch", "workspace_mib", "parity_samples"):
-                if getattr(self, key) < 1:
-                    raise ConfigError(f"{path}.{key}: must be ≥ 1, got {getattr(self, key)}")
+        @model_validator(mode="after")
+        def _check(self):
             if not self.min_batch <= self.opt_batch <= self.max_batch:
-                raise ConfigError(f"{path}: need min_batch ≤ opt_batch ≤ max_batch, got {self.min_batch}, "
-                                  f"{self.opt_batch}, {self.max_batch}")
+                raise ValueError(f"need min_batch ≤ opt_batch ≤ max_batch, got {self.min_batch}, {self.opt_batch}, "
+                                 f"{self.max_batch}")
             if not self.bundle and self.engine is False:
-                raise ConfigError(f"{path}: bundle: false and engine: false leaves nothing to do")
+                raise ValueError("nothing to do: bundle: false and engine: false")
+            return self
 
     def run(self, ctx, config):
         from ...artifact import Artifact

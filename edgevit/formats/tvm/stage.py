@@ -16,8 +16,11 @@ recipe's ``runtimes`` lists it — with their batch sizes set to the compiled on
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from typing import Any
 
+from pydantic import Field, model_validator
+
+from ...config import ConfigModel
 from ...stage import Stage, StageContext, StageResult, register_stage
 
 log = logging.getLogger(__name__)
@@ -31,31 +34,24 @@ class ExportTvmStage(Stage):
     description = "torch → TVM library (.so) for a CPU/GPU target, MetaSchedule-tuned (cached), parity vs torch"
     produces = "tvm"
 
-    @dataclass
-    class Config:
-        target: str | dict = field(default="llvm", metadata={
-            "help": "llvm (this CPU), cuda, or a TVM target dict such as {kind: llvm, mcpu: x86-64-v3}"})
-        mcpu: str | None = field(default=None, metadata={"help": "override the llvm target's CPU (e.g. x86-64-v3)"})
-        trials: int = field(default=256, metadata={"help": "MetaSchedule trials (0 = untuned: slow)"})
-        batch: int = field(default=1, metadata={"help": "static batch size of the library"})
-        work_dir: str | None = field(default=None, metadata={
-            "help": "tuning cache root (default $EDGEVIT_TVM_CACHE or ~/.cache/edgevit/tvm)"})
-        retune: bool = field(default=False, metadata={"help": "ignore a cached tuning database"})
-        tuning_timeout_s: float = field(default=60.0, metadata={"help": "seconds to build or run one tuning candidate"})
-        tolerance: float | None = field(default=None, metadata={"help": "max abs logit difference allowed"})
-        parity_samples: int = field(default=64, metadata={"help": "real images for the parity check"})
+    class Config(ConfigModel):
+        target: str | dict[str, Any] = Field("llvm", description="llvm (this CPU), cuda, or a TVM target dict such "
+                                                                 "as {kind: llvm, mcpu: x86-64-v3}")
+        mcpu: str | None = Field(None, description="override the llvm target's CPU (e.g. x86-64-v3)")
+        trials: int = Field(256, ge=0, description="MetaSchedule trials (0 = untuned: slow)")
+        batch: int = Field(1, ge=1, description="static batch size of the library")
+        work_dir: str | None = Field(None, description="tuning cache root (default $EDGEVIT_TVM_CACHE or "
+                                                       "~/.cache/edgevit/tvm)")
+        retune: bool = Field(False, description="ignore a cached tuning database")
+        tuning_timeout_s: float = Field(60.0, gt=0, description="seconds to build or run one tuning candidate")
+        tolerance: float | None = Field(None, ge=0, description="max abs logit difference allowed")
+        parity_samples: int = Field(64, ge=1, description="real images for the parity check")
 
-        def validate(self, path: str) -> None:
-            from ...errors import ConfigError
-
-            if self.trials < 0:
-                raise ConfigError(f"{path}.trials: must be ≥ 0 (0 = untuned), got {self.trials}")
-            if self.batch < 1:
-                raise ConfigError(f"{path}.batch: must be ≥ 1, got {self.batch}")
-            if self.parity_samples < 1:
-                raise ConfigError(f"{path}.parity_samples: must be ≥ 1, got {self.parity_samples}")
+        @model_validator(mode="after")
+        def _check(self):
             if isinstance(self.target, dict) and "kind" not in self.target:
-                raise ConfigError(f"{path}.target: a target dict needs 'kind' (e.g. {{kind: llvm, mcpu: x86-64-v3}})")
+                raise ValueError("target: a target dict needs 'kind' (e.g. {kind: llvm, mcpu: x86-64-v3})")
+            return self
 
     def run(self, ctx: StageContext, config: Config) -> StageResult:
         from ...artifact import Artifact

@@ -18,6 +18,8 @@ def _thresholds(text: str) -> list[float]:
 def add_parser(subparsers) -> argparse.ArgumentParser:
     """Add ``early-exit`` with its three sub-commands to the top-level ``edgevit`` commands."""
     from ...cli.common import positive
+    from ...cli.flags import add_config_flags
+    from .config import TrainConfig
 
     p = subparsers.add_parser("early-exit", help="LGViT early exits: train heads, calibrate thresholds, export a cascade",
                               description="LGViT early exits (methods.md §2) on timm ViT/DeiT-style models.")
@@ -33,15 +35,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     t.add_argument("--holdout", type=positive, default=5000,
                    help="last N train images held out for calibration, never trained on (default 5000)")
     t.add_argument("--limit", type=positive, default=None, help="train on the first N of the remaining images")
-    t.add_argument("--stage1-epochs", type=float, default=2.0)
-    t.add_argument("--stage2-epochs", type=float, default=5.0)
-    t.add_argument("--stage1-steps", type=int, default=None, help="cap on stage-1 optimiser steps")
-    t.add_argument("--stage2-steps", type=int, default=None, help="cap on stage-2 optimiser steps")
-    t.add_argument("--steps", type=int, default=None, help="cap both stages at N steps (quick runs)")
-    t.add_argument("--batch-size", type=positive, default=256)
-    t.add_argument("--lr-backbone", type=float, default=5e-5)
-    t.add_argument("--lr-heads", type=float, default=1e-3)
-    t.add_argument("--seed", type=int, default=0)
+    add_config_flags(t, TrainConfig)  # --stage1-epochs ... --alpha --temperature --beta-hete --beta-homo ...
+    t.add_argument("--steps", type=int, default=None, help="cap both stages at N steps (quick runs; --stage1-steps / "
+                                                           "--stage2-steps override it per stage)")
     t.add_argument("--threads", type=positive, default=None, help="torch threads")
     t.add_argument("--json", help="write the training record here too")
     t.set_defaults(func=cmd_train)
@@ -95,9 +91,13 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def cmd_train(args) -> int:
     from ...cli.common import write_json_out
+    from ...cli.flags import config_from_args
     from .config import TrainConfig
     from .run import train_run
 
+    cfg = config_from_args(TrainConfig, args, command="edgevit early-exit train",
+                           extra={key: args.steps for key in ("stage1_steps", "stage2_steps")
+                                  if getattr(args, key) is None and args.steps is not None})
     if args.threads:
         import torch
 
@@ -105,10 +105,6 @@ def cmd_train(args) -> int:
     from ...models import create
 
     model = create(args.model, checkpoint=args.checkpoint, arch=args.arch)
-    cfg = TrainConfig(stage1_epochs=args.stage1_epochs, stage2_epochs=args.stage2_epochs,
-                      stage1_steps=args.stage1_steps if args.stage1_steps is not None else args.steps,
-                      stage2_steps=args.stage2_steps if args.stage2_steps is not None else args.steps,
-                      batch_size=args.batch_size, lr_backbone=args.lr_backbone, lr_heads=args.lr_heads, seed=args.seed)
     rec = train_run(model, args.out, data=args.data, data_dir=args.data_dir, holdout=args.holdout, limit=args.limit,
                     config=cfg)
     print(f"wrote {rec['checkpoint']}: {len(rec['model']['exits'])} exits after blocks "

@@ -1,45 +1,37 @@
-"""Config of early-exit training (torch-free: the recipe stage and the CLI build it without importing torch)."""
+"""Config of early-exit training (torch-free: the recipe stage and the CLI build it without importing torch).
+
+:class:`TrainConfig` is declared once: the library argument of :func:`~edgevit.methods.early_exit.train_run`, the
+training keys of the ``early_exit`` recipe stage, the ``edgevit early-exit train`` flags and the JSON schema.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from typing import ClassVar
 
-from ...errors import ConfigError
+from pydantic import Field
+
+from ...config import ConfigModel
 
 
-@dataclass
-class TrainConfig:
-    """LGViT two-stage training. Epochs may be fractional; ``steps*`` cap a stage at that many optimiser steps."""
+class TrainConfig(ConfigModel):
+    """LGViT two-stage training. Epochs may be fractional; ``steps*`` cap a stage at that many optimiser steps.
 
-    stage1_epochs: float = field(default=2.0, metadata={"help": "stage 1 (end-to-end, alternating) epochs"})
-    stage2_epochs: float = field(default=5.0, metadata={"help": "stage 2 (self-distillation, frozen backbone) epochs"})
-    stage1_steps: int | None = field(default=None, metadata={"help": "cap on stage-1 optimiser steps"})
-    stage2_steps: int | None = field(default=None, metadata={"help": "cap on stage-2 optimiser steps"})
-    batch_size: int = 256
-    lr_backbone: float = field(default=5e-5, metadata={"help": "stage-1 learning rate of the backbone"})
-    lr_heads: float = field(default=1e-3, metadata={"help": "learning rate of the exit heads (both stages)"})
-    weight_decay: float = 0.05
-    alpha: float = field(default=0.3, metadata={"help": "stage-2 weight of the KD term"})
-    temperature: float = field(default=2.0, metadata={"help": "stage-2 KD temperature T"})
-    beta_hete: float = field(default=0.01, metadata={"help": "stage-2 weight of the heterogeneous feature loss"})
-    beta_homo: float = field(default=0.01, metadata={"help": "stage-2 weight of the homogeneous feature loss"})
-    seed: int = 0
-    log_every: int = 50
+    Bad values raise :class:`~edgevit.errors.ConfigError` naming the key (``train.alpha: must be ≤ 1, got 1.5``).
+    """
 
-    def validate(self, path: str = "train") -> None:
-        for key in ("stage1_epochs", "stage2_epochs"):
-            if getattr(self, key) < 0:
-                raise ConfigError(f"{path}.{key}: must be >= 0, got {getattr(self, key)}")
-        for key in ("stage1_steps", "stage2_steps"):
-            v = getattr(self, key)
-            if v is not None and v < 0:
-                raise ConfigError(f"{path}.{key}: must be >= 0 (or null for no cap), got {v}")
-        if self.batch_size <= 0:
-            raise ConfigError(f"{path}.batch_size: must be positive, got {self.batch_size}")
-        if not 0.0 <= self.alpha <= 1.0:
-            raise ConfigError(f"{path}.alpha: must lie in [0, 1], got {self.alpha}")
-        if self.temperature <= 0:
-            raise ConfigError(f"{path}.temperature: must be positive, got {self.temperature}")
-        for key in ("lr_backbone", "lr_heads", "weight_decay", "beta_hete", "beta_homo"):
-            if getattr(self, key) < 0:
-                raise ConfigError(f"{path}.{key}: must be >= 0, got {getattr(self, key)}")
+    config_path: ClassVar[str] = "train"
+
+    stage1_epochs: float = Field(2.0, ge=0, description="stage 1 (end-to-end, alternating) epochs")
+    stage2_epochs: float = Field(5.0, ge=0, description="stage 2 (self-distillation, frozen backbone) epochs")
+    stage1_steps: int | None = Field(None, ge=0, description="cap on stage-1 optimiser steps")
+    stage2_steps: int | None = Field(None, ge=0, description="cap on stage-2 optimiser steps")
+    batch_size: int = Field(256, ge=1, description="training batch size")
+    lr_backbone: float = Field(5e-5, ge=0, description="stage-1 learning rate of the backbone")
+    lr_heads: float = Field(1e-3, ge=0, description="learning rate of the exit heads (both stages)")
+    weight_decay: float = Field(0.05, ge=0, description="AdamW weight decay")
+    alpha: float = Field(0.3, ge=0, le=1, description="stage-2 weight of the KD term")
+    temperature: float = Field(2.0, gt=0, description="stage-2 KD temperature T")
+    beta_hete: float = Field(0.01, ge=0, description="stage-2 weight of the heterogeneous feature loss")
+    beta_homo: float = Field(0.01, ge=0, description="stage-2 weight of the homogeneous feature loss")
+    seed: int = Field(0, description="seed of the head initialisation and the sampler")
+    log_every: int = Field(50, ge=1, description="log every N optimiser steps")

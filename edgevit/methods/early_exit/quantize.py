@@ -55,7 +55,7 @@ def quantize_cascade(manifest: str | Path, out_dir: str | Path, *, backend: str 
     t0 = time.perf_counter()
     if backend not in BACKEND_FORMAT:
         raise ConfigError(f"cascade quantisation backend must be one of {', '.join(BACKEND_FORMAT)}, got {backend!r}")
-    cfg = dataclasses.replace(config or QuantizeConfig(), backend=backend)
+    cfg = (config or QuantizeConfig()).replace(backend=backend)
     cfg.validate("quantize")
     require_backend(backend)
     m = read_manifest(manifest)
@@ -91,8 +91,8 @@ def quantize_cascade(manifest: str | Path, out_dir: str | Path, *, backend: str 
     for entry, x, has_stem, has_classifier in jobs:
         # the patch-embedding guardrail finds convolutions before the first MatMul: only segment 0 has the stem (an
         # exit head's local-perception conv must not be mistaken for it)
-        gcfg = dataclasses.replace(cfg, float_head=cfg.float_head and has_classifier,
-                                   float_patch_embed=cfg.float_patch_embed and has_stem)
+        gcfg = cfg.replace(float_head=cfg.float_head and has_classifier,
+                           float_patch_embed=cfg.float_patch_embed and has_stem)
         gspec = dataclasses.replace(spec, input_name=entry["input"], output_name=entry["output"])
         info = quantize_file(backend, src_dir / entry["file"], np.ascontiguousarray(x), gcfg,
                              Settings(smooth_quant=cfg.smooth_quant != "off"), out / entry["file"], spec=gspec,
