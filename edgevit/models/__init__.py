@@ -56,18 +56,95 @@ _register_builtin()
 
 
 def input_spec_of(model) -> InputSpec:
-    """The model's input spec: the attached one, else resolved from timm's pretrained config."""
+    """The model's input spec: the attached one, else timm's pretrained config corrected by the BUILT module's
+    geometry (a ViT built with ``in_chans=1, img_size=28`` expects ``(1, 28, 28)``, whatever its pretrained config
+    says; mean/std are averaged to one value for a 1-channel model)."""
     spec = getattr(model, "edgevit_spec", None)
     if spec is not None:
         return spec
     from timm.data import resolve_data_config
 
     cfg = resolve_data_config({}, model=model)
+    c, h, w = (int(v) for v in cfg["input_size"])
+    mean, std = tuple(cfg["mean"]), tuple(cfg["std"])
+    geometry = module_geometry(model)
+    c = geometry.get("in_chans", c)
+    h, w = geometry.get("img_size", (h, w))
+    if len(mean) != c:
+        mean = (sum(mean) / len(mean),) * c
+        std = (sum(std) / len(std),) * c
     return InputSpec(
-        input_size=tuple(cfg["input_size"]), mean=tuple(cfg["mean"]), std=tuple(cfg["std"]),
+        input_size=(c, h, w), mean=mean, std=std,
         interpolation=cfg.get("interpolation", "bicubic"), crop_pct=float(cfg.get("crop_pct", 1.0)),
         num_classes=getattr(model, "num_classes", None),
     )
+
+
+def module_geometry(model) -> dict:
+    """``{"in_chans": C, "img_size": (H, W)}`` read from a built module where it says (a timm ViT's patch
+    embedding, the first convolution's input channels); keys are absent when the module does not tell."""
+    from torch import nn
+
+    out: dict = {}
+    pe = getattr(model, "patch_embed", None)
+    size = getattr(pe, "img_size", None)
+    if size is not None:
+        out["img_size"] = (int(size[0]), int(size[1])) if isinstance(size, (tuple, list)) else (int(size),) * 2
+    first = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
+    if first is not None:
+        out["in_chans"] = int(first.in_channels)
+    return out
+
+
+def init_seed(name: str) -> int:
+    """The seed of a model's random initialisation: a stable function of its name (sha256), so that every process
+    builds the same random weights for the same name (exports and their parity checks then compare like with like)."""
+    import hashlib
+
+    return int.from_bytes(hashlib.sha256(name.encode()).digest()[:4], "little")
+
+
+def timm_kwargs_from_state(arch: str, state: dict) -> dict:
+    """timm ``create_model`` keyword arguments that make ``arch`` fit a checkpoint's tensor shapes: ``num_classes``
+    (from the classifier's weight; 0 when the checkpoint has no head), ``in_chans`` (first convolution), and for ViTs
+    ``patch_size`` and ``img_size`` (patch-embedding kernel, position-embedding length). Only values that differ from
+    the architecture's defaults are returned. The default model is built on the meta device (no memory, no init)."""
+    import math
+
+    import timm
+    import torch
+
+    with torch.device("meta"):
+        ref = timm.create_model(arch, pretrained=False)
+    own = ref.state_dict()
+    kw: dict = {}
+    head = ref.get_classifier() if hasattr(ref, "get_classifier") else None
+    head_name = next((n for n, m in ref.named_modules() if m is head), None) if head is not None else None
+    if head_name:
+        key = f"{head_name}.weight"
+        if key in own:
+            if key in state:
+                if int(state[key].shape[0]) != int(own[key].shape[0]):
+                    kw["num_classes"] = int(state[key].shape[0])
+            elif not any(k.startswith(head_name + ".") for k in state):
+                kw["num_classes"] = 0
+    conv = next((k for k, v in own.items() if v.ndim == 4 and k in state), None)
+    if conv is not None and int(state[conv].shape[1]) != int(own[conv].shape[1]):
+        kw["in_chans"] = int(state[conv].shape[1])
+    pe = getattr(ref, "patch_embed", None)
+    if pe is not None and "patch_embed.proj.weight" in state and hasattr(pe, "patch_size"):
+        patch = tuple(int(v) for v in state["patch_embed.proj.weight"].shape[2:])
+        if patch != tuple(pe.patch_size):
+            kw["patch_size"] = patch[0] if patch[0] == patch[1] else patch
+        if "pos_embed" in state:
+            prefix = 0 if getattr(ref, "no_embed_class", False) else int(getattr(ref, "num_prefix_tokens", 0))
+            n = int(state["pos_embed"].shape[1]) - prefix
+            grid = math.isqrt(max(n, 0))
+            if grid * grid == n:
+                size = grid * patch[0]
+                if (size, size) != tuple(pe.img_size):
+                    kw["img_size"] = size
+    return kw
 
 
 def attach_spec(model, spec: InputSpec):
@@ -132,7 +209,7 @@ def load_state_dict_strict(model, state: dict, *, source: str) -> None:
     model.load_state_dict(state, strict=True)
 
 
-def _timm_model(name: str, *, pretrained: bool, num_classes: int | None):
+def _timm_model(name: str, *, pretrained: bool, num_classes: int | None, model_kwargs: dict | None = None):
     import timm
 
     if not timm.is_model(name):
@@ -143,7 +220,9 @@ def _timm_model(name: str, *, pretrained: bool, num_classes: int | None):
             f"unknown model '{name}': not an edgevit model ({', '.join(MODELS.names())}), not a timm model name, "
             f"and not a checkpoint file.{hint} See `edgevit list models`."
         )
-    kw = {} if num_classes is None else {"num_classes": num_classes}
+    kw = dict(model_kwargs or {})
+    if num_classes is not None:
+        kw["num_classes"] = num_classes
     try:
         return timm.create_model(name, pretrained=pretrained, **kw)
     except Exception as exc:  # network errors come in many types
@@ -156,14 +235,20 @@ def _timm_model(name: str, *, pretrained: bool, num_classes: int | None):
 
 
 def create(name_or_path: str, *, checkpoint: str | Path | None = None, pretrained: bool = False,
-           num_classes: int | None = None, arch: str | None = None):
+           num_classes: int | None = None, arch: str | None = None, model_kwargs: dict | None = None):
     """Build a model in eval mode with its input spec attached.
 
     - an edgevit model name (``fmnist-vit``): built and loaded with its packaged weights (if it has any);
-    - a timm name (``deit_tiny_patch16_224``): random init unless ``pretrained=True`` (needs a hub);
+    - a timm name (``deit_tiny_patch16_224``): random init unless ``pretrained=True`` (needs a hub). Random
+      initialisation is seeded by :func:`init_seed` of the name (recorded as ``model.edgevit_init_seed``), so every
+      process builds the same weights;
     - a checkpoint path (``.safetensors``/``.pt``/``.pth``): the architecture comes from ``arch``, or from the
-      ``arch`` metadata edgevit writes into safetensors files;
-    - ``checkpoint=`` loads those weights into the named architecture (strict; mismatches are listed).
+      ``arch`` metadata edgevit writes into safetensors files; a timm architecture's class count, input channels,
+      patch and image size are read from the checkpoint's tensor shapes (:func:`timm_kwargs_from_state`);
+    - ``checkpoint=`` loads those weights into the named architecture (strict; mismatches are listed);
+    - ``model_kwargs`` go to ``timm.create_model`` (they override what the checkpoint's shapes say).
+
+    Raises :class:`ModelLoadError` for unknown names, unreadable or mismatching checkpoints.
     """
     if name_or_path is None:
         raise ModelLoadError("no model given: pass a model name or a checkpoint path")
@@ -187,9 +272,28 @@ def create(name_or_path: str, *, checkpoint: str | Path | None = None, pretraine
         meta = meta or read_state_dict(checkpoint)[1]  # a timm head size other than its default (e.g. a student)
         num_classes = json.loads(meta.get("input_spec", "{}")).get("num_classes")
     spec = None
+    ckpt_state = None
+    if checkpoint is not None and name not in MODELS:
+        ckpt_state, _ = read_state_dict(checkpoint)
+        try:
+            inferred = timm_kwargs_from_state(name, ckpt_state)
+        except Exception as exc:  # noqa: BLE001 - not a timm name: _timm_model below says so
+            log.debug("could not read geometry of %s from %s: %s", name, checkpoint, exc)
+            inferred = {}
+        if num_classes is not None:
+            inferred.pop("num_classes", None)
+        model_kwargs = {**inferred, **(model_kwargs or {})}
+        if inferred:
+            log.info("%s: building %s with %s (read from the checkpoint's tensor shapes)", checkpoint, name,
+                     ", ".join(f"{k}={v}" for k, v in inferred.items()))
+    import torch
+
+    seed = init_seed(name)
     if name in MODELS:
         entry = MODELS.get(name)
-        model = entry.build()
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = entry.build()
         spec = entry.spec
         if checkpoint is None and entry.weights_path() is not None:
             wp = entry.weights_path()
@@ -198,14 +302,18 @@ def create(name_or_path: str, *, checkpoint: str | Path | None = None, pretraine
             state, _ = read_state_dict(wp)
             load_state_dict_strict(model, state, source=str(wp))
     else:
-        model = _timm_model(name, pretrained=pretrained, num_classes=num_classes)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = _timm_model(name, pretrained=pretrained, num_classes=num_classes, model_kwargs=model_kwargs)
     if checkpoint is not None:
-        state, meta = read_state_dict(checkpoint)
+        state, meta = (ckpt_state, read_state_dict(checkpoint)[1]) if ckpt_state is not None else \
+            read_state_dict(checkpoint)
         load_state_dict_strict(model, state, source=str(checkpoint))
         if "input_spec" in meta:
             spec = InputSpec.from_dict(json.loads(meta["input_spec"]))
     model.eval()
     model.edgevit_name = name
+    model.edgevit_init_seed = seed
     attach_spec(model, spec or input_spec_of(model))
     return model
 
