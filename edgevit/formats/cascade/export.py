@@ -62,7 +62,7 @@ def _to_openvino(onnx_path: Path, xml_path: Path, spec, source: str) -> None:
     import json
 
     from ..._optional import require
-    from ..onnx.export import quiet
+    from ..common import quiet
 
     ov = require("openvino", extra="openvino", feature="OpenVINO cascade export")
     with quiet():
