@@ -100,7 +100,7 @@ def export_cascade(model: Any, out_dir: str | Path, *, format: str = "onnx", thr
     """
     import torch
 
-    from ... import __version__
+    from ...versions import __version__
     from ..parity import check_parity, default_tolerance, parity_images
 
     t0 = time.perf_counter()

@@ -288,7 +288,7 @@ def preprocess_info(spec: InputSpec) -> dict[str, str]:
 
 
 def _stamp(model: Any, spec: InputSpec, source: str, precision: str, converted_from: str) -> None:
-    from ... import __version__
+    from ...versions import __version__
 
     model.set_rt_info(json.dumps(spec.to_dict()), [RT_ROOT, "input_spec"])
     model.set_rt_info(source, [RT_ROOT, "source"])

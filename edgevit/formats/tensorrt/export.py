@@ -286,8 +286,8 @@ def write_bundle(src: Path, out: Path, *, spec, source: str | None, precision: s
                  dynamic: bool, calibration: dict | None, preflight: dict, onnx_vs_torch: dict | None,
                  trt_version: str, workspace_mib: int) -> dict:
     """Write the device bundle's files into ``out`` (see the module docstring); returns its description."""
-    from ... import __version__
     from ...artifact import write_json
+    from ...versions import __version__
 
     onnx_dst = out / src.name
     if onnx_dst.resolve() != src.resolve():
