@@ -221,14 +221,24 @@ def test_no_module_imports_another_packages_private_names():
                      "floor):\n" + "\n".join(bad))
 
 
+def _constant(module: str, name: str):
+    """The literal value of ``name`` in ``module``: assigned there, or imported there from another edgevit module
+    (``edgevit.formats`` re-exports the registry's ``FORMATS``, say) and assigned in that one."""
+    mod = modules()[module]
+    for node in ast.parse(mod.path.read_text(encoding="utf-8")).body:
+        if isinstance(node, ast.ImportFrom) and any((a.asname or a.name) == name for a in node.names):
+            original = next(a.name for a in node.names if (a.asname or a.name) == name)
+            return _constant(_absolute(mod, node), original)
+        targets = [node.target] if isinstance(node, ast.AnnAssign) else node.targets if isinstance(node, ast.Assign) \
+            else []
+        if any(isinstance(t, ast.Name) and t.id == name for t in targets):
+            return ast.literal_eval(node.value)
+    raise AssertionError(f"{mod.path.relative_to(ROOT)} neither assigns nor imports {name}")
+
+
 def _formats() -> tuple[str, ...]:
-    tree = ast.parse((PACKAGE / "formats" / "__init__.py").read_text(encoding="utf-8"))
-    for node in tree.body:
-        target = node.target if isinstance(node, ast.AnnAssign) else (node.targets[0] if isinstance(node, ast.Assign)
-                                                                      else None)
-        if isinstance(target, ast.Name) and target.id == "FORMATS":
-            return tuple(ast.literal_eval(node.value))
-    raise AssertionError("edgevit/formats/__init__.py declares no FORMATS tuple")
+    """``edgevit.formats.FORMATS``, the registration: one name per format folder."""
+    return tuple(_constant("edgevit.formats", "FORMATS"))
 
 
 def test_every_registered_format_is_a_folder_with_a_spec():
