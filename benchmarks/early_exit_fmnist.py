@@ -133,11 +133,12 @@ def main(argv=None) -> int:
     from edgevit.data import load_dataset, preprocess
     from edgevit.formats.cascade.if_form import build_if_graph
     from edgevit.formats.cascade.runtime import CascadeRuntime, graph_inputs
-    from edgevit.formats.cascade.thresholds import active_heads, assign_exits, scores
+    from edgevit.formats.cascade.thresholds import active_heads, scores
     from edgevit.formats.onnx.export import export_onnx
     from edgevit.formats.openvino.export import export_openvino
     from edgevit.methods.early_exit import attach_exits, collect_logits, export_cascade, load_early_exit
     from edgevit.methods.early_exit.quantize import quantize_cascade
+    from edgevit.methods.early_exit.thresholds import assign_exits
     from edgevit.methods.quantize import QuantizeConfig, calibration_data
     from edgevit.methods.quantize.backends import Settings, quantize_file
     from edgevit.models import create

@@ -5,7 +5,7 @@ Importing edgevit is cheap: torch, onnxruntime and the optional backends load on
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+from .versions import __version__
 
 __all__ = ["__version__", "create_model", "distill", "early_exit", "export", "load_recipe", "profile", "quantize",
            "run_recipe"]

@@ -213,7 +213,7 @@ def test_ir_recorded_precision_is_the_default_and_an_option_wins(tmp_path, ir_fp
 
 
 def test_dynamic_ir_is_compiled_per_batch_shape_unless_told_otherwise(ir_fp32, real_batch):
-    from edgevit.runtimes import openvino_rt
+    from edgevit.formats.openvino import runtime as openvino_rt
 
     rt = _ov_runtime(ir_fp32[0])
     dyn = _ov_runtime(ir_fp32[0], shapes="dynamic")

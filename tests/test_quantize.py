@@ -402,7 +402,7 @@ def _cand(p, top1, drop, ms, offered=True):
 
 
 def test_speed_gate_keeps_the_faster_variant_at_equal_accuracy():
-    from edgevit.methods.quantize.core import choose_variant
+    from edgevit.methods.quantize.gate import choose_variant
 
     int8 = _cand("int8", 0.90, 0.4, 3.0)
     sel, why = choose_variant([int8, _cand("fp32", 0.904, 0, 4.0), _cand("bf16", 0.903, 0.1, 2.0)], budget=1.0)

@@ -238,7 +238,7 @@ def test_calibration_comes_from_the_real_data(bundle, tiny_onnx, tmp_path, fmnis
 def test_scripts_run_against_a_stand_in_trtexec(bundle, tmp_path):
     """trtexec cannot run here, so a stand-in script prints its banner, logs its arguments and writes the engine:
     this runs build.sh/profile.sh end to end (re-tagging the cache for the device's TensorRT version)."""
-    from edgevit.formats.tensorrt.export import parse_trtexec_log
+    from edgevit.formats.tensorrt.trtexec import parse_trtexec_log
 
     _, out = bundle
     work = tmp_path / "device"

@@ -243,7 +243,8 @@ def test_missing_metadata_and_cuda_library_without_gpu(untuned, copy_of):
 
 def test_tuning_database_is_saved_and_reused(tmp_path, fmnist_test_small):
     """Tune a two-task model with 1 trial, then export it again: the cached database is applied, no tuning."""
-    from edgevit.formats.tvm.export import DB_FILES, export_tvm
+    from edgevit.formats.tvm.export import export_tvm
+    from edgevit.formats.tvm.tuning import DB_FILES
 
     model, work = _linear_model(), tmp_path / "cache"
     first = export_tvm(model, tmp_path / "a", trials=1, work_dir=work, calib_images=fmnist_test_small.images[:8])

@@ -62,7 +62,7 @@ def _to_openvino(onnx_path: Path, xml_path: Path, spec, source: str) -> None:
     import json
 
     from ..._optional import require
-    from ..onnx.export import quiet
+    from ..common import quiet
 
     ov = require("openvino", extra="openvino", feature="OpenVINO cascade export")
     with quiet():
@@ -100,7 +100,7 @@ def export_cascade(model: Any, out_dir: str | Path, *, format: str = "onnx", thr
     """
     import torch
 
-    from ... import __version__
+    from ...versions import __version__
     from ..parity import check_parity, default_tolerance, parity_images
 
     t0 = time.perf_counter()

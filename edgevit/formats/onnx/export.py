@@ -23,14 +23,10 @@ model's input size for RGB models), so the check always runs on real images, nev
 
 from __future__ import annotations
 
-import contextlib
-import io
 import itertools
 import json
 import logging
-import re
 import time
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +34,9 @@ import numpy as np
 
 from ...errors import ConfigError, ExportError, ParityError
 from ...spec import SOURCE_KEY, SPEC_KEY, InputSpec
+from ..common import example_input as _example_input
+from ..common import quiet, resolve_torch_source
+from .diagnose import BATCH_FIXED, failure_message
 
 log = logging.getLogger(__name__)
 
@@ -138,28 +137,6 @@ def export_onnx(model: Any, out_path: str | Path, *, opset: int = 18, dynamic_ba
 # ------------------------------------------------------------------------------------------------ inputs
 
 
-def resolve_torch_source(model: Any, *, what: str = "ONNX"):
-    """(torch module, input spec, source name) from a module, a torch Artifact or a model name / path."""
-    from ...artifact import Artifact
-    from ...models import create, input_spec_of
-
-    if isinstance(model, (str, Path)):
-        module = create(str(model))
-        return module, input_spec_of(module), str(getattr(module, "edgevit_name", model))
-    if isinstance(model, Artifact):
-        if model.kind != "torch":
-            raise ExportError(f"{what} export needs a torch model, got an artefact of kind '{model.kind}' "
-                              f"({model.path}); start from the torch model (the recipe's load step)")
-        module = model.load_model()
-        return module, model.spec, str(model.source or getattr(module, "edgevit_name", type(module).__name__))
-    import torch
-
-    if not isinstance(model, torch.nn.Module):
-        raise ExportError(f"{what} export needs a torch.nn.Module, a torch Artifact or a model name, "
-                          f"got {type(model).__name__}")
-    return model, input_spec_of(model), str(getattr(model, "edgevit_name", type(model).__name__))
-
-
 _resolve_model = resolve_torch_source
 
 
@@ -173,31 +150,7 @@ def _resolve_out_path(out_path: str | Path, source: str) -> Path:
     return p
 
 
-def _example_input(module, spec: InputSpec, *, batch: int):
-    """A random tensor of the spec's shape on the model's device (tracing only: never used for parity)."""
-    import torch
-
-    param = next(iter(module.parameters()), None)
-    device = param.device if param is not None else torch.device("cpu")
-    dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
-    return torch.from_numpy(spec.example(batch)).to(device=device, dtype=dtype)
-
-
 # ------------------------------------------------------------------------------------------------ export
-
-
-@contextlib.contextmanager
-def _quiet():
-    """Route the exporters' stdout chatter and warnings to the debug log."""
-    buf = io.StringIO()
-    with warnings.catch_warnings(record=True) as caught, contextlib.redirect_stdout(buf), \
-            contextlib.redirect_stderr(buf):
-        warnings.simplefilter("always")
-        yield
-    for w in caught:
-        log.debug("exporter warning: %s: %s", w.category.__name__, str(w.message)[:500])
-    if buf.getvalue().strip():
-        log.debug("exporter output:\n%s", buf.getvalue().strip())
 
 
 def _export(module, example, spec: InputSpec, opset: int, dynamic_batch: bool, exporter: str):
@@ -224,13 +177,13 @@ def _export_dynamo(module, example, spec: InputSpec, opset: int, dynamic_batch: 
     import torch
 
     dynamic_shapes = ({0: torch.export.Dim("batch", min=1)},) if dynamic_batch else None
-    with _quiet():
+    with quiet():
         try:
             ep = torch.export.export(module, (example,), dynamic_shapes=dynamic_shapes, strict=False)
         except Exception as exc:  # torch.export raises many error types
-            err = ExportError(_failure_message("capturing the graph with torch.export", exc, module, example,
+            err = ExportError(failure_message("capturing the graph with torch.export", exc, module, example,
                                                exporter="dynamo", opset=opset, dynamic_batch=dynamic_batch))
-            err.batch_specialized = dynamic_batch and _BATCH_FIXED.search(str(exc)) is not None
+            err.batch_specialized = dynamic_batch and BATCH_FIXED.search(str(exc)) is not None
             raise err from exc
         try:
             program = torch.onnx.export(ep, (example,), input_names=[spec.input_name],
@@ -238,7 +191,7 @@ def _export_dynamo(module, example, spec: InputSpec, opset: int, dynamic_batch: 
                                         external_data=True, optimize=True, verbose=False)
             proto = program.model_proto
         except Exception as exc:  # ConversionError and friends
-            raise ExportError(_failure_message("translating the graph to ONNX", exc, module, example,
+            raise ExportError(failure_message("translating the graph to ONNX", exc, module, example,
                                                exporter="dynamo", opset=opset, dynamic_batch=dynamic_batch)) from exc
     if dynamic_batch:
         _name_batch_dim(proto)
@@ -264,122 +217,17 @@ def _export_torchscript(module, example, spec: InputSpec, opset: int, dynamic_ba
     import torch
 
     axes = {spec.input_name: {0: "batch"}, spec.output_name: {0: "batch"}} if dynamic_batch else None
-    with tempfile.TemporaryDirectory(prefix="edgevit-onnx-") as tmp, _quiet():
+    with tempfile.TemporaryDirectory(prefix="edgevit-onnx-") as tmp, quiet():
         f = Path(tmp) / "model.onnx"
         try:
             torch.onnx.export(module, (example,), str(f), dynamo=False, opset_version=opset,
                               input_names=[spec.input_name], output_names=[spec.output_name], dynamic_axes=axes,
                               do_constant_folding=True)
         except Exception as exc:  # UnsupportedOperatorError, tracing errors, …
-            raise ExportError(_failure_message("tracing and converting with the TorchScript exporter", exc, module,
+            raise ExportError(failure_message("tracing and converting with the TorchScript exporter", exc, module,
                                                example, exporter="torchscript", opset=opset,
                                                dynamic_batch=dynamic_batch)) from exc
         return onnx.load(str(f), load_external_data=True)
-
-
-_OP_PATTERNS = (
-    re.compile(r"OpOverload\(op='([\w.:]+)'"),  # dynamo DispatchError
-    re.compile(r"operator '([\w.:]+)'"),  # TorchScript UnsupportedOperatorError
-    re.compile(r"target=torch\.ops\.(\w+\.\w+)"),  # dynamo ConversionError
-)
-
-
-def _failing_ops(text: str) -> list[str]:
-    ops: list[str] = []
-    for pat in _OP_PATTERNS:
-        for m in pat.findall(text):
-            op = m.replace("::", ".").removesuffix(".default")
-            if op not in ops:
-                ops.append(op)
-    return ops
-
-
-def _op_core(name: str) -> str:
-    """'aten._linalg_eigh.default' / 'aten::linalg_eigh' → 'linalg_eigh'."""
-    parts = name.replace("::", ".").split(".")
-    core = parts[1] if len(parts) > 1 and parts[0] in ("aten", "prims", "prim") else parts[0]
-    return core.lstrip("_")
-
-
-def _modules_calling(module, example, ops: list[str]) -> dict[str, list[str]]:
-    """For each op, the modules (qualified name and type) that call it in one forward pass (best effort)."""
-    try:
-        import torch
-        from torch.utils._python_dispatch import TorchDispatchMode
-
-        wanted = {_op_core(o): o for o in ops}
-        stack: list[str] = []
-        found: dict[str, list[str]] = {}
-
-        class Recorder(TorchDispatchMode):
-            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-                op = wanted.get(_op_core(str(func)))
-                if op is not None and stack:
-                    where = found.setdefault(op, [])
-                    if stack[-1] not in where:
-                        where.append(stack[-1])
-                return func(*args, **(kwargs or {}))
-
-        names = {m: n for n, m in module.named_modules()}
-
-        def pre(mod, args):
-            stack.append(f"'{names[mod] or '(top level)'}' ({type(mod).__name__})")
-
-        def post(mod, args, out):
-            stack.pop()
-
-        hooks = [h for m in names for h in (m.register_forward_pre_hook(pre), m.register_forward_hook(post))]
-        try:
-            with torch.inference_mode(), Recorder():
-                module(example)
-        finally:
-            for h in hooks:
-                h.remove()
-        return found
-    except Exception:  # diagnosis must never hide the real error
-        log.debug("could not locate the failing operator's module", exc_info=True)
-        return {}
-
-
-_BATCH_FIXED = re.compile(r"Constraints violated \(batch\)|specialized it to be a constant")
-_ANSI = re.compile(r"\x1b\[[0-9;]*m")
-_DETAIL = re.compile(r"No ONNX function|not supported|Error when translating|specialized it|data-dependent|guard on")
-
-
-def _failure_message(stage: str, exc: BaseException, module, example, *, exporter: str, opset: int,
-                     dynamic_batch: bool) -> str:
-    """What failed (stage, operator, module), the underlying cause, and what to try."""
-    chain, e = [], exc
-    while e is not None and len(chain) < 6:
-        chain.append(_ANSI.sub("", f"{type(e).__name__}: {e}"))
-        e = e.__cause__ or e.__context__
-    text = "\n".join(chain)
-    ops = _failing_ops(text)
-    where = _modules_calling(module, example, ops) if ops else {}
-    name = getattr(module, "edgevit_name", type(module).__name__)
-    lines = [f"ONNX export of {name} failed while {stage} ({exporter} exporter, opset {opset})."]
-    for op in ops[:3]:
-        mods = where.get(op)
-        lines.append(f"Failing operator: {op}, called in module {', '.join(mods[:3])}." if mods
-                     else f"Failing operator: {op} (module not found by a test forward pass).")
-    summary = next((ln.strip() for ln in text.splitlines() if ln.strip()), type(exc).__name__)
-    detail = next((ln.strip(" -") for ln in text.splitlines() if _DETAIL.search(ln)), None)
-    lines.append(f"Cause: {summary[:400]}")
-    if detail and detail not in summary:
-        lines.append(f"Detail: {detail[:400]}")
-    other = "torchscript" if exporter == "dynamo" else "dynamo"
-    if dynamic_batch and _BATCH_FIXED.search(text):
-        lines.append("The model fixes its batch size, so it cannot be exported with a dynamic batch axis. Try: "
-                     "dynamic_batch=False, or compute the batch size from the input (x.shape[0]) in the model.")
-    elif ops:
-        lines.append(f"Try: a different opset (opset={18 if opset != 18 else 17}, up to 20) or exporter='{other}'; "
-                     f"else rewrite that module without the operator (or give torch.onnx a custom translation).")
-    else:
-        tries = [f"exporter='{other}'", f"a different opset (opset={18 if opset != 18 else 17}, up to 20)"]
-        if dynamic_batch:
-            tries.append("dynamic_batch=False")
-        lines.append("Try: " + "; ".join(tries) + ".")
-    return "\n".join(lines)
 
 
 # ------------------------------------------------------------------------------------- simplify, stamp, save
@@ -391,7 +239,7 @@ def _simplify(proto):
 
     t = time.perf_counter()
     try:
-        with _quiet():
+        with quiet():
             slim = onnxslim.slim(proto)
         if slim is None:
             raise RuntimeError("onnxslim returned no model")
@@ -452,11 +300,6 @@ def export_graph(module, example, spec: InputSpec, path: str | Path, *, opset: i
     _stamp_metadata(proto, spec, source, used)
     _save(proto, path)
     return {"exporter": used, "fallback_reason": fallback, "simplify_error": slim_err, "export_time_s": round(t, 3)}
-
-
-def quiet():
-    """A context manager that routes exporter/converter stdout chatter and warnings to the debug log."""
-    return _quiet()
 
 
 def _save(proto, path: Path) -> bool:
@@ -544,3 +387,8 @@ def _versions() -> dict[str, str | None]:
         except metadata.PackageNotFoundError:
             out[dist] = None
     return out
+
+
+# public names for the exporters that start from an ONNX export (TensorRT, ORT-mobile)
+onnx_parity_images = _parity_images
+onnx_versions = _versions

@@ -219,11 +219,11 @@ def _parity_images(calib_images: Any, spec: InputSpec, limit: int) -> tuple[np.n
     return parity_images(calib_images, spec, limit, what="OpenVINO")
 
 def _convert_torch(ov: Any, module: Any, spec: InputSpec, dynamic_batch: bool, name: str) -> Any:
-    from ..onnx.export import _example_input, _quiet
+    from ..common import example_input, quiet
 
-    example = _example_input(module, spec, batch=2 if dynamic_batch else 1)
+    example = example_input(module, spec, batch=2 if dynamic_batch else 1)
     shape = ov.PartialShape([-1 if dynamic_batch else 1, *spec.input_size])
-    with _quiet():
+    with quiet():
         try:
             return ov.convert_model(module, example_input=example, input=[shape])
         except Exception as exc:  # OpenVINO's PyTorch frontend raises OpConversionFailure, RuntimeError, …
@@ -232,9 +232,9 @@ def _convert_torch(ov: Any, module: Any, spec: InputSpec, dynamic_batch: bool, n
 
 
 def _convert_onnx(ov: Any, path: Path, dynamic_batch: bool) -> Any:
-    from ..onnx.export import _quiet
+    from ..common import quiet
 
-    with _quiet():
+    with quiet():
         try:
             model = ov.convert_model(str(path))
         except Exception as exc:  # OpenVINO's ONNX frontend raises RuntimeError / OpConversionFailure
@@ -288,7 +288,7 @@ def preprocess_info(spec: InputSpec) -> dict[str, str]:
 
 
 def _stamp(model: Any, spec: InputSpec, source: str, precision: str, converted_from: str) -> None:
-    from ... import __version__
+    from ...versions import __version__
 
     model.set_rt_info(json.dumps(spec.to_dict()), [RT_ROOT, "input_spec"])
     model.set_rt_info(source, [RT_ROOT, "source"])

@@ -107,7 +107,8 @@ def export_ort_mobile(onnx_path: Any, out_dir: str | Path, *, optimization: str 
     from ...artifact import Artifact
     from ...runtimes import METADATA_READERS, open_artifact, write_spec_sidecar
     from ...spec import SPEC_KEY
-    from ..onnx.export import _parity_images, _versions
+    from ..onnx.export import onnx_parity_images as _parity_images
+    from ..onnx.export import onnx_versions as _versions
     from ..onnx.runtime import OnnxRuntime
     from ..parity import check_parity, default_tolerance
     from ..reference import resolve_onnx, runtime_logits, torch_logits, unwrap_torch
@@ -199,9 +200,10 @@ def export_model_ort_mobile(model: Any, out_dir: str | Path, *, opset: int = 18,
     The ONNX export has its own parity check; the ``.ort`` file is then compared with both the ONNX file and the
     same torch model. Returns the ``.ort`` record with the ONNX export record under ``onnx_export``.
     """
-    from ..onnx.export import _resolve_model, export_onnx
+    from ..common import resolve_torch_source
+    from ..onnx.export import export_onnx
 
-    module, _, _ = _resolve_model(model)  # build once: a second create() of a random-init model would differ
+    module, _, _ = resolve_torch_source(model)  # build once: a second create() of a random-init model would differ
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     rec_onnx = export_onnx(module, out, opset=opset, dynamic_batch=dynamic_batch, calib_images=calib_images,

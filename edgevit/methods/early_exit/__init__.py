@@ -4,7 +4,8 @@ Importing this package imports no torch; names load from their module on first u
 
 - :func:`attach_exits`, :class:`EarlyExitViT`, :func:`save_early_exit`, :func:`load_early_exit` (``model``);
 - :func:`train_early_exit`, :func:`train_stage1_`, :func:`train_stage2_` (``train``), :class:`TrainConfig`;
-- :func:`calibrate` (``calibrate``), :func:`search_thresholds`, :func:`exit_mask` (``thresholds``);
+- :func:`calibrate` (``calibrate``), :func:`search_thresholds` (``thresholds``), :func:`exit_mask` (the cascade's
+  criteria, :mod:`edgevit.formats.cascade.thresholds`);
 - :func:`export_cascade`, :class:`CascadeRuntime`, :func:`read_manifest`, :func:`build_if_graph`: the cascade
   format (:mod:`edgevit.formats.cascade`), re-exported here;
 - :func:`quantize_cascade`, :func:`compare_cascades` (``quantize``): INT8 segments and heads;
@@ -20,7 +21,7 @@ _EXPORTS = {
     "attach_exits": "model", "EarlyExitViT": "model", "save_early_exit": "model", "load_early_exit": "model",
     "train_early_exit": "train", "train_stage1_": "train", "train_stage2_": "train", "collect_logits": "train",
     "TrainConfig": "config", "calibrate": "calibrate", "heldout_split": "calibrate",
-    "search_thresholds": "edgevit.formats.cascade.thresholds", "exit_mask": "edgevit.formats.cascade.thresholds",
+    "search_thresholds": "thresholds", "exit_mask": "edgevit.formats.cascade.thresholds",
     "check_thresholds": "edgevit.formats.cascade.thresholds", "export_cascade": "edgevit.formats.cascade.export",
     "CascadeRuntime": "edgevit.formats.cascade.runtime", "read_manifest": "edgevit.formats.cascade.runtime",
     "exit_blocks": "heads", "head_plan": "heads",

@@ -4,8 +4,8 @@
 2. The cascade's graphs exported to ONNX in a work folder and loaded in the target runtime (``onnxruntime``, or
    ``openvino``, which compiles the same ONNX files as it would the IR); the batch-1 latency of every segment and
    head measured with :mod:`edgevit.profile.latency`'s method on inputs computed from a real held-out image.
-3. :func:`edgevit.formats.cascade.thresholds.search_thresholds`: the thresholds minimising expected latency with top-1
-   at most ``budget`` percentage points below the final head's on the held-out split.
+3. :func:`edgevit.methods.early_exit.thresholds.search_thresholds`: the thresholds minimising expected latency with
+   top-1 at most ``budget`` percentage points below the final head's on the held-out split.
 
 The default held-out split is the last ``holdout`` (5000) images of Fashion-MNIST's train split — the part that
 ``edgevit early-exit train`` leaves out of training by default.
@@ -48,7 +48,8 @@ def calibrate(model: Any, heldout: Any, *, budget: float, runtime: str = "onnxru
     is unreachable or the criterion unknown."""
     from ...formats.cascade.export import export_cascade
     from ...formats.cascade.runtime import CascadeRuntime, measure_graph_latencies
-    from ...formats.cascade.thresholds import never_fires, search_thresholds
+    from ...formats.cascade.thresholds import never_fires
+    from .thresholds import search_thresholds
     from .train import collect_logits
 
     t0 = time.perf_counter()

@@ -151,8 +151,8 @@ def _openvino(fp_path: Path, calib: np.ndarray, config: QuantizeConfig, settings
 
 
 def _stamp_ov(model, spec, source, settings: Settings) -> None:
-    from ... import __version__
     from ...formats.openvino.export import RT_ROOT, preprocess_info
+    from ...versions import __version__
 
     model.set_rt_info(json.dumps(spec.to_dict()), [RT_ROOT, "input_spec"])
     model.set_rt_info(str(source or ""), [RT_ROOT, "source"])

@@ -1,0 +1,290 @@
+"""MetaSchedule tuning for the TVM export: lower to fused TIR, tune or reuse a cached database, apply it.
+
+The tuning database is cached under a key (:func:`tuning_key`) that hashes the tuning tasks (the fused TIR
+functions: operators and shapes, not weight values), the target and the TVM version, in ``work_dir`` (default
+:func:`default_cache_dir`); see :mod:`edgevit.formats.tvm.export` for budgets and the reuse rules
+(``"status"``: ``untuned`` | ``tuned`` | ``extended`` | ``reused``). :func:`lower_and_tune` is the entry point;
+:func:`copy_database` copies the applied database next to the library.
+
+MetaSchedule's stock builder imports every tensor intrinsic (CUDA, ROCm, Hexagon) in each build worker, beyond its
+30 s build timeout on a small busy CPU, so tuning uses its own builder (:func:`_ms_build`) and loads only the CPU
+intrinsics.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from ...errors import ExportError, MissingBackendError
+from ..common import first_lines
+
+log = logging.getLogger(__name__)
+
+CACHE_FORMAT = 1
+DB_FILES = ("database_workload.json", "database_tuning_record.json")
+UNTUNED_WARNING = (
+    "UNTUNED: no MetaSchedule schedules were applied, so matmuls run TVM's default loop nests and the library is "
+    "slow (DeiT-Tiny ~1.5 s per image on a 2-core x86 vs ~21 ms in torch eager). Export again with trials ≥ 1000 "
+    "(--trials) for a usable CPU library; the tuning database is cached and reused."
+)
+
+
+def default_cache_dir() -> Path:
+    """Where tuning databases are cached: ``$EDGEVIT_TVM_CACHE``, else ``$XDG_CACHE_HOME/edgevit/tvm``."""
+    env = os.environ.get("EDGEVIT_TVM_CACHE")
+    if env:
+        return Path(env).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache").expanduser() / "edgevit" / "tvm"
+
+
+def tuning_key(tasks, target_dict: dict) -> str:
+    """Hash of the tuning tasks (TIR workloads: operators and shapes, not weights), the target and TVM's version."""
+    import tvm
+    import tvm_ffi
+
+    workloads = sorted(str(tvm_ffi.structural_hash(t.dispatched[0])) for t in tasks)
+    blob = json.dumps({"workloads": workloads, "target": target_dict, "tvm": tvm.__version__,
+                       "format": CACHE_FORMAT}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:20]
+
+
+@contextlib.contextmanager
+def _locked(directory: Path):
+    """An exclusive lock on ``directory`` (two exports tuning the same tasks wait for each other)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no locking
+        yield
+        return
+    with open(directory / ".lock", "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _has_database(d: Path) -> bool:
+    return all((d / f).exists() and (d / f).stat().st_size > 0 for f in DB_FILES)
+
+
+def _cache_dir(root: Path, key: str) -> Path:
+    """``root/<key>``, or ``root`` itself when it holds this key's database (e.g. the copy next to a library)."""
+    own = root / "cache.json"
+    if own.exists() and _has_database(root):
+        try:
+            if json.loads(own.read_text()).get("key") == key:
+                return root
+        except (OSError, ValueError):
+            pass
+    return root / key
+
+
+def lower_and_tune(mod, tgt, tdict: dict, *, trials: int, cache_root: Path, retune: bool,
+                    max_trials_per_task: int | None, timeout_s: float, seed: int, name: str):
+    """Lower to fused TIR, tune or reuse the cached database, apply it. Returns (IRModule, tuning info)."""
+    import tvm
+    from tvm import relax
+    from tvm.relax import transform as T
+    from tvm.s_tir import meta_schedule as ms
+
+    cpu = tgt.kind.name == "llvm"
+    t = time.perf_counter()
+    passes = [T.DecomposeOpsForInference(), T.CanonicalizeBindings(), relax.get_pipeline("zero")]
+    if cpu:
+        passes.append(T.AttachAttrLayoutFreeBuffers())
+    try:
+        with tgt:
+            mod = tvm.transform.Sequential(passes)(mod)
+        tasks = ms.relax_integration.extract_tasks(mod, tgt)
+    except Exception as exc:  # TVM C++ errors
+        raise ExportError(f"TVM could not lower {name} to TIR for {tdict.get('kind')} ({type(exc).__name__}: "
+                          f"{first_lines(exc)})") from exc
+    key = tuning_key(tasks, tdict)
+    cache = _cache_dir(cache_root, key)
+    info: dict[str, Any] = {"status": "untuned", "trials_requested": trials, "tasks": len(tasks), "key": key,
+                            "cache_dir": str(cache), "lower_time_s": round(time.perf_counter() - t, 3)}
+    busy = trials > 0 or _has_database(cache)  # an untuned export with nothing cached leaves no trace
+    with _locked(cache) if busy else contextlib.nullcontext():
+        state_path = cache / "cache.json"
+        state = json.loads(state_path.read_text()) if state_path.exists() and _has_database(cache) else {}
+        if retune:
+            for f in (*DB_FILES, "cache.json"):
+                (cache / f).unlink(missing_ok=True)
+            shutil.rmtree(cache / "logs", ignore_errors=True)
+            state = {}
+        have = int(state.get("trials_total", 0))
+        todo = max(0, trials - have)
+        info["cached_trials"] = have
+        if todo:
+            per_iter = max(1, min(64, todo // max(1, len(tasks))))
+            log.info("tuning %d TVM tasks of %s with %d MetaSchedule trials (%d per round) into %s — %s", len(tasks),
+                     name, todo, per_iter, cache, "continuing the cached database" if have else "new database")
+            elapsed = _tune(mod, tgt, cache, trials=todo, per_iter=per_iter, max_per_task=max_trials_per_task,
+                            timeout_s=timeout_s, seed=seed)
+            runs = [*state.get("runs", []), {"trials": todo, "time_s": round(elapsed, 1), "per_round": per_iter,
+                                             "utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}]
+            state = {"format": CACHE_FORMAT, "key": key, "target": tdict, "model": name, "tasks": len(tasks),
+                     "trials_total": have + todo, "tuning_time_s_total": round(sum(r["time_s"] for r in runs), 1),
+                     "runs": runs}
+            from ...artifact import write_json
+
+            write_json(state_path, state)
+            info.update(status="extended" if have else "tuned", trials_run=todo, tuning_time_s=round(elapsed, 1),
+                        trials_per_round=per_iter)
+        elif _has_database(cache):  # enough trials cached (or a database without our cache.json: trials unknown)
+            info.update(status="reused", trials_run=0, tuning_time_s=0.0)
+            log.info("TVM tuning skipped: reusing the cached database for these %d tasks and target (%s trials, "
+                     "tuned in %s s) from %s", len(tasks), have or "unknown", state.get("tuning_time_s_total", "?"),
+                     cache)
+        if _has_database(cache):
+            info["trials_total"] = int(state.get("trials_total", have))
+            info["tuning_time_s_total"] = state.get("tuning_time_s_total")
+            mod, applied = _apply_database(mod, tgt, cache, tasks, cpu)
+            info.update(applied)
+            info["_db_dir"] = str(cache)
+    if info["status"] == "untuned":
+        info["warning"] = UNTUNED_WARNING if cpu else ("untuned: default GPU schedules (dlight) only; tune with "
+                                                       "trials > 0 for speed")
+        log.warning("TVM export of %s: %s", name, info["warning"])
+    return mod, info
+
+
+def _apply_database(mod, tgt, cache: Path, tasks, cpu: bool):
+    import tvm
+    from tvm.relax import transform as T
+    from tvm.s_tir import meta_schedule as ms
+
+    db = ms.database.JSONDatabase(work_dir=str(cache))
+    tuned = sum(1 for t in tasks if db.query_tuning_record(t.dispatched[0], tgt, "main") is not None)
+    post = [T.SplitLayoutRewritePreproc(), T.LiftTransformParams(), T.FoldConstant()] if cpu else []
+    try:
+        with tgt, db:
+            mod = tvm.transform.Sequential([T.MetaScheduleApplyDatabase(), *post])(mod)
+    except Exception as exc:  # TVM C++ errors
+        raise ExportError(f"applying the tuning database {cache} failed ({type(exc).__name__}: {first_lines(exc)}); "
+                          f"export again with retune=True (--retune)") from exc
+    return mod, {"tasks_tuned": tuned, "records": len(db), "database": str(cache)}
+
+
+def _check_tuning_dependencies() -> None:
+    from importlib import metadata
+
+    from ..._optional import require
+
+    require("xgboost", extra="tvm", feature="TVM MetaSchedule tuning (its XGBoost cost model)")
+    try:
+        version = metadata.version("apache-tvm-ffi")
+    except metadata.PackageNotFoundError:
+        return
+    nums = tuple(int(x) for x in re.findall(r"\d+", version)[:3])
+    if nums >= (0, 1, 15):
+        raise MissingBackendError(
+            f"apache-tvm-ffi {version} is installed; MetaSchedule tuning segfaults with apache-tvm-ffi 0.1.15.x "
+            f"(in tvm::ffi::ToJSONGraph). Install the working version with: pip install 'apache-tvm-ffi<0.1.15' "
+            f"(0.1.14.post1), or export with trials=0 (untuned)."
+        )
+
+
+def _load_cpu_tensor_intrinsics() -> None:
+    """Import ``tvm.s_tir.tensor_intrin`` without its CUDA/ROCm/Hexagon modules (20–40 s of TVMScript parsing).
+
+    MetaSchedule's TuneContext imports the package for its schedule rules; a CPU target needs only the x86/ARM
+    intrinsics. The skipped modules are left importable, so ``import tvm.s_tir.tensor_intrin.cuda`` later (a GPU
+    tuning in the same process) registers them for real.
+    """
+    import importlib
+    import sys
+    import types
+
+    pkg = "tvm.s_tir.tensor_intrin"
+    if pkg in sys.modules:
+        return
+    skipped = {f"{pkg}.{m}": types.ModuleType(f"{pkg}.{m}") for m in ("cuda", "rocm", "hexagon")}
+    for full, placeholder in skipped.items():
+        sys.modules.setdefault(full, placeholder)
+    try:
+        importlib.import_module(pkg)
+    finally:
+        parent = sys.modules.get(pkg)
+        for full, placeholder in skipped.items():
+            if sys.modules.get(full) is placeholder:
+                del sys.modules[full]
+            short = full.rsplit(".", 1)[1]
+            if parent is not None and getattr(parent, short, None) is placeholder:
+                delattr(parent, short)
+
+
+def _ms_build(mod, target, _params):
+    """MetaSchedule build function (runs in its builder workers): the stock one without its intrinsics import."""
+    import tvm
+    from tvm.s_tir.transform import RemoveWeightLayoutRewriteBlock
+
+    mod = RemoveWeightLayoutRewriteBlock(skip_tensor_rewrite=True)(mod)
+    return tvm.tirx.build(mod, target)
+
+
+@contextlib.contextmanager
+def _meta_schedule_console():
+    """Keep MetaSchedule's per-round tables off stdout (they still go to the log files in the cache)."""
+    ms_log = logging.getLogger("tvm.s_tir.meta_schedule")
+    old = ms_log.level
+    ms_log.setLevel(logging.DEBUG if log.isEnabledFor(logging.DEBUG) else logging.WARNING)
+    try:
+        yield
+    finally:
+        ms_log.setLevel(old)
+        for h in ms_log.handlers:
+            if isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler):
+                h.setLevel(logging.WARNING)
+
+
+def _tune(mod, tgt, cache: Path, *, trials: int, per_iter: int, max_per_task: int | None, timeout_s: float,
+          seed: int) -> float:
+    from tvm.s_tir import meta_schedule as ms
+
+    from .target import usable_cores
+
+    _check_tuning_dependencies()
+    if tgt.kind.name == "llvm":
+        _load_cpu_tensor_intrinsics()
+    else:
+        import tvm.s_tir.tensor_intrin  # noqa: F401 - GPU schedule rules need the CUDA intrinsics
+    t = time.perf_counter()
+    try:
+        with _meta_schedule_console():
+            builder = ms.builder.LocalBuilder(f_build=_ms_build, timeout_sec=timeout_s, max_workers=usable_cores())
+            runner = ms.runner.LocalRunner(timeout_sec=timeout_s)
+            ms.relax_integration.tune_relax(mod, {}, tgt, str(cache), max_trials_global=trials,
+                                            max_trials_per_task=max_per_task, num_trials_per_iter=per_iter,
+                                            builder=builder, runner=runner, seed=seed)
+    except Exception as exc:  # TVM raises from C++ and from its worker pools
+        raise ExportError(f"MetaSchedule tuning failed ({type(exc).__name__}: {first_lines(exc)}). Logs: "
+                          f"{cache / 'logs'}. Export with trials=0 to skip tuning, or raise tuning_timeout_s when "
+                          f"the machine is busy.") from exc
+    return time.perf_counter() - t
+
+
+def copy_database(tuning: dict, library: Path) -> str | None:
+    """Copy the applied database next to the library (``<stem>_tuning/``); its path, or None."""
+    src = tuning.get("_db_dir")
+    if not src:
+        return None
+    dst = library.with_name(f"{library.stem}_tuning")
+    if dst.exists() and dst.resolve() == Path(src).resolve():
+        return str(dst)
+    dst.mkdir(parents=True, exist_ok=True)
+    for f in (*DB_FILES, "cache.json"):
+        if (Path(src) / f).exists():
+            shutil.copy2(Path(src) / f, dst / f)
+    return str(dst)
