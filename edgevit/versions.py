@@ -1,4 +1,8 @@
-"""Library versions for stamping records (read from package metadata; nothing heavy is imported)."""
+"""Library versions for stamping records (read from package metadata; nothing heavy is imported).
+
+The one version stamp of the package: export records, quantisation records, stage records and benchmark files
+all carry :func:`library_versions`.
+"""
 
 from __future__ import annotations
 
@@ -6,12 +10,18 @@ import platform
 from functools import lru_cache
 from importlib import metadata
 
-PACKAGES = ("edgevit", "torch", "torchvision", "timm", "onnx", "onnxruntime", "onnxslim", "openvino", "nncf",
+PACKAGES = ("edgevit", "torch", "torchvision", "timm", "onnx", "onnxruntime", "onnxslim", "onnxscript", "openvino", "nncf",
             "apache-tvm", "tensorrt", "numpy")
 
 
+def library_versions() -> dict[str, str]:
+    """``{"python": "3.x.y", <distribution>: <version>, ...}`` for edgevit and the libraries it drives; a
+    distribution that is not installed is left out. Computed once per process (a copy is returned)."""
+    return dict(_versions())
+
+
 @lru_cache(maxsize=1)
-def library_versions() -> dict:
+def _versions() -> dict[str, str]:
     out = {"python": platform.python_version()}
     for p in PACKAGES:
         try:

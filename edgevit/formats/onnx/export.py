@@ -36,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from ...artifact import DEFAULT_TASK, TASK_KEY
 from ...errors import ConfigError, ExportError, ParityError
 from ...spec import SOURCE_KEY, SPEC_KEY, InputSpec
 
@@ -413,7 +414,8 @@ def _check_io_names(proto, spec: InputSpec, path: Path) -> None:
 
 def _stamp_metadata(proto, spec: InputSpec, source: str, exporter: str) -> None:
     props = {p.key: p.value for p in proto.metadata_props}
-    props.update({SPEC_KEY: json.dumps(spec.to_dict()), SOURCE_KEY: source, "edgevit.exporter": exporter})
+    props.update({SPEC_KEY: json.dumps(spec.to_dict()), SOURCE_KEY: source, "edgevit.exporter": exporter,
+                  TASK_KEY: DEFAULT_TASK})
     del proto.metadata_props[:]
     for k, v in props.items():
         entry = proto.metadata_props.add()
