@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, Self
 
 import numpy as np
 
@@ -78,7 +78,7 @@ class Runtime(ABC):
         """Release backend resources (sessions, compiled models, device memory). Subclasses that hold any override
         this; calling it twice is harmless. The runtime must not be used afterwards."""
 
-    def __enter__(self) -> Runtime:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
