@@ -98,10 +98,10 @@ class ExportResult:
         """The JSON record: ``fields`` with the parity summary keys, ``parity``, ``versions`` and the time filled in
         from the typed attributes (keys that ``fields`` already holds keep their place)."""
         out = dict(self.fields)
-        if "parity" in out or self.parity is not None:
-            out["parity"] = self.parity.to_dict() if self.parity is not None else out.get("parity")
-            if self.parity is not None:
-                out.update(self.parity.summary())
+        if self.parity is not None:
+            if "parity" in out:
+                out["parity"] = self.parity.to_dict()
+            out.update(self.parity.summary())
         out["versions"] = self.versions
         out[self.time_key] = round(self.seconds, 3)
         return out
@@ -121,11 +121,20 @@ class ExportResult:
 @dataclass
 class StageOutput:
     """What a stage's ``run`` returns: the artefact after it (the same one for measuring stages), its metrics
-    (JSON-able; they become ``record.json``'s ``metrics``) and extra top-level record fields."""
+    (JSON-able; they become ``record.json``'s ``metrics``), extra top-level record fields, and ``parity``: the
+    new artefact checked against its parent (written as the record's top-level ``parity``; the run report lists
+    every stage record that has one as an export)."""
 
     artifact: Artifact
     metrics: dict[str, Any] = field(default_factory=dict)
     record: dict[str, Any] = field(default_factory=dict)
+    parity: ParityRecord | None = None
+
+    @classmethod
+    def from_export(cls, result: ExportResult, **extra_metrics: Any) -> StageOutput:
+        """The output of an export stage: the exporter's artefact, its record as metrics (plus ``extra_metrics``)
+        and its parity."""
+        return cls(result.artifact, {**result.to_dict(), **extra_metrics}, parity=result.parity)
 
     @property
     def extra(self) -> dict[str, Any]:

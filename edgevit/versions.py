@@ -11,7 +11,7 @@ from functools import lru_cache
 from importlib import metadata
 
 PACKAGES = ("edgevit", "torch", "torchvision", "timm", "onnx", "onnxruntime", "onnxslim", "onnxscript", "openvino", "nncf",
-            "apache-tvm", "tensorrt", "numpy")
+            "apache-tvm", "apache-tvm-ffi", "xgboost", "tensorrt", "numpy")
 
 
 def library_versions() -> dict[str, str]:

@@ -211,7 +211,7 @@ def compare_runtime(reference_runtime_or_fn: Any, candidate_runtime: Any, batche
     return check_parity(ref, cand, tolerance=tol, what=what, min_top1=top, extra=extra)
 
 
-def parity_images(images: Any, spec, *, what: str) -> tuple[np.ndarray, str]:
+def parity_inputs(images: Any, spec, *, what: str) -> tuple[np.ndarray, str]:
     """Preprocessed float32 NCHW parity inputs ``[N, C, H, W]`` and a phrase saying where they came from.
 
     ``images``: the caller's real images — raw uint8 (``[N, H, W]`` or ``[N, H, W, C]``, preprocessed to ``spec``
