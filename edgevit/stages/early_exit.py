@@ -91,7 +91,7 @@ class EarlyExitStage(Stage):
                             exporter=config.exporter)
         images = ctx.dataset(limit=config.parity_samples).images
         exp = export_run(ctx.out_dir, ctx.out_dir / "export", format=config.format, criterion=config.criterion,
-                         parity_samples=config.parity_samples, calib_images=images, exporter=config.exporter,
+                         parity_samples=config.parity_samples, parity_images=images, exporter=config.exporter,
                          if_form=config.if_form)
         art = Artifact(kind="cascade", spec=src.spec, path=ctx.out_dir / "export" / "manifest.json",
                        source=src.source, meta={"backend": config.format, "exits": len(cal["thresholds"])})
