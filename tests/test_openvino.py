@@ -119,7 +119,7 @@ def test_static_batch_ir_from_onnx(tmp_path, tiny_onnx, real_batch):
     from edgevit.formats.openvino.export import export_openvino
 
     rec = export_openvino(None, tmp_path / "static.xml", from_onnx=tiny_onnx[0], dynamic_batch=False,
-                          calib_images=real_batch[:3])
+                          parity_images=real_batch[:3])
     assert rec["dynamic_batch"] is False and rec["static_batch"] == 1 and rec["n"] == 3
     rt = _ov_runtime(tmp_path / "static.xml")
     assert rt.static_batch == 1 and rt.run(real_batch[:1]).shape == (1, 10)
@@ -132,7 +132,7 @@ def test_parity_failure_keeps_ir_and_record(tmp_path, tiny_onnx, real_batch):
 
     out = tmp_path / "strict.xml"
     with pytest.raises(ParityError) as info:
-        export_openvino(None, out, from_onnx=tiny_onnx[0], calib_images=real_batch[:4], tolerance=1e-12)
+        export_openvino(None, out, from_onnx=tiny_onnx[0], parity_images=real_batch[:4], tolerance=1e-12)
     assert "above the tolerance 1e-12" in str(info.value) and str(out) in str(info.value)
     assert out.exists() and info.value.record["n"] == 4 and info.value.record["parity"]["passed"] is False
 
@@ -291,7 +291,7 @@ def test_eval_through_openvino_equals_onnxruntime(ir_fp32, tiny_onnx, fmnist_tes
         res = evaluate(rt, fmnist_test_small, batch_size=32)
         ref = evaluate(ort, fmnist_test_small, batch_size=32)
         assert res["n"] == ref["n"] == 64 and res["correct1"] == ref["correct1"] and res["correct5"] == ref["correct5"]
-        rec = compare_runtime(ort, rt, fmnist_test_small.batches(ir.spec, 32))
+        rec = compare_runtime(ort, rt, fmnist_test_small.batches(ir.spec, 32)).to_dict()
         assert rec["n"] == 64 and rec["max_abs_diff"] < 1e-4 and rec["top1_agreement"] == 1.0
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
-from ..stage import Stage, StageContext, StageResult, register_stage
+from ..stage import Stage, StageContext, StageOutput, register_stage
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +32,7 @@ class LoadStage(Stage):
 
     name = "load"
     description = "build the recipe's model (edgevit/timm name or checkpoint) and save it as safetensors"
-    produces = "torch"
+    produces = ("torch",)
 
     @dataclass
     class Config:
@@ -48,7 +48,7 @@ class LoadStage(Stage):
         path = save_checkpoint(model, ctx.out_dir / "model.safetensors")
         spec = model.edgevit_spec
         art = Artifact(kind="torch", spec=spec, path=path, model=model, source=model.edgevit_name)
-        return StageResult(art, {"params": count_params(model), "arch": model.edgevit_name,
+        return StageOutput(art, {"params": count_params(model), "arch": model.edgevit_name,
                                  "input_size": list(spec.input_size)})
 
 
@@ -80,7 +80,7 @@ class EvalStage(Stage):
         metrics["artifact"] = art.kind
         log.info("eval %s via %s: top-1 %.4f top-5 %.4f (n=%d)", art.kind, rt_name, metrics["top1"],
                  metrics["top5"], metrics["n"])
-        return StageResult(art, metrics)
+        return StageOutput(art, metrics)
 
 
 @register_stage
@@ -122,7 +122,7 @@ class ProfileStage(Stage):
                 row["artifact"] = a.kind
                 results.append(row)
         predictions = _predictions(ctx, results) if ctx.recipe.targets else []
-        return StageResult(art, {"latency": results, "predictions": predictions})
+        return StageOutput(art, {"latency": results, "predictions": predictions})
 
 
 LOCAL_PROFILE = "epyc-zen4-2core"  # the build machine's profile: its prediction is checked against measurement
@@ -170,4 +170,4 @@ class ReportStage(Stage):
         from ..report import write_report
 
         paths = write_report(ctx.run_dir, ctx.recipe, ctx.records, title=config.title, stage_dir=ctx.out_dir)
-        return StageResult(ctx.artifact, {"files": {k: str(v) for k, v in paths.items()}})
+        return StageOutput(ctx.artifact, {"files": {k: str(v) for k, v in paths.items()}})

@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
-from ..stage import Stage, StageContext, StageResult, register_stage
+from ..stage import Stage, StageContext, StageOutput, register_stage
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +32,8 @@ class DistillStage(Stage):
 
     name = "distill"
     description = "write/reuse a sparse top-K teacher cache, then train the model from it (TinyViT)"
-    produces = "torch"
+    consumes = ("torch",)
+    produces = ("torch",)
 
     @dataclass
     class Config:
@@ -69,7 +70,7 @@ class DistillStage(Stage):
             if self.limit is not None and self.limit < 1:
                 raise ConfigError(f"{path}.limit: must be a positive number of samples, got {self.limit}")
 
-    def run(self, ctx: StageContext, config: Config) -> StageResult:
+    def run(self, ctx: StageContext, config: Config) -> StageOutput:
         from pathlib import Path
 
         from ..artifact import Artifact
@@ -111,4 +112,4 @@ class DistillStage(Stage):
                         "teacher_calls_during_training": rec["teacher_calls"], "epochs": config.epochs,
                         "train_seconds": round(sum(h["epoch_s"] for h in rec["history"]), 3),
                         "params": count_params(student), "history": rec["history"]})
-        return StageResult(art, metrics)
+        return StageOutput(art, metrics)

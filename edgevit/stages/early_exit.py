@@ -25,7 +25,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
-from ..stage import Stage, StageContext, StageResult, register_stage
+from ..stage import Stage, StageContext, StageOutput, register_stage
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +36,8 @@ class EarlyExitStage(Stage):
 
     name = "early_exit"
     description = "LGViT early exits: train heads (2 stages), calibrate thresholds on held-out data, export a cascade"
-    produces = "cascade"
+    consumes = ("torch",)
+    produces = ("cascade",)
 
     @dataclass
     class Config:
@@ -74,7 +75,7 @@ class EarlyExitStage(Stage):
             if self.latency_duration_s <= 0:
                 raise ConfigError(f"{path}.latency_duration_s: must be positive, got {self.latency_duration_s}")
 
-    def run(self, ctx: StageContext, config: Config) -> StageResult:
+    def run(self, ctx: StageContext, config: Config) -> StageOutput:
         from ..artifact import Artifact
         from ..methods.early_exit.config import TrainConfig
         from ..methods.early_exit.run import calibrate_run, export_run, train_run
@@ -104,4 +105,6 @@ class EarlyExitStage(Stage):
         if exp.get("if_form"):
             metrics["if_form"] = exp["if_form"]["path"]
             metrics["if_form_max_abs_diff"] = exp["if_form"]["parity_vs_cascade"]["max_abs_diff"]
-        return StageResult(art, metrics)
+        from ..results import ParityRecord
+
+        return StageOutput(art, metrics, parity=ParityRecord.from_dict(exp["cascade_parity"]))
