@@ -65,7 +65,10 @@ class StageContext:
             if a.kind in stage.consumes:
                 return a
         wanted = " or ".join(stage.consumes)
-        makers = [n for n in STAGES.names() if any(k in STAGES.get(n).produces for k in stage.consumes)]
+        # the stages whose one product is a consumed kind (export_onnx for onnx), else any that may produce one
+        makers = [n for n in STAGES.names() if len(STAGES.get(n).produces) == 1
+                  and STAGES.get(n).produces[0] in stage.consumes] \
+            or [n for n in STAGES.names() if any(k in STAGES.get(n).produces for k in stage.consumes)]
         add = " or ".join(f"`- stage: {n}`" for n in makers) or "a stage producing it"
         raise ConfigError(f"stage '{stage.name}' converts the run's {wanted} artefact, but no earlier stage produced "
                           f"one: add {add} before `- stage: {stage.name}` in the recipe's stages")

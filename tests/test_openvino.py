@@ -23,7 +23,8 @@ def ir_fp32(tmp_path_factory, tiny_model, fmnist_test_small):
     """fmnist-vit-tiny → FP32 IR from torch (dynamic batch), parity on 16 real images: ``(xml path, record)``."""
     from edgevit.formats.openvino.export import export_openvino
 
-    rec = export_openvino(tiny_model, tmp_path_factory.mktemp("ov32"), precision="fp32", parity_samples=PARITY_N)
+    rec = export_openvino(tiny_model, tmp_path_factory.mktemp("ov32"), precision="fp32",
+                          parity_images=fmnist_test_small.subset(range(PARITY_N)))
     return Path(rec["path"]), rec
 
 
@@ -32,7 +33,7 @@ def ir_fp16(tmp_path_factory, tiny_model, fmnist_test_small):
     from edgevit.formats.openvino.export import export_openvino
 
     rec = export_openvino(tiny_model, tmp_path_factory.mktemp("ov16") / "tiny16.xml", precision="fp16",
-                          parity_samples=PARITY_N)
+                          parity_images=fmnist_test_small.subset(range(PARITY_N)))
     return Path(rec["path"]), rec
 
 
@@ -100,17 +101,18 @@ def test_ir_carries_input_spec_and_opens_as_artifact(ir_fp32, ir_fp16, tiny_mode
 
 
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])
-def test_export_from_onnx(tmp_path, tiny_onnx, tiny_model, precision):
+def test_export_from_onnx(tmp_path, tiny_onnx, tiny_model, precision, fmnist_test_small):
     from edgevit.formats.openvino.export import export_openvino
 
     onnx_path, _ = tiny_onnx
-    rec = export_openvino(tiny_model, tmp_path, precision=precision, from_onnx=onnx_path, parity_samples=PARITY_N)
+    rec = export_openvino(tiny_model, tmp_path, precision=precision, from_onnx=onnx_path,
+                          parity_images=fmnist_test_small.images[:PARITY_N])
     assert rec["converted_from"] == "onnx" and rec["onnx_path"] == str(onnx_path) and rec["dynamic_batch"] is True
     assert rec["parity_reference"] == "torch" and rec["top1_agreement"] == 1.0
     assert rec["max_abs_diff"] < (1e-4 if precision == "fp32" else rec["parity"]["tolerance"])
     # without a torch model: the spec comes from the ONNX metadata, onnxruntime on the file is the reference
     rec2 = export_openvino(None, tmp_path / "only_onnx.xml", precision=precision, from_onnx=onnx_path,
-                           parity_samples=4)
+                           parity_images=fmnist_test_small.images[:4])
     assert rec2["parity_reference"].startswith("onnxruntime") and rec2["source"] == "fmnist-vit-tiny"
     assert rec2["input_spec"] == tiny_model.edgevit_spec.to_dict() and rec2["n"] == 4
 

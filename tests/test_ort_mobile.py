@@ -11,12 +11,13 @@ from edgevit.errors import ConfigError
 
 
 @pytest.fixture(scope="module")
-def ort_fixed(tiny_onnx, tiny_model, tmp_path_factory):
+def ort_fixed(tiny_onnx, tiny_model, tmp_path_factory, fmnist_test_small):
     from edgevit.formats.ort_mobile.export import export_ort_mobile
 
     onnx_path, _ = tiny_onnx
     out = tmp_path_factory.mktemp("ort")
-    return export_ort_mobile(onnx_path, out, torch_model=tiny_model), out
+    return export_ort_mobile(onnx_path, out, torch_model=tiny_model,
+                             parity_images=fmnist_test_small.subset(range(32))).to_dict(), out
 
 
 def test_conversion_writes_ort_config_and_spec(ort_fixed, tiny_onnx, tiny_model):
