@@ -84,7 +84,8 @@ class ExportResult:
     - ``fields``: the format-specific record fields (``opset``, ``precision``, ``file_size``, ...), in record order.
 
     :meth:`to_dict` is the JSON record of ``edgevit export ... --json`` and of the export stages' ``record.json``.
-    Item access (``result["path"]``) reads that record, for scripts written against the dict exporters returned.
+    Read-only item access (``result["path"]``, ``"n" in result``) reads that record, for scripts written against
+    the dicts exporters used to return; library code uses the attributes.
     """
 
     artifact: Artifact
@@ -113,6 +114,12 @@ class ExportResult:
 
     def __getitem__(self, key: str) -> Any:
         return self.to_dict()[key]
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.to_dict()
+
+    def __iter__(self):
+        return iter(self.to_dict())
 
     def get(self, key: str, default: Any = None) -> Any:
         return self.to_dict().get(key, default)

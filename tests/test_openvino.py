@@ -24,7 +24,7 @@ def ir_fp32(tmp_path_factory, tiny_model, fmnist_test_small):
     from edgevit.formats.openvino.export import export_openvino
 
     rec = export_openvino(tiny_model, tmp_path_factory.mktemp("ov32"), precision="fp32",
-                          parity_images=fmnist_test_small.subset(range(PARITY_N)))
+                          parity_images=fmnist_test_small.subset(range(PARITY_N))).to_dict()
     return Path(rec["path"]), rec
 
 
@@ -33,7 +33,7 @@ def ir_fp16(tmp_path_factory, tiny_model, fmnist_test_small):
     from edgevit.formats.openvino.export import export_openvino
 
     rec = export_openvino(tiny_model, tmp_path_factory.mktemp("ov16") / "tiny16.xml", precision="fp16",
-                          parity_images=fmnist_test_small.subset(range(PARITY_N)))
+                          parity_images=fmnist_test_small.subset(range(PARITY_N))).to_dict()
     return Path(rec["path"]), rec
 
 
