@@ -195,13 +195,13 @@ def main(argv=None) -> int:
             if f in exports:
                 continue
             exports[f] = export_cascade(ee, work / f"cascade_{f}", format=f, thresholds=1.0,
-                                        calib_images=test.images[:32], exporter=args.exporter)
+                                        parity_images=test.images[:32], exporter=args.exporter)
             if f == "onnx":
                 exports[f]["backbone"] = export_onnx(ee.backbone, work / "backbone.onnx",
-                                                     calib_images=test.images[:32])["path"]
+                                                     parity_images=test.images[:32])["path"]
             else:
                 exports[f]["backbone"] = export_openvino(ee.backbone, work / "backbone_ov",
-                                                         calib_images=test.images[:32])["path"]
+                                                         parity_images=test.images[:32])["path"]
         manifest, base = Path(exports[fmt]["path"]), Path(exports[fmt]["backbone"])
         if_manifest = Path(exports["onnx"]["path"])
         if int8:  # every segment and head INT8, and the backbone reference INT8 with the same guardrails

@@ -9,6 +9,12 @@ from typing import Any
 
 from .spec import InputSpec
 
+# what an artefact's output means: logits over classes, or an embedding vector (an image or text tower of a dual
+# encoder). Files and records written before tasks existed are classifiers.
+TASKS = ("classification", "embedding")
+DEFAULT_TASK = "classification"
+TASK_KEY = "edgevit.task"  # metadata key (ONNX metadata_props, spec side files) holding the task
+
 # kinds of artefact and the file suffixes that identify them
 KINDS = {
     "torch": (".safetensors", ".pt", ".pth"),
@@ -26,7 +32,9 @@ class Artifact:
     """A model in one form. ``model`` holds a live torch module for kind 'torch'; other kinds live at ``path``.
 
     ``source`` says how to rebuild a torch model (a model name or checkpoint path) so a torch artefact written
-    to disk as ``path`` (safetensors) can be loaded again on ``--resume``.
+    to disk as ``path`` (safetensors) can be loaded again on ``--resume``. ``task`` (one of :data:`TASKS`) says
+    what its output is; evaluation and profiling dispatch on it. Raises :class:`~edgevit.errors.ConfigError` for
+    an unknown task.
     """
 
     kind: str
@@ -35,6 +43,13 @@ class Artifact:
     model: Any = None
     source: str | None = None
     meta: dict = field(default_factory=dict)
+    task: str = DEFAULT_TASK
+
+    def __post_init__(self) -> None:
+        if self.task not in TASKS:
+            from .errors import ConfigError
+
+            raise ConfigError(f"unknown artefact task '{self.task}'. Allowed: {', '.join(TASKS)}")
 
     def to_dict(self, relative_to: Path | None = None) -> dict:
         p = self.path
@@ -44,7 +59,7 @@ class Artifact:
             except ValueError:
                 p = Path(p).resolve()
         return {"kind": self.kind, "path": str(p) if p is not None else None, "source": self.source,
-                "spec": self.spec.to_dict(), "meta": self.meta}
+                "spec": self.spec.to_dict(), "meta": self.meta, "task": self.task}
 
     @classmethod
     def from_dict(cls, d: dict, relative_to: Path | None = None) -> Artifact:
@@ -52,7 +67,7 @@ class Artifact:
         if p is not None and relative_to is not None and not Path(p).is_absolute():
             p = Path(relative_to) / p
         return cls(kind=d["kind"], spec=InputSpec.from_dict(d["spec"]), path=Path(p) if p else None,
-                   source=d.get("source"), meta=d.get("meta", {}))
+                   source=d.get("source"), meta=d.get("meta", {}), task=d.get("task") or DEFAULT_TASK)
 
     def load_model(self):
         """The live torch module of a torch artefact (rebuilt from ``source`` + ``path`` when needed)."""

@@ -49,20 +49,26 @@ def _finished(stage_dir: Path, expected_hash: str) -> dict | None:
     return rec if rec.get("status") == "done" and rec.get("hash") == expected_hash else None
 
 
-def _relocate(obj, tmp: Path, final: Path):
-    """Rewrite paths inside the temporary stage folder to where they live after the rename."""
-    olds = {str(tmp), str(tmp.resolve())}
-    if isinstance(obj, dict):
-        return {k: _relocate(v, tmp, final) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_relocate(v, tmp, final) for v in obj]
-    if isinstance(obj, Path):
-        obj = str(obj)
-    if isinstance(obj, str):
-        for old in olds:
-            if obj == old or obj.startswith(old + "/"):
-                return str(final) + obj[len(old):]
-    return obj
+def relocate(obj, tmp: Path):
+    """The one relocation step of a stage's output: every path (string or :class:`~pathlib.Path`) inside the
+    temporary stage folder ``tmp`` becomes relative to it (``"."`` for the folder itself), so the record stays
+    true after ``<id>.tmp`` is renamed to ``<id>`` and the run folder can be moved. Other values are kept."""
+    roots = sorted({str(tmp), str(tmp.resolve())}, key=len, reverse=True)
+
+    def fix(o):
+        if isinstance(o, dict):
+            return {k: fix(v) for k, v in o.items()}
+        if isinstance(o, (list, tuple)):
+            return [fix(v) for v in o]
+        if isinstance(o, Path):
+            o = str(o)
+        if isinstance(o, str):
+            for root in roots:
+                if o == root or o.startswith(root + "/"):
+                    return o[len(root):].lstrip("/") or "."
+        return o
+
+    return fix(obj)
 
 
 def run(recipe: Recipe, out_dir: str | Path, *, resume: bool = False, force: bool = False,
@@ -119,6 +125,7 @@ def run(recipe: Recipe, out_dir: str | Path, *, resume: bool = False, force: boo
         parent = ctx.records[-1]["id"] if ctx.records else None
         log.info("%s: running", sid)
         t0 = time.time()
+        ctx.consumed(stage)  # fail early, naming the stage to add, when the run lacks what this stage reads
         result = stage.run(ctx, conf)
         elapsed = time.time() - t0
         art = result.artifact
@@ -129,11 +136,12 @@ def run(recipe: Recipe, out_dir: str | Path, *, resume: bool = False, force: boo
                 pass
         from .config import to_dict
 
-        metrics = _relocate(result.metrics, tmp, final)
         rec = {"id": sid, "stage": name, "status": "done", "hash": h, "parent": parent,
-               "config": to_dict(conf), "metrics": metrics, **_relocate(result.extra, tmp, final),
+               "config": to_dict(conf), "metrics": relocate(result.metrics, tmp), **relocate(result.record, tmp),
                "artifact": None, "seconds": round(elapsed, 3), "versions": library_versions(),
                "finished_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        if result.parity is not None:
+            rec["parity"] = result.parity.to_dict()
         rec["artifact"] = art.to_dict(relative_to=final)
         write_json(tmp / "record.json", rec)
         os.replace(tmp, final)

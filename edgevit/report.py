@@ -26,17 +26,24 @@ PREDICTION_COLS = [("target", "target"), ("mode", "mode"), ("dtype", "dtype"), (
 
 
 def summarize(records: list[dict]) -> dict:
-    """Flatten stage records into the report's sections: accuracy, exports, latency, predictions."""
+    """Flatten stage records into the report's sections: accuracy, exports, latency, predictions.
+
+    A record is an export when it carries a top-level ``parity`` record (a stage that produced an artefact and
+    checked it against its parent, :attr:`edgevit.results.StageOutput.parity`); the parity figures come from it
+    and the file size from the stage's metrics."""
+    from .results import ParityRecord
+
     acc, exports, latency, predictions = [], [], [], []
     for r in records:
         m = r.get("metrics") or {}
         if r["stage"] == "eval":
             acc.append({"stage": r["id"], "artifact": m.get("artifact"), "runtime": m.get("runtime"),
                         "top1": m.get("top1"), "top5": m.get("top5"), "n": m.get("n")})
-        elif "max_abs_diff" in m:
-            exports.append({"stage": r["id"], "path": (r.get("artifact") or {}).get("path"), "n": m.get("n"),
-                            "max_abs_diff": m.get("max_abs_diff"), "cosine": m.get("cosine"),
-                            "top1_agreement": m.get("top1_agreement"), "file_size": m.get("file_size")})
+        elif isinstance(r.get("parity"), dict):
+            p = ParityRecord.from_dict(r["parity"])
+            exports.append({"stage": r["id"], "path": (r.get("artifact") or {}).get("path"), "n": p.n,
+                            "max_abs_diff": p.max_abs_diff, "cosine": p.cosine,
+                            "top1_agreement": p.top1_agreement, "file_size": m.get("file_size")})
         for row in m.get("accuracy", []) if isinstance(m.get("accuracy"), list) else []:
             acc.append({"stage": r["id"], **row})  # stages that measure several artefacts (quantize)
         for row in m.get("latency", []):

@@ -1,4 +1,4 @@
-"""The stage contract (core floor): :class:`Stage`, :class:`StageContext`, :class:`StageResult` and the
+"""The stage contract (core floor): :class:`Stage`, :class:`StageContext`, :class:`~edgevit.results.StageOutput` and the
 :data:`STAGES` registry. Built-in stages live in :mod:`edgevit.stages`; a format's stage lives in its folder under
 :mod:`edgevit.formats` and a method's in :mod:`edgevit.stages`; each registers itself with :func:`register_stage`.
 
@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from .registry import Registry
+from .results import StageOutput
 
 if TYPE_CHECKING:
     from .artifact import Artifact
@@ -20,13 +21,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class StageResult:
-    """What a stage returns: the artefact after it (the same one for measuring stages) and its metrics."""
-
-    artifact: Artifact
-    metrics: dict = field(default_factory=dict)
-    extra: dict = field(default_factory=dict)
+# what a stage returns (edgevit.results.StageOutput); the name earlier stages used
+StageResult = StageOutput
 
 
 @dataclass
@@ -57,6 +53,25 @@ class StageContext:
         """The torch artefact the run started from (the output of the implicit load step)."""
         return next(iter(self.artifacts.values()))
 
+    def consumed(self, stage: type[Stage] | Stage) -> Artifact:
+        """The newest artefact of a kind ``stage`` consumes (its ``consumes``; any kind when empty: the current
+        artefact). Raises :class:`~edgevit.errors.ConfigError` naming the stage to add when the run has none."""
+        from .errors import ConfigError
+
+        if not stage.consumes:
+            return self.artifact
+        for a in reversed(list(self.artifacts.values())):
+            if a.kind in stage.consumes:
+                return a
+        wanted = " or ".join(stage.consumes)
+        # the stages whose one product is a consumed kind (export_onnx for onnx), else any that may produce one
+        makers = [n for n in STAGES.names() if len(STAGES.get(n).produces) == 1
+                  and STAGES.get(n).produces[0] in stage.consumes] \
+            or [n for n in STAGES.names() if any(k in STAGES.get(n).produces for k in stage.consumes)]
+        add = " or ".join(f"`- stage: {n}`" for n in makers) or "a stage producing it"
+        raise ConfigError(f"stage '{stage.name}' converts the run's {wanted} artefact, but no earlier stage produced "
+                          f"one: add {add} before `- stage: {stage.name}` in the recipe's stages")
+
     def latest(self, kind: str) -> Artifact | None:
         """The newest artefact of ``kind`` produced so far."""
         for a in reversed(list(self.artifacts.values())):
@@ -67,15 +82,23 @@ class StageContext:
 
 class Stage:
     """Base of registered stages. ``Config`` is a :class:`edgevit.config.ConfigModel` (the recipe keys, their types,
-    defaults, help texts and bounds: one declaration, also the JSON schema); ``version`` goes into the resume hash."""
+    defaults, help texts and bounds: one declaration, also the JSON schema); ``version`` goes into the resume hash.
+
+    ``consumes``: the artefact kinds the stage reads (the newest of them, :meth:`StageContext.consumed`); empty
+    means the current artefact, whatever its kind (measuring stages). ``produces``: the kinds of artefact it may
+    hand on; empty means it hands its input on unchanged. Both are kinds of :func:`edgevit.formats.kinds`.
+    ``run`` returns a :class:`~edgevit.results.StageOutput`; paths inside its stage folder are made relative by
+    the pipeline (one relocation step), so stages write plain paths.
+    """
 
     name: ClassVar[str]
     Config: ClassVar[type]
     version: ClassVar[int] = 1
     description: ClassVar[str] = ""
-    produces: ClassVar[str] = "same"  # artefact kind it produces, or "same" for measuring stages
+    consumes: ClassVar[tuple[str, ...]] = ()
+    produces: ClassVar[tuple[str, ...]] = ()
 
-    def run(self, ctx: StageContext, config: Any) -> StageResult:  # pragma: no cover - abstract
+    def run(self, ctx: StageContext, config: Any) -> StageOutput:  # pragma: no cover - abstract
         raise NotImplementedError
 
 
@@ -83,37 +106,15 @@ STAGES: Registry[type[Stage]] = Registry("stage")
 
 
 def register_stage(cls: type[Stage]) -> type[Stage]:
+    """Register a stage class under its ``name`` (duplicate names raise). Raises :class:`TypeError` unless its
+    ``Config`` is a :class:`~edgevit.config.ConfigModel` and ``consumes``/``produces`` are tuples of artefact kinds."""
     from .config import ConfigModel
 
     if not (isinstance(cls.Config, type) and issubclass(cls.Config, ConfigModel)):
         raise TypeError(f"{cls.__name__}.Config must be an edgevit.config.ConfigModel (pydantic) subclass")
+    for attr in ("consumes", "produces"):
+        value = getattr(cls, attr)
+        if not isinstance(value, tuple) or not all(isinstance(k, str) and k.isidentifier() for k in value):
+            raise TypeError(f"{cls.__name__}.{attr} must be a tuple of artefact kinds, got {value!r}")
     STAGES.register(cls.name, cls)
     return cls
-
-
-def relative_paths(obj, out_dir):
-    """The record with paths inside the stage's (temporary, renamed afterwards) folder made relative to it."""
-    roots = sorted({str(out_dir.resolve()), str(out_dir)}, key=len, reverse=True)
-
-    def fix(o):
-        if isinstance(o, dict):
-            return {k: fix(v) for k, v in o.items()}
-        if isinstance(o, list):
-            return [fix(v) for v in o]
-        if isinstance(o, str):
-            for root in roots:
-                if o == root or o.startswith(root + "/"):
-                    return o[len(root):].lstrip("/") or "."
-        return o
-
-    return fix(obj)
-
-
-def latest_onnx(ctx, stage: str):
-    from .errors import ConfigError
-
-    art = ctx.latest("onnx")
-    if art is None:
-        raise ConfigError(f"stage '{stage}' converts the run's ONNX file, but no earlier stage produced one: add "
-                          f"`- stage: export_onnx` before `- stage: {stage}` in the recipe's stages")
-    return art

@@ -54,12 +54,12 @@ def rng():
 
 
 @pytest.fixture(scope="session")
-def tiny_onnx(tmp_path_factory, tiny_model):
+def tiny_onnx(tmp_path_factory, tiny_model, fmnist_test_small):
     """``fmnist-vit-tiny`` exported once to ONNX (dynamic batch, parity on real images): ``(path, record)``."""
     from edgevit.formats.onnx.export import export_onnx
 
     path = tmp_path_factory.mktemp("onnx") / "fmnist-vit-tiny.onnx"
-    record = export_onnx(tiny_model, path)
+    record = export_onnx(tiny_model, path, parity_images=fmnist_test_small.subset(range(32))).to_dict()
     return path, record
 
 

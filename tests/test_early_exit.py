@@ -48,7 +48,7 @@ def onnx_cascade(ee, spread_thresholds, tmp_path_factory, fmnist_test_small):
     from edgevit.methods.early_exit import export_cascade
 
     out = tmp_path_factory.mktemp("ee-onnx")
-    rec = export_cascade(ee, out, format="onnx", thresholds=spread_thresholds, calib_images=fmnist_test_small.images[:32])
+    rec = export_cascade(ee, out, format="onnx", thresholds=spread_thresholds, parity_images=fmnist_test_small.images[:32])
     return out / "manifest.json", rec
 
 
@@ -59,7 +59,7 @@ def ov_cascade(ee, spread_thresholds, tmp_path_factory, fmnist_test_small):
 
     out = tmp_path_factory.mktemp("ee-ov")
     rec = export_cascade(ee, out, format="openvino", thresholds=spread_thresholds, exporter="torchscript",
-                         calib_images=fmnist_test_small.images[:32])
+                         parity_images=fmnist_test_small.images[:32])
     return out / "manifest.json", rec
 
 

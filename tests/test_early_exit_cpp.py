@@ -34,7 +34,7 @@ def cascade(tmp_path_factory, tiny_model, fmnist_test_small):
         th = [float(np.median(scores(z.numpy(), "confidence"))) for z in ee.forward_all(x)["exits"]]
     out = tmp_path_factory.mktemp("ee-cpp")
     export_cascade(ee, out, format="openvino", thresholds=th, exporter="torchscript",
-                   calib_images=fmnist_test_small.images[:16])
+                   parity_images=fmnist_test_small.images[:16])
     return ee, th, out / "manifest.json"
 
 

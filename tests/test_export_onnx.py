@@ -74,7 +74,7 @@ def test_static_batch_with_caller_images_and_torchscript(tmp_path, tiny_model, r
     from edgevit.formats.onnx.export import export_onnx
 
     record = export_onnx(tiny_model, tmp_path / "static.onnx", dynamic_batch=False, simplify=False,
-                         exporter="torchscript", calib_images=real_batch)
+                         exporter="torchscript", parity_images=real_batch)
     assert record["exporter"] == "torchscript" and record["n"] == len(real_batch)
     assert record["parity_inputs"].startswith("caller's") and record["max_abs_diff"] < 1e-4
     rt = _onnx_runtime(tmp_path / "static.onnx")
@@ -90,7 +90,7 @@ def test_external_data_above_threshold(tmp_path, tiny_model, real_batch, monkeyp
 
     monkeypatch.setattr(onnx_export, "EXTERNAL_DATA_THRESHOLD", 0)
     out = tmp_path / "big.onnx"
-    record = onnx_export.export_onnx(tiny_model, out, exporter="torchscript", calib_images=real_batch[:4])
+    record = onnx_export.export_onnx(tiny_model, out, exporter="torchscript", parity_images=real_batch[:4])
     data = tmp_path / "big.onnx.data"
     assert record["external_data"] is True and data.exists() and data.stat().st_size > out.stat().st_size
     assert record["file_size"] == out.stat().st_size + data.stat().st_size
@@ -105,7 +105,7 @@ def test_export_parity_failure_keeps_file_and_record(tmp_path, tiny_model, real_
 
     out = tmp_path / "strict.onnx"
     with pytest.raises(ParityError) as info:
-        export_onnx(tiny_model, out, exporter="torchscript", simplify=False, calib_images=real_batch[:4],
+        export_onnx(tiny_model, out, exporter="torchscript", simplify=False, parity_images=real_batch[:4],
                     tolerance=1e-12)
     msg = str(info.value)
     assert "above the tolerance 1e-12" in msg and "tolerance=" in msg and str(out) in msg
@@ -114,11 +114,30 @@ def test_export_parity_failure_keeps_file_and_record(tmp_path, tiny_model, real_
     assert 0 < rec["max_abs_diff"] < 1e-4
 
 
-def test_export_into_directory_and_by_name(tmp_path):
+def test_export_into_directory_and_by_name(tmp_path, fmnist_test_small):
     from edgevit.formats import get_exporter
 
-    record = get_exporter("onnx")("fmnist-vit-tiny", tmp_path, parity_samples=4)
+    record = get_exporter("onnx")("fmnist-vit-tiny", tmp_path, parity_images=fmnist_test_small.images[:4])
     assert record["path"] == str(tmp_path / "fmnist-vit-tiny.onnx") and record["n"] == 4
+
+
+def test_parity_without_images_names_the_fix(tmp_path, tiny_model):
+    """Library exporters never pick a dataset: no images and parity on is an error naming both ways out."""
+    from edgevit.formats.onnx.export import export_onnx
+
+    with pytest.raises(ExportError, match="parity_images=.*parity=False"):
+        export_onnx(tiny_model, tmp_path / "m.onnx")
+
+
+def test_export_result_is_typed(tiny_onnx, tmp_path, tiny_model, real_batch):
+    from edgevit.formats.onnx.export import export_onnx
+    from edgevit.results import ExportResult, ParityRecord
+
+    res = export_onnx(tiny_model, tmp_path / "t.onnx", exporter="torchscript", parity_images=real_batch[:4])
+    assert isinstance(res, ExportResult) and isinstance(res.parity, ParityRecord)
+    assert res.artifact.kind == "onnx" and res.artifact.path == tmp_path / "t.onnx" and res.artifact.task == "classification"
+    assert res.parity.n == 4 and res.to_dict()["max_abs_diff"] == res.parity.max_abs_diff
+    assert set(res.to_dict()) == set(tiny_onnx[1])  # the same record keys as every export record
 
 
 def test_bad_options_are_config_errors(tmp_path, tiny_model):
@@ -131,7 +150,7 @@ def test_bad_options_are_config_errors(tmp_path, tiny_model):
     with pytest.raises(ConfigError, match="must end in .onnx"):
         export_onnx(tiny_model, tmp_path / "m.txt")
     with pytest.raises(InputSpecError, match=r"\(N, 1, 28, 28\)"):
-        export_onnx(tiny_model, tmp_path / "m.onnx", calib_images=np.zeros((2, 3, 28, 28), np.float32))
+        export_onnx(tiny_model, tmp_path / "m.onnx", parity_images=np.zeros((2, 3, 28, 28), np.float32))
 
 
 def _with_spec(module, hw=4):
@@ -193,7 +212,7 @@ def test_timm_deit_tiny_export_parity(tmp_path, fmnist_test_small):
 
     torch.manual_seed(0)
     model = create("deit_tiny_patch16_224")
-    record = export_onnx(model, tmp_path / "deit.onnx", parity_samples=8)
+    record = export_onnx(model, tmp_path / "deit.onnx", parity_images=fmnist_test_small.images[:8])
     assert record["n"] == 8 and record["exporter"] == "dynamo"
     assert record["max_abs_diff"] < 1e-3 and record["top1_agreement"] == 1.0
     assert record["input_spec"]["input_size"] == [3, 224, 224]
@@ -217,7 +236,7 @@ def test_check_parity_record():
     from edgevit.formats.parity import check_parity
 
     ref = _logits()
-    rec = check_parity(ref, ref + 1e-5, tolerance=1e-3, what="identical")
+    rec = check_parity(ref, ref + 1e-5, tolerance=1e-3, what="identical").to_dict()
     assert rec["passed"] and rec["n"] == 20 and rec["top1_agreement"] == 1.0
     assert rec["max_abs_diff"] == pytest.approx(1e-5, rel=1e-2) and rec["cosine"] == pytest.approx(1.0)
     assert set(rec) >= {"max_abs_diff", "mean_abs_diff", "cosine", "top1_agreement", "n", "tolerance"}
@@ -241,7 +260,7 @@ def test_int8_thresholds_use_top1_not_max_diff():
 
     ref = _logits(50)
     noisy = ref + np.random.default_rng(1).normal(0, 0.05, ref.shape)  # large abs diff, same decisions mostly
-    rec = check_parity(ref, noisy, what="int8 ok", **parity_thresholds("int8", ref))
+    rec = check_parity(ref, noisy, what="int8 ok", **parity_thresholds("int8", ref)).to_dict()
     assert rec["tolerance"] is None and rec["min_top1"] == 0.9 and rec["max_abs_diff"] > 1e-2
     shuffled = ref[np.random.default_rng(2).permutation(50)]
     with pytest.raises(ParityError, match=r"top-1 agreement is 0\.\d+, below the required 0\.900"):
@@ -281,7 +300,7 @@ def test_compare_runtime_with_functions_and_labels():
 
     batches = [(np.random.default_rng(i).standard_normal((3, 1, 2, 2)).astype(np.float32), np.arange(3))
                for i in range(3)]
-    rec = compare_runtime(ref, lambda x: ref(x) + 1e-6, batches)
+    rec = compare_runtime(ref, lambda x: ref(x) + 1e-6, batches).to_dict()
     assert rec["n"] == 9 and rec["passed"] and "reference_accuracy" in rec
     with pytest.raises(ParityError, match="above the tolerance"):
         compare_runtime(ref, lambda x: ref(x) + 0.5, batches, what="shifted")

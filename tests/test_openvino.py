@@ -23,7 +23,8 @@ def ir_fp32(tmp_path_factory, tiny_model, fmnist_test_small):
     """fmnist-vit-tiny → FP32 IR from torch (dynamic batch), parity on 16 real images: ``(xml path, record)``."""
     from edgevit.formats.openvino.export import export_openvino
 
-    rec = export_openvino(tiny_model, tmp_path_factory.mktemp("ov32"), precision="fp32", parity_samples=PARITY_N)
+    rec = export_openvino(tiny_model, tmp_path_factory.mktemp("ov32"), precision="fp32",
+                          parity_images=fmnist_test_small.subset(range(PARITY_N))).to_dict()
     return Path(rec["path"]), rec
 
 
@@ -32,7 +33,7 @@ def ir_fp16(tmp_path_factory, tiny_model, fmnist_test_small):
     from edgevit.formats.openvino.export import export_openvino
 
     rec = export_openvino(tiny_model, tmp_path_factory.mktemp("ov16") / "tiny16.xml", precision="fp16",
-                          parity_samples=PARITY_N)
+                          parity_images=fmnist_test_small.subset(range(PARITY_N))).to_dict()
     return Path(rec["path"]), rec
 
 
@@ -100,17 +101,18 @@ def test_ir_carries_input_spec_and_opens_as_artifact(ir_fp32, ir_fp16, tiny_mode
 
 
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])
-def test_export_from_onnx(tmp_path, tiny_onnx, tiny_model, precision):
+def test_export_from_onnx(tmp_path, tiny_onnx, tiny_model, precision, fmnist_test_small):
     from edgevit.formats.openvino.export import export_openvino
 
     onnx_path, _ = tiny_onnx
-    rec = export_openvino(tiny_model, tmp_path, precision=precision, from_onnx=onnx_path, parity_samples=PARITY_N)
+    rec = export_openvino(tiny_model, tmp_path, precision=precision, from_onnx=onnx_path,
+                          parity_images=fmnist_test_small.images[:PARITY_N])
     assert rec["converted_from"] == "onnx" and rec["onnx_path"] == str(onnx_path) and rec["dynamic_batch"] is True
     assert rec["parity_reference"] == "torch" and rec["top1_agreement"] == 1.0
     assert rec["max_abs_diff"] < (1e-4 if precision == "fp32" else rec["parity"]["tolerance"])
     # without a torch model: the spec comes from the ONNX metadata, onnxruntime on the file is the reference
     rec2 = export_openvino(None, tmp_path / "only_onnx.xml", precision=precision, from_onnx=onnx_path,
-                           parity_samples=4)
+                           parity_images=fmnist_test_small.images[:4])
     assert rec2["parity_reference"].startswith("onnxruntime") and rec2["source"] == "fmnist-vit-tiny"
     assert rec2["input_spec"] == tiny_model.edgevit_spec.to_dict() and rec2["n"] == 4
 
@@ -119,7 +121,7 @@ def test_static_batch_ir_from_onnx(tmp_path, tiny_onnx, real_batch):
     from edgevit.formats.openvino.export import export_openvino
 
     rec = export_openvino(None, tmp_path / "static.xml", from_onnx=tiny_onnx[0], dynamic_batch=False,
-                          calib_images=real_batch[:3])
+                          parity_images=real_batch[:3])
     assert rec["dynamic_batch"] is False and rec["static_batch"] == 1 and rec["n"] == 3
     rt = _ov_runtime(tmp_path / "static.xml")
     assert rt.static_batch == 1 and rt.run(real_batch[:1]).shape == (1, 10)
@@ -132,7 +134,7 @@ def test_parity_failure_keeps_ir_and_record(tmp_path, tiny_onnx, real_batch):
 
     out = tmp_path / "strict.xml"
     with pytest.raises(ParityError) as info:
-        export_openvino(None, out, from_onnx=tiny_onnx[0], calib_images=real_batch[:4], tolerance=1e-12)
+        export_openvino(None, out, from_onnx=tiny_onnx[0], parity_images=real_batch[:4], tolerance=1e-12)
     assert "above the tolerance 1e-12" in str(info.value) and str(out) in str(info.value)
     assert out.exists() and info.value.record["n"] == 4 and info.value.record["parity"]["passed"] is False
 
@@ -291,7 +293,7 @@ def test_eval_through_openvino_equals_onnxruntime(ir_fp32, tiny_onnx, fmnist_tes
         res = evaluate(rt, fmnist_test_small, batch_size=32)
         ref = evaluate(ort, fmnist_test_small, batch_size=32)
         assert res["n"] == ref["n"] == 64 and res["correct1"] == ref["correct1"] and res["correct5"] == ref["correct5"]
-        rec = compare_runtime(ort, rt, fmnist_test_small.batches(ir.spec, 32))
+        rec = compare_runtime(ort, rt, fmnist_test_small.batches(ir.spec, 32)).to_dict()
         assert rec["n"] == 64 and rec["max_abs_diff"] < 1e-4 and rec["top1_agreement"] == 1.0
 
 

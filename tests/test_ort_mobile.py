@@ -11,12 +11,13 @@ from edgevit.errors import ConfigError
 
 
 @pytest.fixture(scope="module")
-def ort_fixed(tiny_onnx, tiny_model, tmp_path_factory):
+def ort_fixed(tiny_onnx, tiny_model, tmp_path_factory, fmnist_test_small):
     from edgevit.formats.ort_mobile.export import export_ort_mobile
 
     onnx_path, _ = tiny_onnx
     out = tmp_path_factory.mktemp("ort")
-    return export_ort_mobile(onnx_path, out, torch_model=tiny_model), out
+    return export_ort_mobile(onnx_path, out, torch_model=tiny_model,
+                             parity_images=fmnist_test_small.subset(range(32))).to_dict(), out
 
 
 def test_conversion_writes_ort_config_and_spec(ort_fixed, tiny_onnx, tiny_model):
@@ -72,7 +73,7 @@ def test_runtime_optimization_style_and_type_reduction(tiny_onnx, tmp_path, real
 
     onnx_path, _ = tiny_onnx
     rec = export_ort_mobile(onnx_path, tmp_path, optimization="runtime", enable_type_reduction=True,
-                            target_platform="arm", calib_images=real_batch)
+                            target_platform="arm", parity_images=real_batch)
     assert rec["path"].endswith(".with_runtime_opt.ort") and "enable_saved_runtime_optimizations" in rec["note"]
     assert rec["config_path"].endswith(".required_operators_and_types.with_runtime_opt.config")
     assert rec["parity_reference"] == "onnx" and rec["n"] == len(real_batch) and rec["max_abs_diff"] < 1e-4

@@ -225,7 +225,7 @@ def test_torch_and_onnxruntime_agree_on_real_images(tiny_onnx, torch_artifact, f
 
     reference = load_runtime("torch", torch_artifact)
     candidate = load_runtime("onnxruntime", tiny_onnx[0])
-    rec = compare_runtime(reference, candidate, fmnist_test_small.batches(torch_artifact.spec, batch_size=16))
+    rec = compare_runtime(reference, candidate, fmnist_test_small.batches(torch_artifact.spec, batch_size=16)).to_dict()
     assert rec["n"] == len(fmnist_test_small) and rec["passed"]
     assert rec["what"] == "onnxruntime vs torch" and rec["top1_agreement"] == 1.0 and rec["max_abs_diff"] < 1e-4
     assert rec["reference_accuracy"] == rec["candidate_accuracy"]

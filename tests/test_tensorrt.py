@@ -290,7 +290,7 @@ def test_fp16_static_batch_bundle_with_max_calibration(tmp_path, tiny_model, rea
     from edgevit.formats.onnx.export import export_onnx
     from edgevit.formats.tensorrt.export import export_tensorrt
 
-    export_onnx(tiny_model, tmp_path / "static.onnx", dynamic_batch=False, calib_images=real_batch[:2])
+    export_onnx(tiny_model, tmp_path / "static.onnx", dynamic_batch=False, parity_images=real_batch[:2])
     rec = export_tensorrt(tmp_path / "static.onnx", tmp_path / "b", precision="fp16", engine=False,
                           calib_images=real_batch, calib_method="max")
     build = (tmp_path / "b" / "build.sh").read_text()

@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigError, ParityError
+from ..results import ParityRecord
 
 log = logging.getLogger(__name__)
 
@@ -100,14 +101,16 @@ def _as_2d(x: Any, name: str, what: str) -> np.ndarray:
 
 
 def check_parity(reference_logits: np.ndarray, candidate_logits: np.ndarray, *, tolerance: float | None, what: str,
-                 min_top1: float | None = None) -> dict:
+                 min_top1: float | None = None, extra: dict | None = None) -> ParityRecord:
     """Compare two ``[N, C]`` logit arrays; raise :class:`ParityError` when they disagree beyond the thresholds.
 
     ``tolerance`` bounds ``max_abs_diff`` (None: not checked, as for int8); ``min_top1`` bounds
     ``top1_agreement`` from below (None: not checked). ``what`` names the comparison in records and messages,
-    e.g. ``"onnx export of fmnist-vit-tiny vs torch"``. Returns a JSON-able record with ``max_abs_diff``,
-    ``mean_abs_diff``, ``cosine`` (mean per-sample cosine similarity), ``top1_agreement``, ``n``,
-    ``tolerance``, ``min_top1`` and ``passed``.
+    e.g. ``"onnx export of fmnist-vit-tiny vs torch"``; ``extra`` (e.g. ``{"precision": "fp16"}``) is carried in
+    the record. This is the one function that makes a :class:`~edgevit.results.ParityRecord` (``max_abs_diff``,
+    ``mean_abs_diff``, ``cosine`` = mean per-sample cosine similarity, ``top1_agreement``, ``n``, ``tolerance``,
+    ``min_top1``, ``passed``). On disagreement the :class:`ParityError` carries the failed record as
+    ``exc.parity`` and its JSON form as ``exc.record``.
     """
     if tolerance is not None and (not np.isfinite(tolerance) or tolerance < 0):
         raise ConfigError(f"{what}: parity tolerance must be a finite number ≥ 0, got {tolerance}")
@@ -139,25 +142,23 @@ def check_parity(reference_logits: np.ndarray, candidate_logits: np.ndarray, *, 
     cos = (ref * cand).sum(axis=1) / np.maximum(norm_r * norm_c, 1e-300)
     cos = np.where((norm_r == 0) & (norm_c == 0), 1.0, cos)  # two all-zero outputs agree
     top1 = float((ref.argmax(axis=1) == cand.argmax(axis=1)).mean())
-    record = {
-        "what": what, "n": n, "max_abs_diff": max_abs, "mean_abs_diff": mean_abs, "cosine": float(cos.mean()),
-        "top1_agreement": top1, "reference_max_abs": float(np.abs(ref).max()), "tolerance": tolerance,
-        "min_top1": min_top1, "passed": True,
-    }
+    record = ParityRecord(max_abs_diff=max_abs, mean_abs_diff=mean_abs, cosine=float(cos.mean()),
+                          top1_agreement=top1, n=n, tolerance=tolerance, min_top1=min_top1, what=what,
+                          reference_max_abs=float(np.abs(ref).max()), passed=True, extra=dict(extra or {}))
     problems = []
     if tolerance is not None and max_abs > tolerance:
         problems.append(f"max |logit difference| is {max_abs:.3g}, above the tolerance {tolerance:.3g}")
     if min_top1 is not None and top1 < min_top1:
         problems.append(f"top-1 agreement is {top1:.3f}, below the required {min_top1:.3f}")
     if problems:
-        record["passed"] = False
+        record.passed = False
         err = ParityError(
             f"{what}: outputs disagree on {n} real inputs: {'; '.join(problems)} (mean |diff| {mean_abs:.3g}, "
-            f"cosine {record['cosine']:.6f}, top-1 agreement {top1:.3f}). If this difference is acceptable, raise "
+            f"cosine {record.cosine:.6f}, top-1 agreement {top1:.3f}). If this difference is acceptable, raise "
             f"the threshold (tolerance=... / min_top1=..., or --tolerance on the CLI); otherwise try another opset, "
             f"keep the sensitive layers in higher precision, or report the model."
         )
-        err.record = record
+        err.parity, err.record = record, record.to_dict()
         raise err
     log.debug("%s: parity ok (max_abs_diff %.3g, top1 %.3f, n %d)", what, max_abs, top1, n)
     return record
@@ -180,7 +181,7 @@ def _label(runtime_or_fn: Any) -> str:
 
 def compare_runtime(reference_runtime_or_fn: Any, candidate_runtime: Any, batches: Iterable, *,
                     tolerance: float | None = None, precision: str = "fp32", min_top1: float | None = None,
-                    what: str | None = None) -> dict:
+                    what: str | None = None) -> ParityRecord:
     """Run the same real batches through a reference (a Runtime or ``fn(batch) -> logits``) and a candidate.
 
     ``batches`` yields NCHW float32 arrays or ``(batch, labels)`` pairs (as :meth:`ArrayDataset.batches` does).
@@ -207,34 +208,31 @@ def compare_runtime(reference_runtime_or_fn: Any, candidate_runtime: Any, batche
         y = np.concatenate(labels)
         extra["reference_accuracy"] = float((ref.argmax(1) == y).mean())
         extra["candidate_accuracy"] = float((cand.argmax(1) == y).mean())
-    try:
-        record = check_parity(ref, cand, tolerance=tol, what=what, min_top1=top)
-    except ParityError as exc:
-        if hasattr(exc, "record"):
-            exc.record.update(extra)
-        raise
-    record.update(extra)
-    return record
+    return check_parity(ref, cand, tolerance=tol, what=what, min_top1=top, extra=extra)
 
 
-def parity_images(calib_images: Any, spec, limit: int, *, what: str) -> tuple[np.ndarray, str]:
-    """Preprocessed float32 NCHW parity inputs and where they came from: the caller's images (raw uint8, already
-    preprocessed, or an ArrayDataset), else the first ``limit`` real Fashion-MNIST test images."""
-    from ..data import ArrayDataset, load_dataset, preprocess
-    from ..errors import DataError, ExportError
+def parity_inputs(images: Any, spec, *, what: str) -> tuple[np.ndarray, str]:
+    """Preprocessed float32 NCHW parity inputs ``[N, C, H, W]`` and a phrase saying where they came from.
 
-    if calib_images is None:
-        try:
-            ds = load_dataset("fashion-mnist", "test", limit=limit)
-        except DataError as exc:
-            raise ExportError(f"the {what} parity check needs real images and Fashion-MNIST is not available here "
-                              f"({exc}). Pass calib_images=<images>, or parity=False to skip it.") from exc
-        return preprocess(ds.images, spec), f"fashion-mnist test[:{len(ds)}] preprocessed to the model's spec"
-    if isinstance(calib_images, ArrayDataset):
-        return preprocess(calib_images.images, spec), f"{calib_images.name} ({len(calib_images)} images) preprocessed"
-    arr = np.asarray(calib_images)
+    ``images``: the caller's real images — raw uint8 (``[N, H, W]`` or ``[N, H, W, C]``, preprocessed to ``spec``
+    with :func:`edgevit.data.preprocess`), already preprocessed float32 NCHW, or an ``ArrayDataset``. Library
+    functions never pick a dataset themselves (the CLI and the recipe choose it): with no images this raises
+    :class:`~edgevit.errors.ExportError` naming the two ways out (pass ``parity_images=...`` or ``parity=False``),
+    and so does an empty array.
+    """
+    from ..data import ArrayDataset, preprocess
+    from ..errors import ExportError
+
+    if images is None:
+        raise ExportError(f"the {what} parity check needs real images: pass parity_images=<images> (raw uint8, "
+                          f"preprocessed NCHW float32 or an ArrayDataset, e.g. load_dataset('fashion-mnist', 'test', "
+                          f"limit=32)), or parity=False to skip the check")
+    if isinstance(images, ArrayDataset):
+        return preprocess(images.images, spec), f"{images.name} ({len(images)} images) preprocessed"
+    arr = np.asarray(images)
     if len(arr) == 0:
-        raise ExportError("calib_images is empty: pass at least one real image for the parity check, or parity=False")
+        raise ExportError(f"parity_images is empty: pass at least one real image for the {what} parity check, or "
+                          f"parity=False")
     if arr.dtype == np.uint8:
         return preprocess(arr, spec), f"caller's {len(arr)} raw images, preprocessed to the model's spec"
-    return spec.check_batch(arr, where=f"{what} parity calib_images"), f"caller's {len(arr)} preprocessed images"
+    return spec.check_batch(arr, where=f"{what} parity_images"), f"caller's {len(arr)} preprocessed images"

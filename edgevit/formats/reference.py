@@ -30,8 +30,14 @@ def resolve_onnx(onnx: Any, spec=None):
     return p, art.spec, art.source
 
 
-def torch_logits(model, images: np.ndarray) -> np.ndarray:
-    """Float32 logits of a torch module on preprocessed NCHW images (inference mode, the module's device)."""
+def torch_logits(model, images: np.ndarray, *, what: str = "parity check") -> np.ndarray:
+    """Float32 logits ``[N, num_classes]`` of a torch module on preprocessed NCHW float32 images ``[N, C, H, W]``.
+
+    The one torch reference of every parity check: eval mode (restored afterwards), ``torch.inference_mode``, the
+    module's device and floating dtype, batches of at most ``CHUNK`` images (batch 1 first, so a dynamic-batch
+    model is exercised at two sizes). A tuple/list output gives its first element. Raises
+    :class:`~edgevit.errors.ExportError` (naming ``what``) when the module fails on a batch of real inputs.
+    """
     import torch
 
     param = next(iter(model.parameters()), None)
@@ -42,9 +48,14 @@ def torch_logits(model, images: np.ndarray) -> np.ndarray:
     outs = []
     try:
         with torch.inference_mode():
-            for k in range(0, len(images), CHUNK):
-                x = torch.from_numpy(np.ascontiguousarray(images[k : k + CHUNK]))
-                out = model(x.to(device=device, dtype=dtype))
+            for a, b in _bounds(len(images)):
+                x = torch.from_numpy(np.ascontiguousarray(images[a:b]))
+                try:
+                    out = model(x.to(device=device, dtype=dtype))
+                except Exception as exc:  # the source model itself does not run on this batch
+                    raise ExportError(f"the torch model fails on a batch of {b - a} real inputs during the {what} "
+                                      f"({type(exc).__name__}: {str(exc)[:200]}); if it only runs at a fixed batch "
+                                      f"size, export with dynamic_batch=False") from exc
                 out = out[0] if isinstance(out, (tuple, list)) else out
                 outs.append(out.float().cpu().numpy())
     finally:
@@ -52,11 +63,15 @@ def torch_logits(model, images: np.ndarray) -> np.ndarray:
     return np.concatenate(outs)
 
 
+def _bounds(n: int) -> list[tuple[int, int]]:
+    """Chunk bounds: one sample alone first, then chunks of ``CHUNK``."""
+    cuts = [0, 1, *range(1 + CHUNK, n, CHUNK), n] if n > 1 else [0, n]
+    return [(a, b) for a, b in itertools.pairwise(cuts) if b > a]
+
+
 def runtime_logits(runtime, images: np.ndarray) -> np.ndarray:
     """Logits of a loaded edgevit runtime, in chunks (batch 1 first, so a dynamic batch is exercised twice)."""
-    bounds = [0, 1, *range(1 + CHUNK, len(images), CHUNK), len(images)] if len(images) > 1 else [0, len(images)]
-    outs = [runtime.run(images[a:b]) for a, b in itertools.pairwise(bounds) if b > a]
-    return np.concatenate(outs)
+    return np.concatenate([runtime.run(images[a:b]) for a, b in _bounds(len(images))])
 
 
 def unwrap_torch(model: Any):

@@ -247,7 +247,8 @@ def _model_info(artifact) -> dict:
     name = meta.get("model") or getattr(artifact, "source", None) or (Path(path).stem if path else None)
     if name is None and getattr(artifact, "model", None) is not None:
         name = getattr(artifact.model, "edgevit_name", type(artifact.model).__name__)
-    info = {"model": name, "artifact_kind": kind, "artifact_path": str(path) if path else None,
+    info = {"model": name, "artifact_kind": kind, "task": getattr(artifact, "task", "classification"),
+            "artifact_path": str(path) if path else None,
             "file_size": getattr(artifact, "file_size", None), "params": meta.get("params"), "macs": meta.get("macs")}
     try:
         if kind == "torch" and artifact.model is not None:

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..artifact import Artifact
+from ..artifact import DEFAULT_TASK, TASK_KEY, Artifact
 from ..errors import MissingBackendError, RuntimeLoadError
 from ..format_registry import format_specs, kind_of_path, kinds, lazy_ref, metadata_readers, resolve, runtime_refs
 from ..registry import Registry, lazy
@@ -88,12 +88,14 @@ def spec_sidecar_path(path: str | Path) -> Path:
     return p.with_name(p.name + ".spec.json")
 
 
-def write_spec_sidecar(path: str | Path, spec: InputSpec, source: str | None = None) -> Path:
-    """Write the side file read by :func:`open_artifact` for formats that cannot hold metadata."""
+def write_spec_sidecar(path: str | Path, spec: InputSpec, source: str | None = None, *,
+                       task: str = DEFAULT_TASK) -> Path:
+    """Write the side file read by :func:`open_artifact` for formats that cannot hold metadata (input spec, source
+    model and task); returns its path."""
     from ..artifact import write_json
 
     side = spec_sidecar_path(path)
-    write_json(side, {SPEC_KEY: spec.to_dict(), SOURCE_KEY: source})
+    write_json(side, {SPEC_KEY: spec.to_dict(), SOURCE_KEY: source, TASK_KEY: task})
     return side
 
 
@@ -124,7 +126,8 @@ def open_artifact(path: str | Path, *, spec: InputSpec | None = None, arch: str 
       the architecture when the checkpoint does not);
     - other kinds: a registered :data:`METADATA_READERS` entry, else the side file ``<file>.spec.json``.
 
-    ``spec`` overrides whatever the file says. Raises :class:`RuntimeLoadError` for a missing file, an unknown
+    The artefact's task comes from the ``edgevit.task`` metadata entry (``classification`` for files written
+    before tasks existed). ``spec`` overrides whatever the file says. Raises :class:`RuntimeLoadError` for a missing file, an unknown
     suffix, an unreadable file or a file without a spec (when none is given).
     """
     p, kind = _check_path(path)
@@ -155,7 +158,7 @@ def open_artifact(path: str | Path, *, spec: InputSpec | None = None, arch: str 
         except (ValueError, TypeError, KeyError) as exc:
             raise RuntimeLoadError(f"{p}: the stored input spec is malformed ({type(exc).__name__}: {exc}); "
                                    f"pass spec=InputSpec(...) or re-export the model") from exc
-    return Artifact(kind=kind, spec=spec, path=p, source=meta.get(SOURCE_KEY))
+    return Artifact(kind=kind, spec=spec, path=p, source=meta.get(SOURCE_KEY), task=meta.get(TASK_KEY) or DEFAULT_TASK)
 
 
 def _hosting_runtime(name: str, kind: str) -> str | None:
@@ -206,5 +209,5 @@ def load_runtime(name: str, artifact_or_path: Artifact | str | Path, **options) 
         artifact = open_artifact(where, spec=spec)
     elif spec is not None:
         artifact = Artifact(kind=artifact.kind, spec=spec, path=artifact.path, model=artifact.model,
-                            source=artifact.source, meta=dict(artifact.meta))
+                            source=artifact.source, meta=dict(artifact.meta), task=artifact.task)
     return cls(artifact, **options)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, Self
 
 import numpy as np
 
@@ -18,6 +18,9 @@ class Runtime(ABC):
     Subclasses set ``name``, ``kinds`` (artefact kinds they load), ``backend_module`` and ``extra`` (the module
     that must import and the pip extra that installs it) and implement ``_load`` and ``_run``.
     ``run`` checks the batch against the input spec before calling ``_run``.
+
+    A runtime is a context manager: ``with load_runtime(artifact, "onnxruntime") as rt: ...`` releases the backend
+    session (:meth:`close`) when the block ends, also on errors.
     """
 
     name: ClassVar[str]
@@ -72,4 +75,11 @@ class Runtime(ABC):
     def _run(self, batch: np.ndarray) -> np.ndarray: ...
 
     def close(self) -> None:
-        """Release backend resources (optional)."""
+        """Release backend resources (sessions, compiled models, device memory). Subclasses that hold any override
+        this; calling it twice is harmless. The runtime must not be used afterwards."""
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.close()

@@ -8,7 +8,7 @@ from typing import Annotated
 from pydantic import Field
 
 from ..config import ConfigModel
-from ..stage import Stage, StageContext, StageResult, register_stage
+from ..stage import Stage, StageContext, StageOutput, register_stage
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +35,7 @@ class LoadStage(Stage):
 
     name = "load"
     description = "build the recipe's model (edgevit/timm name or checkpoint) and save it as safetensors"
-    produces = "torch"
+    produces = ("torch",)
 
     class Config(ConfigModel):
         """No keys: the model comes from the recipe's ``model`` section."""
@@ -50,7 +50,7 @@ class LoadStage(Stage):
         path = save_checkpoint(model, ctx.out_dir / "model.safetensors")
         spec = model.edgevit_spec
         art = Artifact(kind="torch", spec=spec, path=path, model=model, source=model.edgevit_name)
-        return StageResult(art, {"params": count_params(model), "arch": model.edgevit_name,
+        return StageOutput(art, {"params": count_params(model), "arch": model.edgevit_name,
                                  "input_size": list(spec.input_size)})
 
 
@@ -81,7 +81,7 @@ class EvalStage(Stage):
         metrics["artifact"] = art.kind
         log.info("eval %s via %s: top-1 %.4f top-5 %.4f (n=%d)", art.kind, rt_name, metrics["top1"],
                  metrics["top5"], metrics["n"])
-        return StageResult(art, metrics)
+        return StageOutput(art, metrics)
 
 
 @register_stage
@@ -123,7 +123,7 @@ class ProfileStage(Stage):
                 row["artifact"] = a.kind
                 results.append(row)
         predictions = _predictions(ctx, results) if ctx.recipe.targets else []
-        return StageResult(art, {"latency": results, "predictions": predictions})
+        return StageOutput(art, {"latency": results, "predictions": predictions})
 
 
 LOCAL_PROFILE = "epyc-zen4-2core"  # the build machine's profile: its prediction is checked against measurement
@@ -170,4 +170,4 @@ class ReportStage(Stage):
         from ..report import write_report
 
         paths = write_report(ctx.run_dir, ctx.recipe, ctx.records, title=config.title, stage_dir=ctx.out_dir)
-        return StageResult(ctx.artifact, {"files": {k: str(v) for k, v in paths.items()}})
+        return StageOutput(ctx.artifact, {"files": {k: str(v) for k, v in paths.items()}})

@@ -24,7 +24,7 @@ from typing import Literal
 from pydantic import Field
 
 from ..config import ConfigModel
-from ..stage import Stage, StageContext, StageResult, register_stage
+from ..stage import Stage, StageContext, StageOutput, register_stage
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +35,8 @@ class DistillStage(Stage):
 
     name = "distill"
     description = "write/reuse a sparse top-K teacher cache, then train the model from it (TinyViT)"
-    produces = "torch"
+    consumes = ("torch",)
+    produces = ("torch",)
 
     class Config(ConfigModel):
         teacher: str = Field("fmnist-vit", description="teacher: edgevit/timm name or checkpoint")
@@ -62,7 +63,7 @@ class DistillStage(Stage):
         mixup_alpha: float = Field(0.0, ge=0, description="mixup beta parameter (0 = off)")
         cutmix_alpha: float = Field(0.0, ge=0, description="cutmix beta parameter (0 = off)")
 
-    def run(self, ctx: StageContext, config: Config) -> StageResult:
+    def run(self, ctx: StageContext, config: Config) -> StageOutput:
         from pathlib import Path
 
         from ..artifact import Artifact
@@ -104,4 +105,4 @@ class DistillStage(Stage):
                         "teacher_calls_during_training": rec["teacher_calls"], "epochs": config.epochs,
                         "train_seconds": round(sum(h["epoch_s"] for h in rec["history"]), 3),
                         "params": count_params(student), "history": rec["history"]})
-        return StageResult(art, metrics)
+        return StageOutput(art, metrics)

@@ -29,7 +29,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from ..methods.early_exit.config import TrainConfig
-from ..stage import Stage, StageContext, StageResult, register_stage
+from ..stage import Stage, StageContext, StageOutput, register_stage
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,8 @@ class EarlyExitStage(Stage):
 
     name = "early_exit"
     description = "LGViT early exits: train heads (2 stages), calibrate thresholds on held-out data, export a cascade"
-    produces = "cascade"
+    consumes = ("torch",)
+    produces = ("cascade",)
 
     class Config(TrainConfig):
         """Every :class:`~edgevit.methods.early_exit.config.TrainConfig` key plus calibration and export keys."""
@@ -74,7 +75,7 @@ class EarlyExitStage(Stage):
                     values[key] = self.steps
             return TrainConfig(**values)
 
-    def run(self, ctx: StageContext, config: Config) -> StageResult:
+    def run(self, ctx: StageContext, config: Config) -> StageOutput:
         from ..artifact import Artifact
         from ..methods.early_exit.run import calibrate_run, export_run, train_run
 
@@ -88,7 +89,7 @@ class EarlyExitStage(Stage):
                             exporter=config.exporter)
         images = ctx.dataset(limit=config.parity_samples).images
         exp = export_run(ctx.out_dir, ctx.out_dir / "export", format=config.format, criterion=config.criterion,
-                         parity_samples=config.parity_samples, calib_images=images, exporter=config.exporter,
+                         parity_samples=config.parity_samples, parity_images=images, exporter=config.exporter,
                          if_form=config.if_form)
         art = Artifact(kind="cascade", spec=src.spec, path=ctx.out_dir / "export" / "manifest.json",
                        source=src.source, meta={"backend": config.format, "exits": len(cal["thresholds"])})
@@ -101,4 +102,6 @@ class EarlyExitStage(Stage):
         if exp.get("if_form"):
             metrics["if_form"] = exp["if_form"]["path"]
             metrics["if_form_max_abs_diff"] = exp["if_form"]["parity_vs_cascade"]["max_abs_diff"]
-        return StageResult(art, metrics)
+        from ..results import ParityRecord
+
+        return StageOutput(art, metrics, parity=ParityRecord.from_dict(exp["cascade_parity"]))

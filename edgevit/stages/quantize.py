@@ -22,7 +22,7 @@ import logging
 from pydantic import Field
 
 from ..methods.quantize.config import QuantizeConfig
-from ..stage import Stage, StageContext, StageResult, register_stage
+from ..stage import Stage, StageContext, StageOutput, register_stage
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +33,9 @@ class QuantizeStage(Stage):
 
     name = "quantize"
     description = "INT8 PTQ (NNCF / ONNX Runtime) with ViT guardrails, accuracy-gated attempt ladder, speed gate"
-    produces = "int8 onnx or openvino (or the float model the speed gate kept)"
+    # int8 onnx or openvino, or the float model the speed gate kept; from the torch model or its float export
+    consumes = ("torch", "onnx", "openvino")
+    produces = ("onnx", "openvino")
 
     class Config(QuantizeConfig):
         """:class:`QuantizeConfig` whose data keys default to the recipe's ``data`` section."""
@@ -43,7 +45,7 @@ class QuantizeStage(Stage):
         eval_data: str | None = Field(None, description="default: the recipe's data.name")
         eval_split: str | None = Field(None, description="default: the recipe's data.eval_split")
 
-    def run(self, ctx: StageContext, config: Config) -> StageResult:
+    def run(self, ctx: StageContext, config: Config) -> StageOutput:
         from ..methods.quantize.config import BACKEND_INFO
         from ..methods.quantize.core import quantize
 
@@ -71,4 +73,6 @@ class QuantizeStage(Stage):
             "max_abs_diff": r["parity"]["max_abs_diff"], "cosine": r["parity"]["cosine"],
             "top1_agreement": r["parity"]["top1_agreement"], "record": str(ctx.out_dir / "quantize.json"),
         }
-        return StageResult(res.artifact, metrics)
+        from ..results import ParityRecord
+
+        return StageOutput(res.artifact, metrics, parity=ParityRecord.from_dict(r["parity"]))

@@ -85,13 +85,13 @@ def _graph_spec(spec, inp: str, out: str):
 
 def export_cascade(model: Any, out_dir: str | Path, *, format: str = "onnx", thresholds=None,
                    criterion: str = "confidence", calibration: dict | None = None, opset: int = 18,
-                   parity: bool = True, calib_images: Any = None, parity_samples: int = 32,
+                   parity: bool = True, parity_images: Any = None, parity_samples: int = 32,
                    tolerance: float | None = None, exporter: str = "auto") -> dict:
     """Write the cascade of ``model`` (an :class:`~edgevit.methods.early_exit.model.EarlyExitViT`) and its manifest.
 
     ``thresholds``: one per exit in [0, 1] (default: ``calibration["thresholds"]`` when given, else never firing);
     ``criterion``: ``confidence`` or ``entropy``; ``calibration``: the record of
-    :func:`edgevit.methods.early_exit.calibrate.calibrate`, stored in the manifest; ``calib_images``: real images for the
+    :func:`edgevit.methods.early_exit.calibrate.calibrate`, stored in the manifest; ``parity_images``: real images for the
     parity checks (raw uint8, preprocessed float32 or an ArrayDataset; default: the first ``parity_samples``
     Fashion-MNIST test images); ``exporter``: torch's ONNX exporter as in :func:`edgevit.formats.onnx.export.export_onnx`
     (``auto``: torch.export-based, ~2-4 s per graph; ``torchscript`` is ~10× faster on these small graphs). Returns a JSON-able record (``manifest``, ``files``, per-graph parity, cascade parity
@@ -101,7 +101,7 @@ def export_cascade(model: Any, out_dir: str | Path, *, format: str = "onnx", thr
     import torch
 
     from ...versions import __version__
-    from ..parity import check_parity, default_tolerance, parity_images
+    from ..parity import check_parity, default_tolerance, parity_inputs
 
     t0 = time.perf_counter()
     from ..onnx.export import EXPORTERS
@@ -125,7 +125,7 @@ def export_cascade(model: Any, out_dir: str | Path, *, format: str = "onnx", thr
     if out.name == MANIFEST:
         out = out.parent
     out.mkdir(parents=True, exist_ok=True)
-    images, described = parity_images(calib_images, spec, parity_samples, what="early-exit cascade")
+    images, described = parity_inputs(parity_images, spec, what="early-exit cascade")
     x = torch.from_numpy(images[: max(2, min(len(images), 64))])
 
     model.eval()
@@ -200,7 +200,8 @@ def export_cascade(model: Any, out_dir: str | Path, *, format: str = "onnx", thr
                 cand = graphs[name]._run(np.ascontiguousarray(inp))
                 tol = tolerance if tolerance is not None else default_tolerance("fp32", ref)
                 record["graphs"][name] = check_parity(ref, cand, tolerance=tol,
-                                                      what=f"cascade graph {name} ({name}{suffix}) vs torch")
+                                                      what=f"cascade graph {name} ({name}{suffix}) vs torch"
+                                                      ).to_dict()
             logits, exits = casc.run_with_exits(images)  # the whole cascade, per-sample exit
         finally:
             casc.close()
@@ -208,7 +209,8 @@ def export_cascade(model: Any, out_dir: str | Path, *, format: str = "onnx", thr
             ref_logits, ref_exits = model.predict(torch.from_numpy(images), th, criterion)
         ref_logits = ref_logits.numpy()
         res = check_parity(ref_logits, logits, tolerance=tolerance if tolerance is not None else
-                           default_tolerance("fp32", ref_logits), what=f"early-exit cascade ({backend}) vs torch")
+                           default_tolerance("fp32", ref_logits), what=f"early-exit cascade ({backend}) vs torch"
+                           ).to_dict()
         res["exit_agreement"] = float((exits == ref_exits).mean())
         res["exits_share"] = (np.bincount(exits, minlength=model.num_exits + 1) / len(exits)).tolist()
         record["cascade_parity"] = res

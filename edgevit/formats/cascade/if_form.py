@@ -159,10 +159,10 @@ def _parity(manifest: Path, if_path: Path, spec, th, crit: str, images: Any, sam
     (≥ 98%) is checked instead of an fp32 logit tolerance."""
     from ...artifact import Artifact
     from ...runtimes import load_runtime
-    from ..parity import check_parity, default_tolerance, parity_images
+    from ..parity import check_parity, default_tolerance, parity_inputs
     from .runtime import CascadeRuntime
 
-    x, described = parity_images(images, spec, samples, what="early-exit If form")
+    x, described = parity_inputs(images, spec, what="early-exit If form")
     casc = CascadeRuntime(Artifact(kind="cascade", spec=spec, path=manifest), backend="onnxruntime",
                           thresholds=th, criterion=crit)
     rt = load_runtime("onnxruntime", Artifact(kind="onnx", spec=spec, path=if_path))
@@ -174,7 +174,7 @@ def _parity(manifest: Path, if_path: Path, spec, th, crit: str, images: Any, sam
         rt.close()
     res = check_parity(ref, out, tolerance=None if int8 else default_tolerance("fp32", ref),
                        min_top1=0.98 if int8 else None,
-                       what=f"early-exit If form {if_path.name} vs the segment cascade (batch 1)")
+                       what=f"early-exit If form {if_path.name} vs the segment cascade (batch 1)").to_dict()
     res["inputs"] = described
     res["exits_share"] = (np.bincount(exits, minlength=len(th) + 1) / len(exits)).tolist()
     return res

@@ -29,9 +29,9 @@ def cmd_export_onnx(args) -> int:
     model = create(args.model, checkpoint=args.checkpoint, pretrained=args.pretrained, arch=args.arch)
     images = load_dataset(args.data, args.split, data_dir=args.data_dir, limit=args.parity_samples).images
     rec = export_onnx(model, Path(args.out), opset=args.opset, dynamic_batch=not args.static_batch,
-                      simplify=not args.no_simplify, calib_images=preprocess(images, model.edgevit_spec),
+                      simplify=not args.no_simplify, parity_images=preprocess(images, model.edgevit_spec),
                       tolerance=args.tolerance)
-    print(f"wrote {rec['path']}: max |Δ| {rec['max_abs_diff']:.2e}, top-1 agreement "
-          f"{rec['top1_agreement'] * 100:.1f}% on {rec['n']} real images")
-    write_json_out(args.json, rec)
+    print(f"wrote {rec.path}: max |Δ| {rec.parity.max_abs_diff:.2e}, top-1 agreement "
+          f"{rec.parity.top1_agreement * 100:.1f}% on {rec.parity.n} real images")
+    write_json_out(args.json, rec.to_dict())
     return 0

@@ -15,10 +15,11 @@ so :func:`edgevit.runtimes.open_artifact` can reopen the file with its spec. Mod
 protobuf's 2 GB limit are saved with external data (``<name>.onnx.data`` next to the file).
 
 Parity: the exported file is run with onnxruntime (CPU) on real images and compared with the torch model (see
-:mod:`edgevit.formats.parity`). Callers pass ``calib_images`` (preprocessed NCHW float32, raw uint8 images or an
-``ArrayDataset``; all of them are used). Without them the first ``parity_samples`` Fashion-MNIST test images are
-used, preprocessed to the model's spec with :func:`edgevit.data.preprocess` (grey → 3 channels and resized to the
-model's input size for RGB models), so the check always runs on real images, never on random tensors.
+:mod:`edgevit.formats.parity`). Callers pass ``parity_images`` (preprocessed NCHW float32, raw uint8 images or an
+``ArrayDataset``; all of them are used; raw images are preprocessed to the model's spec with
+:func:`edgevit.data.preprocess`). The library never picks a dataset itself: without images the export raises
+:class:`~edgevit.errors.ExportError` unless ``parity=False`` (the CLI and the recipe choose the data), so the check
+always runs on real images, never on random tensors.
 """
 
 from __future__ import annotations
@@ -32,10 +33,14 @@ from typing import Any
 
 import numpy as np
 
+from ...artifact import DEFAULT_TASK, TASK_KEY, Artifact
 from ...errors import ConfigError, ExportError, ParityError
+from ...results import ExportResult, ParityRecord
 from ...spec import SOURCE_KEY, SPEC_KEY, InputSpec
+from ...versions import library_versions
 from ..common import example_input as _example_input
 from ..common import quiet, resolve_torch_source
+from ..parity import parity_inputs
 from .diagnose import BATCH_FIXED, failure_message
 
 log = logging.getLogger(__name__)
@@ -48,8 +53,8 @@ PARITY_CHUNK = 16
 
 
 def export_onnx(model: Any, out_path: str | Path, *, opset: int = 18, dynamic_batch: bool = True,
-                simplify: bool = True, parity: bool = True, calib_images: Any = None,
-                tolerance: float | None = None, exporter: str = "auto", parity_samples: int = 32) -> dict:
+                simplify: bool = True, parity: bool = True, parity_images: Any = None,
+                tolerance: float | None = None, exporter: str = "auto", parity_samples: int = 32) -> ExportResult:
     """Export ``model`` to ``out_path`` (a ``.onnx`` file, or a directory to hold ``<model name>.onnx``).
 
     ``model`` is a torch module (with ``edgevit_spec`` attached, as :func:`edgevit.models.create` does), a torch
@@ -57,16 +62,18 @@ def export_onnx(model: Any, out_path: str | Path, *, opset: int = 18, dynamic_ba
 
     - ``opset``: ONNX opset (≥ 17); ``dynamic_batch``: batch axis named ``batch`` instead of a fixed 1;
     - ``simplify``: run onnxslim (a failure there is logged and the unsimplified graph kept);
-    - ``parity``: run the file with onnxruntime on real images and compare with the torch model. ``calib_images``
-      (preprocessed float32 NCHW, raw uint8 images or an ``ArrayDataset``) are all used; without them, the first
-      ``parity_samples`` Fashion-MNIST test images, preprocessed to the model's spec. ``tolerance`` bounds the
-      max |logit difference| (default: :func:`~edgevit.formats.parity.default_tolerance` for fp32, scaled to the
-      logits);
+    - ``parity``: run the file with onnxruntime on real images and compare with the torch model.
+      ``parity_images`` (preprocessed float32 NCHW ``[N, C, H, W]``, raw uint8 images or an ``ArrayDataset``)
+      are all used and required when ``parity`` is on (:class:`ExportError` otherwise); ``parity_samples`` (≥ 1)
+      is validated for the callers that load that many. ``tolerance`` bounds the max |logit difference|
+      (default: :func:`~edgevit.formats.parity.default_tolerance` for fp32, scaled to the logits);
     - ``exporter``: ``auto`` (torch.export-based, falling back to TorchScript), ``dynamo`` or ``torchscript``.
 
-    Returns a JSON-able record: ``path``, ``opset``, ``exporter``, ``file_size``, ``external_data``,
-    ``time_s``, ``max_abs_diff``, ``cosine``, ``top1_agreement``, ``n`` (parity, None when skipped), the full
-    ``parity`` record, ``input_spec``, ``source`` and ``versions``. Raises :class:`ExportError` naming the failing
+    Returns an :class:`~edgevit.results.ExportResult`: the ``onnx`` artefact, its
+    :class:`~edgevit.results.ParityRecord` (None when skipped), seconds and versions; ``to_dict()`` is the JSON
+    record (``path``, ``opset``, ``exporter``, ``file_size`` in bytes, ``external_data``, ``time_s``,
+    ``max_abs_diff``, ``cosine``, ``top1_agreement``, ``n`` (None when skipped), the full ``parity`` record,
+    ``input_spec``, ``source``, ``versions``). Raises :class:`ExportError` naming the failing
     operator and module, and :class:`ParityError` (the file is kept for inspection; the record is attached as
     ``exc.record``) when the outputs disagree.
     """
@@ -84,7 +91,7 @@ def export_onnx(model: Any, out_path: str | Path, *, opset: int = 18, dynamic_ba
 
     module, spec, source = _resolve_model(model)
     path = _resolve_out_path(out_path, source)
-    images, described = _parity_images(calib_images, spec, parity_samples) if parity else (None, None)
+    images, described = parity_inputs(parity_images, spec, what="ONNX") if parity else (None, None)
     example = _example_input(module, spec, batch=2 if dynamic_batch else 1)
 
     was_training = module.training
@@ -109,8 +116,9 @@ def export_onnx(model: Any, out_path: str | Path, *, opset: int = 18, dynamic_ba
             "external_data": external, "file_size": _file_size(path), "input_spec": spec.to_dict(),
             "export_time_s": round(t_export, 3), "simplify_time_s": round(t_slim, 3),
             "max_abs_diff": None, "mean_abs_diff": None, "cosine": None, "top1_agreement": None, "n": None,
-            "parity": None, "parity_inputs": None, "versions": _versions(),
+            "parity": None, "parity_inputs": None, "versions": library_versions(),
         }
+        checked = None
         if parity:
             record["parity_inputs"] = described
             try:
@@ -124,14 +132,14 @@ def export_onnx(model: Any, out_path: str | Path, *, opset: int = 18, dynamic_ba
                 err = ParityError(f"{exc} The exported file is kept at {path}.")
                 err.record = record
                 raise err from exc
-            record["parity"] = result
-            record.update({k: result[k] for k in ("max_abs_diff", "mean_abs_diff", "cosine", "top1_agreement", "n")})
+            checked = result
     finally:
         module.train(was_training)
-    record["time_s"] = round(time.perf_counter() - t0, 3)
+    result = ExportResult(artifact=Artifact(kind="onnx", spec=spec, path=path, source=source), parity=checked,
+                          seconds=time.perf_counter() - t0, versions=record["versions"], fields=record)
     log.info("exported %s to %s (%s exporter, opset %s, %.1f MB, max |diff| %s) in %.1f s", source, path, used,
-             record["opset"], record["file_size"] / 1e6, record["max_abs_diff"], record["time_s"])
-    return record
+             record["opset"], record["file_size"] / 1e6, checked and checked.max_abs_diff, result.seconds)
+    return result
 
 
 # ------------------------------------------------------------------------------------------------ inputs
@@ -261,7 +269,8 @@ def _check_io_names(proto, spec: InputSpec, path: Path) -> None:
 
 def _stamp_metadata(proto, spec: InputSpec, source: str, exporter: str) -> None:
     props = {p.key: p.value for p in proto.metadata_props}
-    props.update({SPEC_KEY: json.dumps(spec.to_dict()), SOURCE_KEY: source, "edgevit.exporter": exporter})
+    props.update({SPEC_KEY: json.dumps(spec.to_dict()), SOURCE_KEY: source, "edgevit.exporter": exporter,
+                  TASK_KEY: DEFAULT_TASK})
     del proto.metadata_props[:]
     for k, v in props.items():
         entry = proto.metadata_props.add()
@@ -332,63 +341,22 @@ def _file_size(path: Path) -> int:
 # ------------------------------------------------------------------------------------------------ parity
 
 
-def _parity_images(calib_images: Any, spec: InputSpec, limit: int) -> tuple[np.ndarray, str]:
-    from ..parity import parity_images
-
-    return parity_images(calib_images, spec, limit, what="ONNX")
-
 def _parity(module, path: Path, spec: InputSpec, images: np.ndarray, *, tolerance: float | None, dynamic: bool,
-            what: str) -> dict:
-    import torch
-
-    from ...artifact import Artifact
+            what: str) -> ParityRecord:
     from ..parity import check_parity, default_tolerance
+    from ..reference import torch_logits
     from .runtime import OnnxRuntime
 
-    param = next(iter(module.parameters()), None)
-    device = param.device if param is not None else torch.device("cpu")
-    dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
-    # one sample alone first (batch 1), then chunks: a dynamic-batch file is run at two batch sizes
+    # a dynamic-batch file runs at two batch sizes (one sample alone, then chunks); a fixed-batch one sample-wise
     bounds = [0, 1] + list(range(1 + PARITY_CHUNK, len(images), PARITY_CHUNK)) + [len(images)] if dynamic \
         else list(range(len(images) + 1))
     chunks = [images[a:b] for a, b in itertools.pairwise(bounds) if b > a]
-    ref = []
-    with torch.inference_mode():
-        for x in chunks:
-            try:
-                out = module(torch.from_numpy(x).to(device=device, dtype=dtype))
-            except Exception as exc:  # the source model itself does not run on this batch
-                raise ExportError(f"the torch model fails on a batch of {len(x)} real inputs during the parity check "
-                                  f"({type(exc).__name__}: {str(exc)[:200]}); if it only runs at a fixed batch size, "
-                                  f"export with dynamic_batch=False") from exc
-            out = out[0] if isinstance(out, (tuple, list)) else out
-            ref.append(out.float().cpu().numpy())
-    rt = OnnxRuntime(Artifact(kind="onnx", spec=spec, path=path), device="cpu")
-    try:
-        cand = [rt.run(x) for x in chunks]
-    except Exception as exc:  # the file exported but does not run
-        raise ExportError(f"the exported file {path} does not run in onnxruntime on real inputs: {exc}. Try another "
-                          f"opset or exporter, or dynamic_batch=False.") from exc
-    finally:
-        rt.close()
-    reference = np.concatenate(ref)
+    reference = torch_logits(module, images, what="ONNX parity check")
+    with OnnxRuntime(Artifact(kind="onnx", spec=spec, path=path), device="cpu") as rt:
+        try:
+            cand = [rt.run(x) for x in chunks]
+        except Exception as exc:  # the file exported but does not run
+            raise ExportError(f"the exported file {path} does not run in onnxruntime on real inputs: {exc}. Try "
+                              f"another opset or exporter, or dynamic_batch=False.") from exc
     tol = tolerance if tolerance is not None else default_tolerance("fp32", reference)
     return check_parity(reference, np.concatenate(cand), tolerance=tol, what=what)
-
-
-def _versions() -> dict[str, str | None]:
-    import platform
-    from importlib import metadata
-
-    out: dict[str, str | None] = {"python": platform.python_version()}
-    for dist in ("edgevit", "torch", "onnx", "onnxruntime", "onnxslim", "onnxscript", "timm"):
-        try:
-            out[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            out[dist] = None
-    return out
-
-
-# public names for the exporters that start from an ONNX export (TensorRT, ORT-mobile)
-onnx_parity_images = _parity_images
-onnx_versions = _versions

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from ...config import ConfigModel
-from ...stage import Stage, StageResult, register_stage
+from ...stage import Stage, StageOutput, register_stage
 
 
 @register_stage
@@ -14,7 +14,8 @@ class ExportOnnxStage(Stage):
 
     name = "export_onnx"
     description = "torch → ONNX (dynamic batch, onnxslim), parity vs torch on real inputs"
-    produces = "onnx"
+    consumes = ("torch",)
+    produces = ("onnx",)
 
     class Config(ConfigModel):
         opset: int = Field(18, ge=7, description="ONNX opset")
@@ -23,16 +24,13 @@ class ExportOnnxStage(Stage):
         tolerance: float | None = Field(None, ge=0, description="max abs logit difference allowed")
         parity_samples: int = Field(64, ge=1, description="real images for the parity check")
 
-    def run(self, ctx, config):
-        from ...artifact import Artifact
+    def run(self, ctx, config) -> StageOutput:
         from ...data import preprocess
         from .export import export_onnx
 
         src = ctx.latest("torch") or ctx.source_artifact()
-        model = src.load_model()
         images = ctx.dataset(limit=config.parity_samples).images
-        record = export_onnx(model, ctx.out_dir / "model.onnx", opset=config.opset,
+        result = export_onnx(src, ctx.out_dir / "model.onnx", opset=config.opset,
                              dynamic_batch=config.dynamic_batch, simplify=config.simplify,
-                             calib_images=preprocess(images, src.spec), tolerance=config.tolerance)
-        art = Artifact(kind="onnx", spec=src.spec, path=ctx.out_dir / "model.onnx", source=src.source)
-        return StageResult(art, record)
+                             parity_images=preprocess(images, src.spec), tolerance=config.tolerance)
+        return StageOutput.from_export(result)

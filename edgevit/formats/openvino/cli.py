@@ -47,8 +47,8 @@ def cmd_export_openvino(args) -> int:
 
     model, calib = model_from_args(args), parity_images(args)
     rec = export_openvino(model, Path(args.out), precision=args.precision, from_onnx=args.from_onnx,
-                          dynamic_batch=not args.static_batch, parity=not args.no_parity, calib_images=calib,
-                          tolerance=args.tolerance, parity_samples=args.parity_samples)
+                          dynamic_batch=not args.static_batch, parity=not args.no_parity, parity_images=calib,
+                          tolerance=args.tolerance, parity_samples=args.parity_samples).to_dict()
     print(f"wrote {rec['path']} ({rec['precision']}, from {rec['converted_from']}): {parity_summary(rec)}")
     write_json_out(args.json, rec)
     return 0

@@ -37,8 +37,12 @@ from typing import Any
 
 import numpy as np
 
+from ...artifact import Artifact
 from ...errors import ConfigError, ExportError, ParityError
+from ...results import ExportResult, ParityRecord
 from ...spec import InputSpec
+from ...versions import library_versions
+from ..parity import parity_inputs
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +52,8 @@ RT_ROOT = "edgevit"  # rt_info section of the IR that edgevit writes
 
 
 def export_openvino(source: Any, out_dir: str | Path, *, precision: str = "fp32", from_onnx: str | Path | None = None,
-                    dynamic_batch: bool = True, parity: bool = True, calib_images: Any = None,
-                    tolerance: float | None = None, parity_samples: int = 32, name: str | None = None) -> dict:
+                    dynamic_batch: bool = True, parity: bool = True, parity_images: Any = None,
+                    tolerance: float | None = None, parity_samples: int = 32, name: str | None = None) -> ExportResult:
     """Write an OpenVINO IR of ``source`` into ``out_dir`` and check it against the torch model on real images.
 
     ``source``: a torch module (with ``edgevit_spec``, as :func:`edgevit.models.create` returns), a torch
@@ -61,10 +65,12 @@ def export_openvino(source: Any, out_dir: str | Path, *, precision: str = "fp32"
     - ``from_onnx``: convert this ONNX file instead of the torch model (its stored input spec is used when
       ``source`` is None); the torch model, when given, is still the parity reference;
     - ``dynamic_batch``: leave the batch axis dynamic (torch path; an ONNX file keeps its own batch axis);
-    - ``parity``, ``calib_images``, ``parity_samples``, ``tolerance``: as in
+    - ``parity``, ``parity_images``, ``parity_samples``, ``tolerance``: as in
       :func:`edgevit.formats.onnx.export.export_onnx` (real images; default tolerance by precision).
 
-    Returns a JSON-able record: ``path``, ``bin_path``, ``precision``, ``converted_from``, ``dynamic_batch``,
+    Returns an :class:`~edgevit.results.ExportResult` (the ``openvino`` artefact with ``meta`` ``precision`` and
+    ``converted_from``, its :class:`~edgevit.results.ParityRecord`, seconds, versions) whose ``to_dict()`` is the
+    JSON record: ``path``, ``bin_path``, ``precision``, ``converted_from``, ``dynamic_batch``,
     ``file_size``, ``max_abs_diff``, ``cosine``, ``top1_agreement``, ``n``, ``parity`` (full record),
     ``parity_reference``, ``parity_runtime`` (what the compiled IR used), ``input_spec``, ``versions``, times.
     Raises :class:`ConfigError` for bad options, :class:`ExportError` when conversion fails and
@@ -84,7 +90,7 @@ def export_openvino(source: Any, out_dir: str | Path, *, precision: str = "fp32"
 
     module, spec, source_name = _resolve_source(source, from_onnx)
     path = _resolve_out_path(out_dir, name or source_name)
-    images, described = _parity_images(calib_images, spec, parity_samples) if parity else (None, None)
+    images, described = parity_inputs(parity_images, spec, what="OpenVINO") if parity else (None, None)
 
     was_training = module.training if module is not None else False
     if module is not None:
@@ -120,8 +126,9 @@ def export_openvino(source: Any, out_dir: str | Path, *, precision: str = "fp32"
             "convert_time_s": round(t_convert, 3), "save_time_s": round(t_save, 3),
             "max_abs_diff": None, "mean_abs_diff": None, "cosine": None, "top1_agreement": None, "n": None,
             "parity": None, "parity_inputs": None, "parity_reference": None, "parity_runtime": None,
-            "versions": _versions(),
+            "versions": library_versions(),
         }
+        checked = None
         if parity:
             record["parity_inputs"] = described
             record["parity_reference"] = "torch" if module is not None else f"onnxruntime on {from_onnx}"
@@ -138,16 +145,18 @@ def export_openvino(source: Any, out_dir: str | Path, *, precision: str = "fp32"
                 err = ParityError(f"{exc} The IR is kept at {path}.")
                 err.record = record
                 raise err from exc
-            record["parity"] = result
+            checked = result
             record["parity_runtime"] = runtime_info
-            record.update({k: result[k] for k in ("max_abs_diff", "mean_abs_diff", "cosine", "top1_agreement", "n")})
     finally:
         if module is not None:
             module.train(was_training)
-    record["time_s"] = round(time.perf_counter() - t0, 3)
+    art = Artifact(kind="openvino", spec=spec, path=path, source=source_name,
+                   meta={"precision": precision, "converted_from": converted_from})
+    out = ExportResult(artifact=art, parity=checked, seconds=time.perf_counter() - t0, versions=record["versions"],
+                       fields=record)
     log.info("exported %s to %s (OpenVINO %s, from %s, %.1f MB, max |diff| %s) in %.1f s", source_name, path,
-             precision, converted_from, record["file_size"] / 1e6, record["max_abs_diff"], record["time_s"])
-    return record
+             precision, converted_from, record["file_size"] / 1e6, checked and checked.max_abs_diff, out.seconds)
+    return out
 
 
 # ------------------------------------------------------------------------------------------------ inputs
@@ -213,10 +222,6 @@ def _resolve_out_path(out: str | Path, name: str) -> Path:
     return p / f"{Path(name).name.removesuffix('.safetensors').removesuffix('.onnx')}.xml"
 
 
-def _parity_images(calib_images: Any, spec: InputSpec, limit: int) -> tuple[np.ndarray, str]:
-    from ..parity import parity_images
-
-    return parity_images(calib_images, spec, limit, what="OpenVINO")
 
 def _convert_torch(ov: Any, module: Any, spec: InputSpec, dynamic_batch: bool, name: str) -> Any:
     from ..common import example_input, quiet
@@ -322,69 +327,35 @@ def _chunks(images: np.ndarray, static_batch: int | None) -> list[np.ndarray]:
 
 
 def _parity(module: Any, onnx_path: str | Path | None, path: Path, spec: InputSpec, images: np.ndarray, *,
-            precision: str, tolerance: float | None, static_batch: int | None, what: str) -> tuple[dict, dict]:
-    from ...artifact import Artifact
+            precision: str, tolerance: float | None, static_batch: int | None, what: str) -> tuple[ParityRecord, dict]:
     from ..parity import check_parity, parity_thresholds
     from .runtime import OpenVinoRuntime
 
     chunks = _chunks(images, static_batch)
     reference = np.concatenate(_reference_logits(module, onnx_path, spec, chunks))
-    rt = OpenVinoRuntime(Artifact(kind="openvino", spec=spec, path=path), device="cpu", precision="f32")
-    try:
-        cand = np.concatenate([rt.run(x) for x in chunks])
-        info = {k: rt.describe()[k] for k in ("ov_device", "compiled", "inference_precision", "backend_version")}
-    except Exception as exc:  # the IR was written but does not run
-        if isinstance(exc, ParityError):
-            raise
-        raise ExportError(f"the exported IR {path} does not run in OpenVINO on real inputs: {exc}. Try from_onnx=... "
-                          f"or dynamic_batch=False.") from exc
-    finally:
-        rt.close()
+    with OpenVinoRuntime(Artifact(kind="openvino", spec=spec, path=path), device="cpu", precision="f32") as rt:
+        try:
+            cand = np.concatenate([rt.run(x) for x in chunks])
+            info = {k: rt.describe()[k] for k in ("ov_device", "compiled", "inference_precision", "backend_version")}
+        except Exception as exc:  # the IR was written but does not run
+            if isinstance(exc, ParityError):
+                raise
+            raise ExportError(f"the exported IR {path} does not run in OpenVINO on real inputs: {exc}. Try "
+                              f"from_onnx=... or dynamic_batch=False.") from exc
     thresholds = parity_thresholds(precision, reference)
     tol = tolerance if tolerance is not None else thresholds["tolerance"]
-    record = check_parity(reference, cand, tolerance=tol, min_top1=thresholds["min_top1"], what=what)
-    record["precision"] = precision
+    record = check_parity(reference, cand, tolerance=tol, min_top1=thresholds["min_top1"], what=what,
+                          extra={"precision": precision})
     return record, info
 
 
 def _reference_logits(module: Any, onnx_path: str | Path | None, spec: InputSpec,
                       chunks: list[np.ndarray]) -> list[np.ndarray]:
     if module is None:
-        from ...artifact import Artifact
         from ..onnx.runtime import OnnxRuntime
 
-        ort = OnnxRuntime(Artifact(kind="onnx", spec=spec, path=Path(onnx_path)), device="cpu")
-        try:
+        with OnnxRuntime(Artifact(kind="onnx", spec=spec, path=Path(onnx_path)), device="cpu") as ort:
             return [ort.run(x) for x in chunks]
-        finally:
-            ort.close()
-    import torch
+    from ..reference import torch_logits
 
-    param = next(iter(module.parameters()), None)
-    device = param.device if param is not None else torch.device("cpu")
-    dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
-    out = []
-    with torch.inference_mode():
-        for x in chunks:
-            try:
-                y = module(torch.from_numpy(x).to(device=device, dtype=dtype))
-            except Exception as exc:  # the source model itself does not run on this batch
-                raise ExportError(f"the torch model fails on a batch of {len(x)} real inputs during the OpenVINO "
-                                  f"parity check ({type(exc).__name__}: {str(exc)[:200]}); if it only runs at a "
-                                  f"fixed batch size, export with dynamic_batch=False") from exc
-            y = y[0] if isinstance(y, (tuple, list)) else y
-            out.append(y.float().cpu().numpy())
-    return out
-
-
-def _versions() -> dict[str, str | None]:
-    import platform
-    from importlib import metadata
-
-    out: dict[str, str | None] = {"python": platform.python_version()}
-    for dist in ("edgevit", "openvino", "torch", "onnx", "onnxruntime", "timm"):
-        try:
-            out[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            out[dist] = None
-    return out
+    return [torch_logits(module, np.concatenate(chunks), what="OpenVINO parity check")]

@@ -19,7 +19,7 @@ from typing import Literal
 from pydantic import Field
 
 from ...config import ConfigModel
-from ...stage import Stage, StageContext, StageResult, register_stage
+from ...stage import Stage, StageContext, StageOutput, register_stage
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +30,8 @@ class ExportOpenVinoStage(Stage):
 
     name = "export_openvino"
     description = "torch (or the latest ONNX) → OpenVINO IR fp32/fp16, parity vs torch on real inputs"
-    produces = "openvino"
+    consumes = ("torch",)
+    produces = ("openvino",)
 
     class Config(ConfigModel):
         precision: Literal["fp32", "fp16"] = Field("fp32", description="fp32 or fp16 (FP16-compressed weights)")
@@ -41,8 +42,7 @@ class ExportOpenVinoStage(Stage):
                                                                 "precision)")
         parity_samples: int = Field(64, ge=1, description="real images for the parity check")
 
-    def run(self, ctx: StageContext, config: Config) -> StageResult:
-        from ...artifact import Artifact
+    def run(self, ctx: StageContext, config: Config) -> StageOutput:
         from ...data import preprocess
         from .export import export_openvino
 
@@ -52,12 +52,10 @@ class ExportOpenVinoStage(Stage):
             log.warning("export_openvino: from_onnx is set but the run has no ONNX artefact yet; converting the "
                         "torch model (put export_onnx before this stage to convert its file)")
         images = ctx.dataset(limit=config.parity_samples).images
-        record = export_openvino(src.load_model(), ctx.out_dir / "model.xml", precision=config.precision,
+        result = export_openvino(src, ctx.out_dir / "model.xml", precision=config.precision,
                                  from_onnx=onnx.path if onnx is not None else None,
-                                 dynamic_batch=config.dynamic_batch, calib_images=preprocess(images, src.spec),
+                                 dynamic_batch=config.dynamic_batch, parity_images=preprocess(images, src.spec),
                                  tolerance=config.tolerance)
         if config.from_onnx and onnx is None:
-            record["from_onnx_fallback"] = "no ONNX artefact in the run; converted the torch model"
-        art = Artifact(kind="openvino", spec=src.spec, path=ctx.out_dir / "model.xml", source=src.source,
-                       meta={"precision": config.precision, "converted_from": record["converted_from"]})
-        return StageResult(art, record)
+            result.fields["from_onnx_fallback"] = "no ONNX artefact in the run; converted the torch model"
+        return StageOutput.from_export(result)

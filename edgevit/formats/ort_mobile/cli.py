@@ -48,11 +48,11 @@ def cmd_export_ort_mobile(args) -> int:
                "enable_type_reduction": args.type_reduction, "parity": not args.no_parity,
                "tolerance": args.tolerance}
     if args.model:
-        rec = export_model_ort_mobile(model_from_args(args), Path(args.out), opset=args.opset, calib_images=images,
-                                      parity_samples=args.parity_samples, **options)
+        rec = export_model_ort_mobile(model_from_args(args), Path(args.out), opset=args.opset, parity_images=images,
+                                      parity_samples=args.parity_samples, **options).to_dict()
     else:
-        rec = export_ort_mobile(Path(args.onnx), Path(args.out), calib_images=images,
-                                parity_samples=args.parity_samples, **options)
+        rec = export_ort_mobile(Path(args.onnx), Path(args.out), parity_images=images,
+                                parity_samples=args.parity_samples, **options).to_dict()
     print(f"wrote {rec['path']} ({rec['optimization']}, {rec['file_size'] / 1e6:.2f} MB): {parity_summary(rec)}; "
           f"operator config {rec['config_path']}")
     write_json_out(args.json, rec)

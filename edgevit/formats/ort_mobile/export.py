@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from ...errors import ConfigError, ExportError, ParityError
+from ...results import ExportResult
 
 log = logging.getLogger(__name__)
 
@@ -87,19 +88,20 @@ def read_operator_config(path: str | Path) -> dict[str, list[str]]:
 
 def export_ort_mobile(onnx_path: Any, out_dir: str | Path, *, optimization: str = "fixed",
                       target_platform: str | None = None, enable_type_reduction: bool = False, parity: bool = True,
-                      torch_model: Any = None, calib_images: Any = None, parity_samples: int = 32,
-                      tolerance: float | None = None, spec=None) -> dict:
+                      torch_model: Any = None, parity_images: Any = None, parity_samples: int = 32,
+                      tolerance: float | None = None, spec=None) -> ExportResult:
     """Convert an ONNX file (path or ``onnx`` Artifact) to the ``.ort`` format in ``out_dir``; see the module docs.
 
     - ``optimization``: ``fixed`` (default) or ``runtime`` (saved runtime optimisations, for NNAPI/CoreML);
     - ``target_platform``: ``arm`` / ``amd64`` / None, passed to the converter (``arm`` allows INT8 QDQ kernels);
     - ``enable_type_reduction``: the operator config also lists the types each kernel needs (smaller builds);
-    - parity on real images (``calib_images`` — preprocessed NCHW float32, raw uint8 images or an
-      ``ArrayDataset`` — else the first ``parity_samples`` Fashion-MNIST test images) against the ONNX file and,
+    - parity on real images (``parity_images`` — preprocessed NCHW float32, raw uint8 images or an
+      ``ArrayDataset``; required unless ``parity=False``, :class:`ExportError` otherwise) against the ONNX file and,
       with ``torch_model`` (module or torch Artifact), against torch. ``tolerance`` bounds max |logit diff|
       (default: the fp32 threshold, scaled to the logits).
 
-    Returns a JSON-able record with ``path``, ``config_path``, ``required_operators``, ``file_size``,
+    Returns an :class:`~edgevit.results.ExportResult` (the ``ort`` artefact; its parity is vs torch when given,
+    else vs the ONNX file) whose ``to_dict()`` is the JSON record with ``path``, ``config_path``, ``required_operators``, ``file_size``,
     ``max_abs_diff``/``cosine``/``top1_agreement``/``n`` (vs torch when given, else vs the ONNX file;
     ``parity_reference`` says which), ``parity_vs_onnx``, ``parity_vs_torch``, ``input_spec`` and ``versions``.
     Raises :class:`ParityError` (the files are kept; ``exc.record`` holds the record) on disagreement.
@@ -107,10 +109,9 @@ def export_ort_mobile(onnx_path: Any, out_dir: str | Path, *, optimization: str 
     from ...artifact import Artifact
     from ...runtimes import METADATA_READERS, open_artifact, write_spec_sidecar
     from ...spec import SPEC_KEY
-    from ..onnx.export import onnx_parity_images as _parity_images
-    from ..onnx.export import onnx_versions as _versions
+    from ...versions import library_versions
     from ..onnx.runtime import OnnxRuntime
-    from ..parity import check_parity, default_tolerance
+    from ..parity import check_parity, default_tolerance, parity_inputs
     from ..reference import resolve_onnx, runtime_logits, torch_logits, unwrap_torch
 
     t0 = time.perf_counter()
@@ -150,33 +151,33 @@ def export_ort_mobile(onnx_path: Any, out_dir: str | Path, *, optimization: str 
         "onnx_file_size": src.stat().st_size, "convert_time_s": round(t_conv, 3), "input_spec": spec.to_dict(),
         "max_abs_diff": None, "mean_abs_diff": None, "cosine": None, "top1_agreement": None, "n": None,
         "parity_reference": None, "parity_vs_onnx": None, "parity_vs_torch": None, "parity_inputs": None,
-        "versions": _versions(),
+        "versions": library_versions(),
     }
+    best = None
     if optimization == "runtime":
         record["note"] = ("saved runtime optimisations are replayed only with the session option "
                           "session.enable_saved_runtime_optimizations=1 (trusted models only)")
     if parity:
-        images, described = _parity_images(calib_images, spec, parity_samples)
+        images, described = parity_inputs(parity_images, spec, what="ORT format")
         record["parity_inputs"] = described
-        rt = OnnxRuntime(Artifact(kind="ort", spec=spec, path=ort_path), device="cpu")
-        ref_rt = OnnxRuntime(Artifact(kind="onnx", spec=spec, path=src), device="cpu")
-        try:
+        with OnnxRuntime(Artifact(kind="ort", spec=spec, path=ort_path), device="cpu") as rt, \
+                OnnxRuntime(Artifact(kind="onnx", spec=spec, path=src), device="cpu") as ref_rt:
             cand = runtime_logits(rt, images)
             ref_onnx = runtime_logits(ref_rt, images)
-        finally:
-            rt.close()
-            ref_rt.close()
         model = unwrap_torch(torch_model)
+        vs_torch = None
         try:
-            record["parity_vs_onnx"] = check_parity(
+            vs_onnx = check_parity(
                 ref_onnx, cand, tolerance=tolerance if tolerance is not None else default_tolerance("fp32", ref_onnx),
                 what=f"ORT format ({ort_path.name}, {optimization}) vs source ONNX ({src.name})")
+            record["parity_vs_onnx"] = vs_onnx.to_dict()
             if model is not None:
-                ref_torch = torch_logits(model, images)
-                record["parity_vs_torch"] = check_parity(
+                ref_torch = torch_logits(model, images, what="ORT-format parity check")
+                vs_torch = check_parity(
                     ref_torch, cand,
                     tolerance=tolerance if tolerance is not None else default_tolerance("fp32", ref_torch),
                     what=f"ORT format ({ort_path.name}, {optimization}) vs torch ({source})")
+                record["parity_vs_torch"] = vs_torch.to_dict()
         except ParityError as exc:
             failed = getattr(exc, "record", None) or {}
             record.update({k: failed.get(k) for k in _STATS})
@@ -184,21 +185,22 @@ def export_ort_mobile(onnx_path: Any, out_dir: str | Path, *, optimization: str 
             err = ParityError(f"{exc} The converted file is kept at {ort_path}.")
             err.record = record
             raise err from exc
-        best = record["parity_vs_torch"] or record["parity_vs_onnx"]
-        record["parity_reference"] = "torch" if record["parity_vs_torch"] else "onnx"
-        record.update({k: best[k] for k in _STATS})
-    record["time_s"] = round(time.perf_counter() - t0, 3)
+        best = vs_torch or vs_onnx
+        record["parity_reference"] = "torch" if vs_torch is not None else "onnx"
+    result = ExportResult(artifact=Artifact(kind="ort", spec=spec, path=ort_path, source=source), parity=best,
+                          seconds=time.perf_counter() - t0, versions=record["versions"], fields=record)
     log.info("converted %s to %s (%s, %.1f MB, max |diff| %s vs %s) in %.1f s", src, ort_path, optimization,
-             record["file_size"] / 1e6, record["max_abs_diff"], record["parity_reference"], record["time_s"])
-    return record
+             record["file_size"] / 1e6, best and best.max_abs_diff, record["parity_reference"], result.seconds)
+    return result
 
 
 def export_model_ort_mobile(model: Any, out_dir: str | Path, *, opset: int = 18, dynamic_batch: bool = True,
-                            calib_images: Any = None, parity_samples: int = 32, **options) -> dict:
+                            parity_images: Any = None, parity_samples: int = 32, **options) -> ExportResult:
     """Torch model (module, torch Artifact or model name) → ONNX (``out_dir/<name>.onnx``) → ``.ort``.
 
     The ONNX export has its own parity check; the ``.ort`` file is then compared with both the ONNX file and the
-    same torch model. Returns the ``.ort`` record with the ONNX export record under ``onnx_export``.
+    same torch model. Returns the ``.ort`` :class:`~edgevit.results.ExportResult` with the ONNX export record
+    under ``fields["onnx_export"]`` (``to_dict()["onnx_export"]``).
     """
     from ..common import resolve_torch_source
     from ..onnx.export import export_onnx
@@ -206,12 +208,13 @@ def export_model_ort_mobile(model: Any, out_dir: str | Path, *, opset: int = 18,
     module, _, _ = resolve_torch_source(model)  # build once: a second create() of a random-init model would differ
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    rec_onnx = export_onnx(module, out, opset=opset, dynamic_batch=dynamic_batch, calib_images=calib_images,
-                           parity_samples=parity_samples)
-    rec = export_ort_mobile(rec_onnx["path"], out, calib_images=calib_images, parity_samples=parity_samples,
+    parity = options.get("parity", True)
+    res_onnx = export_onnx(module, out, opset=opset, dynamic_batch=dynamic_batch, parity=parity,
+                           parity_images=parity_images, parity_samples=parity_samples)
+    res = export_ort_mobile(res_onnx.artifact, out, parity_images=parity_images, parity_samples=parity_samples,
                             torch_model=module, **options)
-    rec["onnx_export"] = rec_onnx
-    return rec
+    res.fields["onnx_export"] = res_onnx.to_dict()
+    return res
 
 
 __all__ = ["OPTIMIZATIONS", "export_model_ort_mobile", "export_ort_mobile", "read_operator_config"]

@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import Field
 
 from ...config import ConfigModel
-from ...stage import Stage, StageResult, latest_onnx, register_stage, relative_paths
+from ...stage import Stage, StageOutput, register_stage
 
 log = logging.getLogger(__name__)
 
@@ -19,7 +19,8 @@ class ExportOrtMobileStage(Stage):
 
     name = "export_ort_mobile"
     description = "ONNX → .ort (ONNX Runtime Mobile) + required_operators.config, parity vs ONNX and torch"
-    produces = "ort"
+    consumes = ("onnx",)
+    produces = ("ort",)
 
     class Config(ConfigModel):
         optimization: Literal["fixed", "runtime"] = Field(
@@ -30,22 +31,16 @@ class ExportOrtMobileStage(Stage):
         parity_samples: int = Field(64, ge=1, description="real images for the parity check")
         tolerance: float | None = Field(None, ge=0, description="max abs logit difference allowed")
 
-    def run(self, ctx, config):
-        from ...artifact import Artifact
+    def run(self, ctx, config) -> StageOutput:
         from ...data import preprocess
         from .export import export_ort_mobile
 
-        onnx_art = latest_onnx(ctx, self.name)
+        onnx_art = ctx.consumed(self)
         src = ctx.latest("torch") or ctx.source_artifact()
         images = preprocess(ctx.dataset(limit=config.parity_samples).images, onnx_art.spec)
-        record = export_ort_mobile(onnx_art, ctx.out_dir, optimization=config.optimization,
+        result = export_ort_mobile(onnx_art, ctx.out_dir, optimization=config.optimization,
                                    target_platform=config.target_platform,
-                                   enable_type_reduction=config.enable_type_reduction, calib_images=images,
+                                   enable_type_reduction=config.enable_type_reduction, parity_images=images,
                                    torch_model=src.load_model() if src.kind == "torch" else None,
                                    tolerance=config.tolerance)
-        from pathlib import Path
-
-        art = Artifact(kind="ort", spec=onnx_art.spec, path=Path(record["path"]), source=onnx_art.source)
-        return StageResult(art, relative_paths(record, ctx.out_dir))
-
-
+        return StageOutput.from_export(result)

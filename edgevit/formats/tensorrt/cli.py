@@ -8,6 +8,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+PARITY_DATA = "fashion-mnist"  # the dataset of the parity images this command loads
+
 
 def add_parser(export_subparsers) -> argparse.ArgumentParser:
     """Add ``tensorrt`` to the ``edgevit export`` sub-commands."""
@@ -76,22 +78,26 @@ def cmd_export_tensorrt(args) -> int:
             raise ConfigError("--no-engine without --bundle leaves nothing to do; add --bundle")
         require_tensorrt("edgevit export tensorrt without --bundle (building an engine here)")
 
+    from ...data import load_dataset
     from .export import export_tensorrt
 
+    # the CLI chooses the parity data (the library takes it as an argument): Fashion-MNIST test images
+    parity = load_dataset(PARITY_DATA, "test", limit=args.parity_samples)
     torch_model, onnx_path, onnx_parity = None, args.onnx, None
     out = Path(args.out)
     if args.model:
         from ..onnx.export import export_onnx
 
         torch_model = model_from_args(args)
-        rec_onnx = export_onnx(torch_model, out, opset=args.opset, parity_samples=args.parity_samples)
-        onnx_path, onnx_parity = rec_onnx["path"], rec_onnx["parity"]
+        res_onnx = export_onnx(torch_model, out, opset=args.opset, parity_images=parity,
+                               parity_samples=args.parity_samples)
+        onnx_path, onnx_parity = res_onnx.path, res_onnx.parity.to_dict()
     rec = export_tensorrt(Path(onnx_path), out, precision=args.precision, bundle=args.bundle,
                           engine=False if args.no_engine else None, calib=args.calib, calib_split=args.calib_split,
                           calib_samples=args.calib_samples, calib_method=args.calib_method, data_dir=args.data_dir,
                           min_batch=args.min_batch, opt_batch=args.opt_batch, max_batch=args.max_batch,
                           trt_version=args.trt_version, workspace_mib=args.workspace_mib, onnx_parity=onnx_parity,
-                          parity_samples=args.parity_samples)
+                          parity_images=parity, parity_samples=args.parity_samples).to_dict()
     parts = []
     if rec["bundle"]:
         cal = rec["calibration"]

@@ -45,6 +45,7 @@ from typing import Any
 import numpy as np
 
 from ...errors import ConfigError, ExportError, ParityError
+from ...results import ExportResult, ParityRecord
 from .calib import CALIB_METHODS, DEFAULT_TRT_VERSION
 from .spec import require_tensorrt, tensorrt_available
 
@@ -133,18 +134,15 @@ def _render(template: str, values: dict[str, Any]) -> str:
 # ------------------------------------------------------------------------------------------------ parity
 
 
-def _onnx_vs_torch(onnx_path: Path, spec, torch_model, images: np.ndarray) -> dict:
+def _onnx_vs_torch(onnx_path: Path, spec, torch_model, images: np.ndarray) -> ParityRecord:
     from ...artifact import Artifact
     from ..onnx.runtime import OnnxRuntime
     from ..parity import check_parity, default_tolerance
     from ..reference import runtime_logits, torch_logits
 
-    rt = OnnxRuntime(Artifact(kind="onnx", spec=spec, path=onnx_path), device="cpu")
-    try:
+    with OnnxRuntime(Artifact(kind="onnx", spec=spec, path=onnx_path), device="cpu") as rt:
         cand = runtime_logits(rt, images)
-    finally:
-        rt.close()
-    ref = torch_logits(torch_model, images)
+    ref = torch_logits(torch_model, images, what="ONNX-vs-torch parity check")
     return check_parity(ref, cand, tolerance=default_tolerance("fp32", ref),
                         what=f"ONNX ({onnx_path.name}) vs torch, as shipped in the TensorRT bundle")
 
@@ -171,7 +169,7 @@ def export_tensorrt(onnx_path: Any, out_dir: str | Path, *, precision: str = "fp
                     max_batch: int = 8, trt_version: str = DEFAULT_TRT_VERSION, workspace_mib: int = 1024,
                     torch_model: Any = None, onnx_parity: dict | None = None, parity_samples: int = 64,
                     parity_images: Any = None, tolerance: float | None = None, seed: int = 0,
-                    calib_description: dict | None = None) -> dict:
+                    calib_description: dict | None = None) -> ExportResult:
     """Export an ONNX file (path or ``onnx`` Artifact) for TensorRT into ``out_dir``; see the module docstring.
 
     - ``precision``: ``fp32`` | ``fp16`` | ``int8`` (INT8 with FP16 fallback) — the bundle's default and the engine's;
@@ -183,18 +181,21 @@ def export_tensorrt(onnx_path: Any, out_dir: str | Path, *, precision: str = "fp
       ``percentile``; the cache header is tagged for TensorRT ``trt_version`` (the device's; 10.3.0 = JetPack 6);
     - ``min_batch``/``opt_batch``/``max_batch``: the optimisation profile of a dynamic-batch ONNX file;
     - ``torch_model`` (module or torch Artifact) or ``onnx_parity`` (a parity record) give the ONNX-vs-torch
-      parity written to the manifest; ``parity_images`` (preprocessed, raw uint8 or an ``ArrayDataset``) or else
-      ``parity_samples`` Fashion-MNIST test images are used for it and for the engine's parity;
+      parity written to the manifest; ``parity_images`` (preprocessed, raw uint8 or an ``ArrayDataset``) are used
+      for it and for the engine's parity, and are required when either is computed (:class:`ExportError`);
     - ``calib_description`` replaces the recorded description of where ``calib_images`` came from.
 
-    Returns a JSON-able record: ``bundle`` (directory, files, manifest), ``calibration``, ``preflight``,
+    Returns an :class:`~edgevit.results.ExportResult`: its artefact is the engine when one was built, else the
+    bundle's ONNX file; its parity is the engine vs ONNX, else the ONNX file vs torch when known (None otherwise).
+    ``to_dict()`` is the JSON record: ``bundle`` (directory, files, manifest), ``calibration``, ``preflight``,
     ``engine`` (path, parity vs the ONNX file, build time) or None, ``tensorrt`` availability and, at the top,
     ``max_abs_diff``/``cosine``/``top1_agreement``/``n`` of the engine vs ONNX when an engine was built, else of
     the ONNX file vs torch when known.
     """
+    from ...artifact import Artifact
     from ...runtimes import write_spec_sidecar
-    from ..onnx.export import onnx_parity_images as _parity_images
-    from ..onnx.export import onnx_versions as _versions
+    from ...versions import library_versions
+    from ..parity import parity_inputs
     from ..reference import resolve_onnx, unwrap_torch
     from .calib import compute_calibration_cache
     from .preflight import tensorrt_preflight
@@ -243,10 +244,10 @@ def export_tensorrt(onnx_path: Any, out_dir: str | Path, *, precision: str = "fp
     model = unwrap_torch(torch_model)
     described = None
     if model is not None or build_here:
-        parity_images, described = _parity_images(parity_images, spec, parity_samples)
+        parity_images, described = parity_inputs(parity_images, spec, what="TensorRT")
     onnx_vs_torch = onnx_parity
     if onnx_vs_torch is None and model is not None:
-        onnx_vs_torch = _onnx_vs_torch(src, spec, model, parity_images)
+        onnx_vs_torch = _onnx_vs_torch(src, spec, model, parity_images).to_dict()
 
     record: dict[str, Any] = {
         "format": "tensorrt", "source_onnx": str(src), "source": source, "precision": precision,
@@ -255,7 +256,7 @@ def export_tensorrt(onnx_path: Any, out_dir: str | Path, *, precision: str = "fp
         "tensorrt": {"available": have_trt, "version_or_reason": trt_info, "target_version": trt_version},
         "bundle": None, "engine": None, "max_abs_diff": None, "mean_abs_diff": None, "cosine": None,
         "top1_agreement": None, "n": None, "parity_reference": None, "parity_inputs": described,
-        "versions": _versions(),
+        "versions": library_versions(),
     }
 
     if bundle:
@@ -269,17 +270,23 @@ def export_tensorrt(onnx_path: Any, out_dir: str | Path, *, precision: str = "fp
                              calib_cache=cache_path if precision == "int8" else None,
                              timing_cache=out / "timing.cache", workspace_mib=workspace_mib)
         write_spec_sidecar(engine_path, spec, source)
-        built["parity"] = _engine_parity(engine_path, src, spec, precision, parity_images, tolerance, record)
+        engine_parity = _engine_parity(engine_path, src, spec, precision, parity_images, tolerance, record)
+        built["parity"] = engine_parity.to_dict()
         record["engine"] = built
         record["path"] = str(engine_path)
-    stats = (record["engine"] or {}).get("parity") or onnx_vs_torch
-    if stats:
-        record.update({k: stats.get(k) for k in ("max_abs_diff", "mean_abs_diff", "cosine", "top1_agreement", "n")})
-        record["parity_reference"] = "onnx (engine vs ONNX file)" if record["engine"] else "torch (ONNX vs torch)"
-    record["time_s"] = round(time.perf_counter() - t0, 3)
+        art = Artifact(kind="tensorrt", spec=spec, path=engine_path, source=source)
+        parity = engine_parity
+        record["parity_reference"] = "onnx (engine vs ONNX file)"
+    else:
+        art = Artifact(kind="onnx", spec=spec, path=src, source=source)  # the model the bundle ships
+        parity = ParityRecord.from_dict(onnx_vs_torch) if onnx_vs_torch else None
+        if parity is not None:
+            record["parity_reference"] = "torch (ONNX vs torch)"
+    result = ExportResult(artifact=art, parity=parity, seconds=time.perf_counter() - t0,
+                          versions=record["versions"], fields=record)
     log.info("TensorRT export of %s: bundle %s, engine %s, %.1f s", src.name, bool(bundle),
-             record["engine"]["path"] if record["engine"] else "not built", record["time_s"])
-    return record
+             record["engine"]["path"] if record["engine"] else "not built", result.seconds)
+    return result
 
 
 def write_bundle(src: Path, out: Path, *, spec, source: str | None, precision: str, shapes: dict, input_name: str,
@@ -477,21 +484,17 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, *, precision: s
 
 
 def _engine_parity(engine_path: Path, onnx_path: Path, spec, precision: str, images: np.ndarray,
-                   tolerance: float | None, record: dict) -> dict:
+                   tolerance: float | None, record: dict) -> ParityRecord:
     from ...artifact import Artifact
     from ..onnx.runtime import OnnxRuntime
     from ..parity import check_parity, parity_thresholds
     from ..reference import runtime_logits
     from .runtime import TensorRTRuntime
 
-    ref_rt = OnnxRuntime(Artifact(kind="onnx", spec=spec, path=onnx_path), device="cpu")
-    rt = TensorRTRuntime(Artifact(kind="tensorrt", spec=spec, path=engine_path), device="cuda")
-    try:
+    with OnnxRuntime(Artifact(kind="onnx", spec=spec, path=onnx_path), device="cpu") as ref_rt, \
+            TensorRTRuntime(Artifact(kind="tensorrt", spec=spec, path=engine_path), device="cuda") as rt:
         ref = runtime_logits(ref_rt, images)
         cand = np.concatenate([rt.run(images[k : k + rt.max_batch]) for k in range(0, len(images), rt.max_batch)])
-    finally:
-        rt.close()
-        ref_rt.close()
     th = parity_thresholds(precision, ref)
     if tolerance is not None:
         th["tolerance"] = tolerance

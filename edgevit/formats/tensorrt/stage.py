@@ -10,7 +10,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from ...config import ConfigModel
-from ...stage import Stage, StageResult, latest_onnx, register_stage, relative_paths
+from ...stage import Stage, StageOutput, register_stage
 
 log = logging.getLogger(__name__)
 
@@ -22,7 +22,8 @@ class ExportTensorRTStage(Stage):
     name = "export_tensorrt"
     description = ("ONNX → TensorRT device bundle (ONNX, INT8 calibration cache from real data, trtexec build/"
                    "profile scripts, preflight) and an engine where TensorRT exists")
-    produces = "tensorrt"
+    consumes = ("onnx",)
+    produces = ("tensorrt",)
 
     class Config(ConfigModel):
         precision: Literal["fp32", "fp16", "int8"] = Field("fp16", description="engine precision")
@@ -48,12 +49,11 @@ class ExportTensorRTStage(Stage):
                 raise ValueError("nothing to do: bundle: false and engine: false")
             return self
 
-    def run(self, ctx, config):
-        from ...artifact import Artifact
+    def run(self, ctx, config) -> StageOutput:
         from ...data import calibration_subset, preprocess
         from .export import export_tensorrt
 
-        onnx_art = latest_onnx(ctx, self.name)
+        onnx_art = ctx.consumed(self)
         d = ctx.recipe.data
         split = config.calib_split or d.calib_split
         calib_ds = ctx.dataset(split)
@@ -63,18 +63,13 @@ class ExportTensorRTStage(Stage):
                               + (f" of the first {d.limit} samples (recipe data.limit)" if d.limit else "")}
         src = ctx.latest("torch") or ctx.source_artifact()
         parity = preprocess(ctx.dataset(limit=config.parity_samples).images, onnx_art.spec)
-        record = export_tensorrt(onnx_art, ctx.out_dir, precision=config.precision, bundle=config.bundle,
+        result = export_tensorrt(onnx_art, ctx.out_dir, precision=config.precision, bundle=config.bundle,
                                  engine=config.engine, calib_images=sub, calib_description=where,
                                  min_batch=config.min_batch, opt_batch=config.opt_batch, max_batch=config.max_batch,
                                  trt_version=config.trt_version, workspace_mib=config.workspace_mib,
                                  torch_model=src.load_model() if src.kind == "torch" else None,
                                  parity_images=parity, parity_samples=config.parity_samples,
                                  calib_method=config.calib_method)
-        if record["engine"]:
-            from pathlib import Path
-
-            art = Artifact(kind="tensorrt", spec=onnx_art.spec, path=Path(record["engine"]["path"]),
-                           source=onnx_art.source)
-        else:
-            art = ctx.artifact  # a bundle is not an artefact a runtime here can load; the run continues as it was
-        return StageResult(art, relative_paths(record, ctx.out_dir))
+        # a bundle alone is not an artefact a runtime here can load: the run then continues as it was
+        art = result.artifact if result.fields["engine"] else ctx.artifact
+        return StageOutput(art, result.to_dict(), parity=result.parity)

@@ -62,8 +62,8 @@ def cmd_export_tvm(args) -> int:
     model, calib = model_from_args(args), parity_images(args)
     rec = export_tvm(model, Path(args.out), target=args.target, mcpu=args.mcpu, num_cores=args.num_cores,
                      trials=args.trials, batch=args.batch, work_dir=args.work_dir, retune=args.retune,
-                     tuning_timeout_s=args.tuning_timeout, cc=args.cc, parity=not args.no_parity, calib_images=calib,
-                     tolerance=args.tolerance, parity_samples=args.parity_samples)
+                     tuning_timeout_s=args.tuning_timeout, cc=args.cc, parity=not args.no_parity, parity_images=calib,
+                     tolerance=args.tolerance, parity_samples=args.parity_samples).to_dict()
     tuning = rec["tuning"]
     how = {"tuned": f"tuned {tuning.get('trials_run')} trials in {tuning.get('tuning_time_s')} s",
            "extended": f"tuned {tuning.get('trials_run')} more trials in {tuning.get('tuning_time_s')} s",

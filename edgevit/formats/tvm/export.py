@@ -56,9 +56,13 @@ from typing import Any
 
 import numpy as np
 
+from ...artifact import Artifact
 from ...errors import ConfigError, ExportError, ParityError
+from ...results import ExportResult, ParityRecord
 from ...spec import InputSpec
+from ...versions import library_versions
 from ..common import first_lines as _first_lines
+from ..parity import parity_inputs
 from .spec import FORMAT, metadata_path
 from .tuning import copy_database, default_cache_dir, lower_and_tune
 
@@ -74,8 +78,8 @@ def export_tvm(source: Any, out_dir: str | Path, *, target: Any = "llvm", trials
                batch: int = 1, work_dir: str | Path | None = None, retune: bool = False,
                max_trials_per_task: int | None = None, tuning_timeout_s: float = 60.0, seed: int = 0,
                mcpu: str | None = None, num_cores: int | None = None, extra_passes: Sequence[IRPass] = (),
-               convert_map: dict | None = None, parity: bool = True, calib_images: Any = None,
-               tolerance: float | None = None, parity_samples: int = 32, cc: str | None = None) -> dict:
+               convert_map: dict | None = None, parity: bool = True, parity_images: Any = None,
+               tolerance: float | None = None, parity_samples: int = 32, cc: str | None = None) -> ExportResult:
     """Compile ``source`` with TVM for ``target`` into ``out_dir/model.so`` (or the ``.so`` path given).
 
     ``source`` is a torch module (with ``edgevit_spec``, as :func:`edgevit.models.create` attaches), a torch
@@ -92,12 +96,13 @@ def export_tvm(source: Any, out_dir: str | Path, *, target: Any = "llvm", trials
       imported Relax module before lowering and tuning (the door for custom TIR kernels: a pass that replaces
       ops by ``call_tir`` to hand-written PrimFuncs; mark them ``tirx.is_scheduled`` to keep the tuner off);
       ``convert_map``: extra torch-op converters for ``from_exported_program(custom_convert_map=...)``;
-    - ``parity``: run the library on real images (``calib_images``: preprocessed NCHW float32, raw uint8 images
-      or an ArrayDataset; else the first ``parity_samples`` Fashion-MNIST test images) and compare with torch.
+    - ``parity``: run the library on real images (``parity_images``: preprocessed NCHW float32, raw uint8 images
+      or an ArrayDataset; required unless ``parity=False``, :class:`ExportError` otherwise) and compare with torch.
       Skipped, with the reason recorded, when the library cannot run on this machine (another CPU or a GPU);
     - ``cc``: a cross compiler (e.g. ``aarch64-linux-gnu-g++``) for libraries built for another architecture.
 
-    Returns a JSON-able record (paths, target, build host, required CPU features, tuning summary, parity,
+    Returns an :class:`~edgevit.results.ExportResult` (the ``tvm`` artefact with ``meta`` ``batch``, ``target``
+    and ``tuning_status``; parity None when skipped) whose ``to_dict()`` is the JSON record (paths, target, build host, required CPU features, tuning summary, parity,
     versions, timings). Raises :class:`ExportError` (capture/import/compile failures name the operator),
     :class:`ParityError` (library kept; record as ``exc.record``), :class:`MissingBackendError` (tvm, xgboost).
     """
@@ -118,7 +123,7 @@ def export_tvm(source: Any, out_dir: str | Path, *, target: Any = "llvm", trials
     module, spec, name = _resolve_model(source)
     path = _resolve_out_path(out_dir)
     tgt, tdict, target_notes = resolve_target(target, mcpu=mcpu, num_cores=num_cores)
-    images, described = _parity_images(calib_images, spec, parity_samples) if parity else (None, None)
+    images, described = parity_inputs(parity_images, spec, what="TVM") if parity else (None, None)
 
     mod, t_import = _import(module, spec, batch, convert_map, name)
     mod, pass_names = _apply_extra_passes(mod, extra_passes)
@@ -147,7 +152,8 @@ def export_tvm(source: Any, out_dir: str | Path, *, target: Any = "llvm", trials
         "format": FORMAT, "format_version": FORMAT_VERSION, "library": path.name, "source": name, "batch": batch,
         "input_shape": [batch, *spec.input_size], "input_dtype": spec.dtype, "target": tdict,
         "target_description": describe_target(tdict), "target_notes": target_notes, "required_isa_features": required,
-        "build_host": host_info(), "tvm_version": tvm.__version__, "versions": _versions(),
+        "build_host": host_info(), "tvm_version": tvm.__version__,
+        "versions": library_versions() | {"llvm": _llvm_version()},
         "tuning": {k: v for k, v in tuning.items() if k != "_db_dir"} | {"database_copy": db_copy},
         "extra_passes": pass_names, "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
@@ -169,6 +175,7 @@ def export_tvm(source: Any, out_dir: str | Path, *, target: Any = "llvm", trials
     if tuning.get("warning"):
         record["warning"] = tuning["warning"]
     why_not = incompatibility(meta)
+    checked = None
     if not parity:
         record["parity_skipped"] = "parity=False"
     elif why_not:
@@ -189,13 +196,15 @@ def export_tvm(source: Any, out_dir: str | Path, *, target: Any = "llvm", trials
             err = ParityError(f"{exc} The library is kept at {path}.")
             err.record = record
             raise err from exc
-        record["parity"] = result
-        record.update({k: result[k] for k in ("max_abs_diff", "mean_abs_diff", "cosine", "top1_agreement", "n")})
-    record["time_s"] = round(time.perf_counter() - t0, 3)
+        checked = result
+    art = Artifact(kind="tvm", spec=spec, path=path, source=name,
+                   meta={"batch": batch, "target": tdict, "tuning_status": tuning["status"]})
+    out = ExportResult(artifact=art, parity=checked, seconds=time.perf_counter() - t0, versions=record["versions"],
+                       fields=record)
     log.info("exported %s to %s (%s, batch %d, tuning %s, %.1f MB, max |diff| %s) in %.1f s", name, path,
-             describe_target(tdict), batch, tuning["status"], record["file_size"] / 1e6, record["max_abs_diff"],
-             record["time_s"])
-    return record
+             describe_target(tdict), batch, tuning["status"], record["file_size"] / 1e6,
+             checked and checked.max_abs_diff, out.seconds)
+    return out
 
 
 # ------------------------------------------------------------------------------------------------ inputs
@@ -219,10 +228,6 @@ def _resolve_out_path(out: str | Path) -> Path:
     return p / "model.so"
 
 
-def _parity_images(calib_images: Any, spec: InputSpec, limit: int) -> tuple[np.ndarray, str]:
-    from ..parity import parity_images
-
-    return parity_images(calib_images, spec, limit, what="TVM")
 
 def _import(module, spec: InputSpec, batch: int, convert_map: dict | None, name: str):
     """(Relax IRModule with the weights as constants, seconds) via torch.export → from_exported_program."""
@@ -288,44 +293,32 @@ def _apply_extra_passes(mod, extra_passes: Sequence[IRPass]):
 
 
 def _parity(module, path: Path, spec: InputSpec, images: np.ndarray, batch: int, *, tolerance: float | None,
-            what: str) -> dict:
-    from ...artifact import Artifact
+            what: str) -> ParityRecord:
     from ..parity import check_parity, default_tolerance
     from ..reference import torch_logits
     from .runtime import TvmRuntime
 
-    reference = torch_logits(module, images)
-    rt = TvmRuntime(Artifact(kind="tvm", spec=spec, path=path))
-    try:
-        outs = []
-        for a in range(0, len(images), batch):
-            chunk = images[a:a + batch]
-            n = len(chunk)
-            if n < batch:  # pad the last chunk with real images from the start (the library's batch is fixed)
-                chunk = np.concatenate([chunk, np.resize(images, (batch - n, *images.shape[1:]))])
-            outs.append(rt.run(np.ascontiguousarray(chunk))[:n])
-    except Exception as exc:  # the library compiled but does not run
-        raise ExportError(f"the TVM library {path} does not run on real inputs: {exc}") from exc
-    finally:
-        rt.close()
+    reference = torch_logits(module, images, what="TVM parity check")
+    with TvmRuntime(Artifact(kind="tvm", spec=spec, path=path)) as rt:
+        try:
+            outs = []
+            for a in range(0, len(images), batch):
+                chunk = images[a:a + batch]
+                n = len(chunk)
+                if n < batch:  # pad the last chunk with real images from the start (the library's batch is fixed)
+                    chunk = np.concatenate([chunk, np.resize(images, (batch - n, *images.shape[1:]))])
+                outs.append(rt.run(np.ascontiguousarray(chunk))[:n])
+        except Exception as exc:  # the library compiled but does not run
+            raise ExportError(f"the TVM library {path} does not run on real inputs: {exc}") from exc
     tol = tolerance if tolerance is not None else default_tolerance("fp32", reference)
     return check_parity(reference, np.concatenate(outs), tolerance=tol, what=what)
 
 
-def _versions() -> dict[str, str | None]:
-    import platform
-    from importlib import metadata
-
-    out: dict[str, str | None] = {"python": platform.python_version()}
-    for dist in ("edgevit", "apache-tvm", "apache-tvm-ffi", "torch", "xgboost"):
-        try:
-            out[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            out[dist] = None
+def _llvm_version() -> str | None:
+    """The major version of the LLVM that TVM was built with (None when unknown)."""
     try:
         from tvm.target import codegen
 
-        out["llvm"] = str(codegen.llvm_version_major())
+        return str(codegen.llvm_version_major())
     except Exception:  # noqa: BLE001 - informational only
-        out["llvm"] = None
-    return out
+        return None

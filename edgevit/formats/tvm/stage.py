@@ -21,7 +21,7 @@ from typing import Any
 from pydantic import Field, model_validator
 
 from ...config import ConfigModel
-from ...stage import Stage, StageContext, StageResult, register_stage
+from ...stage import Stage, StageContext, StageOutput, register_stage
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +32,8 @@ class ExportTvmStage(Stage):
 
     name = "export_tvm"
     description = "torch → TVM library (.so) for a CPU/GPU target, MetaSchedule-tuned (cached), parity vs torch"
-    produces = "tvm"
+    consumes = ("torch",)
+    produces = ("tvm",)
 
     class Config(ConfigModel):
         target: str | dict[str, Any] = Field("llvm", description="llvm (this CPU), cuda, or a TVM target dict such "
@@ -53,18 +54,14 @@ class ExportTvmStage(Stage):
                 raise ValueError("target: a target dict needs 'kind' (e.g. {kind: llvm, mcpu: x86-64-v3})")
             return self
 
-    def run(self, ctx: StageContext, config: Config) -> StageResult:
-        from ...artifact import Artifact
+    def run(self, ctx: StageContext, config: Config) -> StageOutput:
         from ...data import preprocess
         from .export import export_tvm
 
         src = ctx.latest("torch") or ctx.source_artifact()
         images = ctx.dataset(limit=config.parity_samples).images
-        record = export_tvm(src.load_model(), ctx.out_dir, target=config.target, mcpu=config.mcpu,
+        result = export_tvm(src, ctx.out_dir, target=config.target, mcpu=config.mcpu,
                             trials=config.trials, batch=config.batch, work_dir=config.work_dir, retune=config.retune,
-                            tuning_timeout_s=config.tuning_timeout_s, calib_images=preprocess(images, src.spec),
+                            tuning_timeout_s=config.tuning_timeout_s, parity_images=preprocess(images, src.spec),
                             tolerance=config.tolerance)
-        art = Artifact(kind="tvm", spec=src.spec, path=ctx.out_dir / "model.so", source=src.source,
-                       meta={"batch": config.batch, "target": record["target"],
-                             "tuning_status": record["tuning"]["status"]})
-        return StageResult(art, record)
+        return StageOutput.from_export(result)

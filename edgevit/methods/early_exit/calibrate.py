@@ -56,7 +56,7 @@ def calibrate(model: Any, heldout: Any, *, budget: float, runtime: str = "onnxru
     logits = collect_logits(model, heldout)
     work = Path(work_dir)
     exp = export_cascade(model, work, format="onnx", criterion=criterion, thresholds=never_fires(criterion),
-                         calib_images=heldout.images[:16],
+                         parity_images=heldout.images[:16],
                          parity=True, exporter=exporter)
     casc = CascadeRuntime(_art(exp["path"], model), backend=runtime, threads=threads, **(runtime_options or {}))
     try:

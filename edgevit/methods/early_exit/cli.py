@@ -131,10 +131,14 @@ def cmd_calibrate(args) -> int:
 
 def cmd_export(args) -> int:
     from ...cli.common import write_json_out
+    from ...data import load_dataset
     from .run import export_run
 
+    # the CLI chooses the parity data (library functions take it as an argument): Fashion-MNIST test images
+    parity = load_dataset("fashion-mnist", "test", limit=args.parity_samples)
     rec = export_run(args.run, args.out, format=args.format, thresholds=args.thresholds, criterion=args.criterion,
-                     parity_samples=args.parity_samples, exporter=args.exporter, if_form=args.if_form)
+                     parity_samples=args.parity_samples, parity_images=parity, exporter=args.exporter,
+                     if_form=args.if_form)
     print(f"wrote {rec['path']} ({rec['backend']}, {len(rec['files'])} graphs): max |Δ| {rec['max_abs_diff']:.2e}, "
           f"exit agreement {rec['exit_agreement'] * 100:.1f}%, top-1 agreement {rec['top1_agreement'] * 100:.1f}% "
           f"on {rec['n']} real images vs torch")

@@ -125,12 +125,12 @@ def compare_cascades(a: str | Path, b: str | Path, images: Any = None, *, sample
     ``a``'s thresholds."""
     from ...artifact import Artifact
     from ...formats.cascade.runtime import CascadeRuntime, read_manifest
-    from ...formats.parity import parity_images
+    from ...formats.parity import parity_inputs
     from ...spec import InputSpec
 
     ma, mb = read_manifest(a), read_manifest(b)
     spec = InputSpec.from_dict(ma["input_spec"])
-    x, described = parity_images(images, spec, samples, what="cascade comparison")
+    x, described = parity_inputs(images, spec, what="cascade comparison")
     outs = []
     for path, m in ((a, ma), (b, mb)):
         rt = CascadeRuntime(Artifact(kind="cascade", spec=spec, path=Path(m["_dir"]) / "manifest.json"),

@@ -81,7 +81,7 @@ def calibrate_run(run_dir: str | Path, *, budget: float, runtime: str = "onnxrun
 
 
 def export_run(run_dir: str | Path, out_dir: str | Path, *, format: str = "onnx", thresholds=None,
-               criterion: str | None = None, parity_samples: int = 64, calib_images: Any = None,
+               criterion: str | None = None, parity_samples: int = 64, parity_images: Any = None,
                exporter: str = "auto", model: Any = None, if_form: bool = False) -> dict:
     """Export the run's checkpoint with its calibrated thresholds (or ``thresholds``) to ``out_dir``; with
     ``if_form`` (ONNX only) also ``cascade_if.onnx``, the same cascade as one graph with ``If`` nodes (batch 1)."""
@@ -104,10 +104,10 @@ def export_run(run_dir: str | Path, out_dir: str | Path, *, format: str = "onnx"
         raise ConfigError("the If form is one ONNX graph: export with --format onnx (OpenVINO and every ONNX runtime "
                           "load it from there)")
     rec = export_cascade(ee, out_dir, format=format, thresholds=thresholds, criterion=crit, calibration=cal,
-                         parity_samples=parity_samples, calib_images=calib_images, exporter=exporter)
+                         parity_samples=parity_samples, parity_images=parity_images, exporter=exporter)
     if if_form:
         from ...formats.cascade.if_form import build_if_graph
 
-        rec["if_form"] = build_if_graph(rec["path"], Path(out_dir) / IF_FORM, parity_images=calib_images,
+        rec["if_form"] = build_if_graph(rec["path"], Path(out_dir) / IF_FORM, parity_images=parity_images,
                                         parity_samples=parity_samples)
     return rec

@@ -35,10 +35,13 @@ from typing import Any
 from ...artifact import Artifact, write_json
 from ...data.calibration import calibration_data
 from ...errors import ConfigError, QuantizationError
+from ...versions import library_versions
 from .backends import require_backend
 from .config import BACKEND_INFO, QuantizeConfig
 from .gate import SpeedGate
 from .ladder import AttemptLadder, best_attempt
+
+FLOAT_PARITY_SAMPLES = 32  # evaluation images the FP32 export is checked on
 
 log = logging.getLogger(__name__)
 
@@ -71,11 +74,13 @@ def quantize(source: Any, calib: Any = None, *, out_dir: str | Path, config: Qua
     backend_version = require_backend(config.backend)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    fp_art, export_record = _prepare_float(source, config.backend, out / "fp32")
+    eval_ds = eval_data if eval_data is not None else _load_eval(config, data_dir)
+    # the float export's parity check runs on the first evaluation images (real data the caller chose)
+    fp_art, export_record = _prepare_float(source, config.backend, out / "fp32",
+                                           parity_images=eval_ds.images[:FLOAT_PARITY_SAMPLES])
     spec = fp_art.spec
     calib_x, calib_where = calibration_data(spec, config.calib if calib is None else calib, split=config.calib_split,
                                             samples=config.calib_samples, data_dir=data_dir, seed=config.calib_seed)
-    eval_ds = eval_data if eval_data is not None else _load_eval(config, data_dir)
     job = _Job(config, fp_art, calib_x, eval_ds, out)
     record: dict[str, Any] = {
         "status": "running", "backend": config.backend, "backend_version": backend_version,
@@ -127,7 +132,7 @@ def quantize(source: Any, calib: Any = None, *, out_dir: str | Path, config: Qua
         record["selected"] = {"precision": gate["selected"], "path": str(fp_art.path), "runtime": job.primary,
                               "runtime_options": opts}
     record["status"] = "passed"
-    record["versions"] = _versions()
+    record["versions"] = library_versions()
     record["seconds"] = round(time.perf_counter() - t0, 3)
     write_json(out / "quantize.json", record)
     log.info("quantize %s: FP32 top-1 %.4f → INT8 %.4f (drop %.2f pt, budget %.2f) after %d attempt(s); kept %s",
@@ -145,8 +150,9 @@ def _load_eval(config: QuantizeConfig, data_dir: str | None):
     return load_dataset(config.eval_data, config.eval_split, data_dir=data_dir, limit=config.eval_limit)
 
 
-def _prepare_float(source: Any, backend: str, fp_dir: Path) -> tuple[Artifact, dict | None]:
-    """The FP32 artefact the backend quantises (exported when needed) and the export record."""
+def _prepare_float(source: Any, backend: str, fp_dir: Path, *, parity_images: Any) -> tuple[Artifact, dict | None]:
+    """The FP32 artefact the backend quantises (exported when needed, its parity checked on ``parity_images``) and
+    the export record (:meth:`~edgevit.results.ExportResult.to_dict`; None when no export was needed)."""
     from ...runtimes import open_artifact
 
     want = BACKEND_INFO[backend][2]  # 'openvino' or 'onnx'
@@ -167,8 +173,8 @@ def _prepare_float(source: Any, backend: str, fp_dir: Path) -> tuple[Artifact, d
             if art.kind == "onnx" and want == "openvino":
                 from ...formats.openvino.export import export_openvino
 
-                rec = export_openvino(None, fp_dir / "model.xml", from_onnx=p)
-                return open_artifact(fp_dir / "model.xml"), rec
+                res = export_openvino(None, fp_dir / "model.xml", from_onnx=p, parity_images=parity_images)
+                return open_artifact(fp_dir / "model.xml"), res.to_dict()
             raise ConfigError(f"the {backend} backend quantises ONNX files; {p} is an OpenVINO IR. Pass the torch "
                               f"model or its ONNX file, or use --backend openvino")
         if p.suffix in (".onnx", ".xml"):
@@ -187,12 +193,12 @@ def _prepare_float(source: Any, backend: str, fp_dir: Path) -> tuple[Artifact, d
     if want == "onnx":
         from ...formats.onnx.export import export_onnx
 
-        rec = export_onnx(module, fp_dir / "model.onnx")
-        return open_artifact(fp_dir / "model.onnx"), rec
+        res = export_onnx(module, fp_dir / "model.onnx", parity_images=parity_images)
+        return open_artifact(fp_dir / "model.onnx"), res.to_dict()
     from ...formats.openvino.export import export_openvino
 
-    rec = export_openvino(module, fp_dir / "model.xml")
-    return open_artifact(fp_dir / "model.xml"), rec
+    res = export_openvino(module, fp_dir / "model.xml", parity_images=parity_images)
+    return open_artifact(fp_dir / "model.xml"), res.to_dict()
 
 
 def _publish(path: Path, out: Path) -> Path:
@@ -221,18 +227,6 @@ def _budget_error(config: QuantizeConfig, fp: dict, best: dict | None, attempts:
             f"(mixed_precision_layers, max_float_fraction), or deploy the FP32/bf16 model.")
     err.record = record
     return err
-
-
-def _versions() -> dict:
-    from importlib import metadata
-
-    out = {}
-    for dist in ("edgevit", "nncf", "openvino", "onnxruntime", "onnx", "torch"):
-        try:
-            out[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            out[dist] = None
-    return out
 
 
 # ------------------------------------------------------------------------------------------------ the job
@@ -302,7 +296,7 @@ class _Job(AttemptLadder, SpeedGate):
             rt.close()
         return check_parity(self.fp_logits, cand, tolerance=None, min_top1=None,
                             what=f"INT8 {int8_art.path.name} vs FP32 {Path(self.fp_art.path).name} "
-                                 f"({self.primary}, calibration images)")
+                                 f"({self.primary}, calibration images)").to_dict()
 
 
 def load_record(path: str | Path) -> dict:
