@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
@@ -93,9 +94,23 @@ class Recipe:
 _TOP_KEYS = ("version", "name", "model", "data", "stages", "runtimes", "targets", "output")
 
 
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that also reads YAML 1.2 floats without a dot (``1e-3``, ``5E4``), which PyYAML's YAML 1.1 rules
+    leave as strings (so ``tolerance: 1e-3`` failed with "expected float | null, got '1e-3'")."""
+
+
+_Loader.add_implicit_resolver("tag:yaml.org,2002:float",
+                              re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+                              list("-+0123456789"))
+
+
+def _yaml_load(text: str) -> Any:
+    return yaml.load(text, Loader=_Loader)  # a SafeLoader subclass: no arbitrary objects
+
+
 def parse_value(text: str) -> Any:
     """A ``--set`` value: YAML scalar/list syntax (``3``, ``true``, ``[1, 8]``, ``null``, ``fp16``)."""
-    return yaml.safe_load(text)
+    return _yaml_load(text)
 
 
 def apply_overrides(raw: dict, overrides: list[str]) -> dict:
@@ -132,7 +147,7 @@ def load_raw(path: str | Path) -> dict:
     if not path.exists():
         raise ConfigError(f"recipe {path} does not exist")
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = _yaml_load(path.read_text())
     except yaml.YAMLError as exc:
         raise ConfigError(f"recipe {path} is not valid YAML: {exc}") from exc
     if not isinstance(raw, dict):

@@ -1,6 +1,9 @@
+import importlib.metadata
 import json
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -19,11 +22,37 @@ def test_import_is_lean():
     assert out.stdout.strip() == "[]"
 
 
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+def _readme_cli_commands() -> set[str]:
+    """Top-level commands named in the README's "CLI reference" table (first word after `edgevit`)."""
+    text = README.read_text()
+    table = text[text.index("## CLI reference"):].split("\n## ", 1)[0]
+    return set(re.findall(r"^\| `edgevit ([a-z-]+)", table, flags=re.MULTILINE))
+
+
 def test_help_lists_commands():
+    """`edgevit --help` lists exactly the commands of the README's CLI reference, each with a one-line help text,
+    and every command's own --help works."""
     r = run_cli("--help")
-    assert r.returncode == 0
-    for cmd in ("list", "eval", "export", "profile", "compress"):
-        assert cmd in r.stdout
+    assert r.returncode == 0, r.stderr
+    listed = {}
+    section = r.stdout.split("COMMAND\n", 2)[-1].split("\noptions:")[0]
+    for line in section.splitlines():
+        m = re.match(r"^    ([a-z][a-z-]*)\s{2,}(\S.*)$", line)
+        if m:
+            listed[m.group(1)] = m.group(2)
+    documented = _readme_cli_commands()
+    assert documented >= {"list", "eval", "export", "profile", "quantize", "distill", "early-exit", "compress"}
+    assert set(listed) == documented, f"--help lists {sorted(listed)}, README documents {sorted(documented)}"
+    assert all(len(h) > 10 for h in listed.values()), listed
+    assert "--version" in r.stdout
+    v = run_cli("--version")
+    assert v.returncode == 0 and importlib.metadata.version("edgevit") in v.stdout + v.stderr
+    for cmd in sorted(documented):
+        sub = run_cli(cmd, "--help")
+        assert sub.returncode == 0 and sub.stdout.startswith(f"usage: edgevit {cmd}"), (cmd, sub.stderr[-500:])
 
 
 def test_list_commands(capsys):
@@ -38,24 +67,63 @@ def test_list_commands(capsys):
     assert "jetson-orin-nano-8gb" in capsys.readouterr().out
 
 
-def test_eval_export_eval_profile_json(tmp_path, fmnist_test_small, capsys):
+def _torch_top1(model_name: str, limit: int) -> tuple[float, float]:
+    """top-1/top-5 computed here, independently of edgevit.evaluate: the model on the first ``limit`` test images."""
+    import numpy as np
+    import torch
+
+    from edgevit.data import load_dataset, preprocess
+    from edgevit.models import create
+
+    model = create(model_name).eval()
+    data = load_dataset("fashion-mnist", "test", limit=limit)
+    with torch.inference_mode():
+        logits = model(torch.from_numpy(preprocess(data.images, model.edgevit_spec))).numpy()
+    top5 = np.argsort(-logits, axis=1)[:, :5]
+    labels = np.asarray(data.labels)
+    return float((top5[:, 0] == labels).mean()), float((top5 == labels[:, None]).any(axis=1).mean())
+
+
+def test_eval_export_eval_profile_json(tmp_path, fmnist_test_small, teacher_available, capsys):
+    """The README's eval → export → eval exported → profile chain on the shipped teacher, checking the values."""
+    if not teacher_available:
+        pytest.skip("the packaged fmnist-vit teacher weights are missing")
+    limit = 50
     onnx_path = tmp_path / "m.onnx"
-    assert main(["eval", "--model", "fmnist-vit-tiny", "--limit", "50", "--json", str(tmp_path / "e.json")]) == 0
+    assert main(["eval", "--model", "fmnist-vit", "--limit", str(limit), "--json", str(tmp_path / "e.json")]) == 0
+    out = capsys.readouterr().out
     ev = json.loads((tmp_path / "e.json").read_text())
-    assert ev["n"] == 50 and {"top1", "top5"} <= set(ev)
-    assert main(["export", "onnx", "--model", "fmnist-vit-tiny", "--out", str(onnx_path), "--parity-samples", "16",
+    top1, top5 = _torch_top1("fmnist-vit", limit)
+    assert ev["n"] == limit and ev["runtime"] == "torch" and ev["seconds"] > 0
+    assert ev["top1"] == pytest.approx(top1, abs=1e-12) and ev["top5"] == pytest.approx(top5, abs=1e-12)
+    assert ev["top1"] > 0.7  # the shipped teacher is ~92 % on the test set; 50 images cannot fall this far
+    assert f"top-1 {top1 * 100:.2f}%" in out and f"n={limit}" in out
+
+    assert main(["export", "onnx", "--model", "fmnist-vit", "--out", str(onnx_path), "--parity-samples", "16",
                  "--json", str(tmp_path / "x.json")]) == 0
     ex = json.loads((tmp_path / "x.json").read_text())
-    assert {"max_abs_diff", "top1_agreement"} <= set(ex)
-    assert main(["eval", "--artifact", str(onnx_path), "--runtime", "onnxruntime", "--limit", "50",
+    assert ex["n"] == 16 and ex["opset"] == 18
+    assert 0 <= ex["max_abs_diff"] < 1e-3 and 0 <= ex["mean_abs_diff"] <= ex["max_abs_diff"]
+    assert ex["top1_agreement"] == 1.0 and ex["cosine"] > 0.99999
+    assert Path(ex["path"]).resolve() == onnx_path.resolve() and ex["file_size"] == onnx_path.stat().st_size
+
+    assert main(["eval", "--artifact", str(onnx_path), "--runtime", "onnxruntime", "--limit", str(limit),
                  "--json", str(tmp_path / "e2.json")]) == 0
-    assert json.loads((tmp_path / "e2.json").read_text())["n"] == 50
+    ev2 = json.loads((tmp_path / "e2.json").read_text())
+    assert ev2["n"] == limit and ev2["runtime"] == "onnxruntime"
+    assert abs(ev2["top1"] - top1) <= 1 / limit  # fp32 export: at most one borderline image may flip
+
+    min_runs = 10
     assert main(["profile", str(onnx_path), "--runtime", "onnxruntime", "--batch", "1,2", "--duration", "0.1",
                  "--warmup", "0.05", "--json", str(tmp_path / "p.json")]) == 0
-    rows = json.loads((tmp_path / "p.json").read_text())["results"]
+    doc = json.loads((tmp_path / "p.json").read_text())
+    rows = doc["results"]
     assert [(r["runtime"], r["batch"]) for r in rows] == [("onnxruntime", 1), ("onnxruntime", 2)]
     for r in rows:
-        assert {"median_ms", "p90_ms", "p99_ms", "mean_ms", "runs", "throughput"} <= set(r)
+        assert 0 < r["min_ms"] <= r["median_ms"] <= r["p90_ms"] <= r["p99_ms"], r
+        assert r["min_ms"] <= r["mean_ms"] and r["runs"] >= min_runs
+        assert r["throughput"] == pytest.approx(r["batch"] * 1000.0 / r["median_ms"], rel=1e-6)
+        assert r["system"]["cpu"]["logical_cores"] >= 1 and r["system"]["versions"]["onnxruntime"]
 
 
 def test_compress_dry_run_prints_plan(capsys):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import os
 import subprocess
 import sys
@@ -148,18 +149,57 @@ def test_profile_onnxruntime_reports_file_size_and_macs(tiny_onnx):
 # -------------------------------------------------------------------------------------------------- system
 
 
-def test_system_stamp_keys():
+def test_system_stamp_keys(monkeypatch):
+    """Every stamp value equals what the machine itself says: /proc/cpuinfo, os, platform, importlib.metadata."""
+    import platform
+    import socket
+    from importlib import metadata
+
     from edgevit.profile import system_stamp
 
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    monkeypatch.delenv("MKL_NUM_THREADS", raising=False)
     s = system_stamp(threads=3)
-    for k in ("timestamp_utc", "hostname", "platform", "python", "cpu", "memory_total_bytes", "versions",
-              "threads", "notes"):
-        assert k in s, k
-    assert s["threads"]["requested"] == 3
-    assert s["cpu"]["logical_cores"] >= 1
-    assert s["versions"]["numpy"]
+    assert s["python"] == platform.python_version() and s["hostname"] == socket.gethostname()
+    assert s["platform"] == platform.platform() and s["machine"] == platform.machine()
+    assert s["threads"]["requested"] == 3 and s["threads"]["env"]["OMP_NUM_THREADS"] == "3"
+    assert "MKL_NUM_THREADS" not in s["threads"]["env"]
+    if "torch" in sys.modules:
+        import torch
+
+        assert s["threads"]["torch_intra_op"] == torch.get_num_threads()
+    assert s["cpu"]["logical_cores"] == os.cpu_count()
     if hasattr(os, "sched_getaffinity"):
         assert s["cpu"]["affinity_cores"] == len(os.sched_getaffinity(0))
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
+                 if line.startswith("model name")]
+        if names:
+            assert s["cpu"]["model"] == names[0]
+        flags = next((line.split(":", 1)[1].split() for line in cpuinfo.read_text().splitlines()
+                      if line.startswith("flags")), None)
+        if flags is not None:
+            assert set(s["cpu"]["isa"]) <= set(flags) and ("avx2" in s["cpu"]["isa"]) == ("avx2" in flags)
+    meminfo = Path("/proc/meminfo")
+    if meminfo.exists():
+        kb = int(next(line.split()[1] for line in meminfo.read_text().splitlines() if line.startswith("MemTotal:")))
+        assert s["memory_total_bytes"] == kb * 1024
+    versions = s["versions"]
+    for dist in ("numpy", "onnx", "onnxruntime", "timm", "edgevit"):
+        assert versions[dist] == metadata.version(dist), dist
+    if "torch" in sys.modules:
+        assert versions["torch"] == sys.modules["torch"].__version__
+    else:
+        assert versions["torch"] == metadata.version("torch")
+    try:
+        assert versions["openvino"] == metadata.version("openvino")
+    except metadata.PackageNotFoundError:
+        assert "openvino" not in versions
+    dt = datetime.datetime.fromisoformat(s["timestamp_utc"])
+    assert dt.utcoffset() == datetime.timedelta(0)
+    assert abs((datetime.datetime.now(datetime.timezone.utc) - dt).total_seconds()) < 60
+    assert isinstance(s["notes"], list)
 
 
 def test_parse_nvpmodel():

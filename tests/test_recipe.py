@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 import yaml
 
@@ -183,3 +185,87 @@ def test_typo_still_gets_key_path_and_allowed_keys():
     bad = apply_overrides(load_raw(QUICKSTART), ["stages.1.opst=17"])
     with pytest.raises(ConfigError, match=r"stages\.1: unknown key 'opst'; allowed keys: opset, dynamic_batch"):
         from_raw(bad)
+
+
+# ------------------------------------------------------------------------- coercion as a user meets it: --set + CLI
+def test_set_values_are_read_as_yaml_and_typed():
+    r = load_recipe(QUICKSTART, ["stages.3.batch=[1, 16]", "stages.1.simplify=false", "stages.1.tolerance=1e-3",
+                                 "stages.3.duration_s=1", "data.limit=null", "stages.2.runtime=torch",
+                                 "targets=[raspberry-pi-5]"])
+    exp, prof = r.stages[1].config, r.stages[3].config
+    assert prof.batch == [1, 16] and all(type(b) is int for b in prof.batch)
+    assert exp.simplify is False and exp.opset == 18  # untouched keys keep the file's values
+    assert exp.tolerance == 0.001 and type(exp.tolerance) is float  # YAML 1.2 float without a dot
+    assert prof.duration_s == 1.0 and type(prof.duration_s) is float  # an integer is a valid float
+    assert r.data.limit is None and r.stages[2].config.runtime == "torch" and r.targets == ["raspberry-pi-5"]
+    assert load_recipe(QUICKSTART, ["stages.3.batch=8"]).stages[3].config.batch == [8]  # one value for a list
+
+
+@pytest.mark.parametrize("override, pattern", [
+    ("stages.1.opset='17'", r"^stages\.1\.opset: expected an integer, got str '17'"),  # quoted: a string
+    ("stages.1.simplify=maybe", r"^stages\.1\.simplify: expected .*(true|bool).*'maybe'"),
+    ("stages.1.simplify=1", r"^stages\.1\.simplify: expected .*(true|bool).*1"),
+    ("stages.3.duration_s=fast", r"^stages\.3\.duration_s: expected .*(number|float).*'fast'"),
+    ("data.limit=many", r"^data\.limit: expected .*int.*'many'"),
+    ("model.pretrained=3", r"^model\.pretrained: expected .*(true|bool).*3"),
+    ("stages.1.tolerance=[1]", r"^stages\.1\.tolerance: expected .*(number|float).*\[1\]"),
+    ("stages.0.runtime=[a]", r"^stages\.0\.runtime: expected .*str.*\['a'\]"),
+])
+def test_wrong_type_via_set_names_key_path_and_expected_type(override, pattern):
+    with pytest.raises(ConfigError, match=pattern):
+        load_recipe(QUICKSTART, [override])
+
+
+def test_unknown_target_lists_allowed_and_close_matches():
+    with pytest.raises(ConfigError, match=r"^targets\.0: unknown hardware profile 'jetson-orin-nano'\. "
+                                          r"Allowed: .*raspberry-pi-5.*Did you mean 'jetson-orin-nano-8gb'"):
+        load_recipe(QUICKSTART, ["targets=[jetson-orin-nano]"])
+
+
+def _compress_cli(*args):
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "edgevit", "compress", *args], capture_output=True, text=True,
+                          timeout=300, check=False)
+
+
+def test_cli_dry_run_plan_shows_typed_overrides(tmp_path):
+    r = _compress_cli(QUICKSTART, "--dry-run", "--out", str(tmp_path / "never"), "--set", "stages.3.batch=[1,16]",
+                      "--set", "stages.1.opset=17", "--set", "stages.1.simplify=false")
+    assert r.returncode == 0, r.stderr
+    lines = {ln.split()[0]: ln for ln in r.stdout.splitlines() if ln.startswith("  ")}
+    assert list(lines) == ["00_load", "01_eval", "02_export_onnx", "03_eval", "04_profile", "05_report"]
+    assert '"opset": 17' in lines["02_export_onnx"] and '"simplify": false' in lines["02_export_onnx"]
+    assert '"batch": [1, 16]' in lines["04_profile"] and '"runtime": "onnxruntime"' in lines["03_eval"]
+    assert not (tmp_path / "never").exists()  # a dry run writes nothing
+
+
+def test_cli_recipe_typo_reports_key_path_and_allowed_keys(tmp_path):
+    """The README's promise: `stages.1: unknown key 'opst'; allowed keys: opset, ...`, exit code 2, nothing run."""
+    bad = tmp_path / "typo.yaml"
+    text = yaml.safe_load(Path(QUICKSTART).read_text())
+    text["stages"][1] = {"stage": "export_onnx", "opst": 17}
+    bad.write_text(yaml.safe_dump(text))
+    r = _compress_cli(str(bad), "--dry-run")
+    assert r.returncode == 2 and r.stdout == ""
+    assert "stages.1: unknown key 'opst'; allowed keys: opset, " in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize("override, expected", [
+    ("stages.0.stage=evaluate", "stages.0.stage: unknown stage 'evaluate'. Allowed: "),
+    ("runtimes=[onnx]", "runtimes.0: unknown runtime 'onnx'. Allowed: "),
+    ("stages.2.runtime=openvion", "stages.2.runtime: unknown runtime 'openvion'. Allowed: "),
+    ("data.batch_size=1.5", "data.batch_size: expected an integer"),
+    ("modle.name=x", "unknown top-level key(s) 'modle'; allowed keys: version, name, model"),
+])
+def test_cli_recipe_errors_name_key_path_and_allowed_values(override, expected):
+    r = _compress_cli(QUICKSTART, "--dry-run", "--set", override)
+    assert r.returncode == 2, r.stdout
+    assert expected in r.stderr and "Traceback" not in r.stderr
+    if "Allowed" in expected:  # the allowed values follow, and a close match when there is one
+        allowed = r.stderr.split("Allowed: ", 1)[1]
+        assert ("export_onnx" in allowed) if ".stage:" in expected else ("onnxruntime" in allowed)
+    if "openvion" in override:
+        assert "Did you mean 'openvino'" in r.stderr
