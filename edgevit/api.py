@@ -208,7 +208,7 @@ def profile(model: Any, *, runtime: str | Sequence[str] | None = None, batch_siz
     when a runtime cannot load the artefact, :class:`~edgevit.errors.MissingBackendError`.
     """
     from .artifact import Artifact
-    from .profile.latency import profile_runtime
+    from .profiling.latency import profile_runtime
     from .runtimes import load_runtime, open_artifact, runtimes_for_kind
 
     art = _as_artifact(model, Artifact, open_artifact)

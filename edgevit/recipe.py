@@ -180,7 +180,7 @@ def from_raw(raw: dict, *, source: str = "<recipe>") -> Recipe:
             raise ConfigError(f"runtimes.{i}: {RUNTIMES.unknown_message(r)}")
     targets = cfg.coerce(list[str], raw.get("targets", []), "targets")
     if targets:
-        from .profile.hardware import HARDWARE
+        from .profiling.hardware import HARDWARE
 
         for i, t in enumerate(targets):
             if t not in HARDWARE:
@@ -230,7 +230,7 @@ def recipe_model() -> type[cfg.ConfigModel]:
     """
     from pydantic import create_model
 
-    from .profile.hardware import HARDWARE
+    from .profiling.hardware import HARDWARE
     from .runtimes import RUNTIMES
     from .stages import STAGES
 

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from .artifact import write_json
-from .profile.tables import markdown_table
+from .profiling.tables import markdown_table
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +89,7 @@ def _latency_plot_png(latency: list[dict]) -> bytes | None:
 
 
 def _html_table(rows: list[dict], cols: list[tuple[str, str]]) -> str:
-    from .profile.tables import format_value
+    from .profiling.tables import format_value
 
     head = "".join(f"<th>{html.escape(h)}</th>" for _, h in cols)
     body = "".join("<tr>" + "".join(f"<td>{html.escape(format_value(r.get(k)))}</td>" for k, _ in cols) + "</tr>"

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from edgevit.profile.macs import count_macs_onnx, count_macs_torch, torch_macs_by_op
+from edgevit.profiling.macs import count_macs_onnx, count_macs_torch, torch_macs_by_op
 from edgevit.spec import InputSpec
 
 # fmnist-vit-tiny at 28×28: a conv stem (1→24 3×3 s1, 24→48 3×3 s2, 48→96 3×3 s2: 7×7 patches), 49 patches + the
@@ -175,7 +175,7 @@ def test_restores_training_mode_and_warns_about_unknown_matmul_ops(caplog):
             return fused_linear(x, self.w)
 
     model = Custom().train()
-    with caplog.at_level(logging.WARNING, logger="edgevit.profile.macs"):
+    with caplog.at_level(logging.WARNING, logger="edgevit.profiling.macs"):
         by_op = torch_macs_by_op(model, example=torch.randn(3, 4))
     assert model.training
     assert by_op == {}

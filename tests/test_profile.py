@@ -49,8 +49,8 @@ def torch_runtime(tiny_model):
 
 
 def test_importing_profile_does_not_import_torch():
-    code = ("import sys, edgevit.profile as p\n"
-            "from edgevit.profile import hardware, roofline, tables, system, latency\n"
+    code = ("import sys, edgevit.profiling as p\n"
+            "from edgevit.profiling import hardware, roofline, tables, system, latency\n"
             "p.load_profile('t4'); p.markdown_table([{'a': 1}], ['a']); p.system_stamp()\n"
             "bad = [m for m in ('torch', 'onnx', 'onnxruntime', 'timm') if m in sys.modules]\n"
             "assert not bad, bad\n")
@@ -62,7 +62,7 @@ def test_importing_profile_does_not_import_torch():
 
 
 def test_latency_stats_known_values():
-    from edgevit.profile import latency_stats
+    from edgevit.profiling import latency_stats
 
     s = latency_stats(np.arange(1, 101) * 1_000_000, batch=4)  # 1..100 ms
     assert s["runs"] == 100 and s["min_ms"] == 1.0 and s["max_ms"] == 100.0
@@ -91,7 +91,7 @@ def _check_row(row, batch):
 
 
 def test_profile_torch_runtime_with_real_inputs(torch_runtime, real_batch, tiny_model):
-    from edgevit.profile import profile_runtime
+    from edgevit.profiling import profile_runtime
 
     rows = profile_runtime(torch_runtime, batch_sizes=(1, 3), inputs=real_batch[:2], **FAST)
     assert [r["batch"] for r in rows] == [1, 3]
@@ -106,7 +106,7 @@ def test_profile_torch_runtime_with_real_inputs(torch_runtime, real_batch, tiny_
 
 
 def test_profile_fixed_runs_and_random_inputs(torch_runtime):
-    from edgevit.profile import profile_runtime
+    from edgevit.profiling import profile_runtime
 
     (row,) = profile_runtime(torch_runtime, runs=7, warmup_s=0.0, min_warmup=1, progress=False)
     assert row["runs"] == 7 and row["settings"]["runs"] == 7
@@ -114,14 +114,14 @@ def test_profile_fixed_runs_and_random_inputs(torch_runtime):
 
 
 def test_profile_max_runs_caps_duration(torch_runtime):
-    from edgevit.profile import profile_runtime
+    from edgevit.profiling import profile_runtime
 
     (row,) = profile_runtime(torch_runtime, warmup_s=0.0, min_warmup=1, duration_s=60.0, min_runs=3, max_runs=4)
     assert row["runs"] == 4
 
 
 def test_profile_rejects_bad_arguments(torch_runtime):
-    from edgevit.profile import profile_runtime
+    from edgevit.profiling import profile_runtime
 
     with pytest.raises(ConfigError, match="batch_sizes"):
         profile_runtime(torch_runtime, batch_sizes=(0,))
@@ -134,7 +134,7 @@ def test_profile_rejects_bad_arguments(torch_runtime):
 
 
 def test_profile_onnxruntime_reports_file_size_and_macs(tiny_onnx):
-    from edgevit.profile import count_macs_onnx, profile_runtime
+    from edgevit.profiling import count_macs_onnx, profile_runtime
     from edgevit.runtimes import load_runtime
 
     rt = load_runtime("onnxruntime", tiny_onnx, threads=1)
@@ -155,7 +155,7 @@ def test_system_stamp_keys(monkeypatch):
     import socket
     from importlib import metadata
 
-    from edgevit.profile import system_stamp
+    from edgevit.profiling import system_stamp
 
     monkeypatch.setenv("OMP_NUM_THREADS", "3")
     monkeypatch.delenv("MKL_NUM_THREADS", raising=False)
@@ -203,7 +203,7 @@ def test_system_stamp_keys(monkeypatch):
 
 
 def test_parse_nvpmodel():
-    from edgevit.profile.system import parse_nvpmodel
+    from edgevit.profiling.system import parse_nvpmodel
 
     assert parse_nvpmodel("NV Fan Mode:quiet\nNV Power Mode: MAXN_SUPER\n2\n") == {
         "fan": "quiet", "name": "MAXN_SUPER", "id": 2}
@@ -212,7 +212,7 @@ def test_parse_nvpmodel():
 
 def test_jetson_branch_on_fake_sysfs(tmp_path, monkeypatch):
     """The Jetson probes read the real file layout; here it is faked under tmp_path."""
-    from edgevit.profile import system
+    from edgevit.profiling import system
 
     release = tmp_path / "nv_tegra_release"
     release.write_text("# R36 (release), REVISION: 4.3, GCID: 1, BOARD: generic, EABI: aarch64\n")
@@ -251,7 +251,7 @@ def test_jetson_branch_on_fake_sysfs(tmp_path, monkeypatch):
 
 
 def test_macs_torch_and_onnx_agree(tiny_model, tiny_onnx):
-    from edgevit.profile import count_macs_onnx, count_macs_torch, onnx_cost
+    from edgevit.profiling import count_macs_onnx, count_macs_torch, onnx_cost
 
     t = count_macs_torch(tiny_model, tiny_model.edgevit_spec)
     o = count_macs_onnx(tiny_onnx)
@@ -266,7 +266,7 @@ def test_count_macs_onnx_hand_built_graph(tmp_path):
     """MatMul [1,49,96]x[96,192] + Conv 3x3 (1→8 ch, 28x28 out) + Gemm [1,8]x[8,10], batch dynamic."""
     from onnx import TensorProto, helper, numpy_helper, save
 
-    from edgevit.profile import count_macs_onnx
+    from edgevit.profiling import count_macs_onnx
 
     w_mm = numpy_helper.from_array(np.zeros((96, 192), np.float32), "w_mm")
     w_conv = numpy_helper.from_array(np.zeros((8, 1, 3, 3), np.float32), "w_conv")
@@ -293,7 +293,7 @@ def test_count_macs_onnx_hand_built_graph(tmp_path):
 
 
 def test_all_hardware_profiles_load_with_sources_and_tags():
-    from edgevit.profile import HARDWARE, list_profiles, load_profile
+    from edgevit.profiling import HARDWARE, list_profiles, load_profile
 
     assert EXPECTED_PROFILES <= set(HARDWARE.names())
     assert [p.name for p in list_profiles()] == HARDWARE.names()
@@ -316,7 +316,7 @@ def test_all_hardware_profiles_load_with_sources_and_tags():
 
 
 def test_orin_nano_has_original_and_super_modes():
-    from edgevit.profile import load_profile
+    from edgevit.profiling import load_profile
 
     p = load_profile("jetson-orin-nano-8gb")
     assert {"original", "super"} <= set(p.modes)
@@ -349,7 +349,7 @@ def test_profiles_ship_inside_the_package():
 def test_profile_validation_names_file_and_key(tmp_path, edit, message):
     import yaml
 
-    from edgevit.profile.hardware import PROFILES_DIR, load_profile
+    from edgevit.profiling.hardware import PROFILES_DIR, load_profile
 
     doc = yaml.safe_load((PROFILES_DIR / "t4.yaml").read_text())
     edit(doc)
@@ -362,7 +362,7 @@ def test_profile_validation_names_file_and_key(tmp_path, edit, message):
 
 def test_unknown_profile_name_suggests():
     from edgevit.errors import RegistryError
-    from edgevit.profile import load_profile
+    from edgevit.profiling import load_profile
 
     with pytest.raises(RegistryError, match="jetson-orin-nano-8gb"):
         load_profile("jetson-orin-nano")
@@ -372,7 +372,7 @@ def test_unknown_profile_name_suggests():
 
 
 def test_roofline_compute_bound_scales_with_efficiency():
-    from edgevit.profile import load_profile, predict_latency
+    from edgevit.profiling import load_profile, predict_latency
 
     p = load_profile("t4")
     macs = 1.26e9
@@ -389,7 +389,7 @@ def test_roofline_compute_bound_scales_with_efficiency():
 
 
 def test_roofline_memory_bound_launch_overhead_and_error():
-    from edgevit.profile import load_profile, predict_latency
+    from edgevit.profiling import load_profile, predict_latency
 
     p = load_profile("jetson-orin-nano-8gb")
     r = predict_latency(1e6, 1e9, p, "fp16", kernels=100, efficiency={"compute": 0.5, "memory": 0.8},
@@ -402,7 +402,7 @@ def test_roofline_memory_bound_launch_overhead_and_error():
 
 
 def test_roofline_errors_and_missing_numbers():
-    from edgevit.profile import predict_latency
+    from edgevit.profiling import predict_latency
 
     with pytest.raises(ConfigError, match="no fp16 compute"):
         predict_latency(1e9, 1e6, "xeon-8380", "fp16")
@@ -415,8 +415,8 @@ def test_roofline_errors_and_missing_numbers():
 
 
 def test_roofline_per_onnx_node(tiny_onnx):
-    from edgevit.profile import count_macs_onnx
-    from edgevit.profile.roofline import predict_onnx_latency
+    from edgevit.profiling import count_macs_onnx
+    from edgevit.profiling.roofline import predict_onnx_latency
 
     r = predict_onnx_latency(tiny_onnx, "jetson-orin-nano-8gb", "fp16")
     assert r["prediction"] is True and r["macs"] == count_macs_onnx(tiny_onnx)
@@ -429,7 +429,7 @@ def test_roofline_per_onnx_node(tiny_onnx):
 
 
 def test_markdown_table_formats_and_aligns():
-    from edgevit.profile import markdown_table
+    from edgevit.profiling import markdown_table
 
     rows = [{"name": "a|b", "ms": 1.23456, "n": 10, "x": None}, {"name": "c", "ms": 1234.5, "n": 7, "x": None}]
     text = markdown_table(rows, ["name", ("ms", "median ms"), "n", "x"])
@@ -447,7 +447,7 @@ def test_markdown_table_formats_and_aligns():
 
 
 def test_profile_table_rows():
-    from edgevit.profile import profile_table
+    from edgevit.profiling import profile_table
 
     rows = [{"model": "m", "runtime": rt, "device": "cpu", "batch": b, "median_ms": 2.0 * b, "p90_ms": 2.5 * b,
              "p99_ms": 3.0 * b, "mean_ms": 2.2 * b, "runs": 100, "throughput": 500.0}
@@ -460,7 +460,7 @@ def test_profile_table_rows():
 
 
 def test_time_call_and_interleaved_passes():
-    from edgevit.profile import time_call, time_interleaved
+    from edgevit.profiling import time_call, time_interleaved
 
     seen = []
     x = np.zeros((1, 3), np.float32)

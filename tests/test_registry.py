@@ -100,7 +100,7 @@ def test_lazy_loader_errors_surface_when_called_not_when_registered():
 
 def test_real_registries_list_allowed_values_and_close_matches():
     from edgevit.models import MODELS
-    from edgevit.profile.hardware import HARDWARE
+    from edgevit.profiling.hardware import HARDWARE
     from edgevit.runtimes import RUNTIMES
     from edgevit.stages import STAGES
 

@@ -56,7 +56,7 @@ def cmd_list(args) -> int:
         for n in sorted(exporters()):
             print(n)
     elif what == "targets":
-        from ..profile.hardware import list_profiles
+        from ..profiling.hardware import list_profiles
 
         for p in list_profiles():
             print(f"{p.name:24s} {p.description}")
@@ -80,8 +80,8 @@ def cmd_eval(args) -> int:
 
 
 def cmd_profile(args) -> int:
-    from ..profile.latency import profile_runtime
-    from ..profile.tables import profile_table
+    from ..profiling.latency import profile_runtime
+    from ..profiling.tables import profile_table
     from ..runtimes import load_runtime
 
     art = artifact_from_args(args)

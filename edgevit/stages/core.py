@@ -103,7 +103,7 @@ class ProfileStage(Stage):
 
     def run(self, ctx, config):
         from ..data import preprocess
-        from ..profile.latency import profile_runtime
+        from ..profiling.latency import profile_runtime
         from ..runtimes import load_runtime, runtime_loads
 
         art = ctx.artifact
@@ -133,7 +133,7 @@ def _predictions(ctx: StageContext, results: list[dict]) -> list[dict]:
     """Roofline predictions (per ONNX node, batch 1) for the recipe's targets and for this machine's profile,
     the latter with its error against the measured batch-1 median of the ONNX artefact."""
     from ..errors import EdgevitError
-    from ..profile.roofline import predict_onnx_latency
+    from ..profiling.roofline import predict_onnx_latency
 
     onnx = ctx.latest("onnx")
     if onnx is None:

@@ -235,9 +235,9 @@ def graph_inputs(casc, x: np.ndarray, batch_size: int = 256) -> tuple[list[np.nd
 
 def measure_graph_latencies(runtime: CascadeRuntime, image: np.ndarray, *, warmup_s: float = 0.2,
                             duration_s: float = 1.0, min_runs: int = 10) -> dict:
-    """Batch-1 latency (median ms, with :mod:`edgevit.profile.latency`'s method) of every segment and head of a
+    """Batch-1 latency (median ms, with :mod:`edgevit.profiling.latency`'s method) of every segment and head of a
     loaded cascade, each fed its real input computed from ``image`` (one preprocessed image [1, C, H, W])."""
-    from ...profile.latency import time_call
+    from ...profiling.latency import time_call
 
     x = runtime.spec.check_batch(np.ascontiguousarray(image[:1]), where="latency image")
     seg_rows, head_rows = [], []

@@ -3,7 +3,7 @@
 1. Every exit's and the final head's logits on the held-out images (torch, one pass).
 2. The cascade's graphs exported to ONNX in a work folder and loaded in the target runtime (``onnxruntime``, or
    ``openvino``, which compiles the same ONNX files as it would the IR); the batch-1 latency of every segment and
-   head measured with :mod:`edgevit.profile.latency`'s method on inputs computed from a real held-out image.
+   head measured with :mod:`edgevit.profiling.latency`'s method on inputs computed from a real held-out image.
 3. :func:`edgevit.methods.early_exit.thresholds.search_thresholds`: the thresholds minimising expected latency with
    top-1 at most ``budget`` percentage points below the final head's on the held-out split.
 

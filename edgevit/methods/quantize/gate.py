@@ -39,13 +39,13 @@ class SpeedGate(Measurer):
         log.info("speed gate: %s", why)
         return {"runtime": self.primary, "candidates": cands, "selected": selected, "why": why,
                 "method": f"batch-1 latency on a real image, same runtime, all offered variants loaded together and "
-                          f"timed in {GATE_PASSES} interleaved passes (edgevit.profile.time_interleaved); latency_ms "
+                          f"timed in {GATE_PASSES} interleaved passes (edgevit.profiling.time_interleaved); latency_ms "
                           f"is the median of the pass medians"}
 
     def _retime_together(self, cands: list[dict], int8_art: Artifact) -> None:
         """Re-time every offered candidate against the others in interleaved passes: each was first timed on its
         own, minutes apart, and a shared machine drifts by tens of percent over that time."""
-        from ...profile.latency import time_interleaved
+        from ...profiling.latency import time_interleaved
 
         arts = {"int8": (int8_art, "f32"), "int8+bf16": (int8_art, "bf16"), "fp32": (self.fp_art, "f32"),
                 "bf16": (self.fp_art, "bf16"), "fp16": (self.fp_art, "f16")}

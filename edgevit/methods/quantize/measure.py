@@ -64,7 +64,7 @@ class Measurer:
         return load_runtime(name, art, threads=self.config.threads, **opts)
 
     def _latency(self, rt) -> dict:
-        from ...profile.latency import profile_runtime
+        from ...profiling.latency import profile_runtime
 
         d = self.config.latency_s
         row = profile_runtime(rt, batch_sizes=(1,), warmup_s=min(0.5, d / 4), duration_s=d, min_runs=5,

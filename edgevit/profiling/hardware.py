@@ -3,7 +3,7 @@
 The numbers live in ``hardware_profiles/*.yaml`` (shipped inside the package as ``edgevit/hardware_profiles``),
 never in code. Every number there is a ``{value, unit, tag, source}`` block; see ``hardware_profiles/README.md``.
 
-    >>> from edgevit.profile.hardware import load_profile
+    >>> from edgevit.profiling.hardware import load_profile
     >>> p = load_profile("jetson-orin-nano-8gb")
     >>> p.peak_ops("fp16", mode="original")   # ops/s (a MAC counts as 2 ops)
 """

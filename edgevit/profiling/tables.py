@@ -56,7 +56,7 @@ def markdown_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str | tu
 
 
 def profile_table(results: Sequence[Mapping[str, Any]], *, extra_columns: Sequence[str | tuple[str, str]] = ()) -> str:
-    """The latency table of :func:`~edgevit.profile.latency.profile_runtime` results (any number of runtimes),
+    """The latency table of :func:`~edgevit.profiling.latency.profile_runtime` results (any number of runtimes),
     one row per runtime × batch; columns without any value (e.g. no model names) are left out."""
     cols = [c for c in PROFILE_COLUMNS if c[0] not in ("model", "device") or any(r.get(c[0]) for r in results)]
     return markdown_table(results, [*cols, *extra_columns])

@@ -34,7 +34,7 @@ __all__ = list(_EXPORTS)
 def __getattr__(name: str) -> Any:
     module = _EXPORTS.get(name)
     if module is None:
-        raise AttributeError(f"module 'edgevit.profile' has no attribute '{name}'")
+        raise AttributeError(f"module 'edgevit.profiling' has no attribute '{name}'")
     value = getattr(importlib.import_module(f".{module}", __name__), name)
     globals()[name] = value
     return value
