@@ -1,6 +1,8 @@
 """Stage ``distill``: write (or reuse) the sparse teacher cache, then train the recipe's model from it.
 
-Recipe entry::
+Recipe entry (every key optional; every key of :class:`~edgevit.methods.distill.config.TrainConfig` —
+``min_lr``, ``clip_grad``, ``label_smoothing``, ``max_steps_per_epoch``, ... — and of
+:class:`~edgevit.methods.distill.config.AugmentConfig` — ``randaug_ops``, ``erase_area``, ``mix_prob``, ... — too)::
 
     model: {name: fmnist-vit-tiny}       # the student (any edgevit or timm model; timm needs num_classes)
     stages:
