@@ -345,6 +345,18 @@ def test_profiles_ship_inside_the_package():
     (lambda d: d.update(name="other"), "key 'name'"),
     (lambda d: d.update(bogus=1), "bogus"),
     (lambda d: d.pop("memory_bandwidth"), "memory_bandwidth"),
+    (lambda d: d.pop("title"), "key 'title': required key is missing"),
+    (lambda d: d["peak"]["fp32"].update(value="8"), "key 'peak.fp32.value': expected a number, got str '8'"),
+    (lambda d: d["peak"]["fp32"].update(value=-1), "key 'peak.fp32.value' must be ≥ 0, got -1"),
+    (lambda d: d["peak"]["fp32"].update(source=" "), "key 'peak.fp32.source' must say where the number comes from"),
+    (lambda d: d["peak"]["fp32"].update(unit="GB/s"), "allowed values: 'TFLOPS', 'GFLOPS', 'TOPS', 'GOPS'"),
+    (lambda d: d["peak"].update(fp64=d["peak"]["fp32"]),
+     "key 'peak.fp64': 'fp64' is not allowed; allowed values: 'fp32', 'fp16', 'bf16', 'int8', 'int4', 'fp8'"),
+    (lambda d: d.update(processor="fpga"), "key 'processor': 'fpga' is not allowed; allowed values: 'gpu', 'cpu'"),
+    (lambda d: d.update(modes={"max": {"peak": {"int8": 130}}}), "key 'modes.max.peak.int8' is a bare number (130)"),
+    (lambda d: d.update(modes={"max": {"peak": {"int8": {"value": 1, "unit": "TOPS", "tag": "S", "src": "x"}}}}),
+     "key 'modes.max.peak.int8' must have exactly value, unit, tag, source; missing source; unknown src"),
+    (lambda d: d.update(default_mode="turbo"), "key 'default_mode': 'turbo' is not one of the modes (default)"),
 ])
 def test_profile_validation_names_file_and_key(tmp_path, edit, message):
     import yaml
@@ -358,6 +370,17 @@ def test_profile_validation_names_file_and_key(tmp_path, edit, message):
     with pytest.raises(ConfigError) as exc:
         load_profile(str(path))
     assert str(path) in str(exc.value) and message in str(exc.value)
+
+
+def test_profile_schema_is_the_validation():
+    """The JSON schema of a profile file comes from the same models that validate it."""
+    from edgevit.profiling.hardware import profile_schema
+
+    schema = profile_schema()
+    assert {"name", "title", "processor"} <= set(schema["required"]) and schema["additionalProperties"] is False
+    number = schema["$defs"]["ComputeDoc"]
+    assert set(number["required"]) == {"value", "unit", "tag", "source"}
+    assert number["properties"]["unit"]["enum"] == ["TFLOPS", "GFLOPS", "TOPS", "GOPS"]
 
 
 def test_unknown_profile_name_suggests():

@@ -140,6 +140,67 @@ def test_early_exit_stage_takes_every_train_config_key():
         from_raw(raw(stages=[{"stage": "early_exit", "alpha": 1.5}]))
 
 
+def test_distill_stage_takes_every_train_and_augment_config_key():
+    """Every distillation TrainConfig / AugmentConfig key is a recipe key and reaches the trainer unchanged."""
+    from edgevit.methods.distill.augment import AugmentConfig
+    from edgevit.methods.distill.trainer import TrainConfig
+    from edgevit.stages import STAGES
+
+    cls = STAGES.get("distill").Config
+    assert set(TrainConfig.model_fields) <= set(cls.model_fields)
+    assert set(AugmentConfig.model_fields) <= set(cls.model_fields)
+    train = {"mode": "online", "epochs": 3, "batch_size": 16, "lr": 2e-3, "min_lr": 1e-6, "weight_decay": 0.01,
+             "warmup_epochs": 0.5, "clip_grad": 1.0, "label_smoothing": 0.2, "topk": 5, "seed": 7, "eval_limit": 100,
+             "eval_batch_size": 50, "stop_after": 2, "max_steps_per_epoch": 4}
+    augment = {"crop_padding": 1, "hflip_prob": 0.0, "randaug_n": 1, "randaug_m": 5.0, "randaug_mstd": 0.0,
+               "randaug_prob": 1.0, "randaug_ops": ["rotate", "invert"], "erase_prob": 0.0,
+               "erase_area": [0.1, 0.2], "erase_aspect": [0.5, 2.0], "mixup_alpha": 0.2, "cutmix_alpha": 1.0,
+               "mix_prob": 0.5, "switch_prob": 0.25}
+    assert set(train) == set(TrainConfig.model_fields) and set(augment) == set(AugmentConfig.model_fields)
+    r = from_raw(raw(stages=[{"stage": "distill", "teacher": "fmnist-vit", **train, **augment}]))
+    c = r.stages[0].config
+    tc, ac = c.train_config(), c.augment_config()
+    assert isinstance(tc, TrainConfig) and tc.model_dump() == train
+    assert isinstance(ac, AugmentConfig) and ac.to_dict() == {**augment, "version": 1}
+    assert ac.randaug_ops == ("rotate", "invert") and ac.erase_area == (0.1, 0.2)  # tuples, as the library's
+    assert r.stages[0].to_dict() == {"stage": "distill", **c.to_dict()}  # round trip for the run record
+    assert from_raw(r.to_dict()).stages[0].config == c
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("lr", "fast", r"stages\.0\.lr: expected a number, got str 'fast'"),
+    ("epochs", 2.5, r"stages\.0\.epochs: expected an integer, got float 2\.5"),
+    ("clip_grad", True, r"stages\.0\.clip_grad: expected a number, got bool True"),
+    ("label_smoothing", 1.0, r"stages\.0\.label_smoothing: must be < 1, got 1\.0"),
+    ("eval_batch_size", 0, r"stages\.0\.eval_batch_size: must be ≥ 1, got 0"),
+    ("mode", "kd", r"stages\.0\.mode: 'kd' is not allowed; allowed values: 'cache', 'online', 'labels'"),
+    ("randaug_ops", ["rotate", "color"],
+     r"stages\.0\.randaug_ops\.1: 'color' is not allowed; allowed values: 'auto_contrast', .*'translate_y'"),
+    ("erase_area", [0.5, 0.1], r"stages\.0\.erase_area: expected 0 < min ≤ max < 1, got \[0\.5, 0\.1\]"),
+    ("mix_prob", 2, r"stages\.0\.mix_prob: must be ≤ 1, got 2"),
+])
+def test_distill_stage_errors_name_the_key_path(key, value, message):
+    with pytest.raises(ConfigError, match=message):
+        from_raw(raw(stages=[{"stage": "distill", key: value}]))
+
+
+def test_distill_library_configs_raise_config_error_with_key():
+    from edgevit.methods.distill.augment import AugmentConfig
+    from edgevit.methods.distill.trainer import TrainConfig
+
+    with pytest.raises(ConfigError, match=r"^train\.batch_size: must be ≥ 1, got 0$"):
+        TrainConfig(batch_size=0)
+    with pytest.raises(ConfigError, match=r"^augment\.randaug_m: must be ≤ 10, got 11"):
+        AugmentConfig(randaug_m=11)
+    with pytest.raises(ConfigError, match=r"augment: unknown key 'hflip'; allowed keys: crop_padding, hflip_prob"):
+        AugmentConfig.from_dict({"hflip": 0.5, "version": 1})
+    a = AugmentConfig(randaug_ops=("rotate",))
+    assert AugmentConfig.from_dict(a.to_dict()) == a and hash(AugmentConfig.from_dict(a.to_dict())) == hash(a)
+    with pytest.raises(ConfigError, match=r"augment\.hflip_prob"):
+        a.hflip_prob = 0.1  # frozen: it is part of a cache's fingerprint
+    a.validate()
+
+
 def test_library_config_raises_config_error_with_key():
     from edgevit.methods.quantize import QuantizeConfig
 

@@ -15,8 +15,11 @@ import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
+from pydantic import Field, ValidationError, field_validator, model_validator
+
+from ..config import ConfigModel, error_message
 from ..errors import ConfigError
 from ..registry import Registry
 
@@ -33,15 +36,8 @@ UNITS: dict[str, float] = {
     "GB": 2.0**30, "MB": 2.0**20, "KB": 2.0**10,
     "GHz": 1e9, "MHz": 1e6, "W": 1.0, "count": 1.0, "ratio": 1.0,
 }
-# which units each role accepts
-_COMPUTE_UNITS = ("TFLOPS", "GFLOPS", "TOPS", "GOPS")
-_BANDWIDTH_UNITS = ("TB/s", "GB/s", "MB/s")
-_TIME_UNITS = ("s", "ms", "us", "ns")
 DTYPES = ("fp32", "fp16", "bf16", "int8", "int4", "fp8")
-_NUMBER_KEYS = {"value", "unit", "tag", "source"}
-_TOP_KEYS = {"name", "title", "processor", "notes", "default_mode", "facts", "peak", "memory_bandwidth",
-             "launch_overhead", "modes"}
-_MODE_KEYS = {"description", "nvpmodel", "facts", "peak", "memory_bandwidth", "launch_overhead"}
+PROCESSORS = ("gpu", "cpu", "npu", "dsp")
 DEFAULT_MODE = "default"
 
 
@@ -224,115 +220,154 @@ def _load_file(path: Path) -> HardwareProfile:
     return parse_profile(doc, path)
 
 
+# --------------------------------------------------------------------------------------------------- schema
+# The YAML document as pydantic models: the one declaration of what a profile file may hold (``profile_schema()``
+# gives its JSON schema). :func:`parse_profile` turns a validated document into a :class:`HardwareProfile`.
+_NUMBER_KEYS = ("value", "unit", "tag", "source")
+
+
+class NumberDoc(ConfigModel):
+    """One number block ``{value, unit, tag, source}``; ``value: null`` = not available (the source says why)."""
+
+    value: float | None = Field(..., ge=0, allow_inf_nan=False,
+                                description="the number in `unit` (≥ 0), or null when the device has none / unknown")
+    unit: Literal[tuple(UNITS)] = Field(..., description="unit of `value`")  # type: ignore[valid-type]
+    tag: Literal["S", "D", "R"] = Field(..., description="; ".join(f"{t} = {m}" for t, m in TAGS.items()))
+    source: str = Field(..., description="where the number comes from (a datasheet, a derivation)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _block(cls, data: Any) -> Any:
+        if isinstance(data, (int, float)) and not isinstance(data, bool):  # pydantic reports only ValueErrors
+            raise ValueError(  # noqa: TRY004
+                f"is a bare number ({data}); write it as {{value: {data}, unit: ..., tag: S|D|R, source: '...'}}")
+        if isinstance(data, dict):
+            missing = [k for k in _NUMBER_KEYS if k not in data]
+            extra = [str(k) for k in data if k not in _NUMBER_KEYS]
+            if missing or extra:
+                raise ValueError("must have exactly value, unit, tag, source"
+                                 + (f"; missing {', '.join(missing)}" if missing else "")
+                                 + (f"; unknown {', '.join(extra)}" if extra else ""))
+        return data
+
+    @field_validator("source")
+    @classmethod
+    def _has_source(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("must say where the number comes from")
+        return v
+
+    def quantity(self) -> Quantity:
+        return Quantity(value=self.value, unit=self.unit, tag=self.tag, source=self.source)
+
+
+class ComputeDoc(NumberDoc):
+    """A peak-compute number (dense; a MAC counts as 2 ops)."""
+
+    unit: Literal["TFLOPS", "GFLOPS", "TOPS", "GOPS"] = Field(..., description="unit of `value`")
+
+
+class BandwidthDoc(NumberDoc):
+    """A memory bandwidth."""
+
+    unit: Literal["TB/s", "GB/s", "MB/s"] = Field(..., description="unit of `value`")
+
+
+class TimeDoc(NumberDoc):
+    """A duration (per-kernel launch overhead)."""
+
+    unit: Literal["s", "ms", "us", "ns"] = Field(..., description="unit of `value`")
+
+
+class ModeDoc(ConfigModel):
+    """One power/clock mode: what it gives overrides the top level."""
+
+    description: str = Field("", description="one line about the mode")
+    nvpmodel: str | None = Field(None, description="the name `nvpmodel -q` prints for this mode (Jetson)")
+    facts: dict[str, NumberDoc] | None = Field(None, description="descriptive numbers (not used by the predictor)")
+    peak: dict[Literal[DTYPES], ComputeDoc] | None = Field(  # type: ignore[valid-type]
+        None, description="dense peak compute per dtype")
+    memory_bandwidth: BandwidthDoc | None = Field(None, description="memory bandwidth")
+    launch_overhead: TimeDoc | None = Field(None, description="per-kernel launch overhead (optional)")
+
+
+class ProfileDoc(ConfigModel):
+    """A hardware profile file. Numbers at the top level are inherited by every mode."""
+
+    name: str = Field(..., min_length=1, description="the profile's name: the file name without .yaml")
+    title: str = Field(..., min_length=1, description="the device, in words")
+    processor: Literal[PROCESSORS] = Field(..., description="what the peak numbers describe")  # type: ignore
+    notes: str = Field("", description="free text")
+    default_mode: str | None = Field(None, description="the mode used when none is asked for (default: the first)")
+    facts: dict[str, NumberDoc] | None = Field(None, description="descriptive numbers (not used by the predictor)")
+    peak: dict[Literal[DTYPES], ComputeDoc] | None = Field(  # type: ignore[valid-type]
+        None, description="dense peak compute per dtype (for every mode)")
+    memory_bandwidth: BandwidthDoc | None = Field(None, description="memory bandwidth (for every mode)")
+    launch_overhead: TimeDoc | None = Field(None, description="per-kernel launch overhead (optional)")
+    modes: dict[str, ModeDoc] | None = Field(None, description="power/clock modes (default: one mode 'default')")
+
+    @model_validator(mode="after")
+    def _every_mode_complete(self):
+        modes = self.modes or {DEFAULT_MODE: ModeDoc()}
+        for mname, m in modes.items():
+            where = "modes" if self.modes else "peak"
+            if not (self.peak or m.peak):
+                raise ValueError(f"{where}: mode '{mname}' has no 'peak' numbers (give them in the mode or at the "
+                                 f"top)")
+            if (m.memory_bandwidth or self.memory_bandwidth) is None:
+                raise ValueError(f"{'modes' if self.modes else 'memory_bandwidth'}: mode '{mname}' has no "
+                                 f"'memory_bandwidth' (use value: null with a source saying why when it is unknown)")
+        if self.default_mode and self.default_mode not in modes:
+            raise ValueError(f"default_mode: '{self.default_mode}' is not one of the modes ({', '.join(modes)})")
+        return self
+
+
+def profile_schema() -> dict:
+    """JSON schema of a hardware profile YAML file (for editors)."""
+    return ProfileDoc.model_json_schema()
+
+
+def _profile_error(exc: ValidationError, path: Path) -> ConfigError:
+    """``<file>: key 'modes.super.peak.fp16.tag': 'X' is not allowed; allowed values: 'S', 'D', 'R'`` per problem."""
+    lines = []
+    for line in error_message(exc, "", ProfileDoc).splitlines():
+        loc, sep, text = line.partition(": ")
+        if not sep or " " in loc:
+            lines.append(f"{path}: {line}")
+        elif loc == "<root>":
+            lines.append(f"{path}: {text}")
+        else:
+            loc = loc.replace(".[key]", "")
+            lines.append(f"{path}: key '{loc}'{' ' if text.startswith(('is ', 'must ', 'has ')) else ': '}{text}")
+    return ConfigError("\n".join(lines))
+
+
 def parse_profile(doc: Any, path: Path) -> HardwareProfile:
-    """Validate a profile document; errors name the file and the key path."""
+    """Validate a profile document (:class:`ProfileDoc`); errors name the file and the key path."""
     if not isinstance(doc, dict):
         raise ConfigError(f"{path}: a hardware profile must be a mapping, got {type(doc).__name__}")
-    _check_keys(doc, _TOP_KEYS, path, "")
-    _no_bare_numbers(doc, path, "")
-    for key in ("name", "title", "processor"):
-        if not isinstance(doc.get(key), str) or not doc[key]:
-            raise ConfigError(f"{path}: key '{key}' is required and must be a non-empty string")
-    if doc["name"] != path.stem:
-        raise ConfigError(f"{path}: key 'name' is '{doc['name']}' but the file is named '{path.name}'; make them agree")
-    if doc["processor"] not in ("gpu", "cpu", "npu", "dsp"):
-        raise ConfigError(f"{path}: key 'processor' must be one of gpu, cpu, npu, dsp; got '{doc['processor']}'")
-    top = _parse_mode_fields(doc, path, "")
-    raw_modes = doc.get("modes") or {DEFAULT_MODE: {}}
-    if not isinstance(raw_modes, dict):
-        raise ConfigError(f"{path}: key 'modes' must be a mapping of mode name → numbers")
+    try:
+        d = ProfileDoc.model_validate(doc)
+    except ValidationError as exc:
+        raise _profile_error(exc, path) from None
+    if d.name != path.stem:
+        raise ConfigError(f"{path}: key 'name' is '{d.name}' but the file is named '{path.name}'; make them agree")
+
+    def quantities(numbers: dict | None) -> dict[str, Quantity]:
+        return {str(k): q.quantity() for k, q in (numbers or {}).items()}
+
+    top_peak = quantities(d.peak)
     modes: dict[str, PowerMode] = {}
-    for mname, mdoc in raw_modes.items():
-        mname = str(mname)
-        where = f"modes.{mname}."
-        if not isinstance(mdoc, dict):
-            raise ConfigError(f"{path}: key '{where[:-1]}' must be a mapping")
-        _check_keys(mdoc, _MODE_KEYS, path, where)
-        own = _parse_mode_fields(mdoc, path, where)
-        peak = {**top["peak"], **own["peak"]}
-        mode = PowerMode(
-            name=mname, description=str(mdoc.get("description", "")), nvpmodel=mdoc.get("nvpmodel"),
-            peak=peak, memory_bandwidth=own["memory_bandwidth"] or top["memory_bandwidth"],
-            launch_overhead=own["launch_overhead"] or top["launch_overhead"], facts=own["facts"],
-        )
-        if not mode.peak:
-            raise ConfigError(f"{path}: mode '{mname}' has no 'peak' numbers (give them in the mode or at the top)")
-        if mode.memory_bandwidth is None:
-            raise ConfigError(f"{path}: mode '{mname}' has no 'memory_bandwidth' (use value: null with a source "
-                              f"saying why when it is unknown)")
-        modes[mname] = mode
-    default = str(doc.get("default_mode") or next(iter(modes)))
-    if default not in modes:
-        raise ConfigError(f"{path}: key 'default_mode' is '{default}', not one of the modes ({', '.join(modes)})")
-    return HardwareProfile(name=doc["name"], title=doc["title"], processor=doc["processor"], path=path,
-                           modes=modes, default_mode=default, facts=top["facts"], notes=str(doc.get("notes", "")))
-
-
-def _check_keys(d: dict, allowed: set[str], path: Path, where: str) -> None:
-    extra = sorted(str(k) for k in d if k not in allowed)
-    if extra:
-        raise ConfigError(f"{path}: unknown key(s) {', '.join(where + k for k in extra)}; "
-                          f"allowed here: {', '.join(sorted(allowed))}")
-
-
-def _no_bare_numbers(node: Any, path: Path, where: str) -> None:
-    """Every number must sit in a {value, unit, tag, source} block: reject bare ones anywhere."""
-    if isinstance(node, dict):
-        if "value" in node:
-            return  # a number block: checked by _quantity
-        for k, v in node.items():
-            _no_bare_numbers(v, path, f"{where}{k}.")
-    elif isinstance(node, list):
-        for i, v in enumerate(node):
-            _no_bare_numbers(v, path, f"{where}{i}.")
-    elif isinstance(node, (int, float)) and not isinstance(node, bool):
-        raise ConfigError(f"{path}: key '{where[:-1]}' is a bare number ({node}); write it as "
-                          f"{{value: {node}, unit: ..., tag: S|D|R, source: '...'}}")
-
-
-def _quantity(d: Any, path: Path, key: str, units: tuple[str, ...] | None = None) -> Quantity:
-    if not isinstance(d, dict):
-        raise ConfigError(f"{path}: key '{key}' must be a mapping {{value, unit, tag, source}}, got {d!r}")
-    missing = sorted(_NUMBER_KEYS - set(d))
-    extra = sorted(set(d) - _NUMBER_KEYS)
-    if missing or extra:
-        raise ConfigError(f"{path}: key '{key}' must have exactly value, unit, tag, source"
-                          + (f"; missing {', '.join(missing)}" if missing else "")
-                          + (f"; unknown {', '.join(extra)}" if extra else ""))
-    value = d["value"]
-    if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0):
-        raise ConfigError(f"{path}: key '{key}.value' must be a non-negative number or null, got {value!r}")
-    allowed = units or tuple(UNITS)
-    if d["unit"] not in allowed:
-        raise ConfigError(f"{path}: key '{key}.unit' is '{d['unit']}'; allowed: {', '.join(allowed)}")
-    if d["tag"] not in TAGS:
-        raise ConfigError(f"{path}: key '{key}.tag' is {d['tag']!r}; allowed: "
-                          + "; ".join(f"{t} = {m}" for t, m in TAGS.items()))
-    if not isinstance(d["source"], str) or not d["source"].strip():
-        raise ConfigError(f"{path}: key '{key}.source' must say where the number comes from")
-    return Quantity(value=None if value is None else float(value), unit=d["unit"], tag=d["tag"], source=d["source"])
-
-
-def _parse_mode_fields(d: dict, path: Path, where: str) -> dict:
-    peak_doc = d.get("peak") or {}
-    if not isinstance(peak_doc, dict):
-        raise ConfigError(f"{path}: key '{where}peak' must be a mapping dtype → number block")
-    peak = {}
-    for dtype, q in peak_doc.items():
-        if dtype not in DTYPES:
-            raise ConfigError(f"{path}: key '{where}peak.{dtype}' is not a known dtype ({', '.join(DTYPES)})")
-        peak[dtype] = _quantity(q, path, f"{where}peak.{dtype}", _COMPUTE_UNITS)
-    facts_doc = d.get("facts") or {}
-    if not isinstance(facts_doc, dict):
-        raise ConfigError(f"{path}: key '{where}facts' must be a mapping name → number block")
-    facts = {str(k): _quantity(q, path, f"{where}facts.{k}") for k, q in facts_doc.items()}
-    bw = d.get("memory_bandwidth")
-    lo = d.get("launch_overhead")
-    return {
-        "peak": peak, "facts": facts,
-        "memory_bandwidth": _quantity(bw, path, f"{where}memory_bandwidth", _BANDWIDTH_UNITS) if bw else None,
-        "launch_overhead": _quantity(lo, path, f"{where}launch_overhead", _TIME_UNITS) if lo else None,
-    }
+    for mname, m in (d.modes or {DEFAULT_MODE: ModeDoc()}).items():
+        bw = m.memory_bandwidth or d.memory_bandwidth
+        lo = m.launch_overhead or d.launch_overhead
+        modes[mname] = PowerMode(name=mname, description=m.description, nvpmodel=m.nvpmodel,
+                                 peak={**top_peak, **quantities(m.peak)}, memory_bandwidth=bw.quantity(),
+                                 launch_overhead=lo.quantity() if lo is not None else None,
+                                 facts=quantities(m.facts))
+    return HardwareProfile(name=d.name, title=d.title, processor=d.processor, path=path, modes=modes,
+                           default_mode=d.default_mode or next(iter(modes)), facts=quantities(d.facts),
+                           notes=d.notes)
 
 
 _register_dir(PROFILES_DIR)

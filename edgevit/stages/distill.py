@@ -1,6 +1,8 @@
 """Stage ``distill``: write (or reuse) the sparse teacher cache, then train the recipe's model from it.
 
-Recipe entry::
+Recipe entry (every key optional; every key of :class:`~edgevit.methods.distill.config.TrainConfig` —
+``min_lr``, ``clip_grad``, ``label_smoothing``, ``max_steps_per_epoch``, ... — and of
+:class:`~edgevit.methods.distill.config.AugmentConfig` — ``randaug_ops``, ``erase_area``, ``mix_prob``, ... — too)::
 
     model: {name: fmnist-vit-tiny}       # the student (any edgevit or timm model; timm needs num_classes)
     stages:
@@ -19,11 +21,11 @@ torch artefact (``student.safetensors`` with its architecture name and input spe
 from __future__ import annotations
 
 import logging
-from typing import Literal
+from typing import ClassVar
 
 from pydantic import Field
 
-from ..config import ConfigModel
+from ..methods.distill.config import AugmentKeys, TrainConfig
 from ..stage import Stage, StageContext, StageOutput, register_stage
 
 log = logging.getLogger(__name__)
@@ -38,44 +40,35 @@ class DistillStage(Stage):
     consumes = ("torch",)
     produces = ("torch",)
 
-    class Config(ConfigModel):
+    class Config(AugmentKeys, TrainConfig):
+        """Every key of :class:`~edgevit.methods.distill.config.TrainConfig` and of
+        :class:`~edgevit.methods.distill.config.AugmentConfig`, plus the teacher, the cache and the training data."""
+
+        config_path: ClassVar[str] = "distill"
+
         teacher: str = Field("fmnist-vit", description="teacher: edgevit/timm name or checkpoint")
         teacher_checkpoint: str | None = Field(None, description="weights for the teacher")
-        mode: Literal["cache", "online", "labels"] = Field(
-            "cache", description="cache: train from the stored sparse teacher; online: run the teacher each step; "
-                                 "labels: plain labels (no teacher)")
-        epochs: int = Field(10, ge=1, description="training epochs")
-        topk: int | None = Field(None, ge=1, description="K (default 10, at most classes − 1)")
-        seed: int = Field(0, description="sampler order and augmentation seeds")
         cache_dir: str | None = Field(None, description="cache directory (default <run>/distill_cache); reused if it "
                                                         "matches")
         limit: int | None = Field(None, ge=1, description="training samples (default data.limit)")
         split: str = Field("train", description="training split")
-        batch_size: int = Field(128, ge=1, description="training batch size")
         cache_batch_size: int = Field(256, ge=1, description="teacher batch size while writing the cache")
-        lr: float = Field(1e-3, gt=0, description="peak AdamW learning rate")
-        weight_decay: float = Field(0.05, ge=0, description="AdamW weight decay")
-        warmup_epochs: float = Field(1.0, ge=0, description="linear warm-up epochs")
-        eval_limit: int | None = Field(None, ge=1, description="test images evaluated after each epoch")
-        randaug_n: int = Field(2, ge=0, description="RandAugment ops per image (0 = off)")
-        randaug_m: float = Field(9.0, ge=0, le=10, description="RandAugment magnitude, 0..10")
-        erase_prob: float = Field(0.25, ge=0, le=1, description="random erasing probability")
-        mixup_alpha: float = Field(0.0, ge=0, description="mixup beta parameter (0 = off)")
-        cutmix_alpha: float = Field(0.0, ge=0, description="cutmix beta parameter (0 = off)")
+
+        def train_config(self) -> TrainConfig:
+            """The training keys as the trainer's :class:`~edgevit.methods.distill.config.TrainConfig`."""
+            return TrainConfig(**{name: getattr(self, name) for name in TrainConfig.model_fields})
 
     def run(self, ctx: StageContext, config: Config) -> StageOutput:
         from pathlib import Path
 
         from ..artifact import Artifact
-        from ..methods.distill.augment import AugmentConfig
         from ..methods.distill.cache import TeacherCache, write_cache
-        from ..methods.distill.trainer import TrainConfig, train_student
+        from ..methods.distill.trainer import train_student
         from ..models import count_params, create
 
         src = ctx.latest("torch") or ctx.source_artifact()
         student = src.load_model()
-        augment = AugmentConfig(randaug_n=config.randaug_n, randaug_m=config.randaug_m, erase_prob=config.erase_prob,
-                                mixup_alpha=config.mixup_alpha, cutmix_alpha=config.cutmix_alpha)
+        augment = config.augment_config()
         limit = config.limit if config.limit is not None else ctx.recipe.data.limit
         train = ctx.dataset(config.split, limit=limit)
         test = ctx.dataset()
@@ -91,9 +84,7 @@ class DistillStage(Stage):
                                                      "record_bytes", "values_bytes", "seconds", "teacher_calls")}
             metrics["cache"]["fingerprint_sha256"] = TeacherCache(cache_dir).header["fingerprint_sha256"]
             cache = TeacherCache(cache_dir)
-        tcfg = TrainConfig(mode=config.mode, epochs=config.epochs, batch_size=config.batch_size, lr=config.lr,
-                           weight_decay=config.weight_decay, warmup_epochs=config.warmup_epochs, topk=config.topk,
-                           seed=config.seed, eval_limit=config.eval_limit)
+        tcfg = config.train_config()
         rec = train_student(student, out_dir=ctx.out_dir, config=tcfg, cache=cache,
                             teacher=teacher if config.mode == "online" else None, dataset=train, test_dataset=test,
                             augment=None if cache is not None else augment)

@@ -1,5 +1,6 @@
 """TinyViT-style distillation from a stored sparse teacher (specs/methods.md §1).
 
+- :mod:`.config` — :class:`TrainConfig` and :class:`AugmentConfig`, declared once (library, recipe stage, schema);
 - :mod:`.augment` — replayable augmentation (one numpy PCG64 generator per sample and epoch);
 - :mod:`.cache` — the cache writer/reader (records of 4K+4 bytes: int32 seed | int16[K] | float16[K]);
 - :mod:`.targets` — top-K of the teacher, dense targets with the leftover mass spread, soft-target CE;

@@ -22,90 +22,15 @@ images, plus random crop with zero padding, horizontal flip and random erasing (
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
 from ...errors import ConfigError
+from .config import AUGMENT_VERSION, RANDAUG_OPS, AugmentConfig
 
-AUGMENT_VERSION = 1  # bump when any op's arithmetic changes: it is part of the cache fingerprint
+__all__ = ["AUGMENT_VERSION", "RANDAUG_OPS", "AugmentConfig", "augment_batch", "epoch_seeds", "replay"]
 
-RANDAUG_OPS = ("auto_contrast", "equalize", "invert", "rotate", "posterize", "solarize", "solarize_add", "contrast",
-               "brightness", "sharpness", "shear_x", "shear_y", "translate_x", "translate_y")
 _SIGNED = {"rotate", "contrast", "brightness", "sharpness", "shear_x", "shear_y", "translate_x", "translate_y"}
-
-
-@dataclass(frozen=True)
-class AugmentConfig:
-    """Training transforms of distillation (defaults: timm rand-m9-mstd0.5-inc1 + random erasing 0.25)."""
-
-    crop_padding: int = field(default=2, metadata={"help": "random crop after zero padding by this many pixels"})
-    hflip_prob: float = 0.5
-    randaug_n: int = field(default=2, metadata={"help": "RandAugment ops per image (0 = off)"})
-    randaug_m: float = field(default=9.0, metadata={"help": "RandAugment magnitude, 0..10"})
-    randaug_mstd: float = field(default=0.5, metadata={"help": "std of the per-op magnitude noise"})
-    randaug_prob: float = field(default=0.5, metadata={"help": "probability that each chosen op is applied"})
-    randaug_ops: tuple[str, ...] = RANDAUG_OPS
-    erase_prob: float = field(default=0.25, metadata={"help": "random erasing probability"})
-    erase_area: tuple[float, float] = (0.02, 1 / 3)
-    erase_aspect: tuple[float, float] = (0.3, 3.3)
-    mixup_alpha: float = field(default=0.0, metadata={"help": "mixup beta parameter (0 = off)"})
-    cutmix_alpha: float = field(default=0.0, metadata={"help": "cutmix beta parameter (0 = off)"})
-    mix_prob: float = 1.0
-    switch_prob: float = field(default=0.5, metadata={"help": "with both on: probability of cutmix"})
-
-    def __post_init__(self):
-        object.__setattr__(self, "randaug_ops", tuple(self.randaug_ops))
-        object.__setattr__(self, "erase_area", tuple(float(v) for v in self.erase_area))
-        object.__setattr__(self, "erase_aspect", tuple(float(v) for v in self.erase_aspect))
-        self.validate()
-
-    @property
-    def mixing(self) -> bool:
-        return (self.mixup_alpha > 0 or self.cutmix_alpha > 0) and self.mix_prob > 0
-
-    def validate(self) -> None:
-        def prob(name):
-            v = getattr(self, name)
-            if not 0.0 <= v <= 1.0:
-                raise ConfigError(f"augment.{name}: must be a probability in [0, 1], got {v}")
-
-        for name in ("hflip_prob", "randaug_prob", "erase_prob", "mix_prob", "switch_prob"):
-            prob(name)
-        if self.crop_padding < 0:
-            raise ConfigError(f"augment.crop_padding: must be ≥ 0, got {self.crop_padding}")
-        if self.randaug_n < 0:
-            raise ConfigError(f"augment.randaug_n: must be ≥ 0, got {self.randaug_n}")
-        if not 0 <= self.randaug_m <= 10:
-            raise ConfigError(f"augment.randaug_m: must be in [0, 10], got {self.randaug_m}")
-        if self.randaug_mstd < 0 or self.mixup_alpha < 0 or self.cutmix_alpha < 0:
-            raise ConfigError("augment: randaug_mstd, mixup_alpha and cutmix_alpha must be ≥ 0")
-        bad = [o for o in self.randaug_ops if o not in RANDAUG_OPS]
-        if bad or (self.randaug_n > 0 and not self.randaug_ops):
-            raise ConfigError(f"augment.randaug_ops: unknown op(s) {bad or '(empty list)'}; allowed: "
-                              f"{', '.join(RANDAUG_OPS)}")
-        lo, hi = self.erase_area
-        if not 0 < lo <= hi < 1:
-            raise ConfigError(f"augment.erase_area: expected 0 < min ≤ max < 1, got {self.erase_area}")
-        lo, hi = self.erase_aspect
-        if not 0 < lo <= hi:
-            raise ConfigError(f"augment.erase_aspect: expected 0 < min ≤ max, got {self.erase_aspect}")
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        for k in ("randaug_ops", "erase_area", "erase_aspect"):
-            d[k] = list(d[k])
-        d["version"] = AUGMENT_VERSION
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict) -> AugmentConfig:
-        d = {k: v for k, v in dict(d).items() if k != "version"}
-        known = set(cls.__dataclass_fields__)
-        unknown = [k for k in d if k not in known]
-        if unknown:
-            raise ConfigError(f"augment: unknown key(s) {unknown}; allowed: {', '.join(sorted(known))}")
-        return cls(**d)
 
 
 def epoch_seeds(seed: int, epoch: int, n: int) -> np.ndarray:

@@ -20,7 +20,6 @@ import math
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,43 +27,11 @@ import numpy as np
 
 from ...errors import ConfigError
 from .augment import AugmentConfig, augment_batch, epoch_seeds
+from .config import MODES, TrainConfig
 
 log = logging.getLogger(__name__)
 
-MODES = ("cache", "online", "labels")
-
-
-@dataclass
-class TrainConfig:
-    """Hyper-parameters of student training (AdamW, linear warm-up then cosine, grad clipping)."""
-
-    mode: str = field(default="cache", metadata={"help": "cache | online | labels"})
-    epochs: int = 10
-    batch_size: int = field(default=128, metadata={"help": "per process"})
-    lr: float = 1e-3
-    min_lr: float = 1e-5
-    weight_decay: float = 0.05
-    warmup_epochs: float = 1.0
-    clip_grad: float = 5.0
-    label_smoothing: float = field(default=0.1, metadata={"help": "labels mode only"})
-    topk: int | None = field(default=None, metadata={"help": "online mode: K (default 10, at most C − 1); "
-                                                                 "cache mode uses the cache's K"})
-    seed: int = field(default=0, metadata={"help": "sampler order and (without a cache) augmentation seeds"})
-    eval_limit: int | None = field(default=None, metadata={"help": "test images evaluated after each epoch"})
-    eval_batch_size: int = 500
-    stop_after: int | None = field(default=None, metadata={"help": "stop after this many epochs (resume later)"})
-    max_steps_per_epoch: int | None = field(default=None, metadata={"help": "cap steps per epoch (smoke runs)"})
-
-    def validate(self) -> None:
-        if self.mode not in MODES:
-            raise ConfigError(f"mode {self.mode!r} is not one of {', '.join(MODES)}")
-        for name in ("epochs", "batch_size", "eval_batch_size"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be ≥ 1, got {getattr(self, name)}")
-        if self.lr <= 0 or self.weight_decay < 0 or self.warmup_epochs < 0 or self.clip_grad < 0:
-            raise ConfigError("lr must be > 0 and weight_decay, warmup_epochs, clip_grad ≥ 0")
-        if not 0 <= self.label_smoothing < 1:
-            raise ConfigError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
+__all__ = ["MODES", "TrainConfig", "evaluate_model", "load_cache_dataset", "train_student"]
 
 
 def evaluate_model(model, dataset, *, batch_size: int = 500, limit: int | None = None) -> dict:
@@ -229,9 +196,9 @@ def train_student(student, *, out_dir: str | Path, config: TrainConfig | None = 
         ck = torch.load(ckpt_path, map_location=info.device, weights_only=True)
         saved = json.loads(ck["config"])
         for key in ("mode", "epochs", "batch_size", "lr", "seed"):
-            if saved.get(key) != asdict(cfg).get(key):
+            if saved.get(key) != cfg.model_dump().get(key):
                 raise ConfigError(f"--resume: {ckpt_path} was trained with {key}={saved.get(key)!r}, now "
-                                  f"{key}={asdict(cfg).get(key)!r}; use the same settings or a new --out")
+                                  f"{key}={cfg.model_dump().get(key)!r}; use the same settings or a new --out")
         net.load_state_dict(ck["model"])
         opt.load_state_dict(ck["optimizer"])
         start_epoch, history = int(ck["epoch"]), json.loads(ck["history"])
@@ -339,7 +306,7 @@ def train_student(student, *, out_dir: str | Path, config: TrainConfig | None = 
                 out.mkdir(parents=True, exist_ok=True)
                 tmp = ckpt_path.with_suffix(".tmp")
                 torch.save({"model": net.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch + 1,
-                            "history": json.dumps(history), "config": json.dumps(asdict(cfg))}, tmp)
+                            "history": json.dumps(history), "config": json.dumps(cfg.model_dump())}, tmp)
                 os.replace(tmp, ckpt_path)
                 save_checkpoint(net, out / "student.safetensors")
             _dist.barrier(info)
@@ -356,7 +323,7 @@ def train_student(student, *, out_dir: str | Path, config: TrainConfig | None = 
         ranks = gathered
     record = {
         "mode": cfg.mode, "student": getattr(net, "edgevit_name", type(net).__name__),
-        "params": sum(p.numel() for p in net.parameters()), "config": asdict(cfg), "augment": augment.to_dict(),
+        "params": sum(p.numel() for p in net.parameters()), "config": cfg.model_dump(), "augment": augment.to_dict(),
         "num_samples": n, "num_classes": num_classes, "topk": topk if cfg.mode != "labels" else None,
         "cache": str(cache.path) if cache is not None else None, "cache_epochs_used": cache_epochs_used,
         "start_epoch": start_epoch, "epochs_done": len(history), "history": history,
