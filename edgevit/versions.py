@@ -13,8 +13,16 @@ from importlib import metadata
 
 __version__ = "0.1.0"  # edgevit's version; pyproject.toml's [project] version is the same
 
-PACKAGES = ("edgevit", "torch", "torchvision", "timm", "onnx", "onnxruntime", "onnxslim", "onnxscript", "openvino",
-            "nncf", "apache-tvm", "apache-tvm-ffi", "xgboost", "tensorrt", "numpy")
+# record key → the distributions that provide it (the first installed one counts; a variant is noted after the
+# version, e.g. "1.22.0 (onnxruntime-gpu)")
+PACKAGES: dict[str, tuple[str, ...]] = {
+    "edgevit": ("edgevit",), "numpy": ("numpy",), "torch": ("torch",),
+    "torchvision": ("torchvision",), "timm": ("timm",), "onnx": ("onnx",),
+    "onnxruntime": ("onnxruntime", "onnxruntime-gpu", "onnxruntime-openvino", "onnxruntime-directml"),
+    "onnxslim": ("onnxslim",), "onnxscript": ("onnxscript",), "openvino": ("openvino",), "nncf": ("nncf",),
+    "apache-tvm": ("apache-tvm", "tvm"), "apache-tvm-ffi": ("apache-tvm-ffi",), "xgboost": ("xgboost",),
+    "tensorrt": ("tensorrt", "tensorrt-cu12", "tensorrt-cu13"), "pydantic": ("pydantic",),
+}
 
 
 def library_versions() -> dict[str, str]:
@@ -26,9 +34,12 @@ def library_versions() -> dict[str, str]:
 @lru_cache(maxsize=1)
 def _versions() -> dict[str, str]:
     out = {"python": platform.python_version()}
-    for p in PACKAGES:
-        try:
-            out[p] = metadata.version(p)
-        except metadata.PackageNotFoundError:
-            pass
+    for key, dists in PACKAGES.items():
+        for dist in dists:
+            try:
+                version = metadata.version(dist)
+            except metadata.PackageNotFoundError:
+                continue
+            out[key] = version if dist == key else f"{version} ({dist})"
+            break
     return out

@@ -20,7 +20,7 @@ from typing import Any
 _EXPORTS = {
     "profile_runtime": "latency", "latency_stats": "latency", "peak_rss_mb": "latency", "time_call": "latency",
     "time_interleaved": "latency",
-    "system_stamp": "system", "package_versions": "system",
+    "system_stamp": "system",
     "count_macs_torch": "macs", "count_macs_onnx": "macs", "onnx_cost": "macs",
     "HARDWARE": "hardware", "HardwareProfile": "hardware", "PowerMode": "hardware", "Quantity": "hardware",
     "load_profile": "hardware", "list_profiles": "hardware", "register_profile": "hardware",

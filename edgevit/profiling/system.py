@@ -15,24 +15,13 @@ import shutil
 import socket
 import subprocess
 import sys
-from importlib import metadata
 from pathlib import Path
+
+from ..versions import library_versions
 
 log = logging.getLogger(__name__)
 
 # distribution names whose versions matter for a latency number (first installed name of each group wins)
-PACKAGES: dict[str, tuple[str, ...]] = {
-    "numpy": ("numpy",),
-    "torch": ("torch",),
-    "timm": ("timm",),
-    "onnx": ("onnx",),
-    "onnxruntime": ("onnxruntime", "onnxruntime-gpu", "onnxruntime-openvino", "onnxruntime-directml"),
-    "openvino": ("openvino",),
-    "nncf": ("nncf",),
-    "tensorrt": ("tensorrt", "tensorrt-cu12", "tensorrt-cu13"),
-    "tvm": ("apache-tvm", "tvm"),
-    "edgevit": ("edgevit",),
-}
 
 THREAD_ENV_VARS = (
     "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS",
@@ -62,7 +51,7 @@ def system_stamp(threads: int | None = None) -> dict:
     }
     stamp["cpu"] = _cpu_info(notes)
     stamp["memory_total_bytes"] = _mem_total(notes)
-    stamp["versions"] = package_versions()
+    stamp["versions"] = library_versions()
     torch = sys.modules.get("torch")
     if torch is not None and getattr(torch, "__version__", None):  # includes the CUDA tag (2.x.y+cu128)
         stamp["versions"]["torch"] = str(torch.__version__)
@@ -74,21 +63,6 @@ def system_stamp(threads: int | None = None) -> dict:
         stamp["jetson"] = jetson_state(notes)
     stamp["notes"] = notes
     return stamp
-
-
-def package_versions() -> dict[str, str]:
-    """Versions of the installed packages in :data:`PACKAGES` (missing ones are left out), without importing them."""
-    out: dict[str, str] = {}
-    for key, dists in PACKAGES.items():
-        for dist in dists:
-            try:
-                out[key] = metadata.version(dist)
-                if dist != key:
-                    out[key] += f" ({dist})"
-                break
-            except metadata.PackageNotFoundError:
-                continue
-    return out
 
 
 def _read(path: Path) -> str | None:
