@@ -33,7 +33,6 @@ Logs that ``profile.sh`` writes on the device can be read back with
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import re
 import shutil
@@ -44,6 +43,7 @@ from typing import Any
 
 import numpy as np
 
+from ...artifact import file_sha256
 from ...errors import ConfigError, ExportError, ParityError
 from ...results import ExportResult, ParityRecord
 from .calib import CALIB_METHODS, DEFAULT_TRT_VERSION
@@ -97,14 +97,6 @@ def _shape_key(name: str, *, in_double_quotes: bool = False) -> str:
 
 def _shape_arg(name: str, shape: list) -> str:
     return f"{_shape_key(name)}:{'x'.join(str(int(d)) for d in shape)}"
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 # ------------------------------------------------------------------------------------------------ scripts
@@ -350,7 +342,7 @@ def write_bundle(src: Path, out: Path, *, spec, source: str | None, precision: s
                    + f"--timingCacheFile=timing.cache --memPoolSize=workspace:{workspace_mib} --skipInference")
     manifest = {
         "format": BUNDLE_FORMAT, "version": BUNDLE_VERSION, "created_utc": created, "edgevit_version": __version__,
-        "model": {"source": source, "onnx": src.name, "opset": opset, "sha256": _sha256(onnx_dst),
+        "model": {"source": source, "onnx": src.name, "opset": opset, "sha256": file_sha256(onnx_dst),
                   "file_size": onnx_dst.stat().st_size},
         "input": {"name": input_name, "dynamic_batch": dynamic, "min_shape": shapes["min"],
                   "opt_shape": shapes["opt"], "max_shape": shapes["max"], "spec": spec.to_dict(),
@@ -376,7 +368,7 @@ def write_bundle(src: Path, out: Path, *, spec, source: str | None, precision: s
         "parity": {"onnx_vs_torch": onnx_vs_torch,
                    "note": None if onnx_vs_torch else "no torch model was given, so ONNX-vs-torch parity is not "
                                                       "recorded here (see the ONNX export record)"},
-        "files": {f.name: {"sha256": _sha256(f), "size": f.stat().st_size} for f in files if f.exists()},
+        "files": {f.name: {"sha256": file_sha256(f), "size": f.stat().st_size} for f in files if f.exists()},
     }
     write_json(out / "manifest.json", manifest)
     return {"dir": str(out), "manifest": str(out / "manifest.json"), "files": sorted(manifest["files"]) +

@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from ...artifact import file_sha256
 from ...errors import ConfigError, DataError
 from .augment import AugmentConfig, augment_batch, epoch_seeds
 from .targets import check_topk
@@ -124,7 +125,7 @@ class EpochRecords:
                     f"Rewrite the cache with `edgevit distill cache ... --overwrite`."
                 )
             if verify:
-                digest = _file_sha256(vpath)
+                digest = file_sha256(vpath)
                 if digest != f["sha256"]:
                     raise DataError(f"cache values file {vpath} is corrupt: its sha256 {digest[:12]}… differs from "
                                     f"the header's {f['sha256'][:12]}…. Rewrite the cache with `edgevit distill "
@@ -242,14 +243,6 @@ class TeacherCache:
         return self._open[e]
 
 
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 # ------------------------------------------------------------------------------------------------ writing
 def _epoch_dir(e: int) -> str:
     return f"epoch_{e:04d}"
@@ -357,7 +350,7 @@ def write_cache(teacher, dataset, out_dir: str | Path, *, epochs: int, topk: int
         os.replace(vtmp, d / (stem + ".values"))
         os.replace(ktmp, d / (stem + ".keys"))
         meta = {"keys": f"{_epoch_dir(e)}/{stem}.keys", "values": f"{_epoch_dir(e)}/{stem}.values",
-                "n": len(mine), "sha256": _file_sha256(d / (stem + ".values")),
+                "n": len(mine), "sha256": file_sha256(d / (stem + ".values")),
                 "seconds": round(time.perf_counter() - t0, 3)}
         (d / (stem + ".json")).write_text(json.dumps(meta))
         log.info("cache epoch %d/%d rank %d: %d records in %.1f s", e + 1, epochs, info.rank, len(mine),
