@@ -114,9 +114,9 @@ def test_list_stages_verbose_shows_config_keys(capsys):
 
 def test_generated_flags_match_the_config_model():
     from edgevit.cli import build_parser
+    from edgevit.cli.early_exit import cmd_train  # noqa: F401  (the command the flags feed)
+    from edgevit.cli.quantize import config_from_args
     from edgevit.errors import ConfigError
-    from edgevit.methods.early_exit.cli import cmd_train  # noqa: F401  (the command the flags feed)
-    from edgevit.methods.quantize.cli import config_from_args
 
     p = build_parser()
     a = p.parse_args(["quantize", "--model", "m", "--out", "o", "--calib-method", "percentile", "--limit", "5",
