@@ -169,7 +169,7 @@ def test_no_library_module_imports_the_cli():
         parts = list(rel.parts)
         if parts[:2] == ["edgevit", "cli"] or parts == ["edgevit", "__main__"]:
             continue  # the CLI floor itself, and `python -m edgevit` which runs it
-        package = ".".join(parts[:-1] if parts[-1] != "__init__" else parts[:-1])
+        package = ".".join(parts[:-1])  # what `from . import x` means, for a module and for an __init__
         bad = [m for m in _imported_modules(path, package) if m == "edgevit.cli" or m.startswith("edgevit.cli.")]
         if bad:
             offenders.append(f"{rel}: {', '.join(sorted(set(bad)))}")
@@ -226,9 +226,10 @@ def test_export_help_keeps_every_flag(fmt, capsys):
         main(["export", fmt, "--help"])
     assert exc.value.code == 0
     text = capsys.readouterr().out
-    listed = re.findall(r"^  (--[a-z0-9-]+|[a-z]+)\b", text.split("options:")[0].split("positional arguments:")[-1],
-                        re.M) if "positional arguments:" in text else []
-    listed += [f for f in re.findall(r"^  (--[a-z0-9-]+)", text.split("options:")[1], re.M) if f != "--help"]
+    head, _, opts = text.partition("\noptions:\n")
+    positional = head.partition("\npositional arguments:\n")[2]
+    listed = re.findall(r"^  ([a-z]+)\b", positional, re.MULTILINE)
+    listed += [f for f in re.findall(r"^  (--[a-z0-9-]+)", opts, re.MULTILINE) if f != "--help"]
     assert listed == flags
     (sub,) = [a for a in build_parser()._subparsers._group_actions if a.dest == "command"]
     parser = sub.choices["export"]._subparsers._group_actions[0].choices[fmt]

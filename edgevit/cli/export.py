@@ -71,12 +71,12 @@ def run_export_command(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else None
     if command.check is not None:
         command.check(bool(args.model), out, options)
+    source = model_from_args(args) if args.model else (Path(onnx) if onnx else None)
     images = None
     if command.parity_data and not getattr(options, "no_parity", False):
         from ..data import load_dataset
 
         images = load_dataset(args.data, args.split, data_dir=args.data_dir, limit=options.parity_samples)
-    source = model_from_args(args) if args.model else (Path(onnx) if onnx else None)
     record = command.run(source, out, options, images)
     print(command.summary(record, options))
     write_json_out(args.json, record)
