@@ -3,8 +3,9 @@
 - ``spec.py``: a :class:`FormatSpec` — artefact kind, file suffixes, and where its exporter, runtimes, metadata
   reader, stage module and CLI sub-command live (as ``"module:attribute"`` strings, so nothing heavy is imported);
 - ``export.py`` (torch or ONNX → file), ``runtime.py`` (a :class:`~edgevit.runtimes.base.Runtime` subclass that
-  depends on the format's spec, never on its exporter), ``stage.py`` (its recipe stage), ``cli.py``
-  (``edgevit export <name>``).
+  depends on the format's spec, never on its exporter), ``stage.py`` (its recipe stage), ``cli.py`` (an
+  :class:`ExportCommand`: the declaration of ``edgevit export <name>``, which :mod:`edgevit.cli` turns into a
+  parser; the format folder never imports the CLI floor).
 
 Adding a format = adding its folder + one name in :data:`FORMATS` below. Every other list (artefact kinds and
 suffixes, runtimes, exporters, stages, CLI sub-commands) is derived from the specs.
@@ -16,7 +17,7 @@ import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from .errors import RegistryError
 
@@ -31,7 +32,8 @@ TORCH_SUFFIXES = (".safetensors", ".pt", ".pth")
 class FormatSpec:
     """What the rest of edgevit needs to know about a format, without importing its backend.
 
-    ``exporter``, ``runtimes`` values, ``metadata_reader`` and ``cli`` are ``"module:attribute"`` references;
+    ``exporter``, ``runtimes`` values, ``metadata_reader`` and ``cli`` are ``"module:attribute"`` references (``cli``
+    names the format's :class:`ExportCommand`);
     ``stage`` is a module whose import registers the format's stage(s). ``backends``: runtimes that run this format
     through the format's own runtime — ``load_runtime(name, artefact)`` with a name listed here loads the format's
     (first) runtime with ``backend=name`` (the early-exit cascade runs its segment graphs on onnxruntime or
@@ -129,8 +131,61 @@ def stage_modules() -> list[str]:
 
 
 def cli_providers() -> list[str]:
-    """References of ``add_parser(export_subparsers)`` functions adding ``edgevit export <format>``."""
+    """References (``"module:attr"``) of the formats' :class:`ExportCommand` declarations, in :data:`FORMATS`
+    order; :mod:`edgevit.cli` builds ``edgevit export <name>`` from each."""
     return [s.cli for s in format_specs() if s.cli]
+
+
+@dataclass(frozen=True)
+class ExportAction:
+    """An action of an ``edgevit export <format>`` command that replaces the export when its switch flag is given
+    (tensorrt's ``--preflight``).
+
+    ``run(onnx, options)`` gets the positional ONNX file (``None`` when not given; no model is built) and the
+    command's validated options model; it returns ``(record, text, exit_code)``: the CLI prints ``text``, writes
+    ``record`` to ``--json`` and exits with ``exit_code``. It raises :class:`~edgevit.errors.ConfigError` (exit
+    code 2) for arguments it cannot act on.
+    """
+
+    flag: str
+    help: str
+    run: Callable[[Path | None, Any], tuple[Any, str, int]]
+
+
+@dataclass(frozen=True)
+class ExportCommand:
+    """The declaration of ``edgevit export <name>``, kept in the format's folder (``formats/<name>/cli.py``) and
+    turned into an argparse sub-command by :mod:`edgevit.cli.export`; it imports neither the CLI floor nor a backend.
+
+    The CLI adds, in this order: the source flags (``source="model"``: ``--model`` required; ``"either"``: an
+    ONNX file as positional argument or ``--model``, exactly one; ``"optional-model"``: ``--model`` optional,
+    ``check`` says what stands in for it), each with ``--checkpoint/--arch/--pretrained``; ``--out``
+    (``out_help``, required unless ``out_required=False``); one flag per field of ``options`` (a
+    :class:`~edgevit.config.ConfigModel`: ``--field-name``, help = the field's description verbatim, choices from
+    ``Literal``, ``ge=1`` → positive integers, ``ge=0`` → integers ≥ 0, ``json_schema_extra={"metavar": ...}``);
+    ``action.flag``; with ``parity_data`` the dataset flags ``--data/--data-dir/--split/--limit``; ``--json``.
+
+    Running it: validate ``options`` (ConfigError naming the flag → exit 2), the source rule, ``action`` when its
+    flag is given, ``check(model_given, out, options)`` (raises ConfigError), then build the model from
+    ``--model`` and, with ``parity_data``, load ``options.parity_samples`` real images (None when
+    ``options.no_parity``), and call ``run(source, out, options, parity_images) -> record`` where ``source`` is the
+    torch model, the ONNX file's :class:`~pathlib.Path` or None. The CLI prints ``summary(record, options)`` (one
+    line) and writes the record to ``--json`` (``json_help``).
+    """
+
+    name: str
+    help: str
+    options: type
+    run: Callable[[Any, Path | None, Any, Any], Any]
+    summary: Callable[[Any, Any], str]
+    source: Literal["model", "either", "optional-model"] = "model"
+    description: str | None = None
+    out_help: str = "output path"
+    out_required: bool = True
+    json_help: str = "write the export record here"
+    parity_data: bool = True
+    check: Callable[[bool, Path | None, Any], None] | None = None
+    action: ExportAction | None = None
 
 
 def get_exporter(name: str) -> Callable[..., Any]:

@@ -182,9 +182,9 @@ def test_list_stages_verbose_shows_config_keys(capsys):
 
 def test_generated_flags_match_the_config_model():
     from edgevit.cli import build_parser
+    from edgevit.cli.early_exit import cmd_train  # noqa: F401  (the command the flags feed)
+    from edgevit.cli.quantize import config_from_args
     from edgevit.errors import ConfigError
-    from edgevit.methods.early_exit.cli import cmd_train  # noqa: F401  (the command the flags feed)
-    from edgevit.methods.quantize.cli import config_from_args
 
     p = build_parser()
     a = p.parse_args(["quantize", "--model", "m", "--out", "o", "--calib-method", "percentile", "--limit", "5",
@@ -204,3 +204,124 @@ def test_generated_flags_match_the_config_model():
     t = p.parse_args(["early-exit", "train", "--model", "m", "--out", "o", "--alpha", "0.5", "--temperature", "3",
                       "--beta-homo", "0.2", "--steps", "4", "--stage2-steps", "9"])
     assert (t.alpha, t.temperature, t.beta_homo, t.steps, t.stage2_steps) == (0.5, 3.0, 0.2, 4, 9)
+
+
+def _imported_modules(path, package):
+    """Absolute names of the modules a source file imports (relative imports resolved against ``package``)."""
+    import ast
+
+    names = []
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            names += [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                mod = ".".join(base + ([node.module] if node.module else []))
+            else:
+                mod = node.module or ""
+            names.append(mod)
+            names += [f"{mod}.{a.name}" for a in node.names]  # `from edgevit import cli`
+    return names
+
+
+def test_no_library_module_imports_the_cli():
+    from pathlib import Path
+
+    import edgevit
+
+    root = Path(edgevit.__file__).parent
+    offenders = []
+    for path in sorted(root.rglob("*.py")):
+        rel = path.relative_to(root.parent).with_suffix("")
+        parts = list(rel.parts)
+        if parts[:2] == ["edgevit", "cli"] or parts == ["edgevit", "__main__"]:
+            continue  # the CLI floor itself, and `python -m edgevit` which runs it
+        package = ".".join(parts[:-1])  # what `from . import x` means, for a module and for an __init__
+        bad = [m for m in _imported_modules(path, package) if m == "edgevit.cli" or m.startswith("edgevit.cli.")]
+        if bad:
+            offenders.append(f"{rel}: {', '.join(sorted(set(bad)))}")
+    assert offenders == []
+    # and the checker sees relative and absolute forms
+    probe = root / "formats" / "onnx" / "cli.py"
+    assert "edgevit.format_registry.ExportCommand" in _imported_modules(probe, "edgevit.formats.onnx")
+
+
+# `edgevit export X --help` on main before the export commands became declarations (flags in order; required
+# flags; choices; defaults other than None/False) — the declarations must keep every one of them
+_EXPORT_FLAGS = {
+    "onnx": (["--model", "--checkpoint", "--arch", "--pretrained", "--out", "--opset", "--static-batch",
+              "--no-simplify", "--tolerance", "--parity-samples", "--data", "--data-dir", "--split", "--limit",
+              "--json"],
+             ["--model", "--out"], {},
+             {"opset": 18, "parity_samples": 64, "data": "fashion-mnist", "split": "test"}),
+    "openvino": (["--model", "--checkpoint", "--arch", "--pretrained", "--out", "--precision", "--from-onnx",
+                  "--static-batch", "--tolerance", "--parity-samples", "--no-parity", "--data", "--data-dir",
+                  "--split", "--limit", "--json"],
+                 ["--out"], {"--precision": ["fp32", "fp16"]},
+                 {"precision": "fp32", "parity_samples": 64, "data": "fashion-mnist", "split": "test"}),
+    "ort-mobile": (["onnx", "--model", "--checkpoint", "--arch", "--pretrained", "--out", "--optimization",
+                    "--target-platform", "--type-reduction", "--opset", "--tolerance", "--parity-samples",
+                    "--no-parity", "--data", "--data-dir", "--split", "--limit", "--json"],
+                   ["--out"], {"--optimization": ["fixed", "runtime"], "--target-platform": ["arm", "amd64"]},
+                   {"optimization": "fixed", "opset": 18, "parity_samples": 64, "data": "fashion-mnist",
+                    "split": "test"}),
+    "tensorrt": (["onnx", "--model", "--checkpoint", "--arch", "--pretrained", "--out", "--precision", "--bundle",
+                  "--no-engine", "--calib", "--calib-split", "--calib-samples", "--calib-method", "--data-dir",
+                  "--min-batch", "--opt-batch", "--max-batch", "--trt-version", "--workspace-mib", "--parity-samples",
+                  "--opset", "--preflight", "--json"],
+                 [], {"--precision": ["fp32", "fp16", "int8"], "--calib-method": ["entropy", "max", "percentile"]},
+                 {"precision": "fp16", "calib": "fashion-mnist", "calib_split": "train", "calib_samples": 300,
+                  "calib_method": "entropy", "min_batch": 1, "opt_batch": 1, "max_batch": 8, "trt_version": "10.3.0",
+                  "workspace_mib": 1024, "parity_samples": 64, "opset": 18}),
+    "tvm": (["--model", "--checkpoint", "--arch", "--pretrained", "--out", "--target", "--mcpu", "--num-cores",
+             "--trials", "--batch", "--work-dir", "--retune", "--tuning-timeout", "--cc", "--tolerance",
+             "--parity-samples", "--no-parity", "--data", "--data-dir", "--split", "--limit", "--json"],
+            ["--model", "--out"], {},
+            {"target": "llvm", "trials": 256, "batch": 1, "tuning_timeout": 60.0, "parity_samples": 64,
+             "data": "fashion-mnist", "split": "test"}),
+}
+
+
+@pytest.mark.parametrize("fmt", sorted(_EXPORT_FLAGS))
+def test_export_help_keeps_every_flag(fmt, capsys):
+    import re
+
+    from edgevit.cli import build_parser
+
+    flags, required, choices, defaults = _EXPORT_FLAGS[fmt]
+    with pytest.raises(SystemExit) as exc:
+        main(["export", fmt, "--help"])
+    assert exc.value.code == 0
+    text = capsys.readouterr().out
+    head, _, opts = text.partition("\noptions:\n")
+    positional = head.partition("\npositional arguments:\n")[2]
+    listed = re.findall(r"^  ([a-z]+)\b", positional, re.MULTILINE)
+    listed += [f for f in re.findall(r"^  (--[a-z0-9-]+)", opts, re.MULTILINE) if f != "--help"]
+    assert listed == flags
+    (sub,) = [a for a in build_parser()._subparsers._group_actions if a.dest == "command"]
+    parser = sub.choices["export"]._subparsers._group_actions[0].choices[fmt]
+    acts = {(a.option_strings or [a.dest])[0]: a for a in parser._actions if a.dest != "help"}
+    assert sorted(f for f, a in acts.items() if a.required) == sorted(required)
+    assert {f: list(a.choices) for f, a in acts.items() if a.choices} == choices
+    assert {a.dest: a.default for a in acts.values() if a.default not in (None, False)} == defaults
+    for f in required:
+        assert f"{f} {f.lstrip('-').upper()}" in text.split("\n\n")[0] and f"[{f} " not in text.split("\n\n")[0]
+
+
+def test_export_source_and_option_errors_exit_2():
+    r = run_cli("export", "ort-mobile", "--out", "/tmp/never")
+    assert r.returncode == 2 and "edgevit export ort-mobile needs either an ONNX file (positional) or --model NAME, " \
+                                  "not both and not neither" in r.stderr
+    r = run_cli("export", "openvino", "--out", "/tmp/never")
+    assert r.returncode == 2 and "needs --model NAME (or checkpoint) or --from-onnx FILE" in r.stderr
+    r = run_cli("export", "tensorrt", "--model", "fmnist-vit-tiny", "--preflight")
+    assert r.returncode == 2 and "--preflight checks an ONNX file: pass its path" in r.stderr
+    r = run_cli("export", "tensorrt", "x.onnx")
+    assert r.returncode == 2 and "edgevit export tensorrt needs --out DIR" in r.stderr
+    r = run_cli("export", "tensorrt", "x.onnx", "--out", "/tmp/never", "--no-engine")
+    assert r.returncode == 2 and "--no-engine without --bundle leaves nothing to do; add --bundle" in r.stderr
+    r = run_cli("export", "tvm", "--model", "m", "--out", "o", "--trials", "-1")
+    assert r.returncode == 2 and "expected an integer ≥ 0, got -1" in r.stderr
+    r = run_cli("export", "openvino", "--model", "m", "--out", "o", "--precision", "int4")
+    assert r.returncode == 2 and "invalid choice: 'int4'" in r.stderr

@@ -207,7 +207,7 @@ def test_stage_config_from_recipe_dict():
 def test_package_import_is_light():
     import subprocess
 
-    code = ("import sys, edgevit.methods.quantize, edgevit.methods.quantize.cli, edgevit.stages.quantize; "
+    code = ("import sys, edgevit.methods.quantize, edgevit.cli.quantize, edgevit.stages.quantize; "
             "print(','.join(m for m in ('torch', 'nncf', 'openvino', 'onnxruntime') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == ""

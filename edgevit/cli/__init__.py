@@ -1,6 +1,8 @@
 """The ``edgevit`` command line (the top floor: no library module imports it). Heavy libraries are imported inside
-each command, so ``--help`` stays fast. Shared argument helpers are in :mod:`edgevit.cli.common`; format and method
-sub-commands come from their folders' ``cli.py`` through the format and method registries."""
+each command, so ``--help`` stays fast. Shared argument helpers are in :mod:`edgevit.cli.common`, flags generated
+from config models in :mod:`edgevit.cli.flags`. ``edgevit export <format>`` is built by :mod:`edgevit.cli.export`
+from the declaration in each registered format folder (``formats/<name>/cli.py``); the method commands are
+:mod:`edgevit.cli.distill`, :mod:`edgevit.cli.early_exit` and :mod:`edgevit.cli.quantize`."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import logging
 import sys
 from pathlib import Path
 
+from . import distill, early_exit, quantize
 from .common import (
     add_data_args,
     add_model_args,
@@ -19,6 +22,7 @@ from .common import (
     positive,
     write_json_out,
 )
+from .export import add_export_commands
 
 log = logging.getLogger("edgevit")
 
@@ -205,13 +209,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--out", help="write the schema to this file instead of printing it")
     sp.set_defaults(func=cmd_recipe_schema)
 
-    from ..format_registry import cli_providers, resolve
-    from ..methods import cli_providers as method_cli_providers
-
-    for ref in cli_providers():  # `edgevit export <format>`, one per format folder
-        resolve(ref)(export_sub)
-    for ref in method_cli_providers():  # `edgevit quantize`, `edgevit distill ...`, `edgevit early-exit ...`
-        resolve(ref)(sub)
+    add_export_commands(export_sub)  # `edgevit export <format>`, declared in each format folder's cli.py
+    for method_cli in (distill, early_exit, quantize):  # `edgevit distill ...`, `edgevit early-exit ...`, `quantize`
+        method_cli.add_parser(sub)
     return p
 
 

@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from typing import Any, Literal, Union, get_args, get_origin
 
 from ..config import strip_annotated
-from .common import positive
+from .common import non_negative, positive
 
 _KEY = "_edgevit_config_flags"
 
@@ -44,6 +44,8 @@ def _scalar_type(tp, field=None):
     if tp is int:
         if field is not None and (_bound(field, "ge") == 1 or _bound(field, "gt") == 0):
             return positive, None
+        if field is not None and _bound(field, "ge") == 0:
+            return non_negative, None
         return int, None
     if tp is float:
         return float, None
@@ -71,12 +73,14 @@ def flag_name(name: str) -> str:
 
 def add_config_flags(parser: argparse.ArgumentParser, model, *, exclude: Iterable[str] = (),
                      flags: dict[str, str] | None = None, helps: dict[str, str] | None = None,
-                     comma: Iterable[str] = ()) -> dict[str, str]:
+                     comma: Iterable[str] = (), show_defaults: bool = True) -> dict[str, str]:
     """Add one flag per field of ``model`` (a ConfigModel class) to ``parser``; returns ``{field: flag}``.
 
     ``flags`` renames flags (default ``--field-name``; a boolean defaulting to true becomes ``--no-field-name``,
     storing false); ``helps`` overrides help texts; list fields take several values (``nargs='+'``) unless named in
-    ``comma`` (then one comma-separated value, ``--runtimes a,b``). The field's default is the flag's default.
+    ``comma`` (then one comma-separated value, ``--runtimes a,b``). The field's default is the flag's default;
+    ``show_defaults`` appends it to the help text (``(default 18)``); without it the description is the help text
+    verbatim. A field's ``json_schema_extra={"metavar": "FILE"}`` sets the flag's metavar.
     """
     flags, helps, comma, exclude = dict(flags or {}), dict(helps or {}), set(comma), set(exclude)
     made = {}
@@ -108,11 +112,12 @@ def add_config_flags(parser: argparse.ArgumentParser, model, *, exclude: Iterabl
                 kw["type"], choices = _scalar_type(tp, f)
                 if choices:
                     kw["choices"] = choices
-            if default not in (None, [], ""):
+            if show_defaults and default not in (None, [], ""):
                 shown = ",".join(map(str, default)) if isinstance(default, list) else default
                 help_text = f"{help_text} (default {shown})" if help_text else f"default {shown}"
             if "choices" not in kw:
-                kw["metavar"] = kw.get("metavar") or flag.lstrip("-").replace("-", "_").upper()
+                extra = f.json_schema_extra if isinstance(f.json_schema_extra, dict) else {}
+                kw["metavar"] = extra.get("metavar") or kw.get("metavar") or flag.lstrip("-").replace("-", "_").upper()
         kw["help"] = help_text
         parser.add_argument(flag, **kw)
         made[name] = flag

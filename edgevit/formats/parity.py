@@ -236,3 +236,17 @@ def parity_inputs(images: Any, spec, *, what: str) -> tuple[np.ndarray, str]:
     if arr.dtype == np.uint8:
         return preprocess(arr, spec), f"caller's {len(arr)} raw images, preprocessed to the model's spec"
     return spec.check_batch(arr, where=f"{what} parity_images"), f"caller's {len(arr)} preprocessed images"
+
+
+def parity_summary(rec: dict) -> str:
+    """One phrase on an export record's parity figures (``max |Δ| 1.2e-06, cosine ..., top-1 agreement 100.0% on 64 real
+    images``), or why parity was skipped; for the one-line summaries of ``edgevit export <format>``."""
+    if rec.get("max_abs_diff") is None:
+        return f"parity skipped ({rec['parity_skipped']})" if rec.get("parity_skipped") else "parity skipped"
+    text = f"max |Δ| {rec['max_abs_diff']:.2e}"
+    if rec.get("cosine") is not None:
+        text += f", cosine {rec['cosine']:.6f}"
+    text += f", top-1 agreement {rec['top1_agreement'] * 100:.1f}% on {rec['n']} real images"
+    if rec.get("parity_reference"):
+        text += f" vs {rec['parity_reference']}"
+    return text

@@ -11,5 +11,5 @@ SPEC = FormatSpec(
     runtimes={"onnxruntime": "edgevit.formats.onnx.runtime:OnnxRuntime"},
     metadata_reader="edgevit.formats.onnx.runtime:read_onnx_metadata",
     stage="edgevit.formats.onnx.stage",
-    cli="edgevit.formats.onnx.cli:add_parser",
+    cli="edgevit.formats.onnx.cli:COMMAND",
 )

@@ -11,5 +11,5 @@ SPEC = FormatSpec(
     runtimes={"openvino": "edgevit.formats.openvino.runtime:OpenVinoRuntime"},
     metadata_reader="edgevit.formats.openvino.runtime:read_ir_metadata",
     stage="edgevit.formats.openvino.stage",
-    cli="edgevit.formats.openvino.cli:add_parser",
+    cli="edgevit.formats.openvino.cli:COMMAND",
 )

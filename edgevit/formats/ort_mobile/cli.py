@@ -1,59 +1,69 @@
-"""``edgevit export ort-mobile``: ONNX file (or a model, exported to ONNX first) → ONNX Runtime ``.ort`` format.
+"""``edgevit export ort-mobile``: ONNX file (or a model, exported to ONNX first) → ONNX Runtime ``.ort`` format —
+the command's declaration.
 
-Importable without torch or onnxruntime (both are imported when the command runs).
+:mod:`edgevit.cli.export` builds the parser from :data:`COMMAND`; importable without torch or onnxruntime (both are
+imported when the command runs).
 """
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field
+
+from ...config import ConfigModel
+from ...format_registry import ExportCommand
 
 
-def add_parser(export_subparsers) -> argparse.ArgumentParser:
-    """Add ``ort-mobile`` to the ``edgevit export`` sub-commands."""
-    from ...cli.common import add_parity_args, add_source_args
+class OrtMobileExportOptions(ConfigModel):
+    """The flags of ``edgevit export ort-mobile`` beyond the source, ``--out``, the dataset and ``--json``."""
 
-    p = export_subparsers.add_parser(
-        "ort-mobile", help="ONNX → ONNX Runtime .ort format (ORT Mobile) + required-operators config, parity on "
-                           "real images",
-        description="Convert an ONNX file to ONNX Runtime's .ort format with onnxruntime's own converter "
-                    "(onnxruntime.tools.convert_onnx_models_to_ort). Writes <name>.ort, <name>.ort.spec.json and "
-                    "<name>.required_operators.config (for a minimal onnxruntime build), and checks the .ort file "
-                    "against the ONNX file (and the torch model, with --model) on real images. "
-                    "`edgevit eval --artifact X.ort` and `edgevit profile X.ort` work on the result.")
-    add_source_args(p, onnx_positional=True)
-    p.add_argument("--out", required=True, help="output directory (e.g. runs/x/mobile/)")
-    p.add_argument("--optimization", choices=["fixed", "runtime"], default="fixed",
-                   help="fixed: optimisations baked in (CPU; default); runtime: saved and replayed at load time "
-                        "(for NNAPI/CoreML builds)")
-    p.add_argument("--target-platform", choices=["arm", "amd64"], default=None,
-                   help="platform the .ort file is for (arm allows INT8 QDQ kernels)")
-    p.add_argument("--type-reduction", action="store_true",
-                   help="also record the types each operator needs in the config (smaller minimal builds)")
-    p.add_argument("--opset", type=int, default=18, help="ONNX opset when exporting --model (default 18)")
-    add_parity_args(p, tolerance_help="max abs logit difference (default: fp32 rule)")
-    p.add_argument("--json", help="write the conversion record (max_abs_diff, top1_agreement, ...) here")
-    p.set_defaults(func=cmd_export_ort_mobile)
-    return p
+    optimization: Literal["fixed", "runtime"] = Field(
+        "fixed", description="fixed: optimisations baked in (CPU; default); runtime: saved and replayed at load time "
+                             "(for NNAPI/CoreML builds)")
+    target_platform: Literal["arm", "amd64"] | None = Field(
+        None, description="platform the .ort file is for (arm allows INT8 QDQ kernels)")
+    type_reduction: bool = Field(False, description="also record the types each operator needs in the config "
+                                                    "(smaller minimal builds)")
+    opset: int = Field(18, description="ONNX opset when exporting --model (default 18)")
+    tolerance: float | None = Field(None, description="max abs logit difference (default: fp32 rule)")
+    parity_samples: int = Field(64, ge=1, description="real images for the parity check")
+    no_parity: bool = Field(False, description="skip the parity check (not recommended)")
 
 
-def cmd_export_ort_mobile(args) -> int:
-    from ...cli.common import model_from_args, one_source, parity_images, parity_summary, write_json_out
-
-    one_source(args, "ort-mobile")
+def run(source: Any, out: Path, options: OrtMobileExportOptions, parity_images: Any) -> dict:
+    """Convert ``source`` (an ONNX file's Path, or a torch classifier exported to ONNX first with ``options.opset``)
+    to ``<out>/<name>.ort`` + its required-operators config, checked on ``parity_images`` (a dataset; None skips
+    parity); returns the conversion record (path, optimization, file_size in bytes, config_path, max_abs_diff, ...).
+    Raises ExportError when parity fails."""
     from .export import export_model_ort_mobile, export_ort_mobile
 
-    images = parity_images(args)
-    options = {"optimization": args.optimization, "target_platform": args.target_platform,
-               "enable_type_reduction": args.type_reduction, "parity": not args.no_parity,
-               "tolerance": args.tolerance}
-    if args.model:
-        rec = export_model_ort_mobile(model_from_args(args), Path(args.out), opset=args.opset, parity_images=images,
-                                      parity_samples=args.parity_samples, **options).to_dict()
-    else:
-        rec = export_ort_mobile(Path(args.onnx), Path(args.out), parity_images=images,
-                                parity_samples=args.parity_samples, **options).to_dict()
-    print(f"wrote {rec['path']} ({rec['optimization']}, {rec['file_size'] / 1e6:.2f} MB): {parity_summary(rec)}; "
-          f"operator config {rec['config_path']}")
-    write_json_out(args.json, rec)
-    return 0
+    common = {"optimization": options.optimization, "target_platform": options.target_platform,
+              "enable_type_reduction": options.type_reduction, "parity": not options.no_parity,
+              "tolerance": options.tolerance}
+    if isinstance(source, Path):
+        return export_ort_mobile(source, out, parity_images=parity_images, parity_samples=options.parity_samples,
+                                 **common)
+    return export_model_ort_mobile(source, out, opset=options.opset, parity_images=parity_images,
+                                   parity_samples=options.parity_samples, **common)
+
+
+def summary(rec: dict, options: OrtMobileExportOptions) -> str:
+    from ..parity import parity_summary
+
+    return (f"wrote {rec['path']} ({rec['optimization']}, {rec['file_size'] / 1e6:.2f} MB): {parity_summary(rec)}; "
+            f"operator config {rec['config_path']}")
+
+
+COMMAND = ExportCommand(
+    name="ort-mobile", source="either", options=OrtMobileExportOptions, run=run, summary=summary,
+    help="ONNX → ONNX Runtime .ort format (ORT Mobile) + required-operators config, parity on real images",
+    description="Convert an ONNX file to ONNX Runtime's .ort format with onnxruntime's own converter "
+                "(onnxruntime.tools.convert_onnx_models_to_ort). Writes <name>.ort, <name>.ort.spec.json and "
+                "<name>.required_operators.config (for a minimal onnxruntime build), and checks the .ort file "
+                "against the ONNX file (and the torch model, with --model) on real images. "
+                "`edgevit eval --artifact X.ort` and `edgevit profile X.ort` work on the result.",
+    out_help="output directory (e.g. runs/x/mobile/)",
+    json_help="write the conversion record (max_abs_diff, top1_agreement, ...) here",
+)

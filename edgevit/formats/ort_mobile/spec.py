@@ -10,5 +10,5 @@ SPEC = FormatSpec(
     exporter="edgevit.formats.ort_mobile.export:export_ort_mobile",
     metadata_reader="edgevit.formats.onnx.runtime:read_ort_metadata",
     stage="edgevit.formats.ort_mobile.stage",
-    cli="edgevit.formats.ort_mobile.cli:add_parser",
+    cli="edgevit.formats.ort_mobile.cli:COMMAND",
 )

@@ -1,103 +1,99 @@
-"""``edgevit export tensorrt``: ONNX → TensorRT engine (where TensorRT exists) and/or a Jetson device bundle.
+"""``edgevit export tensorrt``: ONNX → TensorRT engine (where TensorRT exists) and/or a Jetson device bundle — the
+command's declaration, with its ``--preflight`` action.
 
-Importable without torch, onnx or TensorRT (they are imported when the command runs).
+:mod:`edgevit.cli.export` builds the parser from :data:`COMMAND`; importable without torch, onnx or TensorRT (they
+are imported when the command runs).
 """
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
+from typing import Any, Literal
 
-PARITY_DATA = "fashion-mnist"  # the dataset of the parity images this command loads
+from pydantic import Field
 
-
-def add_parser(export_subparsers) -> argparse.ArgumentParser:
-    """Add ``tensorrt`` to the ``edgevit export`` sub-commands."""
-    from ...cli.common import add_source_args, positive
-
-    p = export_subparsers.add_parser(
-        "tensorrt", help="ONNX → TensorRT engine (needs TensorRT) or --bundle: ONNX + INT8 calibration cache + "
-                         "trtexec build/profile scripts for a Jetson (needs no TensorRT)",
-        description="Without TensorRT here, --bundle writes everything a Jetson needs to build and measure the "
-                    "engine itself (TensorRT engines must be built on the device): the ONNX file, an INT8 "
-                    "calibration cache computed by edgevit from real images, build.sh and profile.sh (trtexec), "
-                    "README.md and manifest.json with the TensorRT preflight. Where `import tensorrt` works, an "
-                    "engine is also built here and checked against the ONNX file on real images.")
-    add_source_args(p, onnx_positional=True)
-    p.add_argument("--out", help="output directory (e.g. runs/x/trt/); required unless --preflight")
-    p.add_argument("--precision", choices=["fp32", "fp16", "int8"], default="fp16",
-                   help="engine precision and the bundle's default (int8 = INT8 with FP16 fallback)")
-    p.add_argument("--bundle", action="store_true",
-                   help="write the device bundle (works without TensorRT)")
-    p.add_argument("--no-engine", action="store_true", help="do not build an engine here even if TensorRT exists")
-    p.add_argument("--calib", default="fashion-mnist",
-                   help="calibration data: 'fashion-mnist' or an ImageFolder directory (default fashion-mnist)")
-    p.add_argument("--calib-split", default="train", help="split of --calib used for calibration (default train)")
-    p.add_argument("--calib-samples", type=positive, default=300, help="calibration images (default 300)")
-    p.add_argument("--calib-method", choices=["entropy", "max", "percentile"], default="entropy",
-                   help="how activation ranges are chosen (default entropy, like IInt8EntropyCalibrator2)")
-    p.add_argument("--data-dir", default=None, help="directory of the Fashion-MNIST IDX files")
-    p.add_argument("--min-batch", type=positive, default=1, help="optimisation profile: smallest batch")
-    p.add_argument("--opt-batch", type=positive, default=1, help="optimisation profile: batch to tune for")
-    p.add_argument("--max-batch", type=positive, default=8, help="optimisation profile: largest batch")
-    p.add_argument("--trt-version", default="10.3.0",
-                   help="the device's TensorRT version, for the calibration cache header (10.3.0 = JetPack 6; "
-                        "build.sh re-tags it on the device anyway)")
-    p.add_argument("--workspace-mib", type=positive, default=1024, help="builder workspace (MiB)")
-    p.add_argument("--parity-samples", type=positive, default=64, help="real test images for parity checks")
-    p.add_argument("--opset", type=int, default=18, help="ONNX opset when exporting --model (default 18)")
-    p.add_argument("--preflight", action="store_true",
-                   help="only check the ONNX operators against TensorRT's supported list (and INT8 fallbacks)")
-    p.add_argument("--json", help="write the record (bundle, calibration, preflight, parity) here")
-    p.set_defaults(func=cmd_export_tensorrt)
-    return p
+from ...config import ConfigModel
+from ...errors import ConfigError
+from ...format_registry import ExportAction, ExportCommand
 
 
-def cmd_export_tensorrt(args) -> int:
-    from ...cli.common import model_from_args, one_source, write_json_out
-    from ...errors import ConfigError
+class TensorRTExportOptions(ConfigModel):
+    """The flags of ``edgevit export tensorrt`` beyond the source, ``--out``, ``--preflight`` and ``--json``."""
 
-    one_source(args, "tensorrt")
-    if args.preflight:
-        if not args.onnx:
-            raise ConfigError("--preflight checks an ONNX file: pass its path (edgevit export tensorrt X.onnx "
-                              "--preflight)")
-        from .preflight import format_preflight, tensorrt_preflight
+    precision: Literal["fp32", "fp16", "int8"] = Field(
+        "fp16", description="engine precision and the bundle's default (int8 = INT8 with FP16 fallback)")
+    bundle: bool = Field(False, description="write the device bundle (works without TensorRT)")
+    no_engine: bool = Field(False, description="do not build an engine here even if TensorRT exists")
+    calib: str = Field("fashion-mnist", description="calibration data: 'fashion-mnist' or an ImageFolder directory "
+                                                    "(default fashion-mnist)")
+    calib_split: str = Field("train", description="split of --calib used for calibration (default train)")
+    calib_samples: int = Field(300, ge=1, description="calibration images (default 300)")
+    calib_method: Literal["entropy", "max", "percentile"] = Field(
+        "entropy", description="how activation ranges are chosen (default entropy, like IInt8EntropyCalibrator2)")
+    data_dir: str | None = Field(None, description="directory of the Fashion-MNIST IDX files")
+    min_batch: int = Field(1, ge=1, description="optimisation profile: smallest batch")
+    opt_batch: int = Field(1, ge=1, description="optimisation profile: batch to tune for")
+    max_batch: int = Field(8, ge=1, description="optimisation profile: largest batch")
+    trt_version: str = Field("10.3.0", description="the device's TensorRT version, for the calibration cache header "
+                                                   "(10.3.0 = JetPack 6; build.sh re-tags it on the device anyway)")
+    workspace_mib: int = Field(1024, ge=1, description="builder workspace (MiB)")
+    parity_samples: int = Field(64, ge=1, description="real test images for parity checks")
+    opset: int = Field(18, description="ONNX opset when exporting --model (default 18)")
 
-        res = tensorrt_preflight(Path(args.onnx))
-        print(format_preflight(res))
-        write_json_out(args.json, res)
-        return 0 if res["ok"] else 1
-    if not args.out:
+
+def preflight(onnx: Path | None, options: TensorRTExportOptions) -> tuple[dict, str, int]:
+    """``--preflight``: check the ONNX file's operators against TensorRT's supported list; returns ``(record, text,
+    exit code)`` — 0 when every operator is supported, else 1. Raises ConfigError without an ONNX file."""
+    if onnx is None:
+        raise ConfigError("--preflight checks an ONNX file: pass its path (edgevit export tensorrt X.onnx "
+                          "--preflight)")
+    from .preflight import format_preflight, tensorrt_preflight
+
+    res = tensorrt_preflight(onnx)
+    return res, format_preflight(res), 0 if res["ok"] else 1
+
+
+def check(model_given: bool, out: Path | None, options: TensorRTExportOptions) -> None:
+    """Raise ConfigError without ``--out``, or when nothing can be produced here (no engine and no ``--bundle``);
+    MissingBackendError (naming the bundle route) when an engine is asked for and TensorRT is missing."""
+    if out is None:
         raise ConfigError("edgevit export tensorrt needs --out DIR (where the bundle / engine go)")
     from .spec import require_tensorrt, tensorrt_available
 
-    have, why = tensorrt_available()
-    if not args.bundle and (args.no_engine or not have):
-        if args.no_engine:
+    have, _ = tensorrt_available()
+    if not options.bundle and (options.no_engine or not have):
+        if options.no_engine:
             raise ConfigError("--no-engine without --bundle leaves nothing to do; add --bundle")
         require_tensorrt("edgevit export tensorrt without --bundle (building an engine here)")
 
+
+def run(source: Any, out: Path, options: TensorRTExportOptions, parity_images: Any = None) -> dict:
+    """Build the engine and/or device bundle in the directory ``out`` from ``source`` (an ONNX file's Path, or a
+    torch classifier exported to ``out`` as ONNX first with ``options.opset``); calibration images come from
+    ``options.calib``, parity images from the test split of the same dataset (``parity_images`` is unused). Returns the
+    record (bundle, calibration, preflight, engine with its parity vs ONNX, precision)."""
     from ...data import load_dataset
     from .export import export_tensorrt
 
-    # the CLI chooses the parity data (the library takes it as an argument): Fashion-MNIST test images
-    parity = load_dataset(PARITY_DATA, "test", limit=args.parity_samples)
-    torch_model, onnx_path, onnx_parity = None, args.onnx, None
-    out = Path(args.out)
-    if args.model:
+    # the CLI chooses the parity data (the library takes it as an argument): the --calib dataset's test split
+    parity = load_dataset(options.calib, "test", data_dir=options.data_dir, limit=options.parity_samples)
+    onnx_path, onnx_parity = source, None
+    if not isinstance(source, Path):
         from ..onnx.export import export_onnx
 
-        torch_model = model_from_args(args)
-        res_onnx = export_onnx(torch_model, out, opset=args.opset, parity_images=parity,
-                               parity_samples=args.parity_samples)
-        onnx_path, onnx_parity = res_onnx.path, res_onnx.parity.to_dict()
-    rec = export_tensorrt(Path(onnx_path), out, precision=args.precision, bundle=args.bundle,
-                          engine=False if args.no_engine else None, calib=args.calib, calib_split=args.calib_split,
-                          calib_samples=args.calib_samples, calib_method=args.calib_method, data_dir=args.data_dir,
-                          min_batch=args.min_batch, opt_batch=args.opt_batch, max_batch=args.max_batch,
-                          trt_version=args.trt_version, workspace_mib=args.workspace_mib, onnx_parity=onnx_parity,
-                          parity_images=parity, parity_samples=args.parity_samples).to_dict()
+        res_onnx = export_onnx(source, out, opset=options.opset, parity_images=parity,
+                               parity_samples=options.parity_samples)
+        onnx_path, onnx_parity = res_onnx.artifact.path, res_onnx.parity.to_dict()
+    return export_tensorrt(Path(onnx_path), out, precision=options.precision, bundle=options.bundle,
+                           engine=False if options.no_engine else None, calib=options.calib,
+                           calib_split=options.calib_split, calib_samples=options.calib_samples,
+                           calib_method=options.calib_method, data_dir=options.data_dir,
+                           min_batch=options.min_batch, opt_batch=options.opt_batch, max_batch=options.max_batch,
+                           trt_version=options.trt_version, workspace_mib=options.workspace_mib,
+                           onnx_parity=onnx_parity, parity_images=parity, parity_samples=options.parity_samples)
+
+
+def summary(rec: dict, options: TensorRTExportOptions) -> str:
     parts = []
     if rec["bundle"]:
         cal = rec["calibration"]
@@ -111,8 +107,28 @@ def cmd_export_tensorrt(args) -> int:
         parts.append(f"engine {e['path']} (TensorRT {e['tensorrt_version']}): max |Δ| vs ONNX "
                      f"{e['parity']['max_abs_diff']:.2e}, top-1 agreement {e['parity']['top1_agreement'] * 100:.1f}%")
     else:
-        reason = "--no-engine" if args.no_engine else f"TensorRT not installed here ({why[:80]})"
+        if options.no_engine:
+            reason = "--no-engine"
+        else:
+            from .spec import tensorrt_available
+
+            reason = f"TensorRT not installed here ({tensorrt_available()[1][:80]})"
         parts.append(f"no engine built here ({reason}); on the device run build.sh then profile.sh")
-    print("; ".join(parts))
-    write_json_out(args.json, rec)
-    return 0
+    return "; ".join(parts)
+
+
+COMMAND = ExportCommand(
+    name="tensorrt", source="either", options=TensorRTExportOptions, check=check, run=run, summary=summary,
+    parity_data=False, out_required=False,
+    action=ExportAction(flag="--preflight", run=preflight,
+                        help="only check the ONNX operators against TensorRT's supported list (and INT8 fallbacks)"),
+    help="ONNX → TensorRT engine (needs TensorRT) or --bundle: ONNX + INT8 calibration cache + trtexec "
+         "build/profile scripts for a Jetson (needs no TensorRT)",
+    description="Without TensorRT here, --bundle writes everything a Jetson needs to build and measure the "
+                "engine itself (TensorRT engines must be built on the device): the ONNX file, an INT8 "
+                "calibration cache computed by edgevit from real images, build.sh and profile.sh (trtexec), "
+                "README.md and manifest.json with the TensorRT preflight. Where `import tensorrt` works, an "
+                "engine is also built here and checked against the ONNX file on real images.",
+    out_help="output directory (e.g. runs/x/trt/); required unless --preflight",
+    json_help="write the record (bundle, calibration, preflight, parity) here",
+)

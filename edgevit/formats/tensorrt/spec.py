@@ -15,7 +15,7 @@ SPEC = FormatSpec(
     exporter="edgevit.formats.tensorrt.export:export_tensorrt",
     runtimes={"tensorrt": "edgevit.formats.tensorrt.runtime:TensorRTRuntime"},
     stage="edgevit.formats.tensorrt.stage",
-    cli="edgevit.formats.tensorrt.cli:add_parser",
+    cli="edgevit.formats.tensorrt.cli:COMMAND",
 )
 
 BUNDLE_ROUTE = ("`edgevit export tensorrt <model.onnx> --bundle --out DIR` (or the export_tensorrt stage with "

@@ -1,74 +1,79 @@
-"""``edgevit export tvm``: torch model → TVM library (.so), MetaSchedule-tuned with a cached database, parity checked.
+"""``edgevit export tvm``: torch model → TVM library (.so), MetaSchedule-tuned with a cached database, parity
+checked — the command's declaration.
 
-Importable without torch or tvm (both are imported when the command runs).
+:mod:`edgevit.cli.export` builds the parser from :data:`COMMAND`; importable without torch or tvm (both are imported
+when the command runs).
 """
 
 from __future__ import annotations
 
-import argparse
-import logging
 from pathlib import Path
+from typing import Any
 
-log = logging.getLogger(__name__)
+from pydantic import Field
 
-
-def _non_negative(text: str) -> int:
-    v = int(text)
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer ≥ 0, got {text}")
-    return v
+from ...config import ConfigModel
+from ...format_registry import ExportCommand
 
 
-def add_parser(export_subparsers) -> argparse.ArgumentParser:
-    """Add ``tvm`` to the ``edgevit export`` sub-commands."""
-    from ...cli.common import add_parity_args, add_source_args, positive
+class TvmExportOptions(ConfigModel):
+    """The flags of ``edgevit export tvm`` beyond the model, ``--out``, the dataset and ``--json``."""
 
-    p = export_subparsers.add_parser(
-        "tvm", help="torch → TVM library (.so) for this CPU (or a given target), MetaSchedule-tuned, parity checked",
-        description="Compile a model with TVM (Relax) for one static batch size, tune its kernels with MetaSchedule "
-                    "(the database is cached per model shapes + target and reused by later exports), and check the "
-                    "library against torch on real images. Writes model.so, model.so.tvm.json (target, CPU "
-                    "features, tuning) and model.so.spec.json, so `edgevit eval --artifact model.so --batch-size B` "
-                    "and `edgevit profile model.so --batch B` work on it. Untuned CPU libraries are slow: real "
-                    "budgets are ~1000-2000 trials for DeiT-Tiny (about 25 min on 2 cores).")
-    add_source_args(p, required=True)
-    p.add_argument("--out", required=True, help="output directory (writes model.so there) or a path ending in .so")
-    p.add_argument("--target", default="llvm",
-                   help="llvm (this CPU, detected like llc -mcpu=native), cuda, or a TVM target as JSON, e.g. "
-                        "'{\"kind\": \"llvm\", \"mcpu\": \"x86-64-v3\"}' (default llvm)")
-    p.add_argument("--mcpu", default=None, help="CPU of an llvm target, e.g. x86-64-v3 for any AVX2 machine, "
-                                                "skylake-avx512, cortex-a76")
-    p.add_argument("--num-cores", type=positive, default=None,
-                   help="threads the tuned kernels are scheduled for (default: the CPUs this process may use)")
-    p.add_argument("--trials", type=_non_negative, default=256,
-                   help="MetaSchedule trials (default 256; 0 = untuned and slow; ~1000+ for real speed)")
-    p.add_argument("--batch", type=positive, default=1, help="static batch size of the library (default 1)")
-    p.add_argument("--work-dir", default=None,
-                   help="tuning cache root (default $EDGEVIT_TVM_CACHE or ~/.cache/edgevit/tvm)")
-    p.add_argument("--retune", action="store_true", help="ignore a cached tuning database and tune again")
-    p.add_argument("--tuning-timeout", type=float, default=60.0,
-                   help="seconds allowed to build or run one tuning candidate (raise on a busy machine)")
-    p.add_argument("--cc", default=None, help="cross compiler for another architecture, e.g. aarch64-linux-gnu-g++")
-    add_parity_args(p, tolerance_help="max abs logit difference vs torch")
-    p.add_argument("--json", help="write the export record (target, tuning, max_abs_diff, ...) here")
-    p.set_defaults(func=cmd_export_tvm)
-    return p
+    target: str = Field("llvm", description="llvm (this CPU, detected like llc -mcpu=native), cuda, or a TVM target "
+                                            "as JSON, e.g. '{\"kind\": \"llvm\", \"mcpu\": \"x86-64-v3\"}' (default "
+                                            "llvm)")
+    mcpu: str | None = Field(None, description="CPU of an llvm target, e.g. x86-64-v3 for any AVX2 machine, "
+                                               "skylake-avx512, cortex-a76")
+    num_cores: int | None = Field(None, ge=1, description="threads the tuned kernels are scheduled for (default: the "
+                                                          "CPUs this process may use)")
+    trials: int = Field(256, ge=0, description="MetaSchedule trials (default 256; 0 = untuned and slow; ~1000+ for "
+                                               "real speed)")
+    batch: int = Field(1, ge=1, description="static batch size of the library (default 1)")
+    work_dir: str | None = Field(None, description="tuning cache root (default $EDGEVIT_TVM_CACHE or "
+                                                   "~/.cache/edgevit/tvm)")
+    retune: bool = Field(False, description="ignore a cached tuning database and tune again")
+    tuning_timeout: float = Field(60.0, description="seconds allowed to build or run one tuning candidate (raise on "
+                                                    "a busy machine)")
+    cc: str | None = Field(None, description="cross compiler for another architecture, e.g. aarch64-linux-gnu-g++")
+    tolerance: float | None = Field(None, description="max abs logit difference vs torch")
+    parity_samples: int = Field(64, ge=1, description="real images for the parity check")
+    no_parity: bool = Field(False, description="skip the parity check (not recommended)")
 
 
-def cmd_export_tvm(args) -> int:
-    from ...cli.common import model_from_args, parity_images, parity_summary, write_json_out
+def run(model: Any, out: Path, options: TvmExportOptions, parity_images: Any) -> dict:
+    """Compile ``model`` (a torch classifier) to a TVM library at ``out`` (a directory or a path ending in .so),
+    tuned with up to ``options.trials`` MetaSchedule trials and checked on ``parity_images`` (a dataset; None skips
+    parity); returns the export record (path, target_description, batch, tuning, max_abs_diff, ...). Raises
+    ExportError when parity fails, MissingBackendError without tvm."""
     from .export import export_tvm
 
-    model, calib = model_from_args(args), parity_images(args)
-    rec = export_tvm(model, Path(args.out), target=args.target, mcpu=args.mcpu, num_cores=args.num_cores,
-                     trials=args.trials, batch=args.batch, work_dir=args.work_dir, retune=args.retune,
-                     tuning_timeout_s=args.tuning_timeout, cc=args.cc, parity=not args.no_parity, parity_images=calib,
-                     tolerance=args.tolerance, parity_samples=args.parity_samples).to_dict()
+    return export_tvm(model, out, target=options.target, mcpu=options.mcpu, num_cores=options.num_cores,
+                      trials=options.trials, batch=options.batch, work_dir=options.work_dir, retune=options.retune,
+                      tuning_timeout_s=options.tuning_timeout, cc=options.cc, parity=not options.no_parity,
+                      parity_images=parity_images, tolerance=options.tolerance,
+                      parity_samples=options.parity_samples)
+
+
+def summary(rec: dict, options: TvmExportOptions) -> str:
+    from ..parity import parity_summary
+
     tuning = rec["tuning"]
     how = {"tuned": f"tuned {tuning.get('trials_run')} trials in {tuning.get('tuning_time_s')} s",
            "extended": f"tuned {tuning.get('trials_run')} more trials in {tuning.get('tuning_time_s')} s",
            "reused": f"reused the cached tuning database ({tuning.get('trials_total')} trials), no tuning",
            "untuned": "UNTUNED (slow; use --trials)"}[tuning["status"]]
-    print(f"wrote {rec['path']} ({rec['target_description']}, batch {rec['batch']}; {how}): {parity_summary(rec)}")
-    write_json_out(args.json, rec)
-    return 0
+    return f"wrote {rec['path']} ({rec['target_description']}, batch {rec['batch']}; {how}): {parity_summary(rec)}"
+
+
+COMMAND = ExportCommand(
+    name="tvm", source="model", options=TvmExportOptions, run=run, summary=summary,
+    help="torch → TVM library (.so) for this CPU (or a given target), MetaSchedule-tuned, parity checked",
+    description="Compile a model with TVM (Relax) for one static batch size, tune its kernels with MetaSchedule "
+                "(the database is cached per model shapes + target and reused by later exports), and check the "
+                "library against torch on real images. Writes model.so, model.so.tvm.json (target, CPU "
+                "features, tuning) and model.so.spec.json, so `edgevit eval --artifact model.so --batch-size B` "
+                "and `edgevit profile model.so --batch B` work on it. Untuned CPU libraries are slow: real "
+                "budgets are ~1000-2000 trials for DeiT-Tiny (about 25 min on 2 cores).",
+    out_help="output directory (writes model.so there) or a path ending in .so",
+    json_help="write the export record (target, tuning, max_abs_diff, ...) here",
+)

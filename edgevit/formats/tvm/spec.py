@@ -15,7 +15,7 @@ SPEC = FormatSpec(
     exporter="edgevit.formats.tvm.export:export_tvm",
     runtimes={"tvm": "edgevit.formats.tvm.runtime:TvmRuntime"},
     stage="edgevit.formats.tvm.stage",
-    cli="edgevit.formats.tvm.cli:add_parser",
+    cli="edgevit.formats.tvm.cli:COMMAND",
 )
 
 

@@ -5,7 +5,7 @@
 - :mod:`.cache` — the cache writer/reader (records of 4K+4 bytes: int32 seed | int16[K] | float16[K]);
 - :mod:`.targets` — top-K of the teacher, dense targets with the leftover mass spread, soft-target CE;
 - :mod:`.trainer` — student training from the cache, online KD or labels; DDP under torchrun;
-- :mod:`.cli` — ``edgevit distill cache|train``.
+- its command line, ``edgevit distill cache|train``, is :mod:`edgevit.cli.distill`.
 
 Importing this package imports neither torch nor timm.
 """

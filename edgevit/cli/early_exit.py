@@ -17,9 +17,9 @@ def _thresholds(text: str) -> list[float]:
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     """Add ``early-exit`` with its three sub-commands to the top-level ``edgevit`` commands."""
-    from ...cli.common import positive
-    from ...cli.flags import add_config_flags
-    from .config import TrainConfig
+    from ..methods.early_exit.config import TrainConfig
+    from .common import positive
+    from .flags import add_config_flags
 
     p = subparsers.add_parser("early-exit", help="LGViT early exits: train heads, calibrate thresholds, export a cascade",
                               description="LGViT early exits (methods.md §2) on timm ViT/DeiT-style models.")
@@ -90,10 +90,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def cmd_train(args) -> int:
-    from ...cli.common import write_json_out
-    from ...cli.flags import config_from_args
-    from .config import TrainConfig
-    from .run import train_run
+    from ..methods.early_exit.config import TrainConfig
+    from ..methods.early_exit.run import train_run
+    from .common import write_json_out
+    from .flags import config_from_args
 
     cfg = config_from_args(TrainConfig, args, command="edgevit early-exit train",
                            extra={key: args.steps for key in ("stage1_steps", "stage2_steps")
@@ -102,7 +102,7 @@ def cmd_train(args) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-    from ...models import create
+    from ..models import create
 
     model = create(args.model, checkpoint=args.checkpoint, arch=args.arch)
     rec = train_run(model, args.out, data=args.data, data_dir=args.data_dir, holdout=args.holdout, limit=args.limit,
@@ -115,8 +115,8 @@ def cmd_train(args) -> int:
 
 
 def cmd_calibrate(args) -> int:
-    from ...cli.common import write_json_out
-    from .run import calibrate_run
+    from ..methods.early_exit.run import calibrate_run
+    from .common import write_json_out
 
     rec = calibrate_run(args.run, budget=args.budget, runtime=args.runtime, criterion=args.criterion,
                         holdout=args.holdout, heldout_limit=args.heldout_limit, threads=args.threads,
@@ -130,9 +130,9 @@ def cmd_calibrate(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from ...cli.common import write_json_out
-    from ...data import load_dataset
-    from .run import export_run
+    from ..data import load_dataset
+    from ..methods.early_exit.run import export_run
+    from .common import write_json_out
 
     # the CLI chooses the parity data (library functions take it as an argument): Fashion-MNIST test images
     parity = load_dataset("fashion-mnist", "test", limit=args.parity_samples)
@@ -152,10 +152,10 @@ def cmd_export(args) -> int:
 
 
 def cmd_quantize(args) -> int:
-    from ...cli.common import write_json_out
-    from ...formats.cascade.runtime import read_manifest
-    from ..quantize import QuantizeConfig
-    from .quantize import quantize_cascade
+    from ..formats.cascade.runtime import read_manifest
+    from ..methods.early_exit.quantize import quantize_cascade
+    from ..methods.quantize import QuantizeConfig
+    from .common import write_json_out
 
     backend = args.backend or ("openvino" if read_manifest(args.cascade).get("backend") == "openvino" else
                                "onnxruntime")

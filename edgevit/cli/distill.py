@@ -9,16 +9,10 @@ from __future__ import annotations
 
 import argparse
 import logging
-from pathlib import Path
+
+from .common import positive, write_json_out
 
 log = logging.getLogger(__name__)
-
-
-def _positive(text: str) -> int:
-    v = int(text)
-    if v <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
-    return v
 
 
 def _add_augment_args(p: argparse.ArgumentParser) -> None:
@@ -42,7 +36,7 @@ def _augment_from_args(args):
     given = {k: getattr(args, k) for k in _AUG_KEYS if getattr(args, k, None) is not None}
     if not given:
         return None
-    from .augment import AugmentConfig
+    from ..methods.distill.augment import AugmentConfig
 
     return AugmentConfig(**given)
 
@@ -51,7 +45,7 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", default="fashion-mnist", help="'fashion-mnist' or an ImageFolder directory of grey images")
     p.add_argument("--data-dir", default=None, help="directory of the Fashion-MNIST IDX files")
     p.add_argument("--split", default="train", help="training split (default train)")
-    p.add_argument("--limit", type=_positive, default=None, help="use only the first N training samples")
+    p.add_argument("--limit", type=positive, default=None, help="use only the first N training samples")
 
 
 def add_parser(subparsers) -> None:
@@ -63,11 +57,11 @@ def add_parser(subparsers) -> None:
     c.add_argument("--teacher", default="fmnist-vit", help="edgevit/timm model name or checkpoint (default fmnist-vit)")
     c.add_argument("--checkpoint", default=None, help="weights for --teacher")
     _add_data_args(c)
-    c.add_argument("--epochs", type=_positive, default=10, help="augmented epochs to store (default 10)")
-    c.add_argument("--topk", type=_positive, default=None,
+    c.add_argument("--epochs", type=positive, default=10, help="augmented epochs to store (default 10)")
+    c.add_argument("--topk", type=positive, default=None,
                    help="K: teacher probabilities kept per sample (default 10, at most classes − 1: 9 for 10 classes)")
     c.add_argument("--seed", type=int, default=0, help="base seed of the per-sample augmentation seeds")
-    c.add_argument("--batch-size", type=_positive, default=256, help="teacher batch per process (default 256)")
+    c.add_argument("--batch-size", type=positive, default=256, help="teacher batch per process (default 256)")
     _add_augment_args(c)
     c.add_argument("--out", required=True, help="cache directory")
     c.add_argument("--overwrite", action="store_true", help="replace a cache with another fingerprint")
@@ -86,21 +80,21 @@ def add_parser(subparsers) -> None:
     t.add_argument("--teacher-checkpoint", default=None, help="weights for --teacher")
     _add_data_args(t)
     _add_augment_args(t)
-    t.add_argument("--epochs", type=_positive, default=10)
-    t.add_argument("--batch-size", type=_positive, default=128, help="per process (default 128)")
+    t.add_argument("--epochs", type=positive, default=10)
+    t.add_argument("--batch-size", type=positive, default=128, help="per process (default 128)")
     t.add_argument("--lr", type=float, default=1e-3)
     t.add_argument("--min-lr", type=float, default=1e-5)
     t.add_argument("--weight-decay", type=float, default=0.05)
     t.add_argument("--warmup-epochs", type=float, default=1.0)
     t.add_argument("--clip-grad", type=float, default=5.0)
     t.add_argument("--label-smoothing", type=float, default=0.1, help="mode labels only")
-    t.add_argument("--topk", type=_positive, default=None, help="K for mode online without a cache (default 10, "
+    t.add_argument("--topk", type=positive, default=None, help="K for mode online without a cache (default 10, "
                                                                 "at most classes − 1)")
     t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--eval-limit", type=_positive, default=None, help="test images evaluated after each epoch")
+    t.add_argument("--eval-limit", type=positive, default=None, help="test images evaluated after each epoch")
     t.add_argument("--no-eval", action="store_true", help="skip the per-epoch test evaluation")
-    t.add_argument("--stop-after", type=_positive, default=None, help="stop after N epochs; continue with --resume")
-    t.add_argument("--max-steps", type=_positive, default=None, help="cap the steps per epoch (smoke runs)")
+    t.add_argument("--stop-after", type=positive, default=None, help="stop after N epochs; continue with --resume")
+    t.add_argument("--max-steps", type=positive, default=None, help="cap the steps per epoch (smoke runs)")
     t.add_argument("--out", required=True, help="run directory: checkpoint.pt, student.safetensors, train_record.json")
     t.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt with the next epoch")
     t.add_argument("--device", default="auto", help="cpu, cuda:N or auto (default)")
@@ -108,18 +102,11 @@ def add_parser(subparsers) -> None:
     t.set_defaults(func=cmd_train)
 
 
-def _write_json(path, obj) -> None:
-    if path:
-        from ...artifact import write_json
-
-        write_json(Path(path), obj)
-
-
 def cmd_cache(args) -> int:
-    from ...data import load_dataset
-    from ...models import create
-    from . import _dist
-    from .cache import write_cache
+    from ..data import load_dataset
+    from ..methods.distill import _dist
+    from ..methods.distill.cache import write_cache
+    from ..models import create
 
     info = _dist.setup(args.device)
     try:
@@ -136,19 +123,19 @@ def cmd_cache(args) -> int:
         print(f"cache {rec['path']}: {rec['epochs']} epochs × {rec['num_samples']} samples, K={rec['topk']}, "
               f"{rec['record_bytes']} B/sample/epoch; {what} in {rec['seconds']:.1f} s "
               f"({rec['world_size']} process(es))")
-        _write_json(args.json, rec)
+        write_json_out(args.json, rec)
     return 0
 
 
 def cmd_train(args) -> int:
     import torch
 
-    from ...data import load_dataset
-    from ...errors import ConfigError
-    from ...models import create
-    from . import _dist
-    from .cache import TeacherCache
-    from .trainer import TrainConfig, load_cache_dataset, train_student
+    from ..data import load_dataset
+    from ..errors import ConfigError
+    from ..methods.distill import _dist
+    from ..methods.distill.cache import TeacherCache
+    from ..methods.distill.trainer import TrainConfig, load_cache_dataset, train_student
+    from ..models import create
 
     cfg = TrainConfig(mode=args.mode, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, min_lr=args.min_lr,
                       weight_decay=args.weight_decay, warmup_epochs=args.warmup_epochs, clip_grad=args.clip_grad,
@@ -195,5 +182,5 @@ def cmd_train(args) -> int:
         print(f"trained {rec['student']} ({args.mode}) for epochs {rec['start_epoch'] + 1}..{rec['start_epoch'] + rec['epochs_done']}"
               f": {top1}{secs:.1f} s of training, teacher calls {rec['teacher_calls']}, "
               f"{rec['world_size']} process(es); saved {rec['student_path']}")
-        _write_json(args.json, rec)
+        write_json_out(args.json, rec)
     return 0

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from .config import QuantizeConfig
+    from ..methods.quantize.config import QuantizeConfig
 
 log = logging.getLogger(__name__)
 
@@ -27,8 +27,8 @@ GUARD_FIELDS = {"layernorm": "guard_layernorm", "softmax": "guard_softmax", "gel
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     """Add ``quantize`` to the top-level ``edgevit`` commands (its config flags are generated from QuantizeConfig)."""
-    from ...cli.flags import add_config_flags
-    from .config import GUARDRAILS, QuantizeConfig
+    from ..methods.quantize.config import GUARDRAILS, QuantizeConfig
+    from .flags import add_config_flags
 
     p = subparsers.add_parser(
         "quantize", help="INT8 post-training quantisation (NNCF / ONNX Runtime) with ViT guardrails, gated on "
@@ -54,8 +54,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def config_from_args(args) -> QuantizeConfig:
     """The validated :class:`QuantizeConfig` of the command's arguments (ConfigError names the bad flag)."""
-    from ...cli.flags import config_from_args as build
-    from .config import QuantizeConfig
+    from ..methods.quantize.config import QuantizeConfig
+    from .flags import config_from_args as build
 
     off = set(args.allow_int8)
     return build(QuantizeConfig, args, command="edgevit quantize",
@@ -63,16 +63,16 @@ def config_from_args(args) -> QuantizeConfig:
 
 
 def cmd_quantize(args) -> int:
-    from ...cli.common import write_json_out
-    from ...errors import ConfigError
+    from ..errors import ConfigError
+    from .common import write_json_out
 
     if bool(args.model) == bool(args.artifact):
         raise ConfigError("edgevit quantize needs either --model NAME (or checkpoint) or --artifact FILE")
     cfg = config_from_args(args)
-    from .core import quantize
+    from ..methods.quantize.core import quantize
 
     if args.model:
-        from ...models import create
+        from ..models import create
 
         source = create(args.model, checkpoint=args.checkpoint, arch=args.arch)
     else:
