@@ -75,3 +75,32 @@ def test_early_exit_and_distill_typed(tmp_path, tiny_model, fmnist_test_small):
     assert ds.path.exists() and ds.record["epochs_done"] == 1 and ds.record["teacher_calls"] > 0
     assert ds.top1 is not None and 0.0 <= ds.top1 <= 1.0
     assert np.isfinite(ds.top1)
+
+
+# small limits for the README's Python example (the README shows realistic sizes)
+README_SUBS = [
+    ('limit=256', 'limit=48'), ('limit=2000', 'limit=120'), ('limit=512', 'limit=64'),
+    ('stage1_steps=20', 'stage1_steps=2'), ('stage2_steps=20', 'stage2_steps=2'),
+    ('eval_data=test)', 'eval_data=test, budget=100, calib_samples=32, max_attempts=1, latency_s=0.05)'),
+    ('batch_sizes=(1, 8), inputs=images)', 'batch_sizes=(1, 8), inputs=images, runs=10, warmup_s=0.05)'),
+]
+
+
+@pytest.mark.slow
+def test_readme_python_example_runs(tmp_path, monkeypatch):
+    """The ```python block under "## Python API" in README.md runs as written (with smaller limits). Slow (about
+    2 min on 2 cores: fmnist-vit quantised, distilled from, given exits); each function also has a fast test above."""
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = readme.split("## Python API", 1)[1]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    for old, new in README_SUBS:
+        assert old in code, f"README example changed: {old!r} not found; update README_SUBS"
+        code = code.replace(old, new)
+    monkeypatch.chdir(tmp_path)
+    ns: dict = {}
+    exec(compile(code, "README.md#python-api", "exec"), ns)  # noqa: S102 - the project's own README example
+    assert Path("runs/py/model.onnx").exists() and ns["onnx"].parity.top1_agreement >= 0.95
+    assert [r.batch for r in ns["lat"].rows] == [1, 8]
+    assert ns["q"].artifact.path.exists() and ns["s"].path.exists() and ns["ee"].model.num_exits >= 1
