@@ -221,7 +221,7 @@ def _forward_frozen(model: EarlyExitViT, x: torch.Tensor) -> dict:
     with torch.no_grad():
         t = model.run_blocks(t, start, model.depth)
         final = model.final(t)
-        last = model.backbone.norm(t)[:, model.num_prefix_tokens:]
+        last = model.last_tokens(t)
     return {"exits": exits, "final": final, "exit_features": feats, "last_tokens": last}
 
 
