@@ -24,7 +24,7 @@ from torch import nn
 
 from ...errors import ConfigError, ModelLoadError
 from ...formats.cascade.thresholds import active_heads, check_thresholds, exit_mask
-from .backbones import REQUIRED_ATTRS, Family, family_of
+from .backbones import REQUIRED_ATTRS, Family, family_of  # noqa: F401  (REQUIRED_ATTRS: re-exported)
 from .heads import HeadSpec, build_head, head_plan
 
 log = logging.getLogger(__name__)
@@ -40,6 +40,11 @@ def check_backbone(backbone: nn.Module) -> Family:
     if getattr(backbone, "dynamic_img_size", False):
         raise ConfigError(f"{name}: dynamic_img_size=True models are not supported (the heads need a fixed token "
                           f"grid); create the model with dynamic_img_size=False")
+    if int(getattr(backbone, "num_classes", 0) or 0) < 1:
+        raise ConfigError(f"cannot attach early exits to {name}: it has no classification head (num_classes="
+                          f"{getattr(backbone, 'num_classes', None)!r}; timm builds some models, e.g. "
+                          f"eva02_*_patch14_224, as feature extractors) and exits are classifiers. Build it with a "
+                          f"head: edgevit.models.create({name!r}, num_classes=N), or start from a checkpoint with one")
     grid = getattr(getattr(backbone, "patch_embed", None), "grid_size", None)
     if grid is None:
         raise ConfigError(f"cannot attach early exits to {name}: its patch_embed has no attribute 'grid_size' (the "

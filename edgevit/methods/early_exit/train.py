@@ -235,6 +235,10 @@ def train_early_exit(backbone: nn.Module, data, *, config: TrainConfig | None = 
     torch.manual_seed(config.seed)
     model = attach_exits(backbone, blocks=blocks)
     x, y = _as_tensors(data, model.edgevit_spec)
+    if len(y) and int(y.max()) >= model.num_classes:
+        raise ConfigError(f"the data has labels up to {int(y.max())} but {model.edgevit_name} has "
+                          f"{model.num_classes} classes; build the backbone with num_classes={int(y.max()) + 1} "
+                          f"(edgevit.models.create(name, num_classes=...))")
     r1 = train_stage1_(model, (x, y), config=config)
     r2 = train_stage2_(model, (x, y), config=config)
     return model, {"stage1": r1, "stage2": r2, "model": model.describe()}
