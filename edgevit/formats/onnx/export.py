@@ -42,11 +42,11 @@ from ..common import example_input as _example_input
 from ..common import quiet, resolve_torch_source
 from ..parity import parity_inputs
 from .diagnose import BATCH_FIXED, failure_message
+from .opsets import MIN_OPSET, check_opset, opset_range
 
 log = logging.getLogger(__name__)
 
 EXPORTERS = ("auto", "dynamo", "torchscript")
-MIN_OPSET = 17
 # weights above this go to an external data file (protobuf cannot serialise messages of 2 GiB or more)
 EXTERNAL_DATA_THRESHOLD = 2 * 1024**3 - 64 * 1024**2
 PARITY_CHUNK = 16
@@ -80,12 +80,7 @@ def export_onnx(model: Any, out_path: str | Path, *, opset: int = 18, dynamic_ba
     t0 = time.perf_counter()
     if exporter not in EXPORTERS:
         raise ConfigError(f"unknown ONNX exporter '{exporter}'. Allowed: {', '.join(EXPORTERS)}")
-    import onnx
-
-    max_opset = onnx.defs.onnx_opset_version()
-    if not isinstance(opset, int) or not MIN_OPSET <= opset <= max_opset:
-        raise ConfigError(f"ONNX opset must be an integer from {MIN_OPSET} (LayerNormalization) to {max_opset} "
-                          f"(newest this onnx {onnx.__version__} knows), got {opset!r}")
+    check_opset(opset, exporter=exporter)
     if parity_samples < 1:
         raise ConfigError(f"parity_samples must be ≥ 1, got {parity_samples}")
 
@@ -301,6 +296,9 @@ def export_graph(module, example, spec: InputSpec, path: str | Path, *, opset: i
     onnxslim, input/output names from ``spec``, edgevit metadata, external data when large), without the parity
     check or the record: for the pieces of a larger artefact (an early-exit cascade's segments and heads), whose
     inputs need not be images. Returns ``{exporter, fallback_reason, simplify_error, export_time_s}``."""
+    check_opset(opset, exporter=exporter)
+    if exporter not in EXPORTERS:
+        raise ConfigError(f"unknown ONNX exporter '{exporter}'. Allowed: {', '.join(EXPORTERS)}")
     path = Path(path)
     module.eval()
     used, proto, fallback, t = _export(module, example, spec, opset, dynamic_batch, exporter)
@@ -326,10 +324,19 @@ def _save(proto, path: Path) -> bool:
                       location=data.name, size_threshold=1024)
         else:
             onnx.save(proto, str(path))
+    except OSError as exc:  # only an I/O failure is a disk problem
+        raise ExportError(f"could not write the ONNX file {path} ({type(exc).__name__}: {str(exc)[:300]}); check "
+                          f"that the folder is writable and has free disk space") from exc
+    try:
         onnx.checker.check_model(str(path))
-    except Exception as exc:  # ValueError, checker.ValidationError, OSError
-        raise ExportError(f"could not write a valid ONNX file to {path} ({type(exc).__name__}: {str(exc)[:300]}); "
-                          f"check free disk space, or try another opset or simplify=False") from exc
+    except OSError as exc:
+        raise ExportError(f"could not read back the ONNX file {path} for checking ({type(exc).__name__}: "
+                          f"{str(exc)[:300]}); check that the folder is readable and has free disk space") from exc
+    except Exception as exc:  # checker.ValidationError, ValueError: the graph itself is invalid
+        raise ExportError(f"the exported graph written to {path} is not valid ONNX ({type(exc).__name__}: "
+                          f"{str(exc)[:300]}); the exporter produced an invalid model: try another opset "
+                          f"(supported {MIN_OPSET}..{opset_range()[1]}), exporter='torchscript', or "
+                          f"simplify=False") from exc
     return external
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from ...config import ConfigModel
 from ...stage import Stage, StageOutput, register_stage
@@ -18,11 +18,18 @@ class ExportOnnxStage(Stage):
     produces = ("onnx",)
 
     class Config(ConfigModel):
-        opset: int = Field(18, ge=7, description="ONNX opset")
+        opset: int = Field(18, description="ONNX opset (the exporter's range: edgevit.formats.onnx.opsets)")
         dynamic_batch: bool = Field(True, description="dynamic batch axis (else batch 1)")
         simplify: bool = Field(True, description="simplify the graph with onnxslim")
         tolerance: float | None = Field(None, ge=0, description="max abs logit difference allowed")
         parity_samples: int = Field(64, ge=1, description="real images for the parity check")
+
+        @field_validator("opset")
+        @classmethod
+        def _exporter_can_write(cls, v: int) -> int:  # the exporter's range, checked at --dry-run
+            from .opsets import check_opset
+
+            return check_opset(v, what="opset")
 
     def run(self, ctx, config) -> StageOutput:
         from ...data import preprocess

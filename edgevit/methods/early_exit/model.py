@@ -24,32 +24,32 @@ from torch import nn
 
 from ...errors import ConfigError, ModelLoadError
 from ...formats.cascade.thresholds import active_heads, check_thresholds, exit_mask
+from .backbones import REQUIRED_ATTRS, Family, family_of  # noqa: F401  (REQUIRED_ATTRS: re-exported)
 from .heads import HeadSpec, build_head, head_plan
 
 log = logging.getLogger(__name__)
 
 FORMAT = "edgevit-early-exit"
-# what the head attacher needs from a backbone (timm VisionTransformer and VisionTransformerDistilled have them)
-REQUIRED_ATTRS = ("patch_embed", "_pos_embed", "blocks", "norm", "forward_head", "num_prefix_tokens")
 
 
-def check_backbone(backbone: nn.Module) -> None:
-    """Raise :class:`ConfigError` naming the attribute a non-ViT backbone lacks."""
+def check_backbone(backbone: nn.Module) -> Family:
+    """The backbone's :class:`~.backbones.Family`; :class:`ConfigError` naming the unsupported family, the attribute a
+    non-ViT backbone lacks, or the setting (dynamic image size, patch dropout) exits cannot follow."""
     name = getattr(backbone, "edgevit_name", type(backbone).__name__)
-    for attr in REQUIRED_ATTRS:
-        if not hasattr(backbone, attr):
-            raise ConfigError(
-                f"cannot attach early exits to {name} ({type(backbone).__name__}): it has no attribute '{attr}'. "
-                f"edgevit attaches LGViT exits to timm VisionTransformer-style models (attributes "
-                f"{', '.join(REQUIRED_ATTRS)}), e.g. fmnist-vit, vit_*, deit_* (distilled ones too)."
-            )
+    fam = family_of(backbone, name)
     if getattr(backbone, "dynamic_img_size", False):
         raise ConfigError(f"{name}: dynamic_img_size=True models are not supported (the heads need a fixed token "
                           f"grid); create the model with dynamic_img_size=False")
-    grid = getattr(backbone.patch_embed, "grid_size", None)
+    if int(getattr(backbone, "num_classes", 0) or 0) < 1:
+        raise ConfigError(f"cannot attach early exits to {name}: it has no classification head (num_classes="
+                          f"{getattr(backbone, 'num_classes', None)!r}; timm builds some models, e.g. "
+                          f"eva02_*_patch14_224, as feature extractors) and exits are classifiers. Build it with a "
+                          f"head: edgevit.models.create({name!r}, num_classes=N), or start from a checkpoint with one")
+    grid = getattr(getattr(backbone, "patch_embed", None), "grid_size", None)
     if grid is None:
         raise ConfigError(f"cannot attach early exits to {name}: its patch_embed has no attribute 'grid_size' (the "
                           f"patch-token grid the heads reshape to)")
+    return fam
 
 
 class EarlyExitViT(nn.Module):
@@ -57,15 +57,15 @@ class EarlyExitViT(nn.Module):
 
     def __init__(self, backbone: nn.Module, plan: list[HeadSpec] | None = None):
         super().__init__()
-        check_backbone(backbone)
+        self.family = check_backbone(backbone)  # how its tokens run (rope, relative-position bias, ...)
         self.backbone = backbone
         self.depth = len(backbone.blocks)
         self.dim = int(getattr(backbone, "embed_dim", None) or backbone.num_features)
         self.num_classes = int(backbone.num_classes)
         self.grid = tuple(int(g) for g in backbone.patch_embed.grid_size)
-        self.num_prefix_tokens = int(backbone.num_prefix_tokens)
-        self.cls_index = 0 if getattr(backbone, "cls_token", None) is not None else None
-        self.dist_index = 1 if getattr(backbone, "dist_token", None) is not None else None
+        self.num_prefix_tokens = self.family.prefix_tokens(backbone)  # while the blocks run
+        self.cls_index = self.family.cls_index(backbone)
+        self.dist_index = self.family.dist_index(backbone)
         self.plan = list(plan) if plan is not None else head_plan(self.depth, self.dim)
         self.heads = nn.ModuleList(
             build_head(s, dim=self.dim, num_classes=self.num_classes, grid=self.grid,
@@ -86,21 +86,28 @@ class EarlyExitViT(nn.Module):
         return [s.block for s in self.plan]
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
-        """Image → token sequence before the first block (patch embedding, special tokens, positions)."""
-        b = self.backbone
-        x = b._pos_embed(b.patch_embed(x))
-        x = getattr(b, "patch_drop", nn.Identity())(x)
-        return getattr(b, "norm_pre", nn.Identity())(x)
+        """Image → token sequence before the first block (patch embedding, special tokens, positions), exactly as the
+        backbone's own ``forward_features`` builds it."""
+        return self.family.embed(self.backbone, x)
 
     def run_blocks(self, x: torch.Tensor, start: int, stop: int) -> torch.Tensor:
-        """Blocks ``start+1 .. stop`` (1-based numbers; python range ``[start, stop)``)."""
-        for blk in self.backbone.blocks[start:stop]:
-            x = blk(x)
+        """Blocks ``start+1 .. stop`` (1-based numbers; python range ``[start, stop)``), each with the family's block
+        context (rotary embedding, relative-position bias), recomputed from the backbone's weights for this run."""
+        if start >= stop:
+            return x
+        b = self.backbone
+        ctx = self.family.context(b)
+        for i in range(start, stop):
+            x = self.family.block(b, i, b.blocks[i], x, ctx)
         return x
 
     def final(self, x: torch.Tensor) -> torch.Tensor:
-        """Tokens after the last block → the backbone's logits (its norm and head)."""
-        return self.backbone.forward_head(self.backbone.norm(x))
+        """Tokens after the last block → the backbone's logits (its final stage, norm and head)."""
+        return self.family.head(self.backbone, x)
+
+    def last_tokens(self, x: torch.Tensor) -> torch.Tensor:
+        """Tokens after the last block → patch tokens after the final norm ``[N, H*W, dim]``."""
+        return self.family.last_tokens(self.backbone, x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.final(self.run_blocks(self.embed(x), 0, self.depth))
@@ -120,7 +127,7 @@ class EarlyExitViT(nn.Module):
         out = {"exits": exits, "final": self.final(t)}
         if features:
             out["exit_features"] = feats
-            out["last_tokens"] = self.backbone.norm(t)[:, self.num_prefix_tokens:]
+            out["last_tokens"] = self.last_tokens(t)
         return out
 
     @torch.inference_mode()
@@ -166,7 +173,7 @@ class EarlyExitViT(nn.Module):
         return segs
 
     def describe(self) -> dict:
-        return {"backbone": self.edgevit_name, "depth": self.depth, "dim": self.dim, "num_classes": self.num_classes,
+        return {"backbone": self.edgevit_name, "family": self.family.name, "depth": self.depth, "dim": self.dim, "num_classes": self.num_classes,
                 "grid": list(self.grid), "num_prefix_tokens": self.num_prefix_tokens, "cls_index": self.cls_index,
                 "dist_index": self.dist_index, "exits": [s.to_dict() for s in self.plan]}
 

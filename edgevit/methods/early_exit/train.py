@@ -221,7 +221,7 @@ def _forward_frozen(model: EarlyExitViT, x: torch.Tensor) -> dict:
     with torch.no_grad():
         t = model.run_blocks(t, start, model.depth)
         final = model.final(t)
-        last = model.backbone.norm(t)[:, model.num_prefix_tokens:]
+        last = model.last_tokens(t)
     return {"exits": exits, "final": final, "exit_features": feats, "last_tokens": last}
 
 
@@ -235,6 +235,10 @@ def train_early_exit(backbone: nn.Module, data, *, config: TrainConfig | None = 
     torch.manual_seed(config.seed)
     model = attach_exits(backbone, blocks=blocks)
     x, y = _as_tensors(data, model.edgevit_spec)
+    if len(y) and int(y.max()) >= model.num_classes:
+        raise ConfigError(f"the data has labels up to {int(y.max())} but {model.edgevit_name} has "
+                          f"{model.num_classes} classes; build the backbone with num_classes={int(y.max()) + 1} "
+                          f"(edgevit.models.create(name, num_classes=...))")
     r1 = train_stage1_(model, (x, y), config=config)
     r2 = train_stage2_(model, (x, y), config=config)
     return model, {"stage1": r1, "stage2": r2, "model": model.describe()}
