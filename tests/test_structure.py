@@ -195,7 +195,7 @@ def private_import_violations() -> list[str]:
 
     - A private *name* (``from X import _name``, ``_name`` not a module) belongs to X's package: only modules of
       that same package may import it (not its subpackages, not its parent).
-    - A private *module* (``edgevit._optional``, ``edgevit.methods.distill._dist``) belongs to the package that
+    - A private *module* (``edgevit._optional``, ``edgevit.methods.distill.distributed``) belongs to the package that
       holds it, subpackages included: ``edgevit._optional`` is the core floor's helper for all of edgevit.
     """
     mods = modules()

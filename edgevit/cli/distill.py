@@ -104,11 +104,11 @@ def add_parser(subparsers) -> None:
 
 def cmd_cache(args) -> int:
     from ..data import load_dataset
-    from ..methods.distill import _dist
+    from ..methods.distill import distributed
     from ..methods.distill.cache import write_cache
     from ..models import create
 
-    info = _dist.setup(args.device)
+    info = distributed.setup(args.device)
     try:
         teacher = create(args.teacher, checkpoint=args.checkpoint)
         ds = load_dataset(args.data, args.split, data_dir=args.data_dir, limit=args.limit)
@@ -116,7 +116,7 @@ def cmd_cache(args) -> int:
                           augment=_augment_from_args(args), split=args.split, batch_size=args.batch_size,
                           overwrite=args.overwrite, teacher_name=args.teacher, dist_info=info)
     finally:
-        _dist.teardown(info)
+        distributed.teardown(info)
     if info.is_main:
         what = "reused (fingerprint matches)" if rec["reused"] else \
             f"wrote epochs {rec['epochs_written']}" + (f", reused {rec['epochs_reused']}" if rec["epochs_reused"] else "")
@@ -132,7 +132,7 @@ def cmd_train(args) -> int:
 
     from ..data import load_dataset
     from ..errors import ConfigError
-    from ..methods.distill import _dist
+    from ..methods.distill import distributed
     from ..methods.distill.cache import TeacherCache
     from ..methods.distill.trainer import TrainConfig, load_cache_dataset, train_student
     from ..models import create
@@ -168,14 +168,14 @@ def cmd_train(args) -> int:
             cache.check(teacher=teacher)
     test = None if args.no_eval else load_dataset(cache.fingerprint["dataset"] if cache is not None else args.data,
                                                   "test", data_dir=args.data_dir)
-    info = _dist.setup(args.device)
+    info = distributed.setup(args.device)
     try:
         torch.manual_seed(args.seed)
         student = create(args.student, num_classes=num_classes)
         rec = train_student(student, out_dir=args.out, config=cfg, cache=cache, teacher=teacher, dataset=ds,
                             test_dataset=test, augment=augment, resume=args.resume, dist_info=info)
     finally:
-        _dist.teardown(info)
+        distributed.teardown(info)
     if info.is_main:
         top1 = f"test top-1 {rec['test_top1'] * 100:.2f}%, " if rec["test_top1"] is not None else ""
         secs = sum(h["epoch_s"] for h in rec["history"])

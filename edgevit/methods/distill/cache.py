@@ -268,7 +268,7 @@ def write_cache(teacher, dataset, out_dir: str | Path, *, epochs: int, topk: int
     """
     import torch
 
-    from . import _dist
+    from . import distributed
     from .targets import teacher_calls, teacher_topk
 
     if epochs < 1:
@@ -290,7 +290,7 @@ def write_cache(teacher, dataset, out_dir: str | Path, *, epochs: int, topk: int
 
         topk = default_topk(num_classes)
     check_topk(topk, num_classes)
-    info = dist_info or _dist.DistInfo()
+    info = dist_info or distributed.DistInfo()
     out = Path(out_dir)
     fp = make_fingerprint(teacher, dataset, split=split, topk=topk, seed=seed, augment=augment,
                           num_classes=num_classes, teacher_name=teacher_name)
@@ -306,7 +306,7 @@ def write_cache(teacher, dataset, out_dir: str | Path, *, epochs: int, topk: int
     elif out.exists() and any(not p.name.startswith("epoch_") for p in out.iterdir()):
         raise DataError(f"{out} exists and is not a distillation cache (no {HEADER}); choose an empty or new --out")
     todo = [e for e in range(epochs) if e not in keep]
-    _dist.barrier(info)  # every rank has read the old header before rank 0 removes it
+    distributed.barrier(info)  # every rank has read the old header before rank 0 removes it
     if info.is_main:
         out.mkdir(parents=True, exist_ok=True)
         if old is not None and not keep:
@@ -316,7 +316,7 @@ def write_cache(teacher, dataset, out_dir: str | Path, *, epochs: int, topk: int
             if (out / _epoch_dir(e)).exists():
                 shutil.rmtree(out / _epoch_dir(e))
         (out / HEADER).unlink(missing_ok=True)  # incomplete until rank 0 rewrites it below
-    _dist.barrier(info)
+    distributed.barrier(info)
 
     teacher = teacher.to(info.device).eval()
     dt = record_dtype(topk)
@@ -355,7 +355,7 @@ def write_cache(teacher, dataset, out_dir: str | Path, *, epochs: int, topk: int
         (d / (stem + ".json")).write_text(json.dumps(meta))
         log.info("cache epoch %d/%d rank %d: %d records in %.1f s", e + 1, epochs, info.rank, len(mine),
                  meta["seconds"])
-    _dist.barrier(info)
+    distributed.barrier(info)
     seconds = time.perf_counter() - t_start
     from ...versions import library_versions
 
@@ -378,7 +378,7 @@ def write_cache(teacher, dataset, out_dir: str | Path, *, epochs: int, topk: int
         from ...artifact import write_json
 
         write_json(out / HEADER, header)
-    _dist.barrier(info)
+    distributed.barrier(info)
     value_bytes = sum(f["n"] for ep in header["epochs"] for f in ep["files"]) * dt.itemsize
     return {
         "path": str(out), "fingerprint": fp, "epochs": epochs, "epochs_written": todo,

@@ -102,7 +102,7 @@ def train_student(student, *, out_dir: str | Path, config: TrainConfig | None = 
     import torch.distributed as dist
 
     from ...models import save_checkpoint
-    from . import _dist
+    from . import distributed
     from .cache import model_input
     from .targets import (
         check_topk,
@@ -116,7 +116,7 @@ def train_student(student, *, out_dir: str | Path, config: TrainConfig | None = 
 
     cfg = config or TrainConfig()
     cfg.validate()
-    info = dist_info or _dist.DistInfo()
+    info = dist_info or distributed.DistInfo()
     out = Path(out_dir)
     torch.set_flush_denormal(True)
 
@@ -309,7 +309,7 @@ def train_student(student, *, out_dir: str | Path, config: TrainConfig | None = 
                             "history": json.dumps(history), "config": json.dumps(cfg.model_dump())}, tmp)
                 os.replace(tmp, ckpt_path)
                 save_checkpoint(net, out / "student.safetensors")
-            _dist.barrier(info)
+            distributed.barrier(info)
     finally:
         pool.shutdown(wait=True)
 
