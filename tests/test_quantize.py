@@ -29,7 +29,7 @@ def tiny_ir(tmp_path_factory, tiny_model, fmnist_test_small):
     from edgevit.formats.openvino.export import export_openvino
 
     out = tmp_path_factory.mktemp("ir") / "tiny.xml"
-    export_openvino(tiny_model, out, parity_samples=8)
+    export_openvino(tiny_model, out, parity_images=fmnist_test_small.subset(range(8)))
     return out
 
 
@@ -418,3 +418,114 @@ def test_speed_gate_keeps_the_faster_variant_at_equal_accuracy():
     assert sel == "int8"  # faster, but its bf16 arithmetic costs accuracy beyond the budget
     sel, why = choose_variant([int8, _cand("fp32", 0.904, 0, 1.0)], budget=1.0, speed_gate=False)
     assert sel == "int8" and "speed gate off" in why
+
+
+# ------------------------------------------------------ a CNN: every convolution but the stem is quantised (issue 16)
+
+
+@pytest.fixture(scope="module")
+def cnn(tmp_path_factory, fmnist_test_small):
+    """timm ``mobilenetv3_small_050`` (random init, 1×32×32 input, 10 classes) exported to ONNX and OpenVINO IR, with
+    calibration images: ``(onnx path, xml path, calib)``. Depthwise convs, squeeze-excitation and residual Adds."""
+    pytest.importorskip("timm")
+    pytest.importorskip("openvino")
+    from edgevit.formats.onnx.export import export_onnx
+    from edgevit.formats.openvino.export import export_openvino
+    from edgevit.methods.quantize import calibration_data
+    from edgevit.models import attach_spec, create
+    from edgevit.spec import InputSpec
+
+    m = create("mobilenetv3_small_050", num_classes=10, model_kwargs={"in_chans": 1})
+    attach_spec(m, InputSpec(input_size=(1, 32, 32), mean=(0.286,), std=(0.353,), num_classes=10))
+    d = tmp_path_factory.mktemp("cnn")
+    images = fmnist_test_small.subset(range(16))
+    export_onnx(m, d / "cnn.onnx", parity_images=images)
+    export_openvino(m, d / "cnn.xml", parity_images=images)
+    x, _ = calibration_data(m.edgevit_spec, samples=16)
+    return d / "cnn.onnx", d / "cnn.xml", x
+
+
+def _unused_initializers(path) -> list[str]:
+    import onnx
+
+    m = onnx.load(str(path))
+    used = {i for n in m.graph.node for i in n.input} | {o.name for o in m.graph.output}
+    return [t.name for t in m.graph.initializer if t.name not in used]
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", "nncf-onnx"])
+def test_cnn_int8_onnx_quantises_every_conv_but_the_stem(cnn, tmp_path, backend):
+    """Every Conv before the first Gemm used to count as the patch embedding: a CNN was written as 'INT8' with 0 Q/DQ."""
+    import onnx
+
+    from edgevit.methods.quantize import graph
+
+    if backend == "nncf-onnx":
+        pytest.importorskip("nncf")
+    fp = onnx.load(str(cnn[0]))
+    convs = [n.name for n in fp.graph.node if n.op_type == "Conv"]
+    stem = graph.onnx_patch_embed(fp)
+    assert stem == convs[:1], "a CNN's stem is the first conv on the input"
+    path, info = _qfile(backend, cnn[0], cnn[2], tmp_path, model_type="none")
+    q = _onnx_q_inputs(path)
+    quantised = [n for n, op in q.items() if op == "Conv"]
+    assert len(quantised) >= len(convs) // 2 and stem[0] not in q and stem[0] not in _onnx_weight_q(path)
+    assert len(info["quantized_layers"]) == len(quantised) + sum(op == "Gemm" for op in q.values())
+    assert not _unused_initializers(path)
+
+
+def test_cnn_int8_openvino_quantises_convolutions_and_depthwise(cnn, tmp_path):
+    import openvino as ov
+
+    from edgevit.methods.quantize import graph
+
+    pytest.importorskip("nncf")
+    fp = ov.Core().read_model(str(cnn[1]))
+    stem = graph.ov_patch_embed(fp)
+    assert len(stem) == 1
+    path, info = _qfile("openvino", cnn[1], cnn[2], tmp_path, model_type="none")
+    q = _ov_q_inputs(path)
+    ops = list(q.values())
+    assert ops.count("Convolution") >= 20 and ops.count("GroupConvolution") >= 5 and stem[0] not in q
+    # the sensitivity pass ranks every weighted op type, depthwise (GroupConvolution) included
+    layers = graph.ov_quantized_layers(ov.Core().read_model(str(path)))
+    assert sorted(layers) == sorted(info["quantized_layers"]) and set(layers) <= set(q)
+    assert {"Convolution", "GroupConvolution"} <= {q[name] for name in layers}
+
+
+@pytest.mark.parametrize("backend,ignored", [("onnxruntime", ["Conv", "Gemm"]),
+                                             ("openvino", ["Convolution", "GroupConvolution", "MatMul"])])
+def test_int8_that_quantises_nothing_is_refused(cnn, tmp_path, backend, ignored):
+    from edgevit.errors import QuantizationError
+
+    if backend == "openvino":
+        pytest.importorskip("nncf")
+    src = cnn[1] if backend == "openvino" else cnn[0]
+    with pytest.raises(QuantizationError, match="quantised no layer"):
+        _qfile(backend, src, cnn[2], tmp_path, model_type="none", ignored_types=ignored)
+    assert not list(tmp_path.glob("q.*")), "a file stamped INT8 was written for a float model"
+
+
+def test_vit_int8_onnx_has_no_dangling_initializers(ort_default):
+    assert not _unused_initializers(ort_default[0])
+
+
+def test_selected_ir_records_the_precision_it_runs_in(tiny_ir, tmp_path):
+    """A kept bf16 variant of the FP32 IR is written as model_selected.xml whose rt_info says bf16, the key the
+    OpenVINO runtime (and the C++ example's --precision file) compiles with."""
+    import openvino as ov
+
+    from edgevit.methods.quantize.core import _publish_selected
+    from edgevit.runtimes import load_runtime, open_artifact
+
+    rec = _publish_selected("bf16", Path(tiny_ir), tmp_path, "openvino", why="bf16 was faster")
+    assert rec["path"] == str(tmp_path / "model_selected.xml") and rec["inference_precision"] == "bf16"
+    m = ov.Core().read_model(rec["path"])
+    assert m.get_rt_info(["edgevit", "inference_precision"]).astype(str) == "bf16"
+    assert m.get_rt_info(["edgevit", "precision"]).astype(str) == "bf16"
+    rt = load_runtime("openvino", open_artifact(rec["path"]), threads=1)
+    try:
+        d = rt.describe()
+    finally:
+        rt.close()
+    assert d["file_precision"] == "bf16" and d["precision_source"] == "file"

@@ -41,6 +41,18 @@ def test_cli_quantize_writes_int8_file_and_record(cli_run, capsys):
         assert a["top1"] is not None and a["latency_ms"] > 0 and a["file_size"] and "settings" in a
     assert rec["parity"]["n"] == 32 and rec["parity"]["max_abs_diff"] is not None
     assert rec["versions"]["onnxruntime"]
+    # the kept variant has one name and says what it is; the printed summary quotes the numbers the gate decided on
+    import onnx
+
+    sel, gate = rec["selected"], rec["speed_gate"]
+    assert sel["path"] == str(out / "model_selected.onnx") and sel["precision"] == gate["selected"]
+    props = {p.key: p.value for p in onnx.load(sel["path"]).metadata_props}
+    assert props["edgevit.precision"] == gate["selected"]
+    printed = rec["summary"]  # what `edgevit quantize` prints
+    for c in gate["candidates"]:
+        if c["offered"]:
+            assert f"{c['precision']} {c['latency_ms']:.3f} ms" in printed
+    assert f"kept {gate['selected']} as {sel['path']}" in printed and gate["why"] in printed
 
 
 def test_speed_gate_record_is_consistent(cli_run):
@@ -141,6 +153,8 @@ def test_openvino_speed_gate_times_int8_with_bf16_leftovers(tmp_path, tiny_model
     """On OpenVINO the gate also evaluates and times the INT8 IR with its float ops in bf16; whichever variant it
     keeps, the written IR says how it is to be run, and the runtime follows the file unless told otherwise."""
     pytest.importorskip("nncf")
+    import openvino as ov
+
     from edgevit.methods.quantize import QuantizeConfig, quantize
     from edgevit.runtimes import load_runtime, open_artifact
 
@@ -161,6 +175,11 @@ def test_openvino_speed_gate_times_int8_with_bf16_leftovers(tmp_path, tiny_model
         return
     assert row["top1"] is not None and row["latency_ms"] > 0 and row["drop_pt"] is not None
     assert any(r["artifact"] == "int8 openvino @ bf16" for r in res.record["accuracy"])
+    sel = ov.Core().read_model(str(tmp_path / "model_selected.xml"))
+    want = {"int8": "f32", "int8+bf16": "bf16", "fp32": "f32", "bf16": "bf16"}[gate["selected"]]
+    assert sel.get_rt_info(["edgevit", "inference_precision"]).astype(str) == want
+    assert sel.get_rt_info(["edgevit", "precision"]).astype(str) == gate["selected"]
+    assert res.artifact.path == tmp_path / "model_selected.xml"
     if gate["selected"] == "int8+bf16":
         assert "records bf16" in gate["why"] and res.record["selected"]["runtime_options"] == {"precision": "bf16"}
         assert info["file_precision"] == "bf16" and info["precision_source"] == "file"

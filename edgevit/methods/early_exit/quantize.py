@@ -89,8 +89,8 @@ def quantize_cascade(manifest: str | Path, out_dir: str | Path, *, backend: str 
     jobs += [(e, seg_in[e["after_segment"] + 1], False, True) for e in m["exits"]]
     graphs = {}
     for entry, x, has_stem, has_classifier in jobs:
-        # the patch-embedding guardrail finds convolutions before the first MatMul: only segment 0 has the stem (an
-        # exit head's local-perception conv must not be mistaken for it)
+        # only segment 0 has the stem: an exit head's local-perception conv (the first conv on its input, in a graph
+        # without attention) must not be taken for it by the patch-embedding guardrail (graph.stem_convs)
         gcfg = cfg.replace(float_head=cfg.float_head and has_classifier,
                            float_patch_embed=cfg.float_patch_embed and has_stem)
         gspec = dataclasses.replace(spec, input_name=entry["input"], output_name=entry["output"])

@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 
 NNCF_SQ_ALPHA = 0.95  # NNCF's default for MatMuls in transformer mode
 ONNX_SQ_ALPHA = 0.5  # the SmoothQuant paper's default
-ORT_BASE_OPS = ["MatMul", "Gemm", "Conv"]
+ORT_BASE_OPS = ["MatMul", "Gemm", "Conv", "ConvTranspose"]
 
 
 @dataclass
@@ -141,9 +141,12 @@ def _openvino(fp_path: Path, calib: np.ndarray, config: QuantizeConfig, settings
     dataset = nncf.Dataset([calib[i:i + 1] for i in range(len(calib))])
     with _quiet_nncf(nncf):
         q = nncf.quantize(model, dataset, subset_size=len(calib), **kwargs)
+    layers = graph.ov_quantized_layers(q)
+    require_quantized(layers, weighted=[o.get_friendly_name() for o in model.get_ordered_ops()
+                                        if o.get_type_name() in graph.OV_WEIGHTED],
+                      excluded=names, backend="openvino", path=fp_path)
     _stamp_ov(q, spec, source, settings)
     ov.save_model(q, str(out_path), compress_to_fp16=False)
-    layers = graph.ov_quantized_layers(q)
     return {"path": str(out_path), "ignored": {"types": sorted(set(types)), "names": sorted(set(names)),
                                                "patterns": list(config.ignored_patterns)},
             "guarded": {k: len(v) for k, v in guards.items()}, "smooth_quant": settings.smooth_quant and
@@ -199,13 +202,35 @@ def _onnx_ignored(model, config: QuantizeConfig, settings: Settings) -> tuple[di
     return guards, sorted(set(exclude))
 
 
-def _finish_onnx(q, guards: dict, path: Path, spec, source, settings: Settings) -> int:
+def require_quantized(layers: list[str], *, weighted: list[str], excluded: list[str], backend: str,
+                      path: Path) -> None:
+    """Raise :class:`QuantizationError` when a quantised graph has no layer with a quantised activation input
+    (``layers`` empty), so that no file stamped INT8 is written for a model that still computes everything in
+    float. ``weighted``: the weighted ops (MatMul/Gemm/(Group)Conv) of the float graph; ``excluded``: node names
+    kept float by the guardrails and ignored scopes."""
+    if layers:
+        return
+    kept = sorted(set(weighted) & set(excluded))
+    raise QuantizationError(
+        f"{backend} quantisation of {path} quantised no layer: none of its {len(weighted)} weighted ops "
+        f"(MatMul/Gemm/Conv) has a quantised input ({len(kept)} of them kept float by the guardrails and ignored "
+        f"scopes{': ' + ', '.join(kept[:5]) + (', ...' if len(kept) > 5 else '') if kept else ''}). An INT8 file "
+        f"would be the float model under another name, so none is written; switch guardrails off "
+        f"(--allow-int8 patch_embed / head) or remove ignored_types/ignored_names/ignored_patterns that cover "
+        f"the model's convolutions and linear layers")
+
+
+def _finish_onnx(q, guards: dict, path: Path, spec, source, settings: Settings, *, fp_model, excluded: list[str],
+                 backend: str, fp_path: Path) -> int:
     import onnx
 
     from ...spec import SOURCE_KEY, SPEC_KEY
 
     float_ops = [n for k in ("layernorm", "softmax", "gelu", "residual_add") for n in guards.get(k, [])]
     stripped = graph.strip_qdq_before(q, float_ops)
+    require_quantized(graph.onnx_quantized_layers(q), weighted=[n.name for n in fp_model.graph.node
+                                                                if n.op_type in graph.ONNX_WEIGHTED],
+                      excluded=excluded, backend=backend, path=fp_path)
     props = {p.key: p.value for p in q.metadata_props}
     props.update({SPEC_KEY: json.dumps(spec.to_dict()), SOURCE_KEY: str(source or ""), "edgevit.precision": "int8",
                   "edgevit.quantize": json.dumps(settings.to_dict())})
@@ -282,7 +307,8 @@ def _onnxruntime(fp_path: Path, calib: np.ndarray, config: QuantizeConfig, setti
                         calibrate_method=method)
     q = _load_onnx(tmp)
     tmp.unlink()
-    stripped = _finish_onnx(q, guards, out_path, spec, source, settings)
+    stripped = _finish_onnx(q, guards, out_path, spec, source, settings, fp_model=model, excluded=exclude,
+                            backend="onnxruntime", fp_path=fp_path)
     import onnxruntime
 
     return {"path": str(out_path), "ignored": {"op_types_to_quantize": op_types, "nodes_to_exclude": exclude},
@@ -305,7 +331,8 @@ def _nncf_onnx(fp_path: Path, calib: np.ndarray, config: QuantizeConfig, setting
     dataset = nncf.Dataset([{input_name: calib[i:i + 1]} for i in range(len(calib))])
     with _quiet_nncf(nncf):
         q = nncf.quantize(model, dataset, subset_size=len(calib), **kwargs)
-    stripped = _finish_onnx(q, guards, out_path, spec, source, settings)
+    stripped = _finish_onnx(q, guards, out_path, spec, source, settings, fp_model=model, excluded=names,
+                            backend="nncf-onnx", fp_path=fp_path)
     return {"path": str(out_path), "ignored": {"names": sorted(set(names))},
             "guarded": {k: len(v) for k, v in guards.items()}, "qdq_pairs_removed_before_guarded_ops": stripped,
             "smooth_quant": settings.smooth_quant and config.model_type == "transformer",

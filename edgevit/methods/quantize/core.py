@@ -19,7 +19,11 @@
    LayerNorm, Softmax, GELU, residual Adds — computed in bf16, evaluated and timed like every other variant); the
    fastest variant within the budget is kept and the reason recorded. When ``int8+bf16`` wins, the INT8 IR records
    it in its rt_info (``edgevit/inference_precision``), so the OpenVINO runtime loads it that way by default;
-7. ``quantize.json`` in ``out_dir``: accuracy FP vs INT8, latency FP vs INT8 per runtime, file sizes, attempts.
+7. the kept variant is written as ``out_dir/model_selected.<xml|onnx>`` (:func:`_publish_selected`) with metadata
+   stating the precision it runs in (IR rt_info ``edgevit/inference_precision``, read by the Python runtime and the
+   C++ example alike; ONNX metadata ``edgevit.precision``); ``model_int8.<xml|onnx>`` is the INT8 file either way;
+8. ``quantize.json`` in ``out_dir``: accuracy FP vs INT8, latency FP vs INT8 per runtime, file sizes, attempts, and
+   ``summary`` (:func:`summary`), the line the CLI prints: the speed gate's own measurements and its reason.
 """
 
 from __future__ import annotations
@@ -48,7 +52,8 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class QuantizeResult:
-    """``artifact``: what the stage hands on (INT8 unless the speed gate kept a float variant); ``int8``: the
+    """``artifact``: what the stage hands on, ``model_selected.<xml|onnx>`` (the INT8 file's content unless the speed
+    gate kept a float variant); ``int8``: the
     quantised artefact that passed the accuracy gate; ``record``: what ``quantize.json`` holds."""
 
     artifact: Artifact
@@ -113,31 +118,23 @@ def quantize(source: Any, calib: Any = None, *, out_dir: str | Path, config: Qua
     record["accuracy"] = job.accuracy_rows(chosen, gate)
     record["parity"] = job.parity(int8_art)
     record["file_size_ratio"] = (int8_art.file_size / fp_art.file_size) if fp_art.file_size else None
-    if gate["selected"] in ("int8", "int8+bf16"):
-        opts = {}
-        if gate["selected"] == "int8+bf16":  # the IR records it, so every later load computes what was measured
-            from ...formats.openvino.runtime import record_precision
+    if gate["selected"] == "int8+bf16":  # the IR records it, so every later load computes what was measured
+        from ...formats.openvino.runtime import record_precision
 
-            record_precision(int8_path, "bf16")
-            opts = {"precision": "bf16"}
-            int8_art.meta["inference_precision"] = "bf16"
-        selected = int8_art
-        record["selected"] = {"precision": gate["selected"], "path": str(int8_path), "runtime": job.primary,
-                              "runtime_options": opts}
-    else:
-        opts = {"precision": {"bf16": "bf16", "fp16": "f16"}.get(gate["selected"], "f32")} \
-            if job.primary == "openvino" else {}
-        selected = Artifact(kind=fp_art.kind, spec=spec, path=fp_art.path, source=fp_art.source,
-                            meta={"precision": gate["selected"], "runtime_options": opts})
-        record["selected"] = {"precision": gate["selected"], "path": str(fp_art.path), "runtime": job.primary,
-                              "runtime_options": opts}
+        record_precision(int8_path, "bf16")
+        int8_art.meta["inference_precision"] = "bf16"
+    record["selected"] = sel_rec = _publish_selected(gate["selected"], int8_path if gate["selected"] in
+                                                     ("int8", "int8+bf16") else Path(fp_art.path), out, job.primary,
+                                                     why=gate["why"])
+    selected = open_artifact(sel_rec["path"])
+    selected.meta = {"precision": gate["selected"], "runtime_options": sel_rec["runtime_options"],
+                     "backend": config.backend, "source_file": sel_rec["source_file"]}
     record["status"] = "passed"
     record["versions"] = library_versions()
     record["seconds"] = round(time.perf_counter() - t0, 3)
+    record["summary"] = summary(record)
     write_json(out / "quantize.json", record)
-    log.info("quantize %s: FP32 top-1 %.4f → INT8 %.4f (drop %.2f pt, budget %.2f) after %d attempt(s); kept %s",
-             config.backend, fp["top1"], chosen["top1"], chosen["drop_pt"], config.budget, len(attempts),
-             gate["selected"])
+    log.info("quantize %s: %s", config.backend, record["summary"])
     return QuantizeResult(artifact=selected, int8=int8_art, record=record)
 
 
@@ -208,6 +205,68 @@ def _publish(path: Path, out: Path) -> Path:
     if path.suffix == ".xml":
         shutil.copyfile(path.with_suffix(".bin"), dst.with_suffix(".bin"))
     return dst
+
+
+SELECTED_STEM = "model_selected"  # the artefact the speed gate kept: model_selected.onnx or model_selected.xml/.bin
+INFERENCE_PRECISION = {"int8": "f32", "int8+bf16": "bf16", "fp32": "f32", "bf16": "bf16", "fp16": "f16"}
+
+
+def _publish_selected(precision: str, src: Path, out: Path, runtime: str, *, why: str) -> dict:
+    """Write the variant the speed gate kept to ``out/model_selected.<suffix>``, with metadata stating how it is to
+    be run, and return ``record["selected"]``.
+
+    ``precision``: the gate's choice (``int8``, ``int8+bf16``, ``fp32``, ``bf16``, ``fp16``); ``src``: the file it
+    is (the INT8 file, or the FP32 one for the float variants). An OpenVINO IR gets rt_info ``edgevit/precision`` =
+    ``precision`` and ``edgevit/inference_precision`` = ``f32``/``bf16``/``f16`` — the key
+    :class:`~edgevit.formats.openvino.runtime.OpenVINORuntime` and the C++ example (``--precision file``, their
+    default) compile it with; an ONNX file gets metadata ``edgevit.precision`` = ``precision`` (ONNX Runtime on CPU
+    has one float precision, fp32).
+    """
+    infer = INFERENCE_PRECISION[precision]
+    dst = out / f"{SELECTED_STEM}{src.suffix}"
+    opts: dict = {}
+    if src.suffix == ".xml":
+        import openvino as ov
+
+        from ...formats.openvino.export import RT_ROOT
+        from ...formats.openvino.runtime import RT_PRECISION, read_model
+
+        model = read_model(ov.Core(), src)
+        model.set_rt_info(precision, [RT_ROOT, "precision"])
+        model.set_rt_info(infer, RT_PRECISION)
+        model.set_rt_info(why, [RT_ROOT, "selected_because"])
+        ov.save_model(model, str(dst), compress_to_fp16=False)
+        opts = {"precision": infer}
+    else:
+        import onnx
+
+        model = onnx.load(str(src), load_external_data=True)
+        props = {p.key: p.value for p in model.metadata_props}
+        props.update({"edgevit.precision": precision, "edgevit.selected_because": why})
+        del model.metadata_props[:]
+        for k, v in props.items():
+            entry = model.metadata_props.add()
+            entry.key, entry.value = k, v
+        big = model.ByteSize() > 1_800_000_000
+        onnx.save_model(model, str(dst), save_as_external_data=big,
+                        **({"location": dst.name + ".data"} if big else {}))
+    return {"precision": precision, "path": str(dst), "runtime": runtime, "runtime_options": opts,
+            "inference_precision": infer, "source_file": str(src), "why": why}
+
+
+def summary(record: dict) -> str:
+    """One line on a passed quantisation: accuracy FP32 → INT8, then the speed gate's own measurements (the
+    interleaved batch-1 medians it decided on), what it kept, where, and why — so the numbers printed are those the
+    decision was made on."""
+    i8, fp, gate, sel = record["int8"], record["fp32"], record["speed_gate"], record["selected"]
+    timed = ", ".join(f"{c['precision']} {c['latency_ms']:.3f} ms" for c in gate["candidates"]
+                      if c.get("offered") and c.get("latency_ms") is not None)
+    cfg = record.get("config", {})
+    return (f"top-1 FP32 {fp['top1'] * 100:.2f}% → INT8 {i8['top1'] * 100:.2f}% (drop {i8['drop_pt']:.2f} pt, "
+            f"budget {cfg.get('budget', float('nan')):g}) on {i8['n']} images after {len(record['attempts'])} "
+            f"attempt(s), {i8.get('quantized_layers')} quantised layer(s); speed gate on {gate['runtime']} "
+            f"(batch-1 medians, interleaved): {timed}; kept {sel['precision']} as {sel['path']} (runs in "
+            f"{sel['inference_precision']}): {gate['why']}")
 
 
 def _budget_error(config: QuantizeConfig, fp: dict, best: dict | None, attempts: list[dict], path: Path,

@@ -1,7 +1,8 @@
 """Graph inspection and surgery for the ViT guardrails, on ONNX (QDQ) and OpenVINO IR (FakeQuantize) graphs.
 
 - :func:`onnx_guarded_nodes` / :func:`ov_guarded_nodes`: the nodes each guardrail keeps in floating point
-  (LayerNorm, Softmax, GELU, residual Adds, patch embedding, head), found by op type and structure.
+  (LayerNorm, Softmax, GELU, residual Adds, patch embedding, head), found by op type and structure; the patch
+  embedding through :func:`stem_convs`, one rule for both graph kinds.
 - :func:`strip_qdq_before`: removes the Quantize/Dequantize pairs that feed given ONNX nodes (ONNX Runtime's QDQ
   quantiser also quantises MatMul/Conv *outputs*, which would put a QDQ pair in front of a Softmax or a GELU).
 - :func:`onnx_quantized_layers` / :func:`ov_quantized_layers`: nodes whose activation inputs are quantised, and
@@ -17,8 +18,14 @@ from collections.abc import Iterable
 
 log = logging.getLogger(__name__)
 
-ONNX_WEIGHTED = ("MatMul", "Gemm", "Conv")
-OV_WEIGHTED = ("MatMul", "Convolution")
+ONNX_CONV = ("Conv", "ConvTranspose")
+ONNX_DENSE = ("MatMul", "Gemm")
+ONNX_WEIGHTED = (*ONNX_DENSE, *ONNX_CONV)
+# every OpenVINO op with a weight a quantiser can feed: depthwise / grouped convolutions are GroupConvolution
+OV_CONV = ("Convolution", "GroupConvolution", "ConvolutionBackpropData", "GroupConvolutionBackpropData")
+OV_DENSE = ("MatMul",)
+OV_WEIGHTED = (*OV_DENSE, *OV_CONV)
+SHAPE_OPS = ("Shape", "Size", "ShapeOf")  # their outputs describe a tensor, they are not activations
 ONNX_GUARD_TYPES = {
     "layernorm": ("LayerNormalization", "SimplifiedLayerNormalization", "SkipLayerNormalization", "ReduceMean"),
     "softmax": ("Softmax",),
@@ -98,20 +105,65 @@ def _in_gelu(node, gelu_names: list[str]) -> bool:
     return node.name in gelu_names
 
 
-def onnx_patch_embed(model) -> list[str]:
-    """The Conv nodes before the first MatMul/Gemm (a ViT's patch embedding or convolutional stem)."""
-    names = []
-    for n in model.graph.node:
-        if n.op_type in ("MatMul", "Gemm"):
+def stem_convs(nodes: Iterable[tuple[str, str, list[str], list[str]]], graph_inputs: Iterable[str], *,
+               attention: bool) -> list[str]:
+    """The convolutions of a model's patch embedding / convolutional stem, found structurally (one rule for ONNX and
+    OpenVINO graphs).
+
+    ``nodes``: ``(name, kind, inputs, outputs)`` in topological order, ``kind`` one of ``"conv"``, ``"dense"``
+    (MatMul/Gemm), ``"shape"`` (Shape/ShapeOf: output is not an activation) or ``"other"``; ``inputs``/``outputs``
+    are tensor ids. ``graph_inputs``: the ids of the model's image input(s). ``attention``: whether the graph has
+    attention (Softmax, fused attention or an activation×activation MatMul), i.e. is a transformer.
+
+    - no attention (a CNN): only the first convolution fed by the graph input is the stem — every other
+      convolution is the network itself and is quantised;
+    - a transformer: the convolutions on the single chain from the input to the first MatMul/Gemm (a ViT's patch
+      embedding, or a conv stem of several convs). The chain ends at the first MatMul/Gemm or at the first node that
+      joins two activations which went through different numbers of convolutions (a residual or squeeze-excitation
+      join: the start of the network's own blocks, e.g. in a hybrid CNN-transformer); joins inside an activation
+      function (an erf-decomposed GELU: ``x · (1 + erf(x/√2)) / 2``) do not end it.
+    """
+    depth = {t: 0 for t in graph_inputs}  # activation tensor → convolutions on the longest path from the input
+    convs: list[str] = []
+    for name, kind, inputs, outputs in nodes:
+        acts = [t for t in inputs if t in depth]
+        if not acts:
+            continue
+        if kind == "dense":
             break
-        if n.op_type == "Conv":
-            names.append(n.name)
-    return names
+        if kind == "shape":
+            continue
+        if len({depth[t] for t in acts}) > 1:
+            break
+        d = depth[acts[0]]
+        if kind == "conv":
+            convs.append(name)
+            if not attention:
+                break
+            d += 1
+        for o in outputs:
+            depth[o] = d
+    return convs
+
+
+def onnx_patch_embed(model) -> list[str]:
+    """The Conv nodes of the patch embedding / stem (:func:`stem_convs`): in a ViT the convs on the chain from the
+    input to the first MatMul/Gemm, in a CNN only the first conv on the input."""
+    inits = {t.name for t in model.graph.initializer}
+    inputs = [i.name for i in model.graph.input if i.name not in inits]
+
+    def kind(op: str) -> str:
+        return ("conv" if op in ONNX_CONV else "dense" if op in ONNX_DENSE else "shape" if op in SHAPE_OPS
+                else "other")
+
+    nodes = [(n.name, kind(n.op_type), list(n.input), list(n.output)) for n in model.graph.node]
+    attention = any(n.op_type == "Softmax" for n in model.graph.node) or bool(onnx_attention_matmuls(model))
+    return stem_convs(nodes, inputs, attention=attention)
 
 
 def onnx_head(model) -> list[str]:
     """The last MatMul/Gemm in graph order (the classifier head)."""
-    last = [n.name for n in model.graph.node if n.op_type in ("MatMul", "Gemm")]
+    last = [n.name for n in model.graph.node if n.op_type in ONNX_DENSE]
     return last[-1:]
 
 
@@ -155,16 +207,36 @@ def strip_qdq_before(model, node_names: Iterable[str]) -> int:
 
 
 def prune_dangling(model) -> None:
-    """Remove Q/DQ nodes whose outputs nobody reads (repeat until stable)."""
+    """Remove Q/DQ nodes whose outputs nobody reads (repeat until stable), then the initializers (scales, zero
+    points, quantised weights) that no node, subgraph or graph output reads any more, with their graph-input entries
+    (ONNX Runtime warns about every unused initializer when it loads the file)."""
     outputs = {o.name for o in model.graph.output}
     while True:
         used = {i for n in model.graph.node for i in n.input} | outputs
         dead = [n for n in model.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")
                 and not any(o in used for o in n.output)]
         if not dead:
-            return
+            break
         for n in dead:
             model.graph.node.remove(n)
+    used = _used_names(model.graph) | outputs
+    unused = [t for t in model.graph.initializer if t.name not in used]
+    for t in unused:
+        model.graph.initializer.remove(t)
+    names = {t.name for t in unused}
+    for i in [i for i in model.graph.input if i.name in names]:
+        model.graph.input.remove(i)
+
+
+def _used_names(g) -> set[str]:
+    """Every tensor name read by a node of graph ``g`` or of its subgraphs (If/Loop/Scan bodies)."""
+    used = set()
+    for n in g.node:
+        used.update(n.input)
+        for a in n.attribute:
+            for sub in ([a.g] if a.HasField("g") else []) + list(a.graphs):
+                used |= _used_names(sub)
+    return used
 
 
 def onnx_quantized_inputs(model) -> dict[str, tuple[str, list[int]]]:
@@ -229,17 +301,25 @@ def ov_guarded_nodes(model, guardrails: dict[str, bool]) -> dict[str, list[str]]
 
 
 def ov_patch_embed(model) -> list[str]:
-    names = []
-    for o in model.get_ordered_ops():
-        if o.get_type_name() == "MatMul":
-            break
-        if o.get_type_name() == "Convolution":
-            names.append(o.get_friendly_name())
-    return names
+    """Friendly names of the (Group)Convolutions of the patch embedding / stem (:func:`stem_convs`)."""
+
+    def tid(output) -> str:
+        return f"{output.get_node().get_name()}:{output.get_index()}"
+
+    def kind(t: str) -> str:
+        return "conv" if t in OV_CONV else "dense" if t in OV_DENSE else "shape" if t in SHAPE_OPS else "other"
+
+    ops = list(model.get_ordered_ops())
+    nodes = [(o.get_friendly_name(), kind(o.get_type_name()), [tid(o.input_value(i)) for i in range(o.get_input_size())],
+              [f"{o.get_name()}:{k}" for k in range(o.get_output_size())]) for o in ops]
+    inputs = [f"{p.get_name()}:0" for p in model.get_parameters()]
+    attention = any(o.get_type_name() == "Softmax" for o in ops) or bool(ov_attention_ops(model))
+    return stem_convs(nodes, inputs, attention=attention)
 
 
 def ov_head(model) -> list[str]:
-    last = [o.get_friendly_name() for o in model.get_ordered_ops() if o.get_type_name() == "MatMul"]
+    """The last MatMul in topological order (the classifier head)."""
+    last = [o.get_friendly_name() for o in model.get_ordered_ops() if o.get_type_name() in OV_DENSE]
     return last[-1:]
 
 

@@ -105,7 +105,11 @@ class AttemptLadder(SensitivityPass):
             if best is None:
                 return attempts
             ranking = self.sensitivity_pass(best)
-            cap = max(1, int(cfg.max_float_fraction * len(ranking))) if ranking else 0
+            if not ranking:  # nothing to keep float: a mixed rung would repeat the attempt it started from
+                log.warning("sensitivity pass found no quantised layer in attempt %d; no mixed-precision attempt",
+                            best["index"])
+                return attempts
+            cap = max(1, int(cfg.max_float_fraction * len(ranking)))
             counts = sorted({min(k, cap) for k in cfg.mixed_precision_layers})
             for k in counts:
                 if not room():
