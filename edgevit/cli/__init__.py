@@ -17,9 +17,11 @@ from .common import (
     add_data_args,
     add_model_args,
     artifact_from_args,
+    check_runtime_names,
     default_runtime,
     int_list,
     positive,
+    runtime_options,
     write_json_out,
 )
 from .export import add_export_commands
@@ -72,9 +74,10 @@ def cmd_eval(args) -> int:
     from ..evaluate import evaluate
     from ..runtimes import load_runtime
 
+    check_runtime_names(args.runtime)
     art = artifact_from_args(args)
     rt = args.runtime or default_runtime(art.kind)
-    runtime = load_runtime(rt, art, threads=args.threads, device=args.device)
+    runtime = load_runtime(rt, art, threads=args.threads, device=args.device, **runtime_options(args))
     data = load_dataset(args.data, args.split, data_dir=args.data_dir, limit=args.limit)
     res = evaluate(runtime, data, batch_size=args.batch_size)
     res["artifact"] = str(art.path) if art.path else art.source
@@ -88,6 +91,7 @@ def cmd_profile(args) -> int:
     from ..profiling.tables import profile_table
     from ..runtimes import load_runtime
 
+    check_runtime_names(args.runtime)
     art = artifact_from_args(args)
     inputs = None
     if not args.random_inputs:
@@ -97,7 +101,7 @@ def cmd_profile(args) -> int:
                                          limit=max(args.batch)).images, art.spec)
     results = []
     for rt in (args.runtime or default_runtime(art.kind)).split(","):
-        runtime = load_runtime(rt.strip(), art, threads=args.threads, device=args.device)
+        runtime = load_runtime(rt.strip(), art, threads=args.threads, device=args.device, **runtime_options(args))
         results += profile_runtime(runtime, batch_sizes=tuple(args.batch), warmup_s=args.warmup,
                                    duration_s=args.duration, runs=args.runs, inputs=inputs)
     print(profile_table(results))
@@ -171,6 +175,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--threads", type=positive, default=None)
     sp.add_argument("--batch-size", type=positive, default=100)
     add_data_args(sp)
+    sp.add_argument("--precision", choices=["f32", "bf16", "f16"], default=None,
+                    help="OpenVINO inference precision (default: what the IR records, else the device's default)")
     sp.add_argument("--json", help="write the figures (top1, top5, n) to this file")
     sp.set_defaults(func=cmd_eval)
 
@@ -188,6 +194,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--warmup", type=float, default=0.5, help="seconds of warm-up (at least 5 runs)")
     sp.add_argument("--threads", type=positive, default=None)
     sp.add_argument("--random-inputs", action="store_true", help="time on random tensors instead of real images")
+    sp.add_argument("--precision", choices=["f32", "bf16", "f16"], default=None,
+                    help="OpenVINO inference precision (default: what the IR records, else the device's default)")
     add_data_args(sp)
     sp.add_argument("--json", help="write one entry per runtime × batch here")
     sp.set_defaults(func=cmd_profile)
@@ -227,6 +235,11 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return int(args.func(args) or 0)
+    except BrokenPipeError:  # `edgevit list models --timm | head`: the reader left; no traceback
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except EdgevitError as exc:
         print(f"edgevit: error: {exc}", file=sys.stderr)
         return 2

@@ -104,3 +104,28 @@ def model_from_args(args: argparse.Namespace):
 
     return create(args.model, checkpoint=args.checkpoint, pretrained=getattr(args, "pretrained", False),
                   arch=args.arch)
+
+
+def check_runtime_names(runtime: str | None) -> None:
+    """Raise :class:`~edgevit.errors.RegistryError` (allowed names, close matches) for an unknown name in a
+    comma-separated ``--runtime`` value — before any file is opened, so the error names the real mistake."""
+    if not runtime:
+        return
+    from ..runtimes import RUNTIMES
+
+    for name in runtime.split(","):
+        RUNTIMES.get(name.strip())
+
+
+def runtime_options(args) -> dict:
+    """Runtime options from the command line (``--precision`` for OpenVINO)."""
+    precision = getattr(args, "precision", None)
+    if precision is None:
+        return {}
+    names = [r.strip() for r in (args.runtime or "").split(",") if r.strip()]
+    if names and any(n not in ("openvino", "cascade") for n in names):
+        from ..errors import ConfigError
+
+        raise ConfigError(f"--precision sets OpenVINO's inference precision; runtime(s) {', '.join(names)} do not "
+                          f"take it (use --runtime openvino)")
+    return {"precision": precision}

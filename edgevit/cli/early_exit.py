@@ -22,7 +22,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     from .flags import add_config_flags
 
     p = subparsers.add_parser("early-exit", help="LGViT early exits: train heads, calibrate thresholds, export a cascade",
-                              description="LGViT early exits (methods.md §2) on timm ViT/DeiT-style models.")
+                              description="LGViT early exits (local-perception and global-aggregation heads, two-stage training, calibrated thresholds) on timm ViT/DeiT/EVA/BEiT-style models; see README.md, \"early exits\".")
     sub = p.add_subparsers(dest="ee_command", metavar="STEP", required=True)
 
     t = sub.add_parser("train", help="attach exit heads and train stage 1 (end-to-end) + stage 2 (self-distillation)")

@@ -174,11 +174,14 @@ def read_state_dict(path: str | Path) -> tuple[dict, dict]:
 
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - torch.load raises UnpicklingError, RuntimeError, EOFError, ...
+        # torch's own message suggests weights_only=False, which would run code from the file: never relay it
         raise ModelLoadError(
-            f"{path} is not a checkpoint edgevit can load safely (torch.load with weights_only=True failed: "
-            f"{str(exc).splitlines()[0][:200]}). Save the state dict with safetensors, or torch.save(model.state_dict())."
-        ) from exc
+            f"{path} is not a valid checkpoint ({type(exc).__name__} while reading it as a tensors-only torch file). "
+            f"edgevit loads .pt/.pth files only as plain state dicts (torch.load(weights_only=True)); re-save the "
+            f"weights with safetensors (safetensors.torch.save_file(model.state_dict(), 'model.safetensors')) or "
+            f"torch.save(model.state_dict(), path)."
+        ) from None
     if isinstance(obj, dict):
         for key in ("state_dict", "model", "model_state_dict", "module"):
             if key in obj and isinstance(obj[key], dict):

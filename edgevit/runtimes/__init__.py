@@ -107,15 +107,34 @@ for _kind, _ref in metadata_readers().items():
 
 
 def _check_path(path: str | Path) -> tuple[Path, str]:
+    """``(file, kind)`` of an artefact path. A directory stands for the one artefact inside it (a cascade's
+    ``manifest.json`` first); several or none raise :class:`RuntimeLoadError` naming what is there."""
     p = Path(path)
     if not p.exists():
         raise RuntimeLoadError(f"artefact {p} does not exist; check the path (or run the export stage first)")
+    if p.is_dir():
+        p = _artifact_in_dir(p)
     kind = kind_of_path(p)
     if kind is None:
         known = ", ".join(f"{k} ({' '.join(s)})" for k, s in kinds().items())
         raise RuntimeLoadError(f"cannot tell which kind of artefact {p} is from its name. Known kinds and file "
                                f"suffixes: {known}. Rename the file, or build the Artifact yourself.")
     return p, kind
+
+
+def _artifact_in_dir(d: Path) -> Path:
+    manifest = d / "manifest.json"
+    if manifest.exists():
+        return manifest
+    found = sorted(f for f in d.iterdir() if f.is_file() and kind_of_path(f) is not None)
+    if len(found) == 1:
+        log.info("%s is a directory: using the artefact inside it, %s", d, found[0].name)
+        return found[0]
+    if not found:
+        raise RuntimeLoadError(f"{d} is a directory with no artefact in it (no file with a known suffix: "
+                               f"{', '.join(s for v in kinds().values() for s in v)}); pass the model file itself")
+    names = ", ".join(str(f) for f in found[:6]) + (f" … (+{len(found) - 6})" if len(found) > 6 else "")
+    raise RuntimeLoadError(f"{d} is a directory with {len(found)} artefacts; pass one of them: {names}")
 
 
 def open_artifact(path: str | Path, *, spec: InputSpec | None = None, arch: str | None = None) -> Artifact:
@@ -200,7 +219,7 @@ def load_runtime(name: str, artifact_or_path: Artifact | str | Path, **options) 
                 else f"No registered runtime loads '{kind}' artefacts.")
         raise RuntimeLoadError(
             f"runtime '{name}' loads {', '.join(cls.kinds)} artefacts, but {where} is a '{kind}' artefact. {hint} "
-            f"Or export the model to a format '{name}' loads (e.g. edgevit export --format onnx)."
+            f"Or export the model to a format '{name}' loads: {_export_hint(cls.kinds)}."
         )
     ok, why = cls.availability()
     if not ok:
@@ -211,3 +230,10 @@ def load_runtime(name: str, artifact_or_path: Artifact | str | Path, **options) 
         artifact = Artifact(kind=artifact.kind, spec=spec, path=artifact.path, model=artifact.model,
                             source=artifact.source, meta=dict(artifact.meta), task=artifact.task)
     return cls(artifact, **options)
+
+
+def _export_hint(kinds) -> str:
+    """The ``edgevit export`` commands that write artefacts of ``kinds`` (for error messages)."""
+    cmds = [f"`edgevit export {spec.name.replace('_', '-')}`" for spec in format_specs()
+            if spec.kind in kinds and spec.cli]
+    return " or ".join(cmds) if cmds else "no `edgevit export` command writes them"
