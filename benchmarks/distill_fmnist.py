@@ -13,7 +13,7 @@ It measures, for one student (default fmnist-vit-tiny) and one teacher (default 
    modes take turns epoch by epoch, and the ratio is the mean of the per-epoch ratios online / cache;
 3. cache bytes per sample per epoch (4K+4), total bytes, and cache-writing time;
 4. batch-1 onnxruntime latency of student and teacher, timed against each other in 5 interleaved passes
-   (edgevit.profile.time_interleaved, median of the pass medians), and their parameter counts.
+   (edgevit.profiling.time_interleaved, median of the pass medians), and their parameter counts.
 
 Prints a table and writes JSON (default benchmarks/results/distill_fmnist.json). Run it on an otherwise idle
 machine: the wall times are only as clean as the CPU is quiet.
@@ -35,10 +35,10 @@ log = logging.getLogger("distill_fmnist")
 
 def _latencies(models: dict, workdir: Path, images, *, duration: float, threads: int | None) -> dict:
     """Batch-1 onnxruntime latency of each model, exported to ONNX and timed against each other in 5 interleaved
-    passes (edgevit.profile.time_interleaved; median of the pass medians)."""
+    passes (edgevit.profiling.time_interleaved; median of the pass medians)."""
     from edgevit.data import preprocess
     from edgevit.formats.onnx.export import export_onnx
-    from edgevit.profile import time_interleaved
+    from edgevit.profiling import time_interleaved
     from edgevit.runtimes import load_runtime
 
     rts, recs, x = {}, {}, None
@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     from edgevit.methods.distill.cache import TeacherCache, write_cache
     from edgevit.methods.distill.trainer import TrainConfig, evaluate_model, train_student
     from edgevit.models import count_params, create
-    from edgevit.profile import system_stamp
+    from edgevit.profiling import system_stamp
     from edgevit.versions import library_versions
 
     if args.threads:

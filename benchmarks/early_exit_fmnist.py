@@ -142,7 +142,7 @@ def main(argv=None) -> int:
     from edgevit.methods.quantize import QuantizeConfig, calibration_data
     from edgevit.methods.quantize.backends import Settings, quantize_file
     from edgevit.models import create
-    from edgevit.profile import system_stamp
+    from edgevit.profiling import system_stamp
     from edgevit.runtimes import load_runtime
 
     if args.threads:

@@ -26,7 +26,7 @@ import numpy as np
 
 from edgevit.artifact import Artifact, write_json
 from edgevit.errors import DataError, ModelLoadError
-from edgevit.profile import profile_runtime, profile_table, system_stamp
+from edgevit.profiling import profile_runtime, profile_table, system_stamp
 
 log = logging.getLogger("latency_anchors")
 

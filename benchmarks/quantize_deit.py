@@ -15,7 +15,7 @@ fmnist-vit in benchmarks/quantize_fmnist.py). Plain NNCF is timed both with f32 
 default precision (bf16 on this CPU), and the faster of the two is the reference.
 
 Timing: all variants are loaded, then timed in ``--passes`` interleaved rounds of ``--duration`` seconds each
-(edgevit.profile.time_interleaved, rotating order); the headline is the median of the per-pass medians, and the
+(edgevit.profiling.time_interleaved, rotating order); the headline is the median of the per-pass medians, and the
 spread column says how much the passes disagreed. Calibration uses real Fashion-MNIST train images preprocessed to DeiT's input spec (resized to
 224, grey → 3 channels, ImageNet mean/std) through edgevit.methods.quantize.calibration_data — the same images for edgevit
 and for plain NNCF. Targets: edgevit INT8 at least as fast as plain NNCF, and ≥ 2.8× torch eager FP32.
@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from latency_anchors import build_model, real_inputs
 
 from edgevit.artifact import Artifact, write_json
-from edgevit.profile.tables import markdown_table
+from edgevit.profiling.tables import markdown_table
 
 log = logging.getLogger("quantize_deit")
 DEFAULT_JSON = Path(__file__).resolve().parent / "results" / "quantize_deit.json"
@@ -69,9 +69,9 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from edgevit.methods.quantize import QuantizeConfig, calibration_data, quantize
-    from edgevit.profile import system_stamp, time_interleaved
-    from edgevit.profile.hardware import load_profile
-    from edgevit.profile.macs import count_macs_torch
+    from edgevit.profiling import system_stamp, time_interleaved
+    from edgevit.profiling.hardware import load_profile
+    from edgevit.profiling.macs import count_macs_torch
     from edgevit.runtimes import load_runtime, open_artifact
 
     if args.threads:

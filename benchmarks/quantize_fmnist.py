@@ -20,7 +20,7 @@ import tempfile
 from pathlib import Path
 
 from edgevit.artifact import write_json
-from edgevit.profile.tables import markdown_table
+from edgevit.profiling.tables import markdown_table
 
 log = logging.getLogger("quantize_fmnist")
 DEFAULT_JSON = Path(__file__).resolve().parent / "results" / "quantize_fmnist.json"
@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     from edgevit.errors import QuantizationError
     from edgevit.methods.quantize import QuantizeConfig, backend_available, quantize
     from edgevit.models import create
-    from edgevit.profile import system_stamp
+    from edgevit.profiling import system_stamp
 
     rows, records = [], {}
     with tempfile.TemporaryDirectory(prefix="edgevit-qbench-") as tmp:

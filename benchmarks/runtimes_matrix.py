@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from latency_anchors import build_model, real_inputs
 
 from edgevit.artifact import Artifact, write_json
-from edgevit.profile import profile_runtime, system_stamp
+from edgevit.profiling import profile_runtime, system_stamp
 
 log = logging.getLogger("runtimes_matrix")
 DEFAULT_JSON = Path(__file__).resolve().parent / "results" / "runtimes_matrix.json"
@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
         r["vs_torch"] = r["median_ms"] / b if b else None
     cols = [("model", "model"), ("variant", "runtime"), ("batch", "batch"), ("median_ms", "median ms"),
             ("p90_ms", "p90 ms"), ("runs", "runs"), ("throughput", "img/s"), ("vs_torch", "÷ torch eager")]
-    from edgevit.profile.tables import markdown_table
+    from edgevit.profiling.tables import markdown_table
 
     print(markdown_table(rows, cols))
     print()

@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 from edgevit.artifact import Artifact, write_json
-from edgevit.profile import profile_runtime, profile_table, system_stamp
+from edgevit.profiling import profile_runtime, profile_table, system_stamp
 
 log = logging.getLogger("tvm_tuning")
 
