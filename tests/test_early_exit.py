@@ -48,7 +48,8 @@ def onnx_cascade(ee, spread_thresholds, tmp_path_factory, fmnist_test_small):
     from edgevit.methods.early_exit import export_cascade
 
     out = tmp_path_factory.mktemp("ee-onnx")
-    rec = export_cascade(ee, out, format="onnx", thresholds=spread_thresholds, parity_images=fmnist_test_small.images[:32])
+    rec = export_cascade(ee, out, format="onnx", thresholds=spread_thresholds,
+                         parity_images=fmnist_test_small.images[:32]).to_dict()
     return out / "manifest.json", rec
 
 
@@ -59,7 +60,7 @@ def ov_cascade(ee, spread_thresholds, tmp_path_factory, fmnist_test_small):
 
     out = tmp_path_factory.mktemp("ee-ov")
     rec = export_cascade(ee, out, format="openvino", thresholds=spread_thresholds, exporter="torchscript",
-                         parity_images=fmnist_test_small.images[:32])
+                         parity_images=fmnist_test_small.images[:32]).to_dict()
     return out / "manifest.json", rec
 
 
@@ -439,7 +440,7 @@ def test_if_form_matches_the_segment_cascade_one_image_at_a_time(onnx_cascade, s
     from edgevit.methods.early_exit import build_if_graph
     from edgevit.runtimes import load_runtime, open_artifact
 
-    rec = build_if_graph(onnx_cascade[0], tmp_path / "if.onnx", parity_images=test_x)
+    rec = build_if_graph(onnx_cascade[0], tmp_path / "if.onnx", parity_images=test_x).to_dict()
     assert rec["parity_vs_cascade"]["passed"] and rec["parity_vs_cascade"]["n"] == len(test_x)
     shares = rec["parity_vs_cascade"]["exits_share"]
     assert sum(s > 0 for s in shares) >= 2  # the real images leave at several exits: several branches are checked
@@ -452,13 +453,14 @@ def test_if_form_matches_the_segment_cascade_one_image_at_a_time(onnx_cascade, s
         got = np.concatenate([rt.run(test_x[i:i + 1]) for i in range(4)])
         np.testing.assert_allclose(got, ref, atol=1e-4, rtol=1e-4)
     # never-firing thresholds leave no If at all: the plain backbone
-    plain = build_if_graph(onnx_cascade[0], tmp_path / "plain.onnx", thresholds=1.0, parity_images=test_x[:4])
+    plain = build_if_graph(onnx_cascade[0], tmp_path / "plain.onnx", thresholds=1.0,
+                           parity_images=test_x[:4]).to_dict()
     assert plain["active_exits"] == []
     import onnx
 
     assert not [n for n in onnx.load(str(tmp_path / "plain.onnx")).graph.node if n.op_type == "If"]
     ent = build_if_graph(onnx_cascade[0], tmp_path / "ent.onnx", criterion="entropy", thresholds=0.3,
-                         parity_images=test_x)
+                         parity_images=test_x).to_dict()
     assert ent["criterion"] == "entropy" and ent["parity_vs_cascade"]["passed"]
 
 

@@ -94,7 +94,7 @@ def cmd_export_tensorrt(args) -> int:
         onnx_path, onnx_parity = res_onnx.path, res_onnx.parity.to_dict()
     rec = export_tensorrt(Path(onnx_path), out, precision=args.precision, bundle=args.bundle,
                           engine=False if args.no_engine else None, calib=args.calib, calib_split=args.calib_split,
-                          calib_samples=args.calib_samples, calib_method=args.calib_method, data_dir=args.data_dir,
+                          calib_samples=args.calib_samples, calibration_method=args.calib_method, data_dir=args.data_dir,
                           min_batch=args.min_batch, opt_batch=args.opt_batch, max_batch=args.max_batch,
                           trt_version=args.trt_version, workspace_mib=args.workspace_mib, onnx_parity=onnx_parity,
                           parity_images=parity, parity_samples=args.parity_samples).to_dict()
