@@ -118,7 +118,7 @@ def test_export_parity_failure_keeps_file_and_record(tmp_path, tiny_model, real_
 def test_export_into_directory_and_by_name(tmp_path, fmnist_test_small):
     from edgevit.formats import get_exporter
 
-    record = get_exporter("onnx")("fmnist-vit-tiny", tmp_path, parity_images=fmnist_test_small.images[:4])
+    record = get_exporter("onnx")("fmnist-vit-tiny", tmp_path, parity_images=fmnist_test_small.images[:4]).to_dict()
     assert record["path"] == str(tmp_path / "fmnist-vit-tiny.onnx") and record["n"] == 4
 
 
