@@ -45,7 +45,7 @@ def _latencies(models: dict, workdir: Path, images, *, duration: float, threads:
     for name, model in models.items():
         calib = preprocess(images, model.edgevit_spec)
         x = calib[:1]
-        recs[name] = export_onnx(model, workdir / f"{name}.onnx", parity_images=calib)
+        recs[name] = export_onnx(model, workdir / f"{name}.onnx", parity_images=calib).to_dict()
         rts[name] = load_runtime("onnxruntime", workdir / f"{name}.onnx", threads=threads)
     res = time_interleaved({n: rt.run for n, rt in rts.items()}, x, passes=5, duration_s=duration / 5,
                            warmup_s=min(0.5, duration / 5))

@@ -195,24 +195,26 @@ def main(argv=None) -> int:
             if f in exports:
                 continue
             exports[f] = export_cascade(ee, work / f"cascade_{f}", format=f, thresholds=1.0,
-                                        parity_images=test.images[:32], exporter=args.exporter)
+                                        parity_images=test.images[:32], exporter=args.exporter).to_dict()
             if f == "onnx":
-                exports[f]["backbone"] = export_onnx(ee.backbone, work / "backbone.onnx",
-                                                     parity_images=test.images[:32])["path"]
+                exports[f]["backbone"] = str(export_onnx(ee.backbone, work / "backbone.onnx",
+                                                         parity_images=test.images[:32]).path)
             else:
-                exports[f]["backbone"] = export_openvino(ee.backbone, work / "backbone_ov",
-                                                         parity_images=test.images[:32])["path"]
+                exports[f]["backbone"] = str(export_openvino(ee.backbone, work / "backbone_ov",
+                                                             parity_images=test.images[:32]).path)
         manifest, base = Path(exports[fmt]["path"]), Path(exports[fmt]["backbone"])
         if_manifest = Path(exports["onnx"]["path"])
         if int8:  # every segment and head INT8, and the backbone reference INT8 with the same guardrails
             qbackend = "openvino" if fmt == "openvino" else "onnxruntime"
-            q = quantize_cascade(manifest, work / f"cascade_{fmt}_int8", backend=qbackend, threads=args.threads)
+            q = quantize_cascade(manifest, work / f"cascade_{fmt}_int8", backend=qbackend, threads=args.threads,
+                                 parity_images=test.images[:500])
             manifest = Path(q["path"])
             if_manifest = manifest
             if fmt == "openvino":  # an IR cascade cannot be composed into ONNX: compose the ONNX cascade quantised
                 # by NNCF (QDQ, the form OpenVINO's ONNX reader runs in INT8)
                 if_manifest = Path(quantize_cascade(exports["onnx"]["path"], work / "cascade_onnx_int8_nncf",
-                                                    backend="nncf-onnx", threads=args.threads)["path"])
+                                                    backend="nncf-onnx", threads=args.threads,
+                                                    parity_images=test.images[:500])["path"])
             qbase = work / f"backbone_{fmt}_int8" / f"model{base.suffix}"
             calib_x, _ = calibration_data(spec, "fashion-mnist", samples=300)
             quantize_file(qbackend, base, calib_x, QuantizeConfig(backend=qbackend), Settings(smooth_quant=True),
@@ -238,7 +240,7 @@ def main(argv=None) -> int:
         for i, row in enumerate(sweep if if_manifest is not None else []):
             f = work / f"if_{vname.replace(' ', '_')}_{i:02d}.onnx"
             if_recs[row["point"]] = build_if_graph(if_manifest, f, thresholds=row["thresholds"],
-                                                   parity_images=test.images[:64])
+                                                   parity_images=test.images[:64]).to_dict()
             if_rts[row["point"]] = load_runtime(rt_name, f, threads=args.threads)
             configs["If: " + row["point"]] = (None, if_rts[row["point"]].run)
         timing = interleaved_means(configs, x_lat, passes=args.passes, warmup=args.warmup)

@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
                 else:
                     if name not in exports:
                         t0 = time.perf_counter()
-                        rec = export_onnx(model, onnx_dir / f"{name}.onnx", parity_images=inputs)
+                        rec = export_onnx(model, onnx_dir / f"{name}.onnx", parity_images=inputs).to_dict()
                         exports[name] = {k: rec.get(k) for k in ("path", "opset", "exporter", "file_size",
                                                                  "max_abs_diff", "top1_agreement", "n")}
                         exports[name]["export_s"] = round(time.perf_counter() - t0, 2)

@@ -62,17 +62,17 @@ def main(argv: list[str] | None = None) -> int:
             spec = model.edgevit_spec
             inputs = real_inputs(spec, max(args.batch))
             d = tmp / name
-            onnx_rec = export_onnx(model, d / "model.onnx", parity_images=inputs)
+            onnx_rec = export_onnx(model, d / "model.onnx", parity_images=inputs).to_dict()
             exports.append({"model": name, "format": "onnx", **{k: onnx_rec.get(k) for k in ("max_abs_diff", "top1_agreement")}})
             arts = {"torch": Artifact(kind="torch", spec=spec, model=model, source=name),
                     "onnx": open_artifact(onnx_rec["path"])}
             if any(v.startswith("openvino") for v in variants):
-                ov = export_openvino(model, d / "ov", precision="fp32", parity_images=inputs)
+                ov = export_openvino(model, d / "ov", precision="fp32", parity_images=inputs).to_dict()
                 exports.append({"model": name, "format": "openvino", "max_abs_diff": ov.get("max_abs_diff"),
                                 "top1_agreement": ov.get("top1_agreement")})
                 arts["openvino"] = open_artifact(ov["path"])
             if "ort-mobile" in variants:
-                ort = export_ort_mobile(onnx_rec["path"], d / "mobile", torch_model=model, parity_images=inputs)
+                ort = export_ort_mobile(onnx_rec["path"], d / "mobile", torch_model=model, parity_images=inputs).to_dict()
                 exports.append({"model": name, "format": "ort", "max_abs_diff": ort.get("max_abs_diff"),
                                 "top1_agreement": ort.get("top1_agreement")})
                 arts["ort"] = open_artifact(ort["path"])
@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
                     trials = args.tvm_trials if v == "tvm-tuned" else 0
                     for b in args.batch:  # TVM compiles one static batch per library
                         rec = export_tvm(model, d / f"{v}-b{b}", target="llvm", trials=trials, batch=b,
-                                         parity_images=inputs)
+                                         parity_images=inputs).to_dict()
                         exports.append({"model": name, "format": f"{v}-b{b}", "max_abs_diff": rec.get("max_abs_diff"),
                                         "top1_agreement": rec.get("top1_agreement"), "seconds": rec.get("time_s"),
                                         "tuning": rec.get("tuning")})

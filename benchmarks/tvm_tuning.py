@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
             t0 = time.perf_counter()
             rec = export_tvm(model, out / label, target=args.target, trials=trials, work_dir=work,
                              retune=args.retune and trials > 0, tuning_timeout_s=args.tuning_timeout,
-                             parity_images=inputs[:args.parity_samples])
+                             parity_images=inputs[:args.parity_samples]).to_dict()
             exports[label] = {"export_s": round(time.perf_counter() - t0, 1), "path": rec["path"],
                               "kept": args.out_dir is not None, "target": rec["target_description"],
                               "max_abs_diff": rec["max_abs_diff"], "top1_agreement": rec["top1_agreement"],

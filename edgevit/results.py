@@ -83,9 +83,8 @@ class ExportResult:
     - ``versions``: library versions (:func:`edgevit.versions.library_versions`);
     - ``fields``: the format-specific record fields (``opset``, ``precision``, ``file_size``, ...), in record order.
 
-    :meth:`to_dict` is the JSON record of ``edgevit export ... --json`` and of the export stages' ``record.json``.
-    Read-only item access (``result["path"]``, ``"n" in result``) reads that record, for scripts written against
-    the dicts exporters used to return; library code uses the attributes.
+    :meth:`to_dict` is the JSON record of ``edgevit export ... --json`` and of the export stages' ``record.json``
+    (scripts written against the dicts exporters used to return call it: ``result.to_dict()["path"]``).
     """
 
     artifact: Artifact
@@ -111,18 +110,6 @@ class ExportResult:
     def path(self):
         """The artefact's main file (``artifact.path``)."""
         return self.artifact.path
-
-    def __getitem__(self, key: str) -> Any:
-        return self.to_dict()[key]
-
-    def __contains__(self, key: object) -> bool:
-        return key in self.to_dict()
-
-    def __iter__(self):
-        return iter(self.to_dict())
-
-    def get(self, key: str, default: Any = None) -> Any:
-        return self.to_dict().get(key, default)
 
 
 @dataclass

@@ -21,10 +21,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-# what a stage returns (edgevit.results.StageOutput); the name earlier stages used
-StageResult = StageOutput
-
-
 @dataclass
 class StageContext:
     """Everything a stage may use. ``out_dir`` is the stage's own (temporary) folder."""

@@ -34,8 +34,8 @@ def write_pnm(path: Path, image: np.ndarray) -> Path:
 def tiny_ir(tmp_path_factory, tiny_model, fmnist_test_small):
     from edgevit.formats.openvino.export import export_openvino
 
-    rec = export_openvino(tiny_model, tmp_path_factory.mktemp("cpp-ir"), parity_samples=8)
-    return Path(rec["path"])
+    rec = export_openvino(tiny_model, tmp_path_factory.mktemp("cpp-ir"), parity_images=fmnist_test_small.images[:8])
+    return Path(rec.path)
 
 
 @pytest.fixture(scope="module")
@@ -127,7 +127,8 @@ def test_bicubic_crop_pct_rgb_spec(classify_bin, fmnist_test_small, tmp_path):
     spec = InputSpec((3, 32, 32), (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), interpolation="bicubic",
                      crop_pct=0.875, num_classes=10)
     torch.manual_seed(0)
-    rec = export_openvino(attach_spec(Net(), spec), tmp_path / "rgb.xml", parity_samples=4)
+    rec = export_openvino(attach_spec(Net(), spec), tmp_path / "rgb.xml",
+                          parity_images=fmnist_test_small.images[:4]).to_dict()
     image = fmnist_test_small.images[7]
     got = _dump(classify_bin, Path(rec["path"]), write_pnm(tmp_path / "x.pgm", image), tmp_path, (3, 32, 32))
     np.testing.assert_allclose(got, preprocess(image[None], spec)[0], atol=1e-5, rtol=0)

@@ -48,7 +48,8 @@ def onnx_cascade(ee, spread_thresholds, tmp_path_factory, fmnist_test_small):
     from edgevit.methods.early_exit import export_cascade
 
     out = tmp_path_factory.mktemp("ee-onnx")
-    rec = export_cascade(ee, out, format="onnx", thresholds=spread_thresholds, parity_images=fmnist_test_small.images[:32])
+    rec = export_cascade(ee, out, format="onnx", thresholds=spread_thresholds,
+                         parity_images=fmnist_test_small.images[:32])
     return out / "manifest.json", rec
 
 
@@ -237,7 +238,12 @@ def _torch_reference(ee, x, thresholds):
 def test_exported_cascade_matches_torch_on_real_images(request, which, runtimes, ee, test_x, spread_thresholds):
     from edgevit.runtimes import load_runtime, open_artifact
 
-    manifest, rec = request.getfixturevalue("onnx_cascade" if which == "onnx" else "ov_cascade")
+    manifest, result = request.getfixturevalue("onnx_cascade" if which == "onnx" else "ov_cascade")
+    # typed: the cascade artefact and the whole cascade's parity vs torch; to_dict(): the JSON record
+    assert result.artifact.kind == "cascade" and result.artifact.path == manifest
+    assert result.parity.extra["exit_agreement"] == 1.0 and result.parity.n == 32 and result.parity.passed
+    rec = result.to_dict()
+    assert rec["cascade_parity"]["exit_agreement"] == 1.0 and rec["path"] == str(manifest)
     m = json.loads(manifest.read_text())
     assert m["format"] == "edgevit-early-exit-cascade" and len(m["segments"]) == 5 and len(m["exits"]) == 4
     assert [e["block"] for e in m["exits"]] == [2, 3, 4, 5] and m["segments"][-1]["output"] == "logits"
@@ -439,7 +445,9 @@ def test_if_form_matches_the_segment_cascade_one_image_at_a_time(onnx_cascade, s
     from edgevit.methods.early_exit import build_if_graph
     from edgevit.runtimes import load_runtime, open_artifact
 
-    rec = build_if_graph(onnx_cascade[0], tmp_path / "if.onnx", parity_images=test_x)
+    res = build_if_graph(onnx_cascade[0], tmp_path / "if.onnx", parity_images=test_x)
+    assert res.artifact.kind == "onnx" and res.path == tmp_path / "if.onnx" and res.parity.n == len(test_x)
+    rec = res.to_dict()
     assert rec["parity_vs_cascade"]["passed"] and rec["parity_vs_cascade"]["n"] == len(test_x)
     shares = rec["parity_vs_cascade"]["exits_share"]
     assert sum(s > 0 for s in shares) >= 2  # the real images leave at several exits: several branches are checked
@@ -452,13 +460,14 @@ def test_if_form_matches_the_segment_cascade_one_image_at_a_time(onnx_cascade, s
         got = np.concatenate([rt.run(test_x[i:i + 1]) for i in range(4)])
         np.testing.assert_allclose(got, ref, atol=1e-4, rtol=1e-4)
     # never-firing thresholds leave no If at all: the plain backbone
-    plain = build_if_graph(onnx_cascade[0], tmp_path / "plain.onnx", thresholds=1.0, parity_images=test_x[:4])
+    plain = build_if_graph(onnx_cascade[0], tmp_path / "plain.onnx", thresholds=1.0,
+                           parity_images=test_x[:4]).to_dict()
     assert plain["active_exits"] == []
     import onnx
 
     assert not [n for n in onnx.load(str(tmp_path / "plain.onnx")).graph.node if n.op_type == "If"]
     ent = build_if_graph(onnx_cascade[0], tmp_path / "ent.onnx", criterion="entropy", thresholds=0.3,
-                         parity_images=test_x)
+                         parity_images=test_x).to_dict()
     assert ent["criterion"] == "entropy" and ent["parity_vs_cascade"]["passed"]
 
 

@@ -74,7 +74,7 @@ def test_static_batch_with_caller_images_and_torchscript(tmp_path, tiny_model, r
     from edgevit.formats.onnx.export import export_onnx
 
     record = export_onnx(tiny_model, tmp_path / "static.onnx", dynamic_batch=False, simplify=False,
-                         exporter="torchscript", parity_images=real_batch)
+                         exporter="torchscript", parity_images=real_batch).to_dict()
     assert record["exporter"] == "torchscript" and record["n"] == len(real_batch)
     assert record["parity_inputs"].startswith("caller's") and record["max_abs_diff"] < 1e-4
     rt = _onnx_runtime(tmp_path / "static.onnx")
@@ -90,7 +90,8 @@ def test_external_data_above_threshold(tmp_path, tiny_model, real_batch, monkeyp
 
     monkeypatch.setattr(onnx_export, "EXTERNAL_DATA_THRESHOLD", 0)
     out = tmp_path / "big.onnx"
-    record = onnx_export.export_onnx(tiny_model, out, exporter="torchscript", parity_images=real_batch[:4])
+    record = onnx_export.export_onnx(tiny_model, out, exporter="torchscript",
+                                     parity_images=real_batch[:4]).to_dict()
     data = tmp_path / "big.onnx.data"
     assert record["external_data"] is True and data.exists() and data.stat().st_size > out.stat().st_size
     assert record["file_size"] == out.stat().st_size + data.stat().st_size
@@ -117,7 +118,7 @@ def test_export_parity_failure_keeps_file_and_record(tmp_path, tiny_model, real_
 def test_export_into_directory_and_by_name(tmp_path, fmnist_test_small):
     from edgevit.formats import get_exporter
 
-    record = get_exporter("onnx")("fmnist-vit-tiny", tmp_path, parity_images=fmnist_test_small.images[:4])
+    record = get_exporter("onnx")("fmnist-vit-tiny", tmp_path, parity_images=fmnist_test_small.images[:4]).to_dict()
     assert record["path"] == str(tmp_path / "fmnist-vit-tiny.onnx") and record["n"] == 4
 
 
@@ -212,7 +213,7 @@ def test_timm_deit_tiny_export_parity(tmp_path, fmnist_test_small):
 
     torch.manual_seed(0)
     model = create("deit_tiny_patch16_224")
-    record = export_onnx(model, tmp_path / "deit.onnx", parity_images=fmnist_test_small.images[:8])
+    record = export_onnx(model, tmp_path / "deit.onnx", parity_images=fmnist_test_small.images[:8]).to_dict()
     assert record["n"] == 8 and record["exporter"] == "dynamo"
     assert record["max_abs_diff"] < 1e-3 and record["top1_agreement"] == 1.0
     assert record["input_spec"]["input_size"] == [3, 224, 224]

@@ -106,13 +106,13 @@ def test_export_from_onnx(tmp_path, tiny_onnx, tiny_model, precision, fmnist_tes
 
     onnx_path, _ = tiny_onnx
     rec = export_openvino(tiny_model, tmp_path, precision=precision, from_onnx=onnx_path,
-                          parity_images=fmnist_test_small.images[:PARITY_N])
+                          parity_images=fmnist_test_small.images[:PARITY_N]).to_dict()
     assert rec["converted_from"] == "onnx" and rec["onnx_path"] == str(onnx_path) and rec["dynamic_batch"] is True
     assert rec["parity_reference"] == "torch" and rec["top1_agreement"] == 1.0
     assert rec["max_abs_diff"] < (1e-4 if precision == "fp32" else rec["parity"]["tolerance"])
     # without a torch model: the spec comes from the ONNX metadata, onnxruntime on the file is the reference
     rec2 = export_openvino(None, tmp_path / "only_onnx.xml", precision=precision, from_onnx=onnx_path,
-                           parity_images=fmnist_test_small.images[:4])
+                           parity_images=fmnist_test_small.images[:4]).to_dict()
     assert rec2["parity_reference"].startswith("onnxruntime") and rec2["source"] == "fmnist-vit-tiny"
     assert rec2["input_spec"] == tiny_model.edgevit_spec.to_dict() and rec2["n"] == 4
 
@@ -121,7 +121,7 @@ def test_static_batch_ir_from_onnx(tmp_path, tiny_onnx, real_batch):
     from edgevit.formats.openvino.export import export_openvino
 
     rec = export_openvino(None, tmp_path / "static.xml", from_onnx=tiny_onnx[0], dynamic_batch=False,
-                          parity_images=real_batch[:3])
+                          parity_images=real_batch[:3]).to_dict()
     assert rec["dynamic_batch"] is False and rec["static_batch"] == 1 and rec["n"] == 3
     rt = _ov_runtime(tmp_path / "static.xml")
     assert rt.static_batch == 1 and rt.run(real_batch[:1]).shape == (1, 10)

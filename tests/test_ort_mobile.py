@@ -73,7 +73,7 @@ def test_runtime_optimization_style_and_type_reduction(tiny_onnx, tmp_path, real
 
     onnx_path, _ = tiny_onnx
     rec = export_ort_mobile(onnx_path, tmp_path, optimization="runtime", enable_type_reduction=True,
-                            target_platform="arm", parity_images=real_batch)
+                            target_platform="arm", parity_images=real_batch).to_dict()
     assert rec["path"].endswith(".with_runtime_opt.ort") and "enable_saved_runtime_optimizations" in rec["note"]
     assert rec["config_path"].endswith(".required_operators_and_types.with_runtime_opt.config")
     assert rec["parity_reference"] == "onnx" and rec["n"] == len(real_batch) and rec["max_abs_diff"] < 1e-4

@@ -30,7 +30,7 @@ def tiny_onnx(tiny_model, tmp_path_factory):
     from edgevit.formats.onnx.export import export_onnx
 
     path = tmp_path_factory.mktemp("profile") / "tiny.onnx"
-    rec = export_onnx(tiny_model, path, parity=False)
+    rec = export_onnx(tiny_model, path, parity=False).to_dict()
     return Path(rec["path"])
 
 

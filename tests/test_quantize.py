@@ -19,7 +19,7 @@ ONNX_GUARDED = {"softmax": {"Softmax"}, "layernorm": {"LayerNormalization"}}
 def calib(tiny_model, fmnist_test_small):
     from edgevit.methods.quantize import calibration_data
 
-    x, _where = calibration_data(tiny_model.edgevit_spec, samples=CALIB_N)
+    x, _where = calibration_data(tiny_model.edgevit_spec, "fashion-mnist", samples=CALIB_N)
     return x
 
 
@@ -113,12 +113,12 @@ def test_calibration_default_is_300_class_balanced_real_train_images(tiny_model,
     from edgevit.formats.tensorrt.calib import calibration_images
     from edgevit.methods.quantize import DEFAULT_SAMPLES, calibration_data
 
-    x, where = calibration_data(tiny_model.edgevit_spec)
+    x, where = calibration_data(tiny_model.edgevit_spec, "fashion-mnist")  # the CLI's and the recipe's dataset
     assert DEFAULT_SAMPLES == 300 and x.shape == (300, 1, 28, 28) and x.dtype == np.float32
     assert where["dataset"] == "fashion-mnist" and where["split"] == "train" and where["samples"] == 300
     assert set(where["classes"].values()) == {30}
     # the TensorRT bundle's calibration cache takes its images from the same helper
-    y, where_trt = calibration_images(tiny_model.edgevit_spec, samples=300)
+    y, where_trt = calibration_images(tiny_model.edgevit_spec, dataset="fashion-mnist", samples=300)
     np.testing.assert_array_equal(x, y)
     assert where_trt["selection"] == where["selection"]
 

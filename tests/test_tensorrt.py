@@ -117,13 +117,14 @@ def test_entropy_threshold_matches_the_published_loop(seed):
 
 
 @pytest.fixture(scope="module")
-def bundle(tiny_onnx, tiny_model, tmp_path_factory):
+def bundle(tiny_onnx, tiny_model, tmp_path_factory, fmnist_test_small):
     from edgevit.formats.tensorrt.export import export_tensorrt
 
     onnx_path, _ = tiny_onnx
     out = tmp_path_factory.mktemp("trt")
-    rec = export_tensorrt(onnx_path, out, precision="int8", bundle=True, engine=False, calib_samples=CALIB_N,
-                          torch_model=tiny_model, parity_samples=16)
+    rec = export_tensorrt(onnx_path, out, precision="int8", bundle=True, engine=False, calib="fashion-mnist",
+                          calib_samples=CALIB_N, torch_model=tiny_model,
+                          parity_images=fmnist_test_small.images[:16], parity_samples=16).to_dict()
     return rec, out
 
 
@@ -292,7 +293,7 @@ def test_fp16_static_batch_bundle_with_max_calibration(tmp_path, tiny_model, rea
 
     export_onnx(tiny_model, tmp_path / "static.onnx", dynamic_batch=False, parity_images=real_batch[:2])
     rec = export_tensorrt(tmp_path / "static.onnx", tmp_path / "b", precision="fp16", engine=False,
-                          calib_images=real_batch, calib_method="max")
+                          calib_images=real_batch, calibration_method="max").to_dict()
     build = (tmp_path / "b" / "build.sh").read_text()
     assert "--minShapes" not in build and 'PRECISION="${PRECISION:-fp16}"' in build
     assert rec["input"]["dynamic_batch"] is False and rec["input"]["shapes"]["opt"] == [1, 1, 28, 28]
@@ -463,8 +464,9 @@ def test_engine_build_and_run(tiny_onnx, tiny_model, tmp_path, precision, fmnist
     from edgevit.formats.tensorrt.export import export_tensorrt
     from edgevit.runtimes import load_runtime, open_artifact
 
-    rec = export_tensorrt(tiny_onnx[0], tmp_path, precision=precision, engine=True, calib_samples=CALIB_N,
-                          torch_model=tiny_model, parity_samples=32)
+    rec = export_tensorrt(tiny_onnx[0], tmp_path, precision=precision, engine=True, calib="fashion-mnist",
+                          calib_samples=CALIB_N, torch_model=tiny_model, parity_images=fmnist_test_small.images[:32],
+                          parity_samples=32).to_dict()
     e = rec["engine"]
     assert Path(e["path"]).exists() and e["parity"]["passed"] and e["parity"]["n"] == 32
     assert (tmp_path / "timing.cache").exists()

@@ -49,7 +49,8 @@ def untuned(tmp_path_factory, tiny_model, fmnist_test_small, cache_dir):
     from edgevit.formats.tvm.export import export_tvm
 
     out = tmp_path_factory.mktemp("tvm_untuned")
-    record = export_tvm(tiny_model, out, trials=0, work_dir=cache_dir, parity_images=fmnist_test_small.images[:16])
+    record = export_tvm(tiny_model, out, trials=0, work_dir=cache_dir,
+                        parity_images=fmnist_test_small.images[:16]).to_dict()
     return out / "model.so", record
 
 
@@ -143,7 +144,7 @@ def test_batch_2_with_extra_passes_hook(tmp_path, tiny_model, fmnist_test_small,
 
     rec = export_tvm(tiny_model, tmp_path / "b2.so", trials=0, batch=2, work_dir=cache_dir,
                      parity_images=fmnist_test_small.images[:5], extra_passes=[count_functions,
-                                                                             relax.transform.FoldConstant()])
+                                                                             relax.transform.FoldConstant()]).to_dict()
     assert seen == [1] and rec["extra_passes"] == ["test_batch_2_with_extra_passes_hook.<locals>.count_functions",
                                                    "FoldConstant"]
     assert rec["batch"] == 2 and rec["n"] == 5 and rec["max_abs_diff"] < 1e-4
@@ -169,7 +170,7 @@ def test_reexport_to_the_same_path_runs_the_new_library(tmp_path, fmnist_test_sm
     with torch.no_grad():
         second[1].weight.mul_(-1)
     rec = export_tvm(second, tmp_path, trials=0, work_dir=tmp_path / "cache",
-                     parity_images=fmnist_test_small.images[:4])
+                     parity_images=fmnist_test_small.images[:4]).to_dict()
     assert rec["max_abs_diff"] < 1e-4  # the parity check ran the new library
     x = real_batch[:1]
     np.testing.assert_allclose(_load(tmp_path / "model.so").run(x), -old.run(x) + 2 * second[1].bias.detach().numpy(),
@@ -193,7 +194,7 @@ def _foreign_cpu():
     return None
 
 
-def test_library_built_for_another_cpu_is_refused(tmp_path, tiny_model, cache_dir):
+def test_library_built_for_another_cpu_is_refused(tmp_path, tiny_model, cache_dir, fmnist_test_small):
     """A real library compiled for a CPU with features this host lacks: parity is skipped, loading refuses."""
     from edgevit.formats.tvm.export import export_tvm
 
@@ -201,7 +202,7 @@ def test_library_built_for_another_cpu_is_refused(tmp_path, tiny_model, cache_di
     if cpu is None:
         pytest.skip("this machine has every SIMD feature of the x86 CPU models tried (or is not x86)")
     rec = export_tvm(tiny_model, tmp_path / "other.so", target={"kind": "llvm", "mcpu": cpu}, trials=0,
-                     work_dir=cache_dir, parity_samples=4)
+                     work_dir=cache_dir, parity_images=fmnist_test_small.images[:4]).to_dict()
     assert rec["max_abs_diff"] is None and "cannot run on this machine" in rec["parity_skipped"]
     with pytest.raises(RuntimeLoadError) as info:
         _load(tmp_path / "other.so")
@@ -247,7 +248,8 @@ def test_tuning_database_is_saved_and_reused(tmp_path, fmnist_test_small):
     from edgevit.formats.tvm.tuning import DB_FILES
 
     model, work = _linear_model(), tmp_path / "cache"
-    first = export_tvm(model, tmp_path / "a", trials=1, work_dir=work, parity_images=fmnist_test_small.images[:8])
+    first = export_tvm(model, tmp_path / "a", trials=1, work_dir=work,
+                       parity_images=fmnist_test_small.images[:8]).to_dict()
     t1 = first["tuning"]
     assert t1["status"] == "tuned" and t1["trials_run"] == 1 and t1["tuning_time_s"] > 0 and t1["records"] >= 1
     assert t1["tasks_tuned"] >= 1 and t1["tasks"] == 2
@@ -258,7 +260,7 @@ def test_tuning_database_is_saved_and_reused(tmp_path, fmnist_test_small):
     assert first["max_abs_diff"] < 1e-4
 
     second = export_tvm(_linear_model(), tmp_path / "b", trials=1, work_dir=work,
-                        parity_images=fmnist_test_small.images[:4])
+                        parity_images=fmnist_test_small.images[:4]).to_dict()
     t2 = second["tuning"]
     assert t2["status"] == "reused" and t2["key"] == t1["key"] and t2["trials_run"] == 0
     assert t2["tuning_time_s"] == 0.0 and t2["tuning_time_s_total"] == t1["tuning_time_s"]
@@ -266,7 +268,7 @@ def test_tuning_database_is_saved_and_reused(tmp_path, fmnist_test_small):
     assert "warning" not in second
     assert json.loads((tmp_path / "b" / "model.so.tvm.json").read_text())["tuning"]["status"] == "reused"
     shipped = tmp_path / "a" / "model_tuning"  # the copy next to a library serves as a work_dir of its own
-    third = export_tvm(_linear_model(), tmp_path / "c", trials=1, work_dir=shipped, parity=False)
+    third = export_tvm(_linear_model(), tmp_path / "c", trials=1, work_dir=shipped, parity=False).to_dict()
     assert third["tuning"]["status"] == "reused" and third["tuning"]["cache_dir"] == str(shipped)
 
 
@@ -276,10 +278,11 @@ def test_tuned_fmnist_vit_tiny_then_reused(tmp_path, tiny_model, fmnist_test_sma
     from edgevit.formats.tvm.export import export_tvm
 
     rec = export_tvm(tiny_model, tmp_path / "t", trials=16, work_dir=tmp_path / "cache",
-                     parity_images=fmnist_test_small.images[:16])
+                     parity_images=fmnist_test_small.images[:16]).to_dict()
     assert rec["tuning"]["status"] == "tuned" and rec["tuning"]["tasks_tuned"] >= 1
     assert rec["max_abs_diff"] < 1e-4 and rec["top1_agreement"] == 1.0
-    again = export_tvm(tiny_model, tmp_path / "t2", trials=8, work_dir=tmp_path / "cache", parity_samples=4)
+    again = export_tvm(tiny_model, tmp_path / "t2", trials=8, work_dir=tmp_path / "cache",
+                       parity_images=fmnist_test_small.images[:4]).to_dict()
     assert again["tuning"]["status"] == "reused" and again["max_abs_diff"] < 1e-4
 
 
@@ -308,7 +311,7 @@ def test_cuda_export_runs_on_the_gpu(tmp_path, tiny_model, fmnist_test_small):
     from edgevit.formats.tvm.export import export_tvm
 
     rec = export_tvm(tiny_model, tmp_path, target="cuda", trials=0, parity_images=fmnist_test_small.images[:8],
-                     work_dir=tmp_path / "cache")
+                     work_dir=tmp_path / "cache").to_dict()
     assert rec["target"]["kind"] == "cuda" and rec["max_abs_diff"] < 1e-3
     assert _load(tmp_path / "model.so").device.startswith("cuda")
 

@@ -138,7 +138,7 @@ def cmd_export(args) -> int:
     parity = load_dataset("fashion-mnist", "test", limit=args.parity_samples)
     rec = export_run(args.run, args.out, format=args.format, thresholds=args.thresholds, criterion=args.criterion,
                      parity_samples=args.parity_samples, parity_images=parity, exporter=args.exporter,
-                     if_form=args.if_form)
+                     if_form=args.if_form).to_dict()
     print(f"wrote {rec['path']} ({rec['backend']}, {len(rec['files'])} graphs): max |Δ| {rec['max_abs_diff']:.2e}, "
           f"exit agreement {rec['exit_agreement'] * 100:.1f}%, top-1 agreement {rec['top1_agreement'] * 100:.1f}% "
           f"on {rec['n']} real images vs torch")
@@ -152,6 +152,7 @@ def cmd_export(args) -> int:
 
 
 def cmd_quantize(args) -> int:
+    from ..data import load_dataset
     from ..formats.cascade.runtime import read_manifest
     from ..methods.early_exit.quantize import quantize_cascade
     from ..methods.quantize import QuantizeConfig
@@ -161,8 +162,10 @@ def cmd_quantize(args) -> int:
                                "onnxruntime")
     cfg = QuantizeConfig(backend=backend, calib=args.calib, calib_samples=args.calib_samples,
                          smooth_quant=args.smooth_quant, float_head=not args.int8_classifiers)
-    rec = quantize_cascade(args.cascade, args.out, backend=backend, config=cfg, parity_samples=args.parity_samples,
-                           threads=args.threads)
+    # the CLI chooses the INT8-vs-FP32 comparison data (library functions take it as an argument)
+    parity = load_dataset("fashion-mnist", "test", limit=args.parity_samples)
+    rec = quantize_cascade(args.cascade, args.out, backend=backend, config=cfg, parity_images=parity,
+                           parity_samples=args.parity_samples, threads=args.threads)
     p = rec["parity_vs_fp32"]
     print(f"wrote {rec['path']} ({backend}, {len(rec['graphs'])} INT8 graphs, {rec['calibration']['n']} calibration "
           f"images): vs FP32 on {p['n']} real images, exit agreement {p['exit_agreement'] * 100:.1f}%, top-1 "

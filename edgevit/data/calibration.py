@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 DEFAULT_SAMPLES = 300
 
 
-def calibration_data(spec, source: Any = "fashion-mnist", *, split: str = "train", samples: int = DEFAULT_SAMPLES,
+def calibration_data(spec, source: Any, *, split: str = "train", samples: int = DEFAULT_SAMPLES,
                      data_dir: str | None = None, seed: int = 0, what: str = "INT8 calibration"
                      ) -> tuple[np.ndarray, dict]:
     """``(images, where)``: real calibration images preprocessed to ``spec`` and a JSON-able description.

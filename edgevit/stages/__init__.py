@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import importlib
 
-from ..stage import STAGES, Stage, StageContext, StageOutput, StageResult, register_stage
+from ..stage import STAGES, Stage, StageContext, StageOutput, register_stage
 
-__all__ = ["STAGES", "STAGE_MODULES", "Stage", "StageContext", "StageOutput", "StageResult", "register_stage"]
+__all__ = ["STAGES", "STAGE_MODULES", "Stage", "StageContext", "StageOutput", "register_stage"]
 
 # built-in and method stages (each importable without torch or any backend)
 STAGE_MODULES = [

@@ -23,6 +23,7 @@ recipe's ``runtimes`` that runs its graphs (onnxruntime, openvino), or on the ru
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from typing import Literal
 
@@ -76,7 +77,6 @@ class EarlyExitStage(Stage):
             return TrainConfig(**values)
 
     def run(self, ctx: StageContext, config: Config) -> StageOutput:
-        from ..artifact import Artifact
         from ..methods.early_exit.run import calibrate_run, export_run, train_run
 
         src = ctx.latest("torch") or ctx.source_artifact()
@@ -91,17 +91,17 @@ class EarlyExitStage(Stage):
         exp = export_run(ctx.out_dir, ctx.out_dir / "export", format=config.format, criterion=config.criterion,
                          parity_samples=config.parity_samples, parity_images=images, exporter=config.exporter,
                          if_form=config.if_form)
-        art = Artifact(kind="cascade", spec=src.spec, path=ctx.out_dir / "export" / "manifest.json",
-                       source=src.source, meta={"backend": config.format, "exits": len(cal["thresholds"])})
+        # the exporter's cascade artefact (manifest.json), named after the run's source model
+        art = dataclasses.replace(exp.artifact, source=src.source)
+        par = exp.parity
         metrics = {"exits": [e["block"] for e in tr["model"]["exits"]], "thresholds": cal["thresholds"],
                    "heldout_top1": cal["top1"], "heldout_final_top1": cal["final_top1"],
                    "expected_ms": cal["expected_ms"], "segments_only_ms": cal["segments_only_ms"],
-                   "share": cal["share"], "max_abs_diff": exp["max_abs_diff"], "top1_agreement": exp["top1_agreement"],
-                   "exit_agreement": exp["exit_agreement"], "n": exp["n"],
+                   "share": cal["share"], "max_abs_diff": par.max_abs_diff, "top1_agreement": par.top1_agreement,
+                   "exit_agreement": par.extra["exit_agreement"], "n": par.n,
                    "train_steps": [tr["stage1"]["steps"], tr["stage2"]["steps"]]}
-        if exp.get("if_form"):
-            metrics["if_form"] = exp["if_form"]["path"]
-            metrics["if_form_max_abs_diff"] = exp["if_form"]["parity_vs_cascade"]["max_abs_diff"]
-        from ..results import ParityRecord
-
-        return StageOutput(art, metrics, parity=ParityRecord.from_dict(exp["cascade_parity"]))
+        if_form = exp.fields.get("if_form")
+        if if_form:
+            metrics["if_form"] = if_form["path"]
+            metrics["if_form_max_abs_diff"] = if_form["parity_vs_cascade"]["max_abs_diff"]
+        return StageOutput(art, metrics, parity=par)

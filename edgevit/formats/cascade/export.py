@@ -42,6 +42,7 @@ from typing import Any
 import numpy as np
 
 from ...errors import ConfigError, ExportError
+from ...results import ExportResult
 from .spec import MANIFEST, MANIFEST_FORMAT
 from .thresholds import CRITERIA, check_thresholds, never_fires
 
@@ -86,17 +87,23 @@ def _graph_spec(spec, inp: str, out: str):
 def export_cascade(model: Any, out_dir: str | Path, *, format: str = "onnx", thresholds=None,
                    criterion: str = "confidence", calibration: dict | None = None, opset: int = 18,
                    parity: bool = True, parity_images: Any = None, parity_samples: int = 32,
-                   tolerance: float | None = None, exporter: str = "auto") -> dict:
+                   tolerance: float | None = None, exporter: str = "auto") -> ExportResult:
     """Write the cascade of ``model`` (an :class:`~edgevit.methods.early_exit.model.EarlyExitViT`) and its manifest.
 
     ``thresholds``: one per exit in [0, 1] (default: ``calibration["thresholds"]`` when given, else never firing);
     ``criterion``: ``confidence`` or ``entropy``; ``calibration``: the record of
     :func:`edgevit.methods.early_exit.calibrate.calibrate`, stored in the manifest; ``parity_images``: real images for the
-    parity checks (raw uint8, preprocessed float32 or an ArrayDataset; default: the first ``parity_samples``
-    Fashion-MNIST test images); ``exporter``: torch's ONNX exporter as in :func:`edgevit.formats.onnx.export.export_onnx`
-    (``auto``: torch.export-based, ~2-4 s per graph; ``torchscript`` is ~10× faster on these small graphs). Returns a JSON-able record (``manifest``, ``files``, per-graph parity, cascade parity
-    with ``exit_agreement``/``top1_agreement``/``max_abs_diff``/``n``). Raises :class:`ParityError` when a graph
-    differs from torch beyond tolerance, :class:`ConfigError` for bad options.
+    parity checks (raw uint8, preprocessed float32 or an ArrayDataset; required: :class:`ExportError` without them;
+    ``parity_samples`` is kept for callers and unused here); ``exporter``: torch's ONNX exporter as in
+    :func:`edgevit.formats.onnx.export.export_onnx` (``auto``: torch.export-based, ~2-4 s per graph; ``torchscript``
+    is ~10× faster on these small graphs).
+
+    Returns an :class:`~edgevit.results.ExportResult`: its artefact is the ``cascade`` artefact (``manifest.json``),
+    its parity the whole cascade (run by the cascade runtime, per-sample exits) vs the torch model's early exit
+    (``extra``: ``exit_agreement``, ``exits_share``), None with ``parity=False``. ``to_dict()`` is the JSON record
+    (``manifest``, ``files``, per-graph parity ``graphs``, ``cascade_parity`` and at the top
+    ``exit_agreement``/``top1_agreement``/``max_abs_diff``/``cosine``/``n``). Raises :class:`ParityError` when a
+    graph differs from torch beyond tolerance, :class:`ConfigError` for bad options.
     """
     import torch
 
@@ -184,10 +191,13 @@ def export_cascade(model: Any, out_dir: str | Path, *, format: str = "onnx", thr
     path = out / MANIFEST
     write_json(path, manifest)
 
+    from ...versions import library_versions
+
     record: dict[str, Any] = {"format": "cascade", "backend": format, "path": str(path), "source": source,
                               "files": [e["file"] for e in seg_entries + exit_entries], "graphs": {},
                               "parity_inputs": described, "max_abs_diff": None, "top1_agreement": None,
                               "exit_agreement": None, "cosine": None, "n": None}
+    checked = None
     if parity:
         from .runtime import CascadeRuntime
 
@@ -208,11 +218,11 @@ def export_cascade(model: Any, out_dir: str | Path, *, format: str = "onnx", thr
         with torch.inference_mode():
             ref_logits, ref_exits = model.predict(torch.from_numpy(images), th, criterion)
         ref_logits = ref_logits.numpy()
-        res = check_parity(ref_logits, logits, tolerance=tolerance if tolerance is not None else
-                           default_tolerance("fp32", ref_logits), what=f"early-exit cascade ({backend}) vs torch"
-                           ).to_dict()
-        res["exit_agreement"] = float((exits == ref_exits).mean())
-        res["exits_share"] = (np.bincount(exits, minlength=model.num_exits + 1) / len(exits)).tolist()
+        checked = check_parity(ref_logits, logits, tolerance=tolerance if tolerance is not None else
+                               default_tolerance("fp32", ref_logits), what=f"early-exit cascade ({backend}) vs torch")
+        checked.extra["exit_agreement"] = float((exits == ref_exits).mean())
+        checked.extra["exits_share"] = (np.bincount(exits, minlength=model.num_exits + 1) / len(exits)).tolist()
+        res = checked.to_dict()
         record["cascade_parity"] = res
         record.update({k: res[k] for k in ("max_abs_diff", "top1_agreement", "exit_agreement", "cosine", "n")})
         manifest["parity"] = {"runtime": backend, "inputs": described,
@@ -220,10 +230,13 @@ def export_cascade(model: Any, out_dir: str | Path, *, format: str = "onnx", thr
                               "graphs_max_abs_diff": {n: r["max_abs_diff"] for n, r in record["graphs"].items()}}
         write_json(path, manifest)
     record["manifest"] = manifest
-    record["time_s"] = round(time.perf_counter() - t0, 2)
+    seconds = time.perf_counter() - t0
+    record["time_s"] = round(seconds, 2)
     log.info("exported the early-exit cascade of %s (%d segments, %d exits, %s) to %s in %.1f s", source,
-             len(seg_entries), len(exit_entries), format, out, record["time_s"])
-    return record
+             len(seg_entries), len(exit_entries), format, out, seconds)
+    art = _artifact(path, spec, source)
+    art.meta.update({"backend": format, "exits": len(exit_entries)})
+    return ExportResult(artifact=art, parity=checked, seconds=seconds, versions=library_versions(), fields=record)
 
 
 def _artifact(path: Path, spec, source: str):

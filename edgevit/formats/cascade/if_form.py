@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from ...errors import ConfigError
+from ...results import ExportResult, ParityRecord
 from .thresholds import active_heads, check_thresholds
 
 log = logging.getLogger(__name__)
@@ -38,14 +39,23 @@ log = logging.getLogger(__name__)
 
 def build_if_graph(manifest: str | Path, out_path: str | Path, *, thresholds: Any = None,
                    criterion: str | None = None, parity: bool = True, parity_images: Any = None,
-                   parity_samples: int = 64) -> dict:
-    """Compose the ONNX cascade at ``manifest`` into one ``If`` graph at ``out_path``; returns a JSON-able record.
+                   parity_samples: int = 64) -> ExportResult:
+    """Compose the ONNX cascade at ``manifest`` into one ``If`` graph at ``out_path``.
 
     ``thresholds``/``criterion`` default to the manifest's. With ``parity`` the If graph (onnxruntime) is compared
-    image by image with the segment cascade at the same thresholds on real images (default: the first
-    ``parity_samples`` Fashion-MNIST test images) and :class:`~edgevit.errors.ParityError` is raised when they
+    image by image with the segment cascade at the same thresholds on ``parity_images`` (real images: raw uint8,
+    preprocessed float32 or an ArrayDataset; required, :class:`~edgevit.errors.ExportError` without them;
+    ``parity_samples`` is unused and kept for callers) and :class:`~edgevit.errors.ParityError` is raised when they
     disagree. Raises :class:`ConfigError` for an OpenVINO-IR cascade (compose from the ONNX export) or bad thresholds.
+
+    Returns an :class:`~edgevit.results.ExportResult`: its artefact is the ``onnx`` artefact of the If graph, its
+    parity the If graph vs the segment cascade (``extra``: ``inputs``, ``exits_share``; None without ``parity``).
+    ``to_dict()`` is the JSON record: ``path``, ``thresholds``, ``criterion``, ``active_exits``, ``opset``,
+    ``file_size``, ``source_manifest``, ``parity_vs_cascade`` (the parity record) and the parity summary keys.
     """
+    import time
+
+    t0 = time.perf_counter()
     import onnx
     from onnx import TensorProto, compose, helper
 
@@ -146,14 +156,21 @@ def build_if_graph(manifest: str | Path, out_path: str | Path, *, thresholds: An
     rec = {"path": str(out_path), "thresholds": [float(v) for v in th], "criterion": crit,
            "active_exits": [int(k + 1) for k in np.flatnonzero(active)], "opset": opset,
            "file_size": out_path.stat().st_size, "source_manifest": str(base / "manifest.json")}
+    checked = None
     if parity:
-        rec["parity_vs_cascade"] = _parity(base / "manifest.json", out_path, spec, th, crit, parity_images,
-                                           parity_samples, int8=bool(m.get("int8")))
+        checked = _parity(base / "manifest.json", out_path, spec, th, crit, parity_images, int8=bool(m.get("int8")))
+        rec["parity_vs_cascade"] = checked.to_dict()
     log.info("wrote the If form of %s to %s (%d active exits)", base, out_path, int(active.sum()))
-    return rec
+    from ...artifact import Artifact
+    from ...versions import library_versions
+
+    art = Artifact(kind="onnx", spec=spec, path=out_path, source=m.get("source"),
+                   meta={"early_exit_form": "if", "thresholds": rec["thresholds"], "criterion": crit})
+    return ExportResult(artifact=art, parity=checked, seconds=time.perf_counter() - t0, versions=library_versions(),
+                        fields=rec)
 
 
-def _parity(manifest: Path, if_path: Path, spec, th, crit: str, images: Any, samples: int, int8: bool) -> dict:
+def _parity(manifest: Path, if_path: Path, spec, th, crit: str, images: Any, int8: bool) -> ParityRecord:
     """The If graph vs the segment cascade, one image at a time (the If form's batch size), on real images. For an
     INT8 cascade onnxruntime may fuse the quantised ops differently in one graph than in many, so top-1 agreement
     (≥ 98%) is checked instead of an fp32 logit tolerance."""
@@ -174,7 +191,7 @@ def _parity(manifest: Path, if_path: Path, spec, th, crit: str, images: Any, sam
         rt.close()
     res = check_parity(ref, out, tolerance=None if int8 else default_tolerance("fp32", ref),
                        min_top1=0.98 if int8 else None,
-                       what=f"early-exit If form {if_path.name} vs the segment cascade (batch 1)").to_dict()
-    res["inputs"] = described
-    res["exits_share"] = (np.bincount(exits, minlength=len(th) + 1) / len(exits)).tolist()
+                       what=f"early-exit If form {if_path.name} vs the segment cascade (batch 1)")
+    res.extra["inputs"] = described
+    res.extra["exits_share"] = (np.bincount(exits, minlength=len(th) + 1) / len(exits)).tolist()
     return res

@@ -396,9 +396,9 @@ def activation_ranges(onnx_path: str | Path, images: np.ndarray, *, method: str 
             "zero_tensors": zero, "batch_size": batch_size, "seconds": round(time.perf_counter() - t0, 3)}
 
 
-def calibration_images(spec, *, dataset: str = "fashion-mnist", split: str = "train", samples: int = 300,
+def calibration_images(spec, *, dataset: str, split: str = "train", samples: int = 300,
                        data_dir: str | None = None, seed: int = 0) -> tuple[np.ndarray, dict]:
-    """``samples`` class-balanced real images of ``dataset``/``split``, preprocessed to ``spec``, and where from.
+    """``samples`` class-balanced real images of ``dataset`` (a dataset name or ImageFolder directory)/``split``, preprocessed to ``spec``, and where from.
 
     The same helper as every INT8 path of edgevit: :func:`edgevit.data.calibration.calibration_data`.
     """

@@ -87,7 +87,7 @@ def run(source: Any, out: Path, options: TensorRTExportOptions, parity_images: A
     return export_tensorrt(Path(onnx_path), out, precision=options.precision, bundle=options.bundle,
                            engine=False if options.no_engine else None, calib=options.calib,
                            calib_split=options.calib_split, calib_samples=options.calib_samples,
-                           calib_method=options.calib_method, data_dir=options.data_dir,
+                           calibration_method=options.calib_method, data_dir=options.data_dir,
                            min_batch=options.min_batch, opt_batch=options.opt_batch, max_batch=options.max_batch,
                            trt_version=options.trt_version, workspace_mib=options.workspace_mib,
                            onnx_parity=onnx_parity, parity_images=parity, parity_samples=options.parity_samples)

@@ -139,7 +139,7 @@ def _onnx_vs_torch(onnx_path: Path, spec, torch_model, images: np.ndarray) -> Pa
                         what=f"ONNX ({onnx_path.name}) vs torch, as shipped in the TensorRT bundle")
 
 
-def _calibration_inputs(spec, calib: str, calib_split: str, calib_samples: int, calib_images: Any, data_dir,
+def _calibration_inputs(spec, calib: str | None, calib_split: str, calib_samples: int, calib_images: Any, data_dir,
                         seed: int) -> tuple[np.ndarray, dict]:
     from ...data import ArrayDataset
     from ...data.calibration import calibration_data
@@ -155,8 +155,8 @@ def _calibration_inputs(spec, calib: str, calib_split: str, calib_samples: int, 
 
 
 def export_tensorrt(onnx_path: Any, out_dir: str | Path, *, precision: str = "fp16", bundle: bool = True,
-                    engine: bool | None = None, calib: str = "fashion-mnist", calib_split: str = "train",
-                    calib_samples: int = 300, calib_method: str = "entropy", calib_percentile: float = 99.99,
+                    engine: bool | None = None, calib: str | None = None, calib_split: str = "train",
+                    calib_samples: int = 300, calibration_method: str = "entropy", calib_percentile: float = 99.99,
                     calib_images: Any = None, data_dir: str | None = None, min_batch: int = 1, opt_batch: int = 1,
                     max_batch: int = 8, trt_version: str = DEFAULT_TRT_VERSION, workspace_mib: int = 1024,
                     torch_model: Any = None, onnx_parity: dict | None = None, parity_samples: int = 64,
@@ -168,9 +168,10 @@ def export_tensorrt(onnx_path: Any, out_dir: str | Path, *, precision: str = "fp
     - ``bundle``: write the device bundle (needs no TensorRT); ``engine``: build an engine here — ``None`` (default)
       builds one when TensorRT imports, ``True`` requires it, ``False`` never. Without TensorRT and without
       ``bundle`` this raises :class:`MissingBackendError` naming the bundle route;
-    - calibration: ``calib_samples`` class-balanced images of ``calib`` (``fashion-mnist`` or an ImageFolder
-      directory), split ``calib_split``, or ``calib_images``; ``calib_method`` ``entropy`` | ``max`` |
-      ``percentile``; the cache header is tagged for TensorRT ``trt_version`` (the device's; 10.3.0 = JetPack 6);
+    - calibration (for a bundle, or an INT8 engine): ``calib_samples`` class-balanced images of ``calib`` (a dataset
+      name such as ``fashion-mnist`` or an ImageFolder directory), split ``calib_split``, or ``calib_images`` (raw
+      uint8, preprocessed float32 or an ``ArrayDataset``); one of the two is required then (:class:`DataError`);
+      ``calibration_method`` ``entropy`` | ``max`` | ``percentile``; the cache header is tagged for TensorRT ``trt_version`` (the device's; 10.3.0 = JetPack 6);
     - ``min_batch``/``opt_batch``/``max_batch``: the optimisation profile of a dynamic-batch ONNX file;
     - ``torch_model`` (module or torch Artifact) or ``onnx_parity`` (a parity record) give the ONNX-vs-torch
       parity written to the manifest; ``parity_images`` (preprocessed, raw uint8 or an ``ArrayDataset``) are used
@@ -195,8 +196,8 @@ def export_tensorrt(onnx_path: Any, out_dir: str | Path, *, precision: str = "fp
     t0 = time.perf_counter()
     if precision not in PRECISIONS:
         raise ConfigError(f"TensorRT precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-    if calib_method not in CALIB_METHODS:
-        raise ConfigError(f"calibration method must be one of {', '.join(CALIB_METHODS)}, got {calib_method!r}")
+    if calibration_method not in CALIB_METHODS:
+        raise ConfigError(f"calibration method must be one of {', '.join(CALIB_METHODS)}, got {calibration_method!r}")
     if calib_samples < 1 or parity_samples < 1:
         raise ConfigError(f"calib_samples and parity_samples must be ≥ 1, got {calib_samples}, {parity_samples}")
     if workspace_mib < 1:
@@ -227,7 +228,7 @@ def export_tensorrt(onnx_path: Any, out_dir: str | Path, *, precision: str = "fp
     if bundle or precision == "int8":
         images, where = _calibration_inputs(spec, calib, calib_split, calib_samples, calib_images, data_dir, seed)
         where = calib_description or where
-        calibration = compute_calibration_cache(src, images, cache_path, method=calib_method,
+        calibration = compute_calibration_cache(src, images, cache_path, method=calibration_method,
                                                 percentile=calib_percentile, trt_version=trt_version)
         calibration.update({"data": where, "file": cache_path.name,
                             "detail_file": Path(calibration["detail_file"]).name})

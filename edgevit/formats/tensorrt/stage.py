@@ -69,7 +69,7 @@ class ExportTensorRTStage(Stage):
                                  trt_version=config.trt_version, workspace_mib=config.workspace_mib,
                                  torch_model=src.load_model() if src.kind == "torch" else None,
                                  parity_images=parity, parity_samples=config.parity_samples,
-                                 calib_method=config.calib_method)
+                                 calibration_method=config.calib_method)
         # a bundle alone is not an artefact a runtime here can load: the run then continues as it was
         art = result.artifact if result.fields["engine"] else ctx.artifact
         return StageOutput(art, result.to_dict(), parity=result.parity)

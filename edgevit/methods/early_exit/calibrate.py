@@ -7,8 +7,8 @@
 3. :func:`edgevit.methods.early_exit.thresholds.search_thresholds`: the thresholds minimising expected latency with
    top-1 at most ``budget`` percentage points below the final head's on the held-out split.
 
-The default held-out split is the last ``holdout`` (5000) images of Fashion-MNIST's train split — the part that
-``edgevit early-exit train`` leaves out of training by default.
+The held-out split is the last ``holdout`` (5000 by default) images of the training dataset's train split — the
+part that ``edgevit early-exit train`` leaves out of training.
 """
 
 from __future__ import annotations
@@ -23,9 +23,10 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 
-def heldout_split(name: str = "fashion-mnist", *, holdout: int = 5000, data_dir: str | None = None,
+def heldout_split(name: str, *, holdout: int = 5000, data_dir: str | None = None,
                   limit: int | None = None):
-    """``(train part, held-out part)`` of the train split: the last ``holdout`` images are held out."""
+    """``(train part, held-out part)`` of the train split of ``name`` (a dataset name or ImageFolder directory, as
+    :func:`edgevit.data.load_dataset` takes it): the last ``holdout`` images are held out."""
     from ...data import load_dataset
     from ...errors import DataError
 
@@ -58,7 +59,7 @@ def calibrate(model: Any, heldout: Any, *, budget: float, runtime: str = "onnxru
     exp = export_cascade(model, work, format="onnx", criterion=criterion, thresholds=never_fires(criterion),
                          parity_images=heldout.images[:16],
                          parity=True, exporter=exporter)
-    casc = CascadeRuntime(_art(exp["path"], model), backend=runtime, threads=threads, **(runtime_options or {}))
+    casc = CascadeRuntime(exp.artifact, backend=runtime, threads=threads, **(runtime_options or {}))
     try:
         from ...data import preprocess
 
@@ -79,8 +80,3 @@ def calibrate(model: Any, heldout: Any, *, budget: float, runtime: str = "onnxru
              res["segments_only_ms"])
     return res
 
-
-def _art(path, model):
-    from ...artifact import Artifact
-
-    return Artifact(kind="cascade", spec=model.edgevit_spec, path=Path(path), source=model.edgevit_name)

@@ -3,8 +3,8 @@
 :func:`quantize_cascade` reads a cascade's ``manifest.json`` (written by :func:`edgevit.methods.early_exit.export_cascade`)
 and writes a new folder with the same layout whose segments and exit heads are INT8:
 
-- calibration data is real: the calibration images (default 300 class-balanced Fashion-MNIST train images, through
-  :func:`edgevit.methods.quantize.calibration_data`) are run through the FP32 cascade, so each graph is calibrated on the
+- calibration data is real: the calibration images (``calib``, or the config's ``calib`` dataset: 300
+  class-balanced train images by default, through :func:`edgevit.methods.quantize.calibration_data`) are run through the FP32 cascade, so each graph is calibrated on the
   tokens it will actually see (segment k on the output of segment k−1, each head on the output of its segment);
 - each graph goes through :func:`edgevit.methods.quantize.backends.quantize_file` with the INT8 guardrails of
   :class:`~edgevit.methods.quantize.QuantizeConfig` — LayerNorm, Softmax, GELU and residual Adds float; the classifier
@@ -41,11 +41,12 @@ def quantize_cascade(manifest: str | Path, out_dir: str | Path, *, backend: str 
                      threads: int | None = None) -> dict:
     """Quantise every graph of the cascade at ``manifest`` into ``out_dir``; returns a JSON-able record.
 
-    ``calib``: calibration data as :func:`edgevit.methods.quantize.calibration_data` takes it (default the config's,
-    Fashion-MNIST train); ``config``: a :class:`~edgevit.methods.quantize.QuantizeConfig` for the guardrails and backend
+    ``calib``: calibration data as :func:`edgevit.methods.quantize.calibration_data` takes it (default the config's
+    ``calib``/``calib_split``/``calib_samples``); ``config``: a :class:`~edgevit.methods.quantize.QuantizeConfig` for the guardrails and backend
     knobs (its accuracy/speed-gate fields are not used here: the cascade is judged by the threshold sweep);
-    ``parity_images``: real images for the INT8-vs-FP32 comparison (default: the first ``parity_samples``
-    Fashion-MNIST test images).
+    ``parity_images``: real images for the INT8-vs-FP32 comparison (required: raw uint8, preprocessed float32 or an
+    ArrayDataset; :class:`~edgevit.errors.ExportError` without them, before any work); ``parity_samples`` is unused
+    and kept for callers.
     """
     from ...artifact import Artifact, write_json
     from ...formats.cascade.runtime import CascadeRuntime, graph_inputs, read_manifest
@@ -69,6 +70,12 @@ def quantize_cascade(manifest: str | Path, out_dir: str | Path, *, backend: str 
     out = Path(out_dir)
     if out.resolve() == src_dir.resolve():
         raise ConfigError("write the INT8 cascade to another folder than its FP32 source")
+    if parity_images is None:
+        from ...errors import ExportError
+
+        raise ExportError("the INT8 cascade is compared with its FP32 source on real images: pass parity_images=<images> "
+                          "(raw uint8, preprocessed NCHW float32 or an ArrayDataset, e.g. load_dataset('fashion-mnist', "
+                          "'test', limit=500))")
     out.mkdir(parents=True, exist_ok=True)
     from ...spec import InputSpec
 
@@ -119,10 +126,14 @@ def quantize_cascade(manifest: str | Path, out_dir: str | Path, *, backend: str 
     return rec
 
 
-def compare_cascades(a: str | Path, b: str | Path, images: Any = None, *, samples: int = 500,
+def compare_cascades(a: str | Path, b: str | Path, images: Any, *, samples: int = 500,
                      threads: int | None = None) -> dict:
-    """Per-sample exits, top-1 and logits of cascade ``b`` against cascade ``a`` on the same real images, both at
-    ``a``'s thresholds."""
+    """Per-sample exits, top-1 and logits of cascade ``b`` against cascade ``a`` on the same real ``images`` (raw
+    uint8, preprocessed float32 or an ArrayDataset; all are used, ``samples`` is unused and kept for callers), both
+    at ``a``'s thresholds. Raises :class:`~edgevit.errors.ExportError` when ``images`` is None or empty.
+
+    Returns ``{n, inputs, thresholds, exit_agreement, top1_agreement (fractions in [0, 1]), max_abs_diff (logit
+    units), mean_exit: [a's, b's]}``."""
     from ...artifact import Artifact
     from ...formats.cascade.runtime import CascadeRuntime, read_manifest
     from ...formats.parity import parity_inputs

@@ -14,6 +14,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ...results import ExportResult
+
 log = logging.getLogger(__name__)
 
 CHECKPOINT = "early_exit.safetensors"
@@ -21,10 +23,11 @@ IF_FORM = "cascade_if.onnx"
 CALIBRATION = "calibration.json"
 
 
-def train_run(model: Any, out_dir: str | Path, *, data: str = "fashion-mnist", data_dir: str | None = None,
+def train_run(model: Any, out_dir: str | Path, *, data: str, data_dir: str | None = None,
               holdout: int = 5000, limit: int | None = None, config: Any = None) -> dict:
-    """Attach heads to ``model`` (a torch module or a model name), train stage 1 + 2 on the train split minus its
-    last ``holdout`` images (first ``limit`` of them), save the checkpoint; return the record (also train.json)."""
+    """Attach heads to ``model`` (a torch module or a model name), train stage 1 + 2 on the train split of ``data``
+    (a dataset name or ImageFolder directory, as :func:`edgevit.data.load_dataset` takes it) minus its last
+    ``holdout`` images (first ``limit`` of them), save the checkpoint; return the record (also train.json)."""
     from ...artifact import write_json
     from ...models import create
     from .calibrate import heldout_split
@@ -58,8 +61,11 @@ def _load(run_dir: str | Path):
 def calibrate_run(run_dir: str | Path, *, budget: float, runtime: str = "onnxruntime", criterion: str = "confidence",
                   holdout: int | None = None, heldout_limit: int | None = None, threads: int | None = None,
                   warmup_s: float = 0.2, duration_s: float = 1.0, exporter: str = "auto",
-                  model: Any = None) -> dict:
-    """Calibrate the run's checkpoint on its held-out split for ``runtime``; writes ``calibration.json``."""
+                  model: Any = None, data: str | None = None, data_dir: str | None = None) -> dict:
+    """Calibrate the run's checkpoint on its held-out split for ``runtime``; writes ``calibration.json``.
+
+    The held-out split is the last ``holdout`` train images of the dataset the checkpoint records it was trained
+    on (``data``/``data_dir`` override it); :class:`~edgevit.errors.ConfigError` when neither names one."""
     import numpy as np
 
     from ...artifact import write_json
@@ -68,7 +74,12 @@ def calibrate_run(run_dir: str | Path, *, budget: float, runtime: str = "onnxrun
     run = Path(run_dir)
     ee = model if model is not None else _load(run)
     split = dict(getattr(ee, "edgevit_extra", {}).get("split") or {})
-    data, data_dir = split.get("data", "fashion-mnist"), split.get("data_dir")
+    data, data_dir = data or split.get("data"), data_dir or split.get("data_dir")
+    if not data:
+        from ...errors import ConfigError
+
+        raise ConfigError(f"{run} records no training data split: pass data=<dataset name or ImageFolder directory> "
+                          f"(the one the heads were trained on)")
     holdout = holdout or split.get("holdout") or 5000
     _, held = heldout_split(data, holdout=holdout, data_dir=data_dir)
     if heldout_limit is not None:
@@ -82,9 +93,13 @@ def calibrate_run(run_dir: str | Path, *, budget: float, runtime: str = "onnxrun
 
 def export_run(run_dir: str | Path, out_dir: str | Path, *, format: str = "onnx", thresholds=None,
                criterion: str | None = None, parity_samples: int = 64, parity_images: Any = None,
-               exporter: str = "auto", model: Any = None, if_form: bool = False) -> dict:
+               exporter: str = "auto", model: Any = None, if_form: bool = False) -> ExportResult:
     """Export the run's checkpoint with its calibrated thresholds (or ``thresholds``) to ``out_dir``; with
-    ``if_form`` (ONNX only) also ``cascade_if.onnx``, the same cascade as one graph with ``If`` nodes (batch 1)."""
+    ``if_form`` (ONNX only) also ``cascade_if.onnx``, the same cascade as one graph with ``If`` nodes (batch 1).
+
+    ``parity_images``: real images for the parity checks (required). Returns the
+    :class:`~edgevit.results.ExportResult` of :func:`~edgevit.formats.cascade.export.export_cascade`; with
+    ``if_form`` its ``fields["if_form"]`` holds the If form's record (``build_if_graph(...).to_dict()``)."""
     from ...formats.cascade.export import export_cascade
 
     run = Path(run_dir)
@@ -108,6 +123,6 @@ def export_run(run_dir: str | Path, out_dir: str | Path, *, format: str = "onnx"
     if if_form:
         from ...formats.cascade.if_form import build_if_graph
 
-        rec["if_form"] = build_if_graph(rec["path"], Path(out_dir) / IF_FORM, parity_images=parity_images,
-                                        parity_samples=parity_samples)
+        rec.fields["if_form"] = build_if_graph(rec.path, Path(out_dir) / IF_FORM, parity_images=parity_images,
+                                               parity_samples=parity_samples).to_dict()
     return rec
