@@ -49,7 +49,10 @@ def summarize(records: list[dict]) -> dict:
         for row in m.get("latency", []):
             latency.append({"stage": r["id"], **row})
         for p in m.get("predictions", []):
-            predictions.append({**p, "latency_ms": p.get("latency_ms")})
+            # the detected host is named by its CPU ("host (Intel Xeon ..., 2 cores, AVX-512/AMX)"), other targets
+            # by their profile name: they are predictions for other machines
+            predictions.append({**p, "target": p.get("target_label") or p.get("target"),
+                                "latency_ms": p.get("latency_ms")})
     return {"accuracy": acc, "exports": exports, "latency": latency, "predictions": predictions}
 
 
@@ -115,7 +118,8 @@ def write_report(run_dir: Path, recipe, records: list[dict], *, title: str | Non
                 ("Latency (measured)", s["latency"], LATENCY_COLS, _machine_line(s["latency"])),
                 ("Predicted latency (roofline over the ONNX graph; not measured)", s["predictions"], PREDICTION_COLS,
                  ("Efficiency 1.0 assumed unless stated: predictions are floors. 'error %' compares the prediction "
-                  "for this machine's profile with the measured median where both exist."))]
+                  "for the detected host (this machine) with the measured median where both exist; every other target "
+                  "is a prediction for another machine, never compared with this machine's measurements."))]
     md = [f"# {doc['title']}", "", intro, ""]
     body = [f"<h1>{html.escape(doc['title'])}</h1>", f"<p>{html.escape(intro)}</p>"]
     for heading, rows, cols, note in sections:

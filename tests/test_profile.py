@@ -303,7 +303,7 @@ def test_all_hardware_profiles_load_with_sources_and_tags():
         numbers = list(p.numbers())
         assert numbers, name
         for key, q in numbers:
-            assert q.tag in ("S", "D", "R"), f"{name}: {key}"
+            assert q.tag in ("S", "D", "R", "M"), f"{name}: {key}"
             assert q.source.strip(), f"{name}: {key}"
         for mode in p.modes.values():
             for dtype in ("fp32", "fp16", "int8"):

@@ -62,10 +62,21 @@ def cmd_list(args) -> int:
         for n in sorted(exporters()):
             print(n)
     elif what == "targets":
-        from ..profiling.hardware import list_profiles
+        from ..profiling.hardware import HOST_NAME, list_profiles, load_profile
 
+        host = load_profile(HOST_NAME)  # this machine, detected now: first, with what was detected
+        facts = {k: q for k, q in host.facts.items() if q.value is not None}
+        clock = next((facts[k] for k in ("clock_max", "clock_base", "clock_current") if k in facts), None)
+        caches = ", ".join(f"{k.split('_')[0].upper()} {q.value:g} {q.unit}" for k, q in facts.items()
+                           if k.endswith("_cache"))
+        print(f"{HOST_NAME:24s} this machine (detected): {host.cpu_model or 'unknown CPU'}; "
+              f"{int(host.facts['cores'].value or 0)} cores in the affinity mask; ISA {', '.join(host.isa) or '-'}"
+              + (f"; {clock.value:g} GHz ({clock.source.split(' (')[0]})" if clock else "")
+              + (f"; caches {caches}" if caches else "")
+              + (f"; GPU {', '.join(str(g.get('name')) for g in host.gpus)}" if host.gpus else ""))
         for p in list_profiles():
-            print(f"{p.name:24s} {p.description}")
+            if p.name != HOST_NAME:
+                print(f"{p.name:24s} {p.description}")
     return 0
 
 

@@ -26,7 +26,8 @@ from ..registry import Registry
 log = logging.getLogger(__name__)
 
 TAGS = {"S": "found in a public source", "D": "derived (cores × clock × ops per cycle, or sparse ÷ 2)",
-        "R": "recalled from vendor datasheets, to be checked"}
+        "R": "recalled from vendor datasheets, to be checked",
+        "M": "measured or read on this machine at run time (the `host` profile; the source says how)"}
 
 # unit → factor to SI base units (ops/s, bytes/s, seconds, bytes, Hz, watts, plain counts)
 UNITS: dict[str, float] = {
@@ -200,9 +201,17 @@ def list_profiles() -> list[HardwareProfile]:
     return [load_profile(n) for n in HARDWARE.names()]
 
 
+HOST_NAME = "host"  # THIS machine, detected at run time (``edgevit.profiling.host``), not a YAML file
+
+
 @functools.cache
 def load_profile(name: str) -> HardwareProfile:
-    """A registered profile by name (``jetson-orin-nano-8gb``) or a path to a profile YAML file."""
+    """A registered profile by name (``jetson-orin-nano-8gb``), ``host`` (this machine, detected at run time:
+    :func:`edgevit.profiling.host.host_profile`) or a path to a profile YAML file."""
+    if name == HOST_NAME:
+        from .host import host_profile
+
+        return host_profile()
     if name not in HARDWARE and (str(name).endswith((".yaml", ".yml")) or Path(name).is_file()):
         return _load_file(Path(name))
     return _load_file(HARDWARE.get(name))
@@ -232,7 +241,7 @@ class NumberDoc(ConfigModel):
     value: float | None = Field(..., ge=0, allow_inf_nan=False,
                                 description="the number in `unit` (≥ 0), or null when the device has none / unknown")
     unit: Literal[tuple(UNITS)] = Field(..., description="unit of `value`")  # type: ignore[valid-type]
-    tag: Literal["S", "D", "R"] = Field(..., description="; ".join(f"{t} = {m}" for t, m in TAGS.items()))
+    tag: Literal[tuple(TAGS)] = Field(..., description="; ".join(f"{t} = {m}" for t, m in TAGS.items()))
     source: str = Field(..., description="where the number comes from (a datasheet, a derivation)")
 
     @model_validator(mode="before")
@@ -371,3 +380,4 @@ def parse_profile(doc: Any, path: Path) -> HardwareProfile:
 
 
 _register_dir(PROFILES_DIR)
+HARDWARE.register(HOST_NAME, Path(__file__).with_name("host.py"))  # built at run time by load_profile("host")
