@@ -505,3 +505,157 @@ def test_time_call_and_interleaved_passes():
         time_interleaved({"x": lambda a: None}, x, passes=0)
     with pytest.raises(ConfigError, match="no calls"):
         time_interleaved({}, x)
+
+
+# ------------------------------------------------------------------------------------------------ host (issue 15)
+HOST_FIXTURES = Path(__file__).parent / "fixtures" / "host"
+
+
+def _proc_cpuinfo_first(key: str) -> str | None:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        k, sep, v = line.partition(":")
+        if sep and k.strip() == key:
+            return v.strip()
+    return None
+
+
+def test_host_profile_describes_this_machine():
+    """Against this machine's real /proc/cpuinfo, /sys and affinity mask (no mocks)."""
+    from edgevit.profiling import HARDWARE, load_profile
+
+    assert "host" in HARDWARE
+    p = load_profile("host")
+    assert p.name == "host" and p.processor == "cpu"
+    model = _proc_cpuinfo_first("model name")
+    if model:  # x86: the brand string from /proc/cpuinfo is the model (a microarchitecture may be appended)
+        assert p.cpu_model.startswith(model) and model in p.label
+    cpus = sorted(os.sched_getaffinity(0))
+    assert p.facts["logical_cpus"].value == len(cpus)
+    cores = {(Path(f"/sys/devices/system/cpu/cpu{c}/topology/physical_package_id").read_text().strip(),
+              Path(f"/sys/devices/system/cpu/cpu{c}/topology/core_id").read_text().strip()) for c in cpus}
+    assert p.facts["cores"].value == len(cores) and f"{len(cores)} core" in p.label
+    flags = set((_proc_cpuinfo_first("flags") or _proc_cpuinfo_first("Features") or "").split())
+    for flag, name in (("avx2", "AVX2"), ("avx512f", "AVX-512F"), ("avx512_vnni", "AVX512_VNNI"),
+                       ("avx512_bf16", "AVX512_BF16"), ("avx512_fp16", "AVX512_FP16"), ("amx_int8", "AMX-INT8")):
+        assert (name in p.isa) == (flag in flags), name
+    l3 = Path(f"/sys/devices/system/cpu/cpu{cpus[0]}/cache/index3/size")
+    if l3.exists():
+        kb = int(l3.read_text().strip().rstrip("K"))
+        q = p.facts["l3_cache"]
+        assert q.value * (1024 if q.unit == "MB" else 1) == kb and q.tag == "M"
+    # every number has a tag and a source; peaks say their formula; bandwidth is measured
+    for key, q in p.numbers():
+        assert q.tag in ("S", "D", "R", "M") and q.source.strip(), key
+    fp32 = p.peak("fp32")
+    clock = next(p.facts[k] for k in ("clock_max", "clock_base", "clock_current") if k in p.facts)
+    per_cycle = fp32.value / (len(cores) * clock.value)
+    assert f"{len(cores)} cores × {clock.value:g} GHz × {per_cycle:.0f} FLOP/cycle" in fp32.source
+    assert p.peak_ops("int8") > p.peak_ops("fp32")
+    fp16 = p.mode().peak["fp16"]
+    assert (fp16.value is None) == (not flags & {"avx512_fp16", "amx_fp16", "asimdhp"})
+    if fp16.value is None:
+        assert "no FP16 arithmetic" in fp16.source
+    bw = p.mode().memory_bandwidth
+    assert bw.value > 0 and bw.tag == "M" and bw.source.startswith("measured: numpy.copyto")
+
+
+def _describe(name: str):
+    from edgevit.profiling.host import describe_cpu, parse_cpuinfo, parse_lscpu
+
+    ci = HOST_FIXTURES / f"{name}.cpuinfo"
+    ls = HOST_FIXTURES / f"{name}.lscpu"
+    return describe_cpu(parse_cpuinfo(ci.read_text() if ci.exists() else ""),
+                        parse_lscpu(ls.read_text()) if ls.exists() else None,
+                        source=f"{name}.cpuinfo")
+
+
+def test_host_parses_recorded_intel_xeon_with_amx():
+    from edgevit.profiling.host import derive_peaks
+
+    d = _describe("xeon-8573c-amx-2vcpu")  # lscpu only: 2 vCPUs = 1 core × 2 threads, CPU max MHz 2300
+    assert d.model == "INTEL(R) XEON(R) PLATINUM 8573C" and d.vendor == "GenuineIntel" and d.arch == "x86"
+    assert {"AVX-512F", "AVX512_VNNI", "AVX_VNNI", "AVX512_BF16", "AVX512_FP16", "AMX-INT8", "AMX-BF16"} <= set(
+        d.features) and "AMX-FP16" not in d.features
+    assert d.logical_cpus.value == 2 and d.cores.value == 1 and d.clock.value == 2.3
+    assert d.clock.source == "lscpu 'CPU max MHz'"
+    assert d.label == "host (INTEL(R) XEON(R) PLATINUM 8573C, 1 core, AVX-512/VNNI/BF16/FP16/AMX)"
+    assert d.caches["l2_cache"].value == 2 and d.caches["l3_cache"].value == 260
+    pk = derive_peaks(d)
+    assert pk["fp32"].value == pytest.approx(1 * 2.3 * 64) and "2 FMA units" in pk["fp32"].source
+    assert pk["int8"].value == pytest.approx(1 * 2.3 * 2048) and "AMX-INT8" in pk["int8"].source
+    assert pk["bf16"].value == pytest.approx(1 * 2.3 * 1024) and "AMX-BF16" in pk["bf16"].source
+    assert pk["fp16"].value == pytest.approx(1 * 2.3 * 128) and "AVX512_FP16" in pk["fp16"].source
+
+
+def test_host_parses_recorded_amd_epyc_zen4():
+    from edgevit.profiling.host import derive_peaks
+
+    d = _describe("epyc-zen4-2vcpu")  # this build machine, recorded: no cpufreq, no lscpu max MHz
+    assert d.model == "AMD EPYC (Zen 4)" and d.vendor == "AuthenticAMD"
+    assert d.clock is d.clocks["current"] and "'cpu MHz'" in d.clock.source and 2 < d.clock.value < 4
+    assert "AVX512_FP16" not in d.features and d.isa_short == "AVX-512/VNNI/BF16"
+    pk = derive_peaks(d)
+    assert pk["fp32"].value == pytest.approx(2 * d.clock.value * 32, abs=0.1)
+    assert "double-pumped" in pk["fp32"].source
+    assert pk["int8"].value == pytest.approx(4 * pk["fp32"].value, abs=0.5)
+    assert pk["fp16"].value is None and "no AVX512_FP16, no AMX-FP16" in pk["fp16"].source
+    assert pk["bf16"].value == pytest.approx(2 * pk["fp32"].value, abs=0.5)
+
+
+def test_host_parses_recorded_raspberry_pi5_cortex_a76():
+    from edgevit.profiling import load_profile
+    from edgevit.profiling.host import derive_peaks
+
+    d = _describe("rpi5-cortex-a76")
+    assert d.arch == "arm" and d.model == "Cortex-A76" and d.vendor == "ARM"
+    assert {"NEON", "dotprod", "FP16 (asimdhp)"} <= set(d.features) and "i8mm" not in d.features
+    assert d.cores.value == 4 and d.clock.value == 2.4
+    pk = derive_peaks(d)
+    # the same numbers as the hand-written raspberry-pi-5 profile (0.154 TFLOPS FP32, ~0.61 TOPS SDOT)
+    rpi = load_profile("raspberry-pi-5")
+    assert pk["fp32"].value / 1e3 == pytest.approx(rpi.peak("fp32").value, rel=0.01)
+    assert pk["int8"].value == pytest.approx(4 * 153.6) and "dotprod" in pk["int8"].source
+    assert pk["fp16"].value == pytest.approx(2 * 153.6) and pk["bf16"].value is None
+
+
+def test_list_targets_shows_host_first_and_recipes_accept_host(capsys):
+    from edgevit.cli import main
+    from edgevit.profiling import load_profile
+    from edgevit.recipe import from_raw
+
+    assert main(["list", "targets"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    host = load_profile("host")
+    assert lines[0].startswith("host ") and host.cpu_model in lines[0] and "ISA " in lines[0]
+    assert not any(ln.startswith("host ") for ln in lines[1:])
+    r = from_raw({"model": "fmnist-vit-tiny", "stages": ["eval"], "targets": ["host", "raspberry-pi-5"]})
+    assert r.targets == ["host", "raspberry-pi-5"]
+
+
+def test_profile_stage_compares_measurement_with_the_detected_host_only(tmp_path, fmnist_test_small):
+    import json
+
+    from edgevit import pipeline
+    from edgevit.profiling import load_profile
+    from edgevit.recipe import from_raw
+
+    raw = {"name": "host", "model": {"name": "fmnist-vit-tiny"}, "data": {"limit": 8, "batch_size": 8},
+           "runtimes": ["onnxruntime"], "targets": ["raspberry-pi-5"],
+           "stages": [{"stage": "export_onnx", "parity_samples": 4},
+                      {"stage": "profile", "batch": [1], "duration_s": 0.05, "warmup_s": 0.02, "min_runs": 3,
+                       "include_source": False},
+                      {"stage": "report"}]}
+    pipeline.run(from_raw(raw), tmp_path)
+    rec = json.loads(next(tmp_path.glob("*_profile/record.json")).read_text())
+    preds = rec["metrics"]["predictions"]
+    host = load_profile("host")
+    model = _proc_cpuinfo_first("model name") or host.cpu_model
+    host_rows = [p for p in preds if p["target"] == "host"]
+    assert host_rows and all(model in p["target_label"] and p["cpu_model"] == host.cpu_model for p in host_rows)
+    measured = [p for p in preds if p.get("measured_ms") is not None]
+    assert measured and all(p["target"] == "host" for p in measured)  # other targets: predictions only
+    assert {p["target"] for p in preds} == {"host", "raspberry-pi-5"}
+    if "epyc-zen4-2core" not in host.label:
+        assert "epyc-zen4-2core" not in json.dumps(rec)
+    md = (tmp_path / "report.md").read_text()
+    assert host.label in md and "epyc-zen4-2core" not in md
