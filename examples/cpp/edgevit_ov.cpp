@@ -120,6 +120,10 @@ Spec load_spec(const std::shared_ptr<ov::Model>& model, const std::string& where
     spec.num_classes = std::stoi(rt_string(model, "num_classes", where));
     spec.input_name = rt_string(model, "input_name", where);
     spec.output_name = rt_string(model, "output_name", where);
+    if (model->has_rt_info("edgevit", "preprocess", "class_names")) {  // optional: older IRs name no classes
+        std::istringstream names(model->get_rt_info<std::string>("edgevit", "preprocess", "class_names"));
+        for (std::string line; std::getline(names, line);) spec.class_names.push_back(line);
+    }
     if (spec.channels <= 0 || spec.height <= 0 || spec.width <= 0 ||
         spec.mean.size() != static_cast<std::size_t>(spec.channels) || spec.std.size() != spec.mean.size())
         throw std::runtime_error(where + ": malformed edgevit/preprocess rt_info (channels/size/mean/std disagree); "

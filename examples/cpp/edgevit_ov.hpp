@@ -34,8 +34,11 @@ struct Spec {
     std::string interpolation = "bilinear";  // bilinear | bicubic | nearest
     double crop_pct = 1.0;
     int num_classes = -1;  // -1 when the spec does not say
+    std::vector<std::string> class_names;  // rt_info edgevit/preprocess/class_names (one a line); empty if absent
     std::string input_name = "input", output_name = "logits";
 
+    // The name of class i, or "" when the IR names no classes (or fewer than i + 1).
+    std::string class_name(std::size_t i) const { return i < class_names.size() ? class_names[i] : std::string(); }
     std::size_t input_numel() const { return static_cast<std::size_t>(channels) * height * width; }
 };
 
