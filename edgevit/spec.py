@@ -35,6 +35,12 @@ class InputSpec:
     def hw(self) -> tuple[int, int]:
         return self.input_size[1], self.input_size[2]
 
+    @property
+    def class_names(self) -> tuple[str, ...] | None:
+        """The name of each class (``extra["class_names"]``), or None when the model does not say."""
+        names = self.extra.get("class_names")
+        return tuple(str(n) for n in names) if names else None
+
     def to_dict(self) -> dict:
         d = asdict(self)
         d["input_size"] = list(self.input_size)

@@ -172,3 +172,35 @@ def test_options_threads_precision(classify_bin, tiny_ir, pgm_images, tmp_path):
     doc = json.loads(out.read_text())
     assert doc["threads"] == 1 and doc["hint"] == "THROUGHPUT" and doc["inference_precision"] in ("bf16", "f32")
     assert len(doc["results"][0]["top"]) == 3
+
+
+def test_sample_image_and_class_names(classify_bin, tiny_ir, fmnist_test_small, tmp_path, capsys):
+    """The README's walk-through: `edgevit data sample` writes a real test image, and classify names the classes
+    from the IR's metadata (edgevit/preprocess/class_names, written from the spec of the built-in models)."""
+    import openvino as ov
+    from PIL import Image
+
+    from edgevit.cli import main
+    from edgevit.data.fashion_mnist import CLASSES
+
+    image = tmp_path / "image.pgm"
+    assert main(["data", "sample", "--data", "fashion-mnist", "--index", "3", "--out", str(image)]) == 0
+    label = int(fmnist_test_small.labels[3])
+    assert f"label {label} ({CLASSES[label]})" in capsys.readouterr().out
+    assert image.read_bytes().startswith(b"P5")
+    np.testing.assert_array_equal(np.asarray(Image.open(image)), fmnist_test_small.images[3])
+
+    ir = ov.Core().read_model(str(tiny_ir))
+    assert ir.get_rt_info(["edgevit", "preprocess", "class_names"]).astype(str).split("\n") == list(CLASSES)
+
+    out = tmp_path / "named.json"
+    r = run_classify(classify_bin, tiny_ir, image, "--runs", 1, "--warmup", 0, "--json", out)
+    top = json.loads(out.read_text())["results"][0]["top"]
+    assert [t["name"] for t in top] == [CLASSES[t["class"]] for t in top]
+    lines = r.stdout.splitlines()
+    assert lines[0] == str(image) and lines[1].startswith(f"  1. class {top[0]['class']} ({CLASSES[top[0]['class']]})  p=")
+
+    for bad, msg in ((["--index", "100000"], "has only 10000 images"), (["--out", str(tmp_path / "x.jpgx")],
+                                                                         "cannot tell the image format")):
+        args = ["data", "sample", "--index", "0", "--out", str(image), *bad]
+        assert main(args) == 2 and msg in capsys.readouterr().err

@@ -60,6 +60,7 @@ RULES: tuple[Rule, ...] = (
     # --bundle: ONNX + INT8 calibration cache + build.sh/profile.sh; builds no engine, so no TensorRT needed
     Rule("edgevit export tensorrt", add=("--calib-samples", "32", "--parity-samples", "16"), slow=True),
     Rule("edgevit eval --artifact runs/x/ov/", replace={"1000": "50"}, slow=True),
+    Rule("edgevit data sample"),
     Rule("examples/cpp/build.sh", skip="C++ build (cmake + compiler, minutes); tests/test_cpp_consumer.py builds and "
                                       "runs examples/cpp on real images"),
     Rule("edgevit quantize --model fmnist-vit --backend openvino",

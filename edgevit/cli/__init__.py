@@ -12,7 +12,7 @@ import logging
 import sys
 from pathlib import Path
 
-from . import distill, early_exit, quantize
+from . import data, distill, early_exit, quantize
 from .common import (
     add_data_args,
     add_model_args,
@@ -228,6 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--out", help="write the schema to this file instead of printing it")
     sp.set_defaults(func=cmd_recipe_schema)
 
+    data.add_parser(sub)  # `edgevit data sample`
     add_export_commands(export_sub)  # `edgevit export <format>`, declared in each format folder's cli.py
     for method_cli in (distill, early_exit, quantize):  # `edgevit distill ...`, `edgevit early-exit ...`, `quantize`
         method_cli.add_parser(sub)

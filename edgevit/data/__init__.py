@@ -95,6 +95,34 @@ def load_image_folder(root: str | os.PathLike, *, limit: int | None = None) -> A
                         f"imagefolder:{root}")
 
 
+IMAGE_FILE_SUFFIXES = (".pgm", ".ppm", ".pnm", ".png", ".bmp", ".tif", ".tiff")
+
+
+def write_sample(dataset: ArrayDataset, index: int, out: str | os.PathLike) -> Path:
+    """Write image ``index`` of ``dataset`` unchanged (its own size, uint8) to the image file ``out`` and return its
+    path: a real test image for programs that read files, such as the C++ example (``examples/cpp``), which reads
+    binary PGM (grey) and PPM (RGB). The format follows the suffix (.pgm, .ppm, .pnm, .png, .bmp, .tif); a grey image
+    may be written as .ppm (PIL writes it as PGM), an RGB one not as .pgm. Raises :class:`DataError` for an index
+    outside the dataset, an unknown suffix or an RGB image given a .pgm name.
+    """
+    from PIL import Image
+
+    out = Path(out)
+    if not -len(dataset) <= index < len(dataset):
+        raise DataError(f"index {index} is outside {dataset.name}, which has {len(dataset)} images "
+                        f"(0 to {len(dataset) - 1})")
+    if out.suffix.lower() not in IMAGE_FILE_SUFFIXES:
+        raise DataError(f"cannot tell the image format of {out}: use one of {', '.join(IMAGE_FILE_SUFFIXES)} "
+                        f"(.pgm/.ppm for the C++ example)")
+    image = np.asarray(dataset.images[index], dtype=np.uint8)
+    image = image[..., 0] if image.ndim == 3 and image.shape[-1] == 1 else image
+    if image.ndim == 3 and out.suffix.lower() == ".pgm":
+        raise DataError(f"image {index} of {dataset.name} is RGB: write it as .ppm, not {out.name}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(image).save(out)
+    return out
+
+
 _PIL_FILTERS = {"bicubic": "BICUBIC", "bilinear": "BILINEAR", "nearest": "NEAREST", "lanczos": "LANCZOS",
                 "box": "BOX", "hamming": "HAMMING"}
 

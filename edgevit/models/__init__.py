@@ -39,10 +39,11 @@ def register_model(name: str, build: Callable, spec: InputSpec, *, weights: str 
 
 
 def _register_builtin() -> None:
-    from ..data.fashion_mnist import MEAN, STD
+    from ..data.fashion_mnist import CLASSES, MEAN, STD
     from . import fmnist
 
-    spec = InputSpec(input_size=(1, 28, 28), mean=MEAN, std=STD, interpolation="bilinear", num_classes=10)
+    spec = InputSpec(input_size=(1, 28, 28), mean=MEAN, std=STD, interpolation="bilinear", num_classes=10,
+                     extra={"class_names": list(CLASSES)})
     register_model("fmnist-vit", lambda: fmnist.build("fmnist-vit"), spec, weights="fmnist-vit.safetensors",
                    description="12-block ViT (dim 128, conv stem, 49 tokens) trained on Fashion-MNIST; shipped teacher")
     register_model("fmnist-vit-tiny", lambda: fmnist.build("fmnist-vit-tiny"), spec,

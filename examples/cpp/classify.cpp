@@ -1,4 +1,5 @@
-// classify: run an edgevit-exported OpenVINO IR on PGM/PPM images; print top-k and the median latency.
+// classify: run an edgevit-exported OpenVINO IR on PGM/PPM images; print top-k (with the class names the IR
+// carries, if any) and the median latency.
 //
 //   classify MODEL.xml IMAGE.pgm [IMAGE ...] [--device CPU] [--threads N] [--hint latency|throughput]
 //            [--precision file|f32|bf16|f16|default] [--top K] [--runs N] [--warmup N] [--json FILE]
@@ -159,8 +160,12 @@ void write_json(const std::string& path, const Args& a, edgevit::Classifier& clf
     for (std::size_t r = 0; r < results.size(); ++r) {
         const Result& res = results[r];
         o << "    {\"image\": \"" << json_escape(res.image) << "\", \"top\": [";
-        for (std::size_t k = 0; k < res.top.size(); ++k)
-            o << (k ? ", " : "") << "{\"class\": " << res.top[k] << ", \"prob\": " << res.probs[res.top[k]] << "}";
+        for (std::size_t k = 0; k < res.top.size(); ++k) {
+            o << (k ? ", " : "") << "{\"class\": " << res.top[k];
+            const std::string name = clf.spec().class_name(res.top[k]);
+            if (!name.empty()) o << ", \"name\": \"" << json_escape(name) << "\"";
+            o << ", \"prob\": " << res.probs[res.top[k]] << "}";
+        }
         o << "],\n     \"logits\": [";
         for (std::size_t k = 0; k < res.logits.size(); ++k) o << (k ? ", " : "") << res.logits[k];
         o << "],\n     \"latency_ms\": {\"median\": " << res.latency.median << ", \"mean\": " << res.latency.mean
@@ -211,9 +216,11 @@ int main(int argc, char** argv) {
         res.probs = edgevit::softmax(res.logits.data(), res.logits.size());
         res.top = edgevit::top_k(res.probs, static_cast<std::size_t>(a.top));
         std::cout << path << "\n";
-        for (std::size_t k = 0; k < res.top.size(); ++k)
-            std::cout << "  " << (k + 1) << ". class " << res.top[k] << "  p=" << std::fixed << std::setprecision(4)
-                      << res.probs[res.top[k]] << "\n";
+        for (std::size_t k = 0; k < res.top.size(); ++k) {
+            const std::string name = clf->spec().class_name(res.top[k]);
+            std::cout << "  " << (k + 1) << ". class " << res.top[k] << (name.empty() ? "" : " (" + name + ")")
+                      << "  p=" << std::fixed << std::setprecision(4) << res.probs[res.top[k]] << "\n";
+        }
         std::cout << "  latency: median " << std::setprecision(3) << res.latency.median << " ms (mean "
                   << res.latency.mean << ", p90 " << res.latency.p90 << ", " << res.latency.runs << " runs, batch 1, "
                   << clf->device() << " " << clf->inference_precision() << ")\n";

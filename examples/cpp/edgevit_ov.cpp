@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cctype>
 #include <cmath>
+#include <cstdint>
 #include <fstream>
 #include <functional>
 #include <numeric>
@@ -119,6 +120,10 @@ Spec load_spec(const std::shared_ptr<ov::Model>& model, const std::string& where
     spec.num_classes = std::stoi(rt_string(model, "num_classes", where));
     spec.input_name = rt_string(model, "input_name", where);
     spec.output_name = rt_string(model, "output_name", where);
+    if (model->has_rt_info("edgevit", "preprocess", "class_names")) {  // optional: older IRs name no classes
+        std::istringstream names(model->get_rt_info<std::string>("edgevit", "preprocess", "class_names"));
+        for (std::string line; std::getline(names, line);) spec.class_names.push_back(line);
+    }
     if (spec.channels <= 0 || spec.height <= 0 || spec.width <= 0 ||
         spec.mean.size() != static_cast<std::size_t>(spec.channels) || spec.std.size() != spec.mean.size())
         throw std::runtime_error(where + ": malformed edgevit/preprocess rt_info (channels/size/mean/std disagree); "
@@ -127,6 +132,33 @@ Spec load_spec(const std::shared_ptr<ov::Model>& model, const std::string& where
 }
 
 // ------------------------------------------------------------------------------------------------ preprocess
+
+std::optional<Geometry> resize_geometry(int height, int width, const Spec& spec) {
+    const int h = spec.height, w = spec.width;
+    if (height == h && width == w) return std::nullopt;
+    const int sh = static_cast<int>(std::floor(h / spec.crop_pct)), sw = static_cast<int>(std::floor(w / spec.crop_pct));
+    Geometry g;
+    if (sh == sw) {  // torchvision Resize(int): the short side becomes sh, the long side int(sh * long / short)
+        const bool tall = height > width;
+        const int shorter = tall ? width : height, longer = tall ? height : width;
+        const int new_long = static_cast<int>(static_cast<double>(static_cast<long long>(sh) * longer) / shorter);
+        g.height = tall ? new_long : sh;
+        g.width = tall ? sh : new_long;
+    } else {  // timm ResizeKeepRatio; Python's round() is half-to-even, as nearbyint in the default rounding mode
+        const double ratio = std::min(static_cast<double>(height) / sh, static_cast<double>(width) / sw);
+        g.height = static_cast<int>(std::nearbyint(height / ratio));
+        g.width = static_cast<int>(std::nearbyint(width / ratio));
+    }
+    if (g.height < h || g.width < w) {
+        std::ostringstream msg;
+        msg << "preprocess: crop_pct " << spec.crop_pct << " resizes a " << height << "x" << width << " image to "
+            << g.height << "x" << g.width << ", smaller than the model's " << h << "x" << w << " input";
+        throw std::runtime_error(msg.str());
+    }
+    g.top = static_cast<int>(std::nearbyint((g.height - h) / 2.0));  // torchvision CenterCrop
+    g.left = static_cast<int>(std::nearbyint((g.width - w) / 2.0));
+    return g;
+}
 
 namespace {
 
@@ -137,6 +169,162 @@ struct Planes {
     float& at(int ch, int y, int x) { return v[(static_cast<std::size_t>(ch) * h + y) * w + x]; }
     float at(int ch, int y, int x) const { return v[(static_cast<std::size_t>(ch) * h + y) * w + x]; }
 };
+
+// ---- 8-bit images: PIL's Image.resize (Pillow src/libImaging/Resample.c and Geometry.c), bit for bit
+
+constexpr double kPi = 3.14159265358979323846;
+
+double pil_box(double x) { return x > -0.5 && x <= 0.5 ? 1.0 : 0.0; }
+
+double pil_bilinear(double x) {
+    x = std::fabs(x);
+    return x < 1.0 ? 1.0 - x : 0.0;
+}
+
+double pil_hamming(double x) {
+    x = std::fabs(x);
+    if (x == 0.0) return 1.0;
+    if (x >= 1.0) return 0.0;
+    x = x * kPi;
+    return std::sin(x) / x * (static_cast<double>(0.54f) + static_cast<double>(0.46f) * std::cos(x));
+}
+
+double pil_bicubic(double x) {  // a = -0.5 (Pillow's; torch's non-antialiased bicubic uses -0.75)
+    const double a = -0.5;
+    x = std::fabs(x);
+    if (x < 1.0) return ((a + 2.0) * x - (a + 3.0)) * x * x + 1;
+    if (x < 2.0) return (((x - 5) * x + 8) * x - 4) * a;
+    return 0.0;
+}
+
+double pil_sinc(double x) {
+    if (x == 0.0) return 1.0;
+    x = x * kPi;
+    return std::sin(x) / x;
+}
+
+double pil_lanczos(double x) { return -3.0 <= x && x < 3.0 ? pil_sinc(x) * pil_sinc(x / 3) : 0.0; }
+
+struct PilFilter {
+    double (*fn)(double);
+    double support;
+};
+
+// edgevit.data._PIL_FILTERS: an unknown name falls back to bilinear, as in Python.
+PilFilter pil_filter(const std::string& name) {
+    if (name == "bicubic") return {pil_bicubic, 2.0};
+    if (name == "lanczos") return {pil_lanczos, 3.0};
+    if (name == "box") return {pil_box, 0.5};
+    if (name == "hamming") return {pil_hamming, 1.0};
+    return {pil_bilinear, 1.0};
+}
+
+constexpr int kPrecisionBits = 32 - 8 - 2;
+
+// Fixed-point taps of one axis: precompute_coeffs + normalize_coeffs_8bpc.
+struct FixedTaps {
+    int ksize = 0;
+    std::vector<int> bounds;  // xmin, count per output position
+    std::vector<std::int32_t> k;
+};
+
+FixedTaps pil_coeffs(int in_size, int out_size, const PilFilter& filter) {
+    double scale = static_cast<double>(in_size) / out_size;
+    const double filterscale = scale < 1.0 ? 1.0 : scale;
+    const double support = filter.support * filterscale;
+    FixedTaps t;
+    t.ksize = static_cast<int>(std::ceil(support)) * 2 + 1;
+    t.bounds.resize(2 * static_cast<std::size_t>(out_size));
+    t.k.assign(static_cast<std::size_t>(out_size) * t.ksize, 0);
+    std::vector<double> k(t.ksize);
+    for (int xx = 0; xx < out_size; ++xx) {
+        const double center = 0.0 + (xx + 0.5) * scale;
+        const double ss = 1.0 / filterscale;
+        int xmin = static_cast<int>(center - support + 0.5);
+        if (xmin < 0) xmin = 0;
+        int xmax = static_cast<int>(center + support + 0.5);
+        if (xmax > in_size) xmax = in_size;
+        xmax -= xmin;
+        double ww = 0.0;
+        for (int x = 0; x < xmax; ++x) {
+            const double w = filter.fn((x + xmin - center + 0.5) * ss);
+            k[x] = w;
+            ww += w;
+        }
+        for (int x = 0; x < xmax; ++x) {
+            if (ww != 0.0) k[x] /= ww;
+            const double v = k[x] * (1 << kPrecisionBits);
+            t.k[static_cast<std::size_t>(xx) * t.ksize + x] = k[x] < 0 ? static_cast<int>(-0.5 + v) : static_cast<int>(0.5 + v);
+        }
+        t.bounds[2 * xx] = xmin;
+        t.bounds[2 * xx + 1] = xmax;
+    }
+    return t;
+}
+
+std::uint8_t clip8(int ss) {
+    const int v = ss >> kPrecisionBits;  // arithmetic shift, as Pillow's lookup table index
+    return static_cast<std::uint8_t>(v < 0 ? 0 : v > 255 ? 255 : v);
+}
+
+// One 8-bit plane (h x w) resized to out_h x out_w like PIL's Image.resize(size, filter) on an "L" image
+// (an "RGB" image is the same per band).
+std::vector<std::uint8_t> pil_resize(const std::vector<std::uint8_t>& src, int h, int w, int out_h, int out_w,
+                                     const std::string& interpolation) {
+    if (h == out_h && w == out_w) return src;
+    if (interpolation == "nearest") {  // ImagingScaleAffine: positions accumulated in double, COORD truncation
+        auto table = [](int in_size, int out_size) {
+            const double a = static_cast<double>(in_size) / out_size;
+            std::vector<int> idx(out_size);
+            double o = a * 0.5;
+            for (int i = 0; i < out_size; ++i) {
+                const int v = o < 0.0 ? -1 : static_cast<int>(o);
+                idx[i] = std::min(std::max(v, 0), in_size - 1);
+                o += a;
+            }
+            return idx;
+        };
+        const std::vector<int> xs = table(w, out_w), ys = table(h, out_h);
+        std::vector<std::uint8_t> out(static_cast<std::size_t>(out_h) * out_w);
+        for (int y = 0; y < out_h; ++y)
+            for (int x = 0; x < out_w; ++x) out[static_cast<std::size_t>(y) * out_w + x] = src[static_cast<std::size_t>(ys[y]) * w + xs[x]];
+        return out;
+    }
+    const PilFilter filter = pil_filter(interpolation);
+    std::vector<std::uint8_t> cur = src;
+    int cw = w;
+    if (w != out_w) {  // horizontal pass first
+        const FixedTaps t = pil_coeffs(w, out_w, filter);
+        std::vector<std::uint8_t> out(static_cast<std::size_t>(h) * out_w);
+        for (int y = 0; y < h; ++y)
+            for (int xx = 0; xx < out_w; ++xx) {
+                const int xmin = t.bounds[2 * xx], n = t.bounds[2 * xx + 1];
+                const std::int32_t* k = &t.k[static_cast<std::size_t>(xx) * t.ksize];
+                int ss = 1 << (kPrecisionBits - 1);
+                for (int x = 0; x < n; ++x) ss += cur[static_cast<std::size_t>(y) * cw + xmin + x] * k[x];
+                out[static_cast<std::size_t>(y) * out_w + xx] = clip8(ss);
+            }
+        cur = std::move(out);
+        cw = out_w;
+    }
+    if (h != out_h) {  // then vertical
+        const FixedTaps t = pil_coeffs(h, out_h, filter);
+        std::vector<std::uint8_t> out(static_cast<std::size_t>(out_h) * cw);
+        for (int yy = 0; yy < out_h; ++yy) {
+            const int ymin = t.bounds[2 * yy], n = t.bounds[2 * yy + 1];
+            const std::int32_t* k = &t.k[static_cast<std::size_t>(yy) * t.ksize];
+            for (int x = 0; x < cw; ++x) {
+                int ss = 1 << (kPrecisionBits - 1);
+                for (int y = 0; y < n; ++y) ss += cur[static_cast<std::size_t>(ymin + y) * cw + x] * k[y];
+                out[static_cast<std::size_t>(yy) * cw + x] = clip8(ss);
+            }
+        }
+        cur = std::move(out);
+    }
+    return cur;
+}
+
+// ---- other bit depths: torch's antialiased F.interpolate on float images (edgevit.data.preprocess's float path)
 
 float filter_bilinear(float x) {
     x = std::fabs(x);
@@ -194,8 +382,9 @@ int nearest_index(int i, int in_size, int out_size) {
 }
 
 // Resize along width (horizontal) then height (vertical), like torch's separable kernel; a dimension whose size
-// does not change is left alone.
-Planes resize(const Planes& src, int out_h, int out_w, const std::string& mode) {
+// does not change is left alone. Python maps interpolations other than bicubic/nearest to bilinear here.
+Planes torch_resize(const Planes& src, int out_h, int out_w, const std::string& interpolation) {
+    const std::string mode = interpolation == "bicubic" || interpolation == "nearest" ? interpolation : "bilinear";
     Planes cur = src;
     if (mode == "nearest") {
         Planes out{src.c, out_h, out_w, std::vector<float>(static_cast<std::size_t>(src.c) * out_h * out_w)};
@@ -244,16 +433,50 @@ Planes resize(const Planes& src, int out_h, int out_w, const std::string& mode) 
 std::vector<float> preprocess(const Image& image, const Spec& spec) {
     if (image.channels != 1 && image.channels != 3)
         throw std::runtime_error("preprocess: images must have 1 or 3 channels, got " + std::to_string(image.channels));
-    // 1. samples -> [0, 1] planes (torch: x.float() / 255 for uint8 images; maxval generalises 255)
-    Planes p{image.channels, image.height, image.width,
-             std::vector<float>(static_cast<std::size_t>(image.channels) * image.height * image.width)};
-    const float maxval = static_cast<float>(image.maxval);
-    for (int y = 0; y < image.height; ++y)
-        for (int x = 0; x < image.width; ++x)
-            for (int ch = 0; ch < image.channels; ++ch)
-                p.at(ch, y, x) =
-                    static_cast<float>(image.data[(static_cast<std::size_t>(y) * image.width + x) * image.channels + ch]) /
-                    maxval;
+    if (image.channels == 3 && spec.channels != 1 && spec.channels != 3)
+        throw std::runtime_error("preprocess: cannot map 3-channel images to the model's " +
+                                 std::to_string(spec.channels) + " channels");
+    if (image.channels == 1 && spec.channels != 1 && spec.channels != 3)
+        throw std::runtime_error("preprocess: cannot map 1-channel images to the model's " +
+                                 std::to_string(spec.channels) + " channels");
+    const std::optional<Geometry> geom = resize_geometry(image.height, image.width, spec);
+    const std::size_t in_hw = static_cast<std::size_t>(image.height) * image.width;
+    // 1. resize each channel of the original image and centre-crop to the model's size -> [0, 1] planes
+    Planes p{image.channels, spec.height, spec.width,
+             std::vector<float>(static_cast<std::size_t>(image.channels) * spec.height * spec.width)};
+    if (image.maxval == 255) {  // uint8 images: PIL, then x / 255 (torch: x.float() / 255.0)
+        for (int ch = 0; ch < image.channels; ++ch) {
+            std::vector<std::uint8_t> plane(in_hw);
+            for (std::size_t i = 0; i < in_hw; ++i)
+                plane[i] = static_cast<std::uint8_t>(image.data[i * image.channels + ch]);
+            int top = 0, left = 0, rw = image.width;
+            if (geom) {
+                plane = pil_resize(plane, image.height, image.width, geom->height, geom->width, spec.interpolation);
+                top = geom->top;
+                left = geom->left;
+                rw = geom->width;
+            }
+            for (int y = 0; y < spec.height; ++y)
+                for (int x = 0; x < spec.width; ++x)
+                    p.at(ch, y, x) = static_cast<float>(plane[static_cast<std::size_t>(top + y) * rw + left + x]) / 255.0f;
+        }
+    } else {  // other bit depths: floats in [0, 1] through torch's antialiased resize, then clamped
+        Planes f{image.channels, image.height, image.width,
+                 std::vector<float>(static_cast<std::size_t>(image.channels) * in_hw)};
+        const float maxval = static_cast<float>(image.maxval);
+        for (int ch = 0; ch < image.channels; ++ch)
+            for (std::size_t i = 0; i < in_hw; ++i)
+                f.v[ch * in_hw + i] = static_cast<float>(image.data[i * image.channels + ch]) / maxval;
+        if (!geom) {
+            p = std::move(f);
+        } else {
+            const Planes r = torch_resize(f, geom->height, geom->width, spec.interpolation);
+            for (int ch = 0; ch < r.c; ++ch)
+                for (int y = 0; y < spec.height; ++y)
+                    for (int x = 0; x < spec.width; ++x)
+                        p.at(ch, y, x) = std::min(std::max(r.at(ch, geom->top + y, geom->left + x), 0.0f), 1.0f);
+        }
+    }
     // 2. channels: grey -> repeat to 3; RGB -> grey with ITU-R 601 weights
     if (p.c == 1 && spec.channels == 3) {
         std::vector<float> v(p.v.size() * 3);
@@ -272,25 +495,8 @@ std::vector<float> preprocess(const Image& image, const Spec& spec) {
         }
         p.v = std::move(v);
         p.c = 1;
-    } else if (p.c != spec.channels) {
-        throw std::runtime_error("preprocess: cannot map " + std::to_string(p.c) + "-channel images to the model's " +
-                                 std::to_string(spec.channels) + " channels");
     }
-    // 3. resize the image to size / crop_pct, centre-crop to size, clamp (only when the size differs)
-    if (p.h != spec.height || p.w != spec.width) {
-        const int sh = static_cast<int>(std::nearbyint(spec.height / spec.crop_pct));  // Python round(): half-even
-        const int sw = static_cast<int>(std::nearbyint(spec.width / spec.crop_pct));
-        Planes r = resize(p, sh, sw, spec.interpolation);
-        const int top = (sh - spec.height) / 2, left = (sw - spec.width) / 2;
-        Planes c{r.c, spec.height, spec.width,
-                 std::vector<float>(static_cast<std::size_t>(r.c) * spec.height * spec.width)};
-        for (int ch = 0; ch < r.c; ++ch)
-            for (int y = 0; y < spec.height; ++y)
-                for (int x = 0; x < spec.width; ++x)
-                    c.at(ch, y, x) = std::min(std::max(r.at(ch, top + y, left + x), 0.0f), 1.0f);
-        p = std::move(c);
-    }
-    // 4. normalise per channel
+    // 3. normalise per channel
     const std::size_t hw = static_cast<std::size_t>(p.h) * p.w;
     for (int ch = 0; ch < p.c; ++ch)
         for (std::size_t i = 0; i < hw; ++i) p.v[ch * hw + i] = (p.v[ch * hw + i] - spec.mean[ch]) / spec.std[ch];

@@ -7,9 +7,11 @@
 //
 // The input spec (channels, size, mean, std, interpolation, crop_pct) is read from the IR's rt_info section
 // edgevit/preprocess/*, written by `edgevit export openvino` (edgevit.export.openvino). Preprocessing follows
-// edgevit.data.preprocess step by step: scale to [0, 1] by the file's maxval, grey -> 3 channels (repeat) or
-// RGB -> grey (0.299 R + 0.587 G + 0.114 B), resize with torch's antialiased bilinear/bicubic filter (or nearest)
-// to round(size / crop_pct) and centre-crop when the image is not the model's size, clamp to [0, 1], normalise.
+// edgevit.data.preprocess (= timm's evaluation transform) step by step: when the image is not the model's size,
+// each channel of the original image is resized to keep its aspect ratio (see resize_geometry) and centre-cropped
+// -- 8-bit images (maxval 255) exactly as PIL's Image.resize with the spec's interpolation (fixed-point, bit for
+// bit), other bit depths as floats in [0, 1] (samples / maxval) with torch's antialiased filter, then clamped --,
+// values scaled to [0, 1], grey -> 3 channels (repeat) or RGB -> grey (0.299 R + 0.587 G + 0.114 B), normalise.
 //
 // Each piece (spec, preprocess, one compiled model) stands alone so that other programs (an early-exit cascade of
 // several IR segments, for instance) can reuse them.
@@ -17,6 +19,7 @@
 
 #include <cstddef>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -31,8 +34,11 @@ struct Spec {
     std::string interpolation = "bilinear";  // bilinear | bicubic | nearest
     double crop_pct = 1.0;
     int num_classes = -1;  // -1 when the spec does not say
+    std::vector<std::string> class_names;  // rt_info edgevit/preprocess/class_names (one a line); empty if absent
     std::string input_name = "input", output_name = "logits";
 
+    // The name of class i, or "" when the IR names no classes (or fewer than i + 1).
+    std::string class_name(std::size_t i) const { return i < class_names.size() ? class_names[i] : std::string(); }
     std::size_t input_numel() const { return static_cast<std::size_t>(channels) * height * width; }
 };
 
@@ -48,6 +54,17 @@ Image read_pnm(const std::string& path);
 
 // The edgevit input spec stored in an IR's rt_info; throws when the IR was not written by edgevit.
 Spec load_spec(const std::shared_ptr<ov::Model>& model, const std::string& where = "model");
+
+// Where timm's evaluation transform puts an image of height x width pixels: resized to height x width below, then
+// cropped at (top, left) to the model's size. As edgevit.data.resize_geometry: the scale size is
+// floor(size / crop_pct) per side; a square input resizes the short side to it (torchvision Resize(int): long side
+// int(scale * long / short)), a non-square one keeps the ratio min(H / scale_h, W / scale_w) (timm ResizeKeepRatio,
+// sides round(side / ratio)); crop offsets round((resized - size) / 2) (torchvision CenterCrop). std::nullopt when
+// the image already has the model's size; throws when crop_pct would make it smaller than the model's input.
+struct Geometry {
+    int height = 0, width = 0, top = 0, left = 0;
+};
+std::optional<Geometry> resize_geometry(int height, int width, const Spec& spec);
 
 // One image -> a normalised float32 CHW tensor of spec.input_numel() values (see the header comment).
 std::vector<float> preprocess(const Image& image, const Spec& spec);

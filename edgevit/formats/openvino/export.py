@@ -17,7 +17,9 @@ What the IR carries, in its ``rt_info`` (``ov.Model.get_rt_info``):
   :func:`edgevit.runtimes.open_artifact`, so ``edgevit eval --artifact model.xml`` works);
 - ``edgevit/source``, ``edgevit/precision``, ``edgevit/converted_from``, ``edgevit/version``;
 - ``edgevit/preprocess/{channels,height,width,mean,std,interpolation,crop_pct,num_classes}`` as plain strings
-  (numbers space-separated) for consumers without a JSON parser, such as the C++ example in ``examples/cpp``.
+  (numbers space-separated) for consumers without a JSON parser, such as the C++ example in ``examples/cpp``,
+  and ``edgevit/preprocess/class_names`` (one class name a line) when the spec names the classes
+  (``spec.extra["class_names"]``; the built-in Fashion-MNIST models do).
 
 Parity: the IR is compiled on CPU with ``INFERENCE_PRECISION_HINT=f32`` (so the check measures the export, not
 the CPU's bf16 mode) and compared with the torch model on real images (first batch 1, then batches of 16 for a
@@ -284,12 +286,16 @@ def _fmt(values) -> str:
 
 
 def preprocess_info(spec: InputSpec) -> dict[str, str]:
-    """The flat ``edgevit/preprocess/*`` strings stored in the IR (what the C++ example reads)."""
+    """The flat ``edgevit/preprocess/*`` strings stored in the IR (what the C++ example reads); ``class_names``
+    (one name a line) only when the spec has them."""
     c, h, w = spec.input_size
-    return {"channels": str(c), "height": str(h), "width": str(w), "mean": _fmt(spec.mean), "std": _fmt(spec.std),
+    info = {"channels": str(c), "height": str(h), "width": str(w), "mean": _fmt(spec.mean), "std": _fmt(spec.std),
             "interpolation": spec.interpolation, "crop_pct": repr(float(spec.crop_pct)),
             "num_classes": str(spec.num_classes if spec.num_classes is not None else -1),
             "input_name": spec.input_name, "output_name": spec.output_name}
+    if spec.class_names:
+        info["class_names"] = "\n".join(" ".join(name.split()) for name in spec.class_names)
+    return info
 
 
 def _stamp(model: Any, spec: InputSpec, source: str, precision: str, converted_from: str) -> None:
