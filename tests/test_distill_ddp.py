@@ -14,10 +14,11 @@ import pytest
 N_TRAIN, K, EPOCHS = 48, 3, 2
 
 
-def _torchrun(args: list[str], tmp_path, timeout: int = 600) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "EDGEVIT_PROGRESS": "0"}
+def _torchrun(args: list[str], tmp_path, timeout: int = 600, quiet: bool = True,
+              progress: str = "0") -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "EDGEVIT_PROGRESS": progress}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "edgevit", "-q", "distill", *args]
+           "-m", "edgevit", *(["-q"] if quiet else []), "distill", *args]
     proc = subprocess.run(cmd, check=False, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=timeout)
     assert proc.returncode == 0, f"torchrun failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     return proc
@@ -83,3 +84,34 @@ def test_two_cpu_ranks_end_with_identical_parameters(sharded_cache):
     assert weights_sha256(saved) == r0["state_sha256"]  # rank 0's checkpoint is the state both ranks hold
     init = create("fmnist-vit-tiny")
     assert any((init.state_dict()[k] != v).any() for k, v in load_file(out / "student.safetensors").items())
+
+
+def test_only_rank_0_prints_epoch_lines_and_progress(sharded_cache):
+    """Issue 16: under torchrun every rank printed its own epoch line. Logged at INFO level (no -q), with progress
+    bars allowed, the 2-rank run shows each epoch line and the result line exactly once."""
+    out = sharded_cache / "run_log"
+    proc = _torchrun(["train", "--student", "fmnist-vit-tiny", "--cache", "cache", "--epochs", str(EPOCHS),
+                      "--batch-size", "8", "--max-steps", "1", "--eval-limit", "16", "--out", str(out)],
+                     sharded_cache, quiet=False, progress="1")
+    both = proc.stdout + proc.stderr
+    for e in range(1, EPOCHS + 1):
+        assert both.count(f"epoch {e}/{EPOCHS}: loss") == 1, both[-3000:]
+    assert proc.stdout.count("trained fmnist-vit-tiny") == 1
+    assert both.count("rank 1/2") == 0 and both.count("rank 0/2") == 1  # distributed.setup's INFO line
+    assert "[rank 1]" not in both  # rank 1 had nothing to warn about, and said nothing
+
+
+def test_is_main_process_follows_torchrun_rank(monkeypatch):
+    import logging
+
+    from edgevit.progress import MainProcessFilter, enabled, is_main_process
+
+    monkeypatch.setenv("EDGEVIT_PROGRESS", "1")
+    monkeypatch.setenv("RANK", "0")
+    assert is_main_process() and enabled()
+    monkeypatch.setenv("RANK", "1")
+    assert not is_main_process() and not enabled()
+    f = MainProcessFilter()
+    info = logging.LogRecord("edgevit", logging.INFO, __file__, 1, "epoch 1/2: loss", None, None)
+    warn = logging.LogRecord("edgevit", logging.WARNING, __file__, 1, "disk almost full", None, None)
+    assert not f.filter(info) and f.filter(warn) and warn.getMessage() == "[rank 1] disk almost full"

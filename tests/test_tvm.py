@@ -363,3 +363,81 @@ def test_stage_in_a_recipe(tmp_path, fmnist_test_small):
     assert {(r["runtime"], r["batch"]) for r in prof["metrics"]["latency"]} == {("torch", 1), ("tvm", 1)}
     with pytest.raises(ConfigError, match=r"stages\.0\.trials: must be ≥ 0"):
         from_raw({**raw, "stages": [{"stage": "export_tvm", "trials": -2}]})
+
+
+# ---------------------------------------------------------------------------------------------- tuning progress,
+# cost in --help, and the GroupNorm fallback (issue 16)
+
+
+def _group_norm_model():
+    """conv → GroupNorm → ReLU → pool → linear at 16×16: its GroupNorm task fails MetaSchedule's search in TVM 0.27
+    with the layout-free-buffers attribute (``Check failed: (args.size() == initial_indices_orig.size())``)."""
+    import torch
+
+    from edgevit.models import attach_spec
+    from edgevit.spec import InputSpec
+
+    torch.manual_seed(0)
+    m = torch.nn.Sequential(torch.nn.Conv2d(1, 8, 3, padding=1), torch.nn.GroupNorm(1, 8), torch.nn.ReLU(),
+                            torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(8, 10)).eval()
+    return attach_spec(m, InputSpec(input_size=(1, 16, 16), mean=(0.286,), std=(0.353,), num_classes=10))
+
+
+def test_help_states_what_the_default_tuning_costs(capsys):
+    from edgevit.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["export", "tvm", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "default 256: about 10-15 min for a small model" in text and "ETA" in text
+
+
+def test_task_operators_and_failing_task_from_the_scheduler_log(tmp_path):
+    from edgevit.formats.tvm.tuning import _failing_task, task_operators
+
+    assert task_operators("fused_group_norm_relu1") == ["group_norm", "relu"]
+    assert task_operators("fused_matmul_add11") == ["matmul", "add"]
+    assert task_operators("fused_conv2d_add1") == ["conv2d", "add"]
+    log = tmp_path / "task_scheduler.log"
+    earlier = '2026-11-29 15:14:01 [INFO] [task_scheduler.cc:195] TaskScheduler picks Task #0: "old_task"\n'
+    log.write_text(earlier + '2026-11-29 15:14:42 [INFO] [task_scheduler.cc:195] TaskScheduler picks Task #2: "mean1"\n'
+                   '2026-11-29 15:15:10 [INFO] [task_scheduler.cc:195] TaskScheduler picks Task #3: '
+                   '"fused_group_norm_relu1"\n')
+    names = ["mean1", "fused_group_norm_relu1"]
+    assert _failing_task(log, len(earlier), names) == "fused_group_norm_relu1"
+    assert _failing_task(log, log.stat().st_size, names) is None  # nothing picked in this round
+    assert _failing_task(tmp_path / "missing.log", 0, names) is None
+
+
+def test_tuning_shows_progress_with_an_eta(tmp_path, monkeypatch, caplog):
+    import logging
+
+    from edgevit.formats.tvm.export import export_tvm
+
+    monkeypatch.setenv("EDGEVIT_PROGRESS", "1")
+    with caplog.at_level(logging.INFO, logger="edgevit.formats.tvm.tuning"):
+        export_tvm(_linear_model(), tmp_path / "a", trials=2, work_dir=tmp_path / "cache", parity=False)
+    lines = [r.getMessage() for r in caplog.records if "ETA" in r.getMessage()]
+    assert lines and lines[-1].startswith("TVM tuning: 2/2 trials, task '"), lines
+    assert all("elapsed " in x for x in lines) and "ETA 0:00" in lines[-1]
+
+
+@pytest.mark.slow
+def test_group_norm_task_failure_is_named_and_falls_back(tmp_path, caplog, fmnist_test_small):
+    """~2 min on 2 cores: TVM 0.27's search fails on the GroupNorm task; the export names it and its operator,
+    retunes it without the layout-free-buffers attribute (or leaves it untuned), and the library stays correct."""
+    import logging
+
+    from edgevit.formats.tvm.export import export_tvm
+
+    images = np.ascontiguousarray(fmnist_test_small.images[:8, 6:22, 6:22])  # real images, centre 16×16
+    with caplog.at_level(logging.WARNING):
+        rec = export_tvm(_group_norm_model(), tmp_path / "gn", trials=8, work_dir=tmp_path / "cache",
+                         parity_images=images).to_dict()
+    fb = rec["tuning"]["fallbacks"]
+    assert fb[0]["task"].startswith("fused_group_norm") and "group_norm" in fb[0]["operators"]
+    assert fb[0]["action"] in ("layout_free_buffers_off", "untuned")
+    warned = " ".join(r.getMessage() for r in caplog.records)
+    assert "tuning task 'fused_group_norm" in warned and "operators group_norm" in warned
+    assert "timeout" not in warned
+    assert rec["tuning"]["status"] == "tuned" and rec["max_abs_diff"] < 1e-4

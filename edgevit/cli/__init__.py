@@ -240,6 +240,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     level = logging.WARNING if args.quiet else (logging.DEBUG if args.verbose > 1 else logging.INFO)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    from ..progress import MainProcessFilter
+
+    for handler in logging.getLogger().handlers:  # under torchrun: INFO lines from rank 0 only
+        if not any(isinstance(f, MainProcessFilter) for f in handler.filters):
+            handler.addFilter(MainProcessFilter())
     if not getattr(args, "func", None):
         parser.print_help()
         return 0

@@ -26,8 +26,10 @@ class TvmExportOptions(ConfigModel):
                                                "skylake-avx512, cortex-a76")
     num_cores: int | None = Field(None, ge=1, description="threads the tuned kernels are scheduled for (default: the "
                                                           "CPUs this process may use)")
-    trials: int = Field(256, ge=0, description="MetaSchedule trials (default 256; 0 = untuned and slow; ~1000+ for "
-                                               "real speed)")
+    trials: int = Field(256, ge=0, description="MetaSchedule trials (default 256: about 10-15 min for a small "
+                                               "model on 2 cores, ~2-3 s per trial; progress with an ETA is shown "
+                                               "while tuning; the database is cached, so a re-export takes "
+                                               "seconds; 0 = untuned and slow; ~1000+ for real speed)")
     batch: int = Field(1, ge=1, description="static batch size of the library (default 1)")
     work_dir: str | None = Field(None, description="tuning cache root (default $EDGEVIT_TVM_CACHE or "
                                                    "~/.cache/edgevit/tvm)")

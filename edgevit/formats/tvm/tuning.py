@@ -130,13 +130,21 @@ def lower_and_tune(mod, tgt, tdict: dict, *, trials: int, cache_root: Path, retu
             per_iter = max(1, min(64, todo // max(1, len(tasks))))
             log.info("tuning %d TVM tasks of %s with %d MetaSchedule trials (%d per round) into %s — %s", len(tasks),
                      name, todo, per_iter, cache, "continuing the cached database" if have else "new database")
-            elapsed = _tune(mod, tgt, cache, trials=todo, per_iter=per_iter, max_per_task=max_trials_per_task,
-                            timeout_s=timeout_s, seed=seed)
+            mod = _without_layout_free(mod, state.get("layout_free_off", []))
+            elapsed, fallbacks = _tune(mod, tgt, cache, trials=todo, per_iter=per_iter,
+                                       max_per_task=max_trials_per_task, timeout_s=timeout_s, seed=seed,
+                                       tasks=tasks, name=name)
+            layout_free_off = sorted({*state.get("layout_free_off", []),
+                                      *(f["task"] for f in fallbacks if f["action"] == "layout_free_buffers_off")})
+            mod = _without_layout_free(mod, layout_free_off)
             runs = [*state.get("runs", []), {"trials": todo, "time_s": round(elapsed, 1), "per_round": per_iter,
                                              "utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}]
             state = {"format": CACHE_FORMAT, "key": key, "target": tdict, "model": name, "tasks": len(tasks),
                      "trials_total": have + todo, "tuning_time_s_total": round(sum(r["time_s"] for r in runs), 1),
-                     "runs": runs}
+                     "runs": runs, "layout_free_off": layout_free_off,
+                     "fallbacks": [*state.get("fallbacks", []), *fallbacks]}
+            if fallbacks:
+                info["fallbacks"] = fallbacks
             from ...artifact import write_json
 
             write_json(state_path, state)
@@ -148,6 +156,8 @@ def lower_and_tune(mod, tgt, tdict: dict, *, trials: int, cache_root: Path, retu
                      "tuned in %s s) from %s", len(tasks), have or "unknown", state.get("tuning_time_s_total", "?"),
                      cache)
         if _has_database(cache):
+            if info["status"] == "reused":
+                mod = _without_layout_free(mod, state.get("layout_free_off", []))
             info["trials_total"] = int(state.get("trials_total", have))
             info["tuning_time_s_total"] = state.get("tuning_time_s_total")
             mod, applied = _apply_database(mod, tgt, cache, tasks, cpu)
@@ -250,7 +260,14 @@ def _meta_schedule_console():
 
 
 def _tune(mod, tgt, cache: Path, *, trials: int, per_iter: int, max_per_task: int | None, timeout_s: float,
-          seed: int) -> float:
+          seed: int, tasks=None, name: str = "model") -> tuple[float, list[dict]]:
+    """Tune ``mod``'s tasks into the database in ``cache``; returns (seconds, fallbacks).
+
+    A task whose search fails inside TVM (TVM 0.27 fails on some GroupNorm tasks with layout-free buffers) is
+    named with its operators and retried without the ``AttachAttrLayoutFreeBuffers`` attribute; if it fails again
+    it is left untuned. Each fallback is logged as a warning and returned as a dict (task, operators, action,
+    error); the other tasks keep the remaining trial budget.
+    """
     from tvm.s_tir import meta_schedule as ms
 
     from .target import usable_cores
@@ -261,18 +278,177 @@ def _tune(mod, tgt, cache: Path, *, trials: int, per_iter: int, max_per_task: in
     else:
         import tvm.s_tir.tensor_intrin  # noqa: F401 - GPU schedule rules need the CUDA intrinsics
     t = time.perf_counter()
+    fallbacks: list[dict] = []
+    layout_free_off: set[str] = set()
+    untuned: set[str] = set()
+    done = 0
+    progress = TuningProgress(trials, t0=t)
     try:
-        with _meta_schedule_console():
-            builder = ms.builder.LocalBuilder(f_build=_ms_build, timeout_sec=timeout_s, max_workers=usable_cores())
-            runner = ms.runner.LocalRunner(timeout_sec=timeout_s)
-            ms.relax_integration.tune_relax(mod, {}, tgt, str(cache), max_trials_global=trials,
-                                            max_trials_per_task=max_per_task, num_trials_per_iter=per_iter,
-                                            builder=builder, runner=runner, seed=seed)
-    except Exception as exc:  # TVM raises from C++ and from its worker pools
-        raise ExportError(f"MetaSchedule tuning failed ({type(exc).__name__}: {first_lines(exc)}). Logs: "
-                          f"{cache / 'logs'}. Export with trials=0 to skip tuning, or raise tuning_timeout_s when "
-                          f"the machine is busy.") from exc
-    return time.perf_counter() - t
+        while True:
+            cur = _without_layout_free(mod, sorted(layout_free_off))
+            todo = [x for x in ms.relax_integration.extract_tasks(cur, tgt) if x.task_name not in untuned]
+            budget = trials - done
+            if not todo or budget <= 0:
+                break
+            scheduler_log = cache / "logs" / "tvm.s_tir.meta_schedule.logging.task_scheduler.log"
+            log_start = scheduler_log.stat().st_size if scheduler_log.exists() else 0
+            progress.start_round([x.task_name for x in todo])
+            try:
+                with _meta_schedule_console():
+                    contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
+                        extracted_tasks=todo, work_dir=str(cache), seed=seed)
+                    builder = ms.builder.LocalBuilder(f_build=_ms_build, timeout_sec=timeout_s,
+                                                      max_workers=usable_cores())
+                    runner = ms.runner.LocalRunner(timeout_sec=timeout_s)
+                    ms.tune.tune_tasks(tasks=contexts, task_weights=weights, work_dir=str(cache),
+                                       max_trials_global=budget, max_trials_per_task=max_per_task,
+                                       num_trials_per_iter=per_iter, builder=builder, runner=runner,
+                                       measure_callbacks=[*ms.measure_callback.MeasureCallback.create("default"),
+                                                          progress.callback()])
+                break
+            except Exception as exc:  # TVM raises from C++ and from its worker pools
+                done = progress.done
+                failed = _failing_task(scheduler_log, log_start, [x.task_name for x in todo])
+                if failed is None:
+                    raise
+                ops = task_operators(failed)
+                if failed not in layout_free_off and _has_layout_free(cur, failed):
+                    action = "layout_free_buffers_off"
+                    layout_free_off.add(failed)
+                    what = "retrying it without the AttachAttrLayoutFreeBuffers attribute (a TVM bug)"
+                else:
+                    action = "untuned"
+                    untuned.add(failed)
+                    what = "leaving it untuned (default schedule); the other tasks are tuned"
+                fallbacks.append({"task": failed, "operators": ops, "action": action, "error": first_lines(exc)})
+                log.warning("TVM export of %s: MetaSchedule failed in tuning task %r (operator%s %s): %s:"
+                            " %s; %s", name, failed, "s" if len(ops) > 1 else "", ", ".join(ops) or "?",
+                            type(exc).__name__, first_lines(exc), what)
+    except Exception as exc:
+        failed = fallbacks[-1]["task"] if fallbacks else None
+        where = (f" in task {failed!r} (operators {', '.join(task_operators(failed))})" if failed else "")
+        raise ExportError(f"MetaSchedule tuning failed{where} ({type(exc).__name__}: {first_lines(exc)}). Logs: "
+                          f"{cache / 'logs'}. Export with trials=0 to skip tuning.") from exc
+    finally:
+        progress.close()
+    return time.perf_counter() - t, fallbacks
+
+
+_TASK_PICK = re.compile(r'TaskScheduler picks Task #\d+: "([^"]+)"')
+
+
+def _failing_task(scheduler_log: Path, start: int, names: list[str]) -> str | None:
+    """The task MetaSchedule was working on when it raised: the last one its scheduler log says it picked."""
+    try:
+        with open(scheduler_log, "rb") as fh:
+            fh.seek(start)
+            text = fh.read().decode("utf-8", "replace")
+    except OSError:
+        return None
+    picked = _TASK_PICK.findall(text)
+    return picked[-1] if picked and picked[-1] in names else None
+
+
+def task_operators(task_name: str) -> list[str]:
+    """The Relax operators a fused TIR task was made of, read from its name: ``fused_group_norm_relu1`` →
+    ``["group_norm", "relu"]`` (longest registered operator names first; unknown words are kept as they are)."""
+    from tvm.ir import Op
+
+    known = {n.rsplit(".", 1)[1] for n in Op.list_op_names() if n.startswith("relax.")}
+    words = re.sub(r"\d+$", "", task_name).removeprefix("fused_").split("_")
+    ops, i = [], 0
+    while i < len(words):
+        for j in range(len(words), i, -1):
+            cand = "_".join(words[i:j])
+            if cand in known:
+                ops.append(cand)
+                i = j
+                break
+        else:
+            ops.append(words[i])
+            i += 1
+    return ops
+
+
+def _layout_free_key(func) -> str | None:
+    attrs = getattr(func, "attrs", None)
+    if attrs is None:
+        return None
+    return next((k for k in list(attrs.keys()) if "layout_free" in str(k)), None)
+
+
+def _has_layout_free(mod, name: str) -> bool:
+    gv = next((g for g in mod.get_global_vars() if g.name_hint == name), None)
+    return gv is not None and _layout_free_key(mod[gv]) is not None
+
+
+def _without_layout_free(mod, names):
+    """``mod`` with the layout-free-buffer attribute removed from the TIR functions ``names`` (what
+    ``AttachAttrLayoutFreeBuffers`` added), so their tasks tune and apply as if the pass had skipped them."""
+    if not names:
+        return mod
+    mod = mod.clone()
+    for gv in list(mod.get_global_vars()):
+        if gv.name_hint in names:
+            key = _layout_free_key(mod[gv])
+            if key is not None:
+                mod[gv] = mod[gv].without_attr(key)
+    return mod
+
+
+class TuningProgress:
+    """Trials measured so far with elapsed time and an ETA: a tqdm bar on a terminal and an INFO line per
+    MetaSchedule round (DEBUG when progress is off: not a terminal, or ``EDGEVIT_PROGRESS=0``)."""
+
+    def __init__(self, total: int, t0: float | None = None):
+        from ...progress import enabled, progress
+
+        self.total, self.done, self.t0 = total, 0, t0 or time.perf_counter()
+        self.tasks: list[str] = []
+        self.level = logging.INFO if enabled() else logging.DEBUG
+        self.bar = progress(total=total, desc="TVM tuning", unit="trial")
+
+    def start_round(self, task_names: list[str]) -> None:
+        self.tasks = task_names
+
+    def line(self, task: str) -> str:
+        elapsed = time.perf_counter() - self.t0
+        eta = elapsed / self.done * (self.total - self.done) if self.done else float("nan")
+        return (f"TVM tuning: {self.done}/{self.total} trials, task {task!r}, elapsed {_mmss(elapsed)}, "
+                f"ETA {_mmss(eta)}")
+
+    def add(self, task_id: int, n: int) -> None:
+        n = min(n, self.total - self.done)
+        self.done += n
+        task = self.tasks[task_id] if 0 <= task_id < len(self.tasks) else f"#{task_id}"
+        self.bar.update(n)
+        self.bar.set_postfix_str(task, refresh=False)
+        log.log(self.level, "%s", self.line(task))
+
+    def callback(self):
+        from tvm.ir.utils import derived_object
+        from tvm.s_tir.meta_schedule.measure_callback import PyMeasureCallback
+
+        owner = self
+
+        @derived_object
+        class _Progress(PyMeasureCallback):
+            def apply(self, task_scheduler, task_id, measure_candidates, builder_results, runner_results):
+                owner.add(int(task_id), len(measure_candidates))
+
+        return _Progress()
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def _mmss(seconds: float) -> str:
+    import math
+
+    if math.isnan(seconds):  # nothing measured yet
+        return "?"
+    m, sec = divmod(round(seconds), 60)
+    return f"{m // 60}:{m % 60:02d}:{sec:02d}" if m >= 60 else f"{m}:{sec:02d}"
 
 
 def copy_database(tuning: dict, library: Path) -> str | None:

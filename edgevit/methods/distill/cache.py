@@ -353,8 +353,9 @@ def write_cache(teacher, dataset, out_dir: str | Path, *, epochs: int, topk: int
                 "n": len(mine), "sha256": file_sha256(d / (stem + ".values")),
                 "seconds": round(time.perf_counter() - t0, 3)}
         (d / (stem + ".json")).write_text(json.dumps(meta))
-        log.info("cache epoch %d/%d rank %d: %d records in %.1f s", e + 1, epochs, info.rank, len(mine),
-                 meta["seconds"])
+        if info.is_main:  # one epoch line per run, not one per rank
+            log.info("cache epoch %d/%d: %d records per rank (%d ranks) in %.1f s", e + 1, epochs, len(mine),
+                     info.world_size, meta["seconds"])
     distributed.barrier(info)
     seconds = time.perf_counter() - t_start
     from ...versions import library_versions

@@ -24,6 +24,8 @@ class DistInfo:
 
     @property
     def is_main(self) -> bool:
+        """Rank 0: the process that prints, logs epoch lines and writes checkpoints (the same answer as
+        :func:`edgevit.progress.is_main_process` under torchrun)."""
         return self.rank == 0
 
 

@@ -299,10 +299,10 @@ def train_student(student, *, out_dir: str | Path, config: TrainConfig | None = 
             if info.is_main and test_dataset is not None:
                 rec["test"] = evaluate_model(net, test_dataset, batch_size=cfg.eval_batch_size, limit=cfg.eval_limit)
             history.append(rec)
-            log.info("epoch %d/%d: loss %.4f, train acc %.4f, %s%.1f s", epoch + 1, cfg.epochs, rec["train_loss"],
-                     rec["train_label_acc"], f"test top-1 {rec['test']['top1']:.4f}, " if "test" in rec else "",
-                     epoch_s)
-            if info.is_main:
+            if info.is_main:  # one epoch line per run, not one per rank
+                log.info("epoch %d/%d: loss %.4f, train acc %.4f, %s%.1f s", epoch + 1, cfg.epochs,
+                         rec["train_loss"], rec["train_label_acc"],
+                         f"test top-1 {rec['test']['top1']:.4f}, " if "test" in rec else "", epoch_s)
                 out.mkdir(parents=True, exist_ok=True)
                 tmp = ckpt_path.with_suffix(".tmp")
                 torch.save({"model": net.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch + 1,
