@@ -196,3 +196,15 @@ def test_profile_if_form_refuses_batch_8_and_reports_the_exit_mix(cascade, tmp_p
     np.testing.assert_allclose(json.loads(out2.read_text())["results"][0]["exit_mix"]["shares"], want, atol=1e-9)
     rt = load_runtime("onnxruntime", path)
     assert rt.exit_counts is not None and rt.exit_counts.sum() == 0
+
+
+def test_calibration_of_a_static_batch_graph_uses_every_image(batch4_onnx):
+    """TensorRT calibration on a fixed-batch-4 graph with 6 images used to drop the last 2; now the tail is padded."""
+    from edgevit.data import load_dataset, preprocess
+    from edgevit.formats.tensorrt.calib import activation_ranges
+    from edgevit.runtimes import open_artifact
+
+    x = preprocess(load_dataset("fashion-mnist", "test", limit=6).images, open_artifact(batch4_onnx).spec)
+    x[5] *= 3.0  # the largest input value lies in the last, incomplete batch
+    rec = activation_ranges(batch4_onnx, x, method="max")
+    assert rec["tensors"]["input"]["max_abs"] == pytest.approx(float(np.abs(x[5]).max()), rel=1e-6)
