@@ -124,7 +124,7 @@ def _exits_early(art) -> bool:
     if art.kind == "cascade":
         return True
     if art.kind == "onnx" and art.path is not None:
-        from ..formats.cascade.if_form import FORM_KEY
+        from ..formats.cascade.spec import IF_FORM_KEY as FORM_KEY
         from ..formats.onnx.runtime import read_onnx_metadata
 
         return read_onnx_metadata(art.path).get(FORM_KEY) == "if"

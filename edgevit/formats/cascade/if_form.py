@@ -35,12 +35,12 @@ import numpy as np
 
 from ...errors import ConfigError
 from ...results import ExportResult, ParityRecord
+from .spec import IF_EXIT_OUTPUT, IF_FORM_KEY
 from .thresholds import active_heads, check_thresholds
 
 log = logging.getLogger(__name__)
 
-FORM_KEY = "edgevit.early_exit_form"  # ONNX metadata: "if" marks the single-graph form (batch 1)
-EXIT_OUTPUT = "edgevit_exit"  # the If form's second output: the exit taken (0-based; the number of exits = final)
+FORM_KEY, EXIT_OUTPUT = IF_FORM_KEY, IF_EXIT_OUTPUT
 
 
 def build_if_graph(manifest: str | Path, out_path: str | Path, *, thresholds: Any = None,

@@ -129,7 +129,8 @@ class OnnxRuntime(Runtime):
         """The single-graph early-exit form (metadata ``edgevit.early_exit_form=if``) runs batch 1 only, also when an
         older export left its batch dynamic; its ``edgevit_exit`` output (when present) is counted per exit in
         ``exit_counts`` (``[exits + 1]``, the last = the final head), as the cascade runtime does."""
-        from ..cascade.if_form import EXIT_OUTPUT, FORM_KEY
+        from ..cascade.spec import IF_EXIT_OUTPUT as EXIT_OUTPUT
+        from ..cascade.spec import IF_FORM_KEY as FORM_KEY
 
         self.exit_counts = None
         self._exit_output = None

@@ -226,7 +226,7 @@ class OpenVinoRuntime(Runtime):
         if Path(path).suffix == ".onnx" and self.static_batch is None:
             # the single-graph early-exit form runs batch 1 only (an If takes one branch for the whole batch), also
             # when an older export left its batch dynamic
-            from ..cascade.if_form import FORM_KEY
+            from ..cascade.spec import IF_FORM_KEY as FORM_KEY
             from ..onnx.runtime import read_onnx_metadata
 
             if read_onnx_metadata(Path(path)).get(FORM_KEY) == "if":
