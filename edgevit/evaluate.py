@@ -20,7 +20,11 @@ log = logging.getLogger(__name__)
 def evaluate(runtime, dataset, *, batch_size: int = 100) -> dict:
     """Evaluate ``runtime`` on ``dataset`` (an ArrayDataset) according to its artefact's task.
 
-    Classification: ``{top1, top5, n, correct1, correct5, seconds, runtime, dataset}`` (accuracies as fractions
+    Batches hold ``batch_size`` images, or the runtime's fixed batch when it has one (a TVM library, a static-batch
+    ONNX/OpenVINO graph, the early-exit If form: 1; see :func:`edgevit.runtimes.batch_size_for`); the last batch is
+    padded and trimmed, so every image is scored once.
+
+    Classification: ``{top1, top5, n, correct1, correct5, seconds, runtime, dataset, batch_size}`` (accuracies as fractions
     in [0, 1], seconds of wall time). Raises :class:`~edgevit.errors.ConfigError` for an ``embedding`` artefact
     (retrieval evaluation is not supported yet) and for an unknown task.
     """
@@ -39,17 +43,22 @@ def evaluate(runtime, dataset, *, batch_size: int = 100) -> dict:
 
 
 def _evaluate_classification(runtime, dataset, *, batch_size: int) -> dict:
+    from .runtimes.base import batch_size_for, run_padded
+
     spec = runtime.spec
     n = c1 = c5 = 0
     t0 = time.perf_counter()
+    # a runtime with a fixed batch (TVM, static ONNX/OpenVINO, the early-exit If form: 1) gets exactly that, the last
+    # batch padded and trimmed; a TensorRT engine at most its profile's maximum
+    batch_size = batch_size_for(runtime, batch_size, what="evaluation batch")
     total = (len(dataset) + batch_size - 1) // batch_size
     for x, y in progress(dataset.batches(spec, batch_size), total=total, desc=f"eval {runtime.name}", unit="batch"):
-        logits = np.asarray(runtime.run(x))
+        logits = run_padded(runtime, x)
         k = min(5, logits.shape[1])
         top = np.argsort(-logits, axis=1)[:, :k]
         c1 += int((top[:, 0] == y).sum())
         c5 += int((top == y[:, None]).any(axis=1).sum())
         n += len(y)
     return {"top1": c1 / n if n else float("nan"), "top5": c5 / n if n else float("nan"), "n": n,
-            "correct1": c1, "correct5": c5, "seconds": time.perf_counter() - t0, "runtime": runtime.name,
+            "correct1": c1, "correct5": c5, "seconds": time.perf_counter() - t0, "runtime": runtime.name, "batch_size": batch_size,
             "dataset": dataset.name}

@@ -306,8 +306,11 @@ def test_cli_eval_and_profile_on_the_manifest(onnx_cascade, tmp_path, capsys):
     assert main(["profile", manifest, "--runtime", "openvino", "--runs", "5", "--warmup", "0",
                  "--json", str(tmp_path / "p.json")]) == 0
     row = json.loads((tmp_path / "p.json").read_text())["results"][0]
-    assert row["runtime"] == "cascade[openvino]" and row["runs"] == 5 and row["input_source"] == "provided"
-    assert "cascade[openvino]" in capsys.readouterr().out
+    assert row["runtime"] == "cascade[openvino]" and row["runs"] == 5
+    # issue 16: a cascade is timed over a real sample (each call the next image), with its exit mix
+    assert row["input_source"] == "provided, cycling through all 200 images" and row["exit_mix"]["samples"] == 5
+    printed = capsys.readouterr().out
+    assert "cascade[openvino]" in printed and "exit mix (cascade[openvino], batch 1, 5 samples)" in printed
 
 
 def test_cli_export_rejects_bad_thresholds(tmp_path, ee, capsys):

@@ -108,16 +108,38 @@ def cmd_profile(args) -> int:
     if not args.random_inputs:
         from ..data import load_dataset, preprocess
 
-        inputs = preprocess(load_dataset(args.data, args.split, data_dir=args.data_dir,
-                                         limit=max(args.batch)).images, art.spec)
+        # an early-exit model's latency depends on the image: time it over a sample, reporting the exit mix
+        limit = max(max(args.batch), EARLY_EXIT_PROFILE_SAMPLES) if _exits_early(art) else max(args.batch)
+        inputs = preprocess(load_dataset(args.data, args.split, data_dir=args.data_dir, limit=limit).images,
+                            art.spec)
     results = []
     for rt in (args.runtime or default_runtime(art.kind)).split(","):
         runtime = load_runtime(rt.strip(), art, threads=args.threads, device=args.device, **runtime_options(args))
         results += profile_runtime(runtime, batch_sizes=tuple(args.batch), warmup_s=args.warmup,
                                    duration_s=args.duration, runs=args.runs, inputs=inputs)
     print(profile_table(results))
+    for r in results:
+        mix = r.get("exit_mix")
+        if mix:
+            shares = ", ".join(f"{lab} {v * 100:.1f}%" for lab, v in zip(mix["labels"], mix["shares"], strict=True))
+            print(f"exit mix ({r['runtime']}, batch {r['batch']}, {mix['samples']} samples): {shares}")
     write_json_out(args.json, {"results": results})
     return 0
+
+
+EARLY_EXIT_PROFILE_SAMPLES = 200  # real images an early-exit model is profiled over (each call takes the next)
+
+
+def _exits_early(art) -> bool:
+    """An early-exit cascade (manifest) or the single-graph If form (ONNX metadata)."""
+    if art.kind == "cascade":
+        return True
+    if art.kind == "onnx" and art.path is not None:
+        from ..formats.cascade.spec import IF_FORM_KEY as FORM_KEY
+        from ..formats.onnx.runtime import read_onnx_metadata
+
+        return read_onnx_metadata(art.path).get(FORM_KEY) == "if"
+    return False
 
 
 def cmd_compress(args) -> int:

@@ -70,7 +70,14 @@ def _bounds(n: int) -> list[tuple[int, int]]:
 
 
 def runtime_logits(runtime, images: np.ndarray) -> np.ndarray:
-    """Logits of a loaded edgevit runtime, in chunks (batch 1 first, so a dynamic batch is exercised twice)."""
+    """Logits ``[N, classes]`` of a loaded edgevit runtime for ``images`` ``[N, C, H, W]``, in chunks: batch 1 first,
+    then chunks of ``CHUNK`` (a dynamic batch is exercised twice); a runtime with a fixed batch or a smaller largest
+    batch goes through :func:`edgevit.runtimes.run_batched` (its own batch size, the last batch padded)."""
+    from ..runtimes.base import run_batched
+
+    lo, hi = getattr(runtime, "batch_limits", (1, None))
+    if lo > 1 or (hi is not None and hi < CHUNK):
+        return run_batched(runtime, images, CHUNK)
     return np.concatenate([runtime.run(images[a:b]) for a, b in _bounds(len(images))])
 
 

@@ -37,7 +37,12 @@ def profile_runtime(runtime, *, batch_sizes: Sequence[int] = (1,), warmup_s: flo
                     inputs: np.ndarray | None = None, progress: bool | None = None) -> list[dict]:
     """Time ``runtime.run`` at each batch size; one result dict per batch size.
 
-    ``inputs`` — a real, preprocessed NCHW batch (preferred; rows are repeated to fill larger batches). Without
+    ``inputs`` — a real, preprocessed NCHW batch (preferred; rows are repeated to fill larger batches). An
+    early-exit runtime (the segment cascade, the single-graph If form; :func:`is_early_exit`) takes the next batch
+    of ``inputs`` on every call, so give it a sample (a few hundred images): its row also holds ``exit_mix``
+    (``shares`` per exit over the timed calls, ``samples``, ``labels``).
+    Every batch size must lie in the runtime's ``batch_limits`` (:func:`check_batch_size` raises
+    :class:`ConfigError` otherwise: the If form runs batch 1 only, a TVM library its own batch). Without
     it, ``runtime.spec.example(batch)`` (random) is used; ``input_source`` records which. ``runs`` fixes the
     number of timed calls; otherwise calls repeat for ``duration_s`` (at least ``min_runs``, at most
     ``max_runs``). ``progress`` shows a tqdm bar over the timed runs (default: on a terminal unless
@@ -51,15 +56,27 @@ def profile_runtime(runtime, *, batch_sizes: Sequence[int] = (1,), warmup_s: flo
     artifact = runtime.artifact
     model_info = _model_info(artifact)
     stamp = system_stamp(threads=info.get("threads"))
+    for batch in batch_sizes:
+        check_batch_size(runtime, batch)
+    early_exit = is_early_exit(runtime)
+    if early_exit and inputs is None:
+        log.warning("%s exits early depending on the input: random inputs give a meaningless exit mix and latency; "
+                    "pass real images (inputs=...)", info.get("runtime"))
     results = []
     for batch in batch_sizes:
         x, source = _batch(inputs, spec, batch)
+        run = runtime.run
+        if early_exit and inputs is not None:
+            # the latency depends on where each image exits: every call takes the next batch of the real sample
+            run, source = _cycling(runtime, inputs, batch), f"{source}, cycling through all {len(inputs)} images"
         log.info("profiling %s (%s) batch %d: warm-up %.2fs/≥%d, %s", info.get("runtime"), model_info["model"],
                  batch, warmup_s, min_warmup, f"{runs} runs" if runs else f"{duration_s}s/≥{min_runs} runs")
-        warm_n, warm_s = _warmup(runtime.run, x, warmup_s, min_warmup)
+        warm_n, warm_s = _warmup(run, x, warmup_s, min_warmup)
         gc.collect()
-        times_ns = _measure(runtime.run, x, runs=runs, duration_s=duration_s, min_runs=min_runs, max_runs=max_runs,
+        counts0 = _exit_counts(runtime)
+        times_ns = _measure(run, x, runs=runs, duration_s=duration_s, min_runs=min_runs, max_runs=max_runs,
                             progress=progress, label=f"{info.get('runtime')} b{batch}")
+        counts1 = _exit_counts(runtime)
         row = {
             "model": model_info["model"],
             "runtime": info.get("runtime"),
@@ -68,6 +85,7 @@ def profile_runtime(runtime, *, batch_sizes: Sequence[int] = (1,), warmup_s: flo
             **latency_stats(times_ns, batch),
             "input_source": source,
             "input_shape": list(x.shape),
+            **({"exit_mix": _exit_mix(counts0, counts1)} if early_exit else {}),
             "warmup": {"runs": warm_n, "seconds": round(warm_s, 4), "warmup_s": warmup_s, "min_warmup": min_warmup},
             "settings": {"runs": runs, "duration_s": None if runs else duration_s, "min_runs": min_runs,
                          "max_runs": max_runs},
@@ -81,6 +99,64 @@ def profile_runtime(runtime, *, batch_sizes: Sequence[int] = (1,), warmup_s: flo
                  row["p90_ms"], row["runs"])
         results.append(row)
     return results
+
+
+def check_batch_size(runtime, batch: int) -> None:
+    """Raise :class:`ConfigError` when ``runtime`` cannot run batches of ``batch`` (its :attr:`batch_limits`): a
+    fixed-batch library or graph is timed at its own batch only, the single-graph early-exit form (If nodes) at
+    batch 1 only, a TensorRT engine within its profile. Timing a padded batch would report a made-up throughput."""
+    lo, hi = getattr(runtime, "batch_limits", (1, None))
+    if lo <= batch and (hi is None or batch <= hi):
+        return
+    name = getattr(runtime, "name", "runtime")
+    where = getattr(runtime, "path", None) or "the artefact"
+    if getattr(runtime, "early_exit_if", False):
+        raise ConfigError(f"cannot profile {where} at batch {batch}: it is the single-graph early-exit form, which runs "
+                          f"one image at a time (an If takes one branch for the whole batch, so a batch would exit "
+                          f"together). Profile it with --batch 1, or profile the segment cascade (manifest.json) for "
+                          f"batches")
+    if lo == hi:
+        raise ConfigError(f"cannot profile {where} on {name} at batch {batch}: it runs batches of exactly {lo} (a "
+                          f"static shape). Profile it with --batch {lo}, or re-export it for batch {batch}")
+    raise ConfigError(f"cannot profile {where} on {name} at batch {batch}: it runs batches of {lo} to "
+                      f"{hi if hi is not None else 'any size'}. Choose a batch in that range, or rebuild it")
+
+
+def is_early_exit(runtime) -> bool:
+    """Whether ``runtime`` exits early per input (the segment cascade, the single-graph If form)."""
+    return getattr(runtime, "exit_counts", None) is not None or bool(getattr(runtime, "early_exit_if", False))
+
+
+def _cycling(runtime, inputs: np.ndarray, batch: int) -> Callable[[np.ndarray], Any]:
+    """A ``run(_)`` that ignores its argument and feeds ``runtime`` the next ``batch`` images of ``inputs`` (wrapping
+    round), so a timed loop covers the whole sample and every exit path in its real proportion."""
+    n = len(inputs)
+    batches = [np.ascontiguousarray(np.take(inputs, np.arange(a, a + batch) % n, axis=0))
+               for a in range(0, max(n, batch), batch)]
+    state = {"i": 0}
+
+    def run(_x):
+        i = state["i"]
+        state["i"] = (i + 1) % len(batches)
+        return runtime.run(batches[i])
+
+    return run
+
+
+def _exit_counts(runtime) -> np.ndarray | None:
+    c = getattr(runtime, "exit_counts", None)
+    return None if c is None else np.array(c, dtype=np.int64, copy=True)
+
+
+def _exit_mix(before: np.ndarray | None, after: np.ndarray | None) -> dict | None:
+    """Share of the timed samples per exit (``shares[k]``: exit k+1, the last = the final head), or None when the
+    runtime does not report its exits (an If graph written before it had an exit output: rebuild it)."""
+    if before is None or after is None:
+        return None
+    d = after - before
+    total = int(d.sum())
+    return {"shares": [float(v) / total if total else 0.0 for v in d], "samples": total,
+            "labels": [f"exit {k + 1}" for k in range(len(d) - 1)] + ["final"]}
 
 
 def time_call(run: Callable[[np.ndarray], Any], x: np.ndarray, *, warmup_s: float = 0.2, min_warmup: int = 3,

@@ -27,7 +27,7 @@ from ..errors import MissingBackendError, RuntimeLoadError
 from ..format_registry import format_specs, kind_of_path, kinds, lazy_ref, metadata_readers, resolve, runtime_refs
 from ..registry import Registry, lazy
 from ..spec import SOURCE_KEY, SPEC_KEY, InputSpec
-from .base import Runtime
+from .base import Runtime, batch_size_for, iter_chunks, run_batched, run_padded
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +37,25 @@ RUNTIMES.register("torch", lazy("edgevit.runtimes.torch_rt", "TorchRuntime"))
 for _name, _ref in runtime_refs().items():  # every format's runtimes, from its spec
     RUNTIMES.register(_name, lazy_ref(_ref))
 
-__all__ = ["METADATA_READERS", "RUNTIMES", "SOURCE_KEY", "SPEC_KEY", "Runtime", "get_runtime_class", "list_runtimes", "load_runtime",
-           "open_artifact", "runtime_loads", "runtimes_for_kind", "spec_sidecar_path", "write_spec_sidecar"]
+__all__ = [
+    "METADATA_READERS",
+    "RUNTIMES",
+    "SOURCE_KEY",
+    "SPEC_KEY",
+    "Runtime",
+    "batch_size_for",
+    "get_runtime_class",
+    "iter_chunks",
+    "list_runtimes",
+    "load_runtime",
+    "open_artifact",
+    "run_batched",
+    "run_padded",
+    "runtime_loads",
+    "runtimes_for_kind",
+    "spec_sidecar_path",
+    "write_spec_sidecar",
+]
 
 
 def get_runtime_class(name: str) -> type[Runtime]:

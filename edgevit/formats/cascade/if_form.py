@@ -15,10 +15,13 @@ taken branch executes. The thresholds are constants of the graph (rebuild it to 
 a second, no torch). Heads whose threshold never fires are left out. The decision is the cascade runtime's
 (``max softmax > τ``, or normalised entropy ``< τ``), computed in float32 inside the graph.
 
-It is a **batch-1 form**: an ``If`` takes one branch for the whole batch. With N > 1 images the batch leaves at
-an exit only when every image's criterion fires there (all get that head's logits), so results can differ from
-per-sample exit; use the segment cascade for batches. The graph is a plain single-input, single-output classifier,
-so ``edgevit eval|profile`` and every ONNX consumer (onnxruntime, OpenVINO, the C++ examples) run it as is.
+It is a **batch-1 form**: an ``If`` takes one branch for the whole batch, so the graph declares its input as
+``[1, C, H, W]`` (and edgevit's runtimes treat a file stamped ``edgevit.early_exit_form=if`` as batch 1 even when an
+older export left the batch dynamic): every loop over data (eval, parity, profile) then runs it one image at a time
+through :func:`edgevit.runtimes.run_batched`, and ``profile --batch 8`` is refused. Use the segment cascade for
+batches. Output 0 is the logits ``[1, classes]`` (what every ONNX consumer reads: onnxruntime, OpenVINO, the C++
+examples); output 1, ``edgevit_exit`` (int64 ``[1]``), is the exit taken (0-based, the number of exits = the final
+head), read by the onnxruntime runtime to report the exit mix.
 """
 
 from __future__ import annotations
@@ -32,9 +35,12 @@ import numpy as np
 
 from ...errors import ConfigError
 from ...results import ExportResult, ParityRecord
+from .spec import IF_EXIT_OUTPUT, IF_FORM_KEY
 from .thresholds import active_heads, check_thresholds
 
 log = logging.getLogger(__name__)
+
+FORM_KEY, EXIT_OUTPUT = IF_FORM_KEY, IF_EXIT_OUTPUT
 
 
 def build_if_graph(manifest: str | Path, out_path: str | Path, *, thresholds: Any = None,
@@ -113,40 +119,57 @@ def build_if_graph(manifest: str | Path, out_path: str | Path, *, thresholds: An
     def out_info(name: str):
         return helper.make_tensor_value_info(name, TensorProto.FLOAT, None)
 
-    def chain(k: int, feed: str) -> tuple[list, str]:
-        """Nodes that run segment k (fed ``feed``) and everything after it; returns (nodes, output name)."""
+    def chain(k: int, feed: str) -> tuple[list, str, str]:
+        """Nodes that run segment k (fed ``feed``) and everything after it; returns (nodes, logits name, exit-index
+        name)."""
         nodes, t = nodes_of(m["segments"][k]["name"], feed)
         if k == len(m["segments"]) - 1:
-            return nodes, t
+            final = f"ee{k}_exit_index"
+            nodes.append(helper.make_node("Constant", [], [final], name=f"ee{k}_final_exit",
+                                          value=helper.make_tensor(f"ee{k}_final_value", TensorProto.INT64, [1], [k])))
+            return nodes, t, final
         if not active[k]:
-            rest, out = chain(k + 1, t)
-            return nodes + rest, out
+            rest, out, ex = chain(k + 1, t)
+            return nodes + rest, out, ex
         head_nodes, z = nodes_of(m["exits"][k]["name"], t)
         dec, cond = decide(k, z)
         then_out, else_out, out = f"ee{k}_then", f"ee{k}_else", f"ee{k}_logits"
-        then_g = helper.make_graph([helper.make_node("Identity", [z], [then_out])], f"exit_{k + 1}_taken", [],
-                                   [out_info(then_out)])
-        rest, rest_out = chain(k + 1, t)
-        else_g = helper.make_graph(rest + [helper.make_node("Identity", [rest_out], [else_out])],
-                                   f"after_exit_{k + 1}", [], [out_info(else_out)])
-        node = helper.make_node("If", [cond], [out], name=f"exit_{k + 1}_if", then_branch=then_g, else_branch=else_g)
-        return nodes + head_nodes + dec + [node], out
+        then_ex, else_ex, ex = f"ee{k}_then_exit", f"ee{k}_else_exit", f"ee{k}_exit"
+        then_g = helper.make_graph(
+            [helper.make_node("Identity", [z], [then_out]),
+             helper.make_node("Constant", [], [then_ex],
+                              value=helper.make_tensor(f"ee{k}_exit_value", TensorProto.INT64, [1], [k]))],
+            f"exit_{k + 1}_taken", [], [out_info(then_out), exit_info(then_ex)])
+        rest, rest_out, rest_ex = chain(k + 1, t)
+        else_g = helper.make_graph(rest + [helper.make_node("Identity", [rest_out], [else_out]),
+                                           helper.make_node("Identity", [rest_ex], [else_ex])],
+                                   f"after_exit_{k + 1}", [], [out_info(else_out), exit_info(else_ex)])
+        node = helper.make_node("If", [cond], [out, ex], name=f"exit_{k + 1}_if", then_branch=then_g,
+                                else_branch=else_g)
+        return nodes + head_nodes + dec + [node], out, ex
+
+    def exit_info(name: str):
+        return helper.make_tensor_value_info(name, TensorProto.INT64, [1])
 
     spec = InputSpec.from_dict(m["input_spec"])
     first = graphs[m["segments"][0]["name"]].input[0]
     inp = helper.make_tensor_value_info(spec.input_name, first.type.tensor_type.elem_type, None)
     inp.type.CopyFrom(first.type)
-    body, out = chain(0, spec.input_name)
+    # batch 1, declared: an If takes one branch for the whole batch, so a larger batch would exit together
+    inp.type.tensor_type.shape.dim[0].Clear()
+    inp.type.tensor_type.shape.dim[0].dim_value = 1
+    body, out, ex = chain(0, spec.input_name)
     body.append(helper.make_node("Identity", [out], [spec.output_name], name="cascade_out"))
+    body.append(helper.make_node("Identity", [ex], [EXIT_OUTPUT], name="cascade_exit"))
     graph = helper.make_graph(body, "early_exit_cascade_if", [inp],
-                              [helper.make_tensor_value_info(spec.output_name, TensorProto.FLOAT, ["batch",
-                                                                                                  num_classes])],
+                              [helper.make_tensor_value_info(spec.output_name, TensorProto.FLOAT, [1, num_classes]),
+                               helper.make_tensor_value_info(EXIT_OUTPUT, TensorProto.INT64, [1])],
                               initializer=initializers + consts)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)],
                               producer_name="edgevit-early-exit-if")
     onnx.checker.check_model(model)
     stamp_metadata(model, spec, m.get("source") or "", "early-exit If form")
-    meta = {"edgevit.early_exit_form": "if", "edgevit.thresholds": ",".join(f"{v:.6g}" for v in th),
+    meta = {FORM_KEY: "if", "edgevit.thresholds": ",".join(f"{v:.6g}" for v in th),
             "edgevit.criterion": crit}
     for k, v in meta.items():
         model.metadata_props.add(key=k, value=v)
@@ -175,7 +198,7 @@ def _parity(manifest: Path, if_path: Path, spec, th, crit: str, images: Any, int
     INT8 cascade onnxruntime may fuse the quantised ops differently in one graph than in many, so top-1 agreement
     (≥ 98%) is checked instead of an fp32 logit tolerance."""
     from ...artifact import Artifact
-    from ...runtimes import load_runtime
+    from ...runtimes import load_runtime, run_batched
     from ..parity import check_parity, default_tolerance, parity_inputs
     from .runtime import CascadeRuntime
 
@@ -185,7 +208,7 @@ def _parity(manifest: Path, if_path: Path, spec, th, crit: str, images: Any, int
     rt = load_runtime("onnxruntime", Artifact(kind="onnx", spec=spec, path=if_path))
     try:
         ref, exits = casc.run_with_exits(x)  # per-sample exit
-        out = np.concatenate([rt.run(x[i:i + 1]) for i in range(len(x))])
+        out = run_batched(rt, x)  # the If form's fixed batch: 1
     finally:
         casc.close()
         rt.close()

@@ -123,15 +123,53 @@ class OnnxRuntime(Runtime):
         dim0 = inp.shape[0] if inp.shape else None
         self.static_batch = dim0 if isinstance(dim0, int) else None
         self.providers = active
+        self._early_exit_form(path)
+
+    def _early_exit_form(self, path) -> None:
+        """The single-graph early-exit form (metadata ``edgevit.early_exit_form=if``) runs batch 1 only, also when an
+        older export left its batch dynamic; its ``edgevit_exit`` output (when present) is counted per exit in
+        ``exit_counts`` (``[exits + 1]``, the last = the final head), as the cascade runtime does."""
+        from ..cascade.spec import IF_EXIT_OUTPUT as EXIT_OUTPUT
+        from ..cascade.spec import IF_FORM_KEY as FORM_KEY
+
+        self.exit_counts = None
+        self._exit_output = None
+        self.early_exit_if = False
+        meta = self.session.get_modelmeta().custom_metadata_map
+        if meta.get(FORM_KEY) != "if":
+            return
+        if self.static_batch not in (None, 1):
+            raise RuntimeLoadError(f"onnxruntime runtime: {path} is the early-exit If form (batch 1 only: an If takes "
+                                   f"one branch for the whole batch) but declares batch {self.static_batch}; "
+                                   f"rebuild it with build_if_graph")
+        self.static_batch = 1
+        self.early_exit_if = True
+        names = [o.name for o in self.session.get_outputs()]
+        if EXIT_OUTPUT in names:
+            self._exit_output = EXIT_OUTPUT
+            n_exits = len([v for v in meta.get("edgevit.thresholds", "").split(",") if v.strip()])
+            self.exit_counts = np.zeros(n_exits + 1, dtype=np.int64)
 
     def _run(self, batch: np.ndarray) -> np.ndarray:
         if self.static_batch is not None and batch.shape[0] != self.static_batch:
+            if self.early_exit_if:
+                raise InputSpecError(
+                    f"{self.name} runtime: {self.path} is the single-graph early-exit form, which runs one image at a "
+                    f"time (its If nodes take one branch for the whole batch), got a batch of {batch.shape[0]}; run "
+                    f"batch 1 (edgevit.runtimes.run_batched does), or use the segment cascade (manifest.json) for "
+                    f"batches")
             raise InputSpecError(
                 f"{self.name} runtime: {self.path} was exported with a fixed batch size of {self.static_batch}, got a "
-                f"batch of {batch.shape[0]}; run batches of {self.static_batch} or re-export with dynamic_batch=True"
+                f"batch of {batch.shape[0]}; run batches of {self.static_batch} (edgevit.runtimes.run_batched pads "
+                f"the last one) or re-export with dynamic_batch=True (`edgevit export onnx` without --static-batch)"
             )
         try:
-            out = self.session.run([self._output_name], {self._input_name: batch})[0]
+            if self._exit_output is not None:
+                out, ex = self.session.run([self._output_name, self._exit_output], {self._input_name: batch})
+                self.exit_counts += np.bincount(np.asarray(ex, dtype=np.int64).ravel(),
+                                                minlength=len(self.exit_counts))[:len(self.exit_counts)]
+            else:
+                out = self.session.run([self._output_name], {self._input_name: batch})[0]
         except Exception as exc:  # onnxruntime raises pybind errors
             raise RuntimeLoadError(
                 f"onnxruntime failed to run {self.path} on a batch of shape {batch.shape} "

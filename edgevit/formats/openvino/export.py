@@ -325,11 +325,10 @@ def _chunks(images: np.ndarray, static_batch: int | None) -> list[np.ndarray]:
     if static_batch is None:  # batch 1 first, then batches of PARITY_CHUNK: two batch sizes are exercised
         bounds = [0, 1] + list(range(1 + PARITY_CHUNK, len(images), PARITY_CHUNK)) + [len(images)]
         return [images[a:b] for a, b in itertools.pairwise(bounds) if b > a]
-    full = len(images) // static_batch * static_batch
-    if full == 0:
-        raise ExportError(f"the IR has a fixed batch size of {static_batch} but only {len(images)} parity images were "
-                          f"given; pass at least {static_batch} (parity_samples=...)")
-    return [images[i:i + static_batch] for i in range(0, full, static_batch)]
+    from ...runtimes.base import iter_chunks, pad_batch
+
+    # a fixed batch: chunks of exactly that size, the last padded (the caller trims both sides to len(images))
+    return [pad_batch(images[a:b], static_batch) for a, b in iter_chunks(len(images), static_batch)]
 
 
 def _parity(module: Any, onnx_path: str | Path | None, path: Path, spec: InputSpec, images: np.ndarray, *,
@@ -338,10 +337,11 @@ def _parity(module: Any, onnx_path: str | Path | None, path: Path, spec: InputSp
     from .runtime import OpenVinoRuntime
 
     chunks = _chunks(images, static_batch)
-    reference = np.concatenate(_reference_logits(module, onnx_path, spec, chunks))
+    n = len(images)
+    reference = np.concatenate(_reference_logits(module, onnx_path, spec, chunks))[:n]
     with OpenVinoRuntime(Artifact(kind="openvino", spec=spec, path=path), device="cpu", precision="f32") as rt:
         try:
-            cand = np.concatenate([rt.run(x) for x in chunks])
+            cand = np.concatenate([rt.run(x) for x in chunks])[:n]
             info = {k: rt.describe()[k] for k in ("ov_device", "compiled", "inference_precision", "backend_version")}
         except Exception as exc:  # the IR was written but does not run
             if isinstance(exc, ParityError):

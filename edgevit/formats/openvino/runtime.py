@@ -223,6 +223,14 @@ class OpenVinoRuntime(Runtime):
         pshape = inp.get_partial_shape()
         dim0 = pshape[0] if pshape.rank.is_static and len(pshape) else None
         self.static_batch = dim0.get_length() if dim0 is not None and dim0.is_static else None
+        if Path(path).suffix == ".onnx" and self.static_batch is None:
+            # the single-graph early-exit form runs batch 1 only (an If takes one branch for the whole batch), also
+            # when an older export left its batch dynamic
+            from ..cascade.spec import IF_FORM_KEY as FORM_KEY
+            from ..onnx.runtime import read_onnx_metadata
+
+            if read_onnx_metadata(Path(path)).get(FORM_KEY) == "if":
+                self.static_batch = 1
         self.specialise = self.shapes == "static" and not pshape.is_static
         self.compiled_properties = self._read_back()
         self._warn_if_adjusted(config)

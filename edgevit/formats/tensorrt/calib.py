@@ -331,15 +331,15 @@ def activation_ranges(onnx_path: str | Path, images: np.ndarray, *, method: str 
                         f"edgevit.data.preprocess), got {images.dtype} {images.shape}")
     t0 = time.perf_counter()
     sess = _ExposedSession(Path(onnx_path))
-    if sess.static_batch:  # a fixed-batch graph runs in chunks of exactly that size; the remainder is left out
+    if sess.static_batch:  # a fixed-batch graph runs in chunks of exactly that size; the tail is padded
+        from ...runtimes.base import pad_batch
+
         batch_size = sess.static_batch
-        used = len(images) // batch_size * batch_size
-        if used == 0:
-            raise DataError(f"{onnx_path} has a fixed batch of {batch_size} but only {len(images)} calibration images")
-        if used < len(images):
-            log.warning("calibration: %s has a fixed batch of %d; using %d of %d images", onnx_path, batch_size, used,
-                        len(images))
-        images = images[:used]
+        full = -(-len(images) // batch_size) * batch_size
+        if full > len(images):  # every image is used; the padding repeats a few of them (max |x| is unchanged)
+            log.info("calibration: %s has a fixed batch of %d; padding %d images to %d with repeats", onnx_path,
+                     batch_size, len(images), full)
+            images = pad_batch(images, full)
     elif batch_size is None:
         batch_size = int(max(1, min(64, MEMORY_BUDGET // sess.sample_bytes)))
     # pass 1: max |x| per tensor

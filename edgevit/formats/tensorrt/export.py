@@ -479,6 +479,7 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, *, precision: s
 def _engine_parity(engine_path: Path, onnx_path: Path, spec, precision: str, images: np.ndarray,
                    tolerance: float | None, record: dict) -> ParityRecord:
     from ...artifact import Artifact
+    from ...runtimes.base import run_batched
     from ..onnx.runtime import OnnxRuntime
     from ..parity import check_parity, parity_thresholds
     from ..reference import runtime_logits
@@ -487,7 +488,7 @@ def _engine_parity(engine_path: Path, onnx_path: Path, spec, precision: str, ima
     with OnnxRuntime(Artifact(kind="onnx", spec=spec, path=onnx_path), device="cpu") as ref_rt, \
             TensorRTRuntime(Artifact(kind="tensorrt", spec=spec, path=engine_path), device="cuda") as rt:
         ref = runtime_logits(ref_rt, images)
-        cand = np.concatenate([rt.run(images[k : k + rt.max_batch]) for k in range(0, len(images), rt.max_batch)])
+        cand = run_batched(rt, images, rt.max_batch)  # within the profile's range, the last batch padded
     th = parity_thresholds(precision, ref)
     if tolerance is not None:
         th["tolerance"] = tolerance

@@ -107,6 +107,11 @@ class TensorRTRuntime(Runtime):
             self.context.set_optimization_profile_async(self._profile, self._stream.cuda_stream)
         self.trt_version = trt.__version__
 
+    @property
+    def batch_limits(self) -> tuple[int, int | None]:
+        """The optimisation profile's ``(min, max)`` batch."""
+        return int(self.min_batch), int(self.max_batch)
+
     def _run(self, batch: np.ndarray) -> np.ndarray:
         torch = self._torch
         n = batch.shape[0]

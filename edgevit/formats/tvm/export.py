@@ -294,6 +294,7 @@ def _apply_extra_passes(mod, extra_passes: Sequence[IRPass]):
 
 def _parity(module, path: Path, spec: InputSpec, images: np.ndarray, batch: int, *, tolerance: float | None,
             what: str) -> ParityRecord:
+    from ...runtimes.base import run_batched
     from ..parity import check_parity, default_tolerance
     from ..reference import torch_logits
     from .runtime import TvmRuntime
@@ -301,17 +302,11 @@ def _parity(module, path: Path, spec: InputSpec, images: np.ndarray, batch: int,
     reference = torch_logits(module, images, what="TVM parity check")
     with TvmRuntime(Artifact(kind="tvm", spec=spec, path=path)) as rt:
         try:
-            outs = []
-            for a in range(0, len(images), batch):
-                chunk = images[a:a + batch]
-                n = len(chunk)
-                if n < batch:  # pad the last chunk with real images from the start (the library's batch is fixed)
-                    chunk = np.concatenate([chunk, np.resize(images, (batch - n, *images.shape[1:]))])
-                outs.append(rt.run(np.ascontiguousarray(chunk))[:n])
+            cand = run_batched(rt, images, batch)  # the library's batch is fixed: the last chunk padded
         except Exception as exc:  # the library compiled but does not run
             raise ExportError(f"the TVM library {path} does not run on real inputs: {exc}") from exc
     tol = tolerance if tolerance is not None else default_tolerance("fp32", reference)
-    return check_parity(reference, np.concatenate(outs), tolerance=tol, what=what)
+    return check_parity(reference, cand, tolerance=tol, what=what)
 
 
 def _llvm_version() -> str | None:

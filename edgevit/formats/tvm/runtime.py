@@ -163,9 +163,9 @@ class TvmRuntime(Runtime):
         if batch.shape[0] != self.static_batch:
             raise InputSpecError(
                 f"{self.name} runtime: {self.path} was compiled for batch size {self.static_batch} (TVM libraries "
-                f"have a static shape), got a batch of {batch.shape[0]}. Run batches of {self.static_batch} "
-                f"(e.g. `edgevit eval --batch-size {self.static_batch}`, `edgevit profile --batch "
-                f"{self.static_batch}`) or re-export with --batch {batch.shape[0]}."
+                f"have a static shape), got a batch of {batch.shape[0]}. Run batches of exactly {self.static_batch}: "
+                f"edgevit.runtimes.run_batched(runtime, images) pads the last one (edgevit eval and profile do this "
+                f"for you), or re-export with --batch {batch.shape[0]}."
             )
         try:
             out = self._main(self._tvm.runtime.tensor(batch, device=self._dev))

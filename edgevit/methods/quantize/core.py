@@ -350,7 +350,9 @@ class _Job(AttemptLadder, SpeedGate):
 
         rt = self._runtime(self.primary, int8_art)
         try:
-            cand = rt.run(self.sens_x)
+            from ...runtimes.base import run_batched
+
+            cand = run_batched(rt, self.sens_x)  # within the runtime's batch limits
         finally:
             rt.close()
         return check_parity(self.fp_logits, cand, tolerance=None, min_top1=None,

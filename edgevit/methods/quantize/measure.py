@@ -81,7 +81,9 @@ class Measurer:
         try:
             ev = self._eval(rt)
             lat = self._latency(rt)
-            self.fp_logits = rt.run(self.sens_x)
+            from ...runtimes.base import run_batched
+
+            self.fp_logits = run_batched(rt, self.sens_x)  # within the runtime's batch limits
         finally:
             rt.close()
         self.fp_latency_row = lat
