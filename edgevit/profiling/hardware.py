@@ -21,7 +21,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 
 from ..config import ConfigModel, error_message
 from ..errors import ConfigError
-from ..registry import Registry
+from ..registry import Registry, lazy
 
 log = logging.getLogger(__name__)
 
@@ -202,16 +202,15 @@ def list_profiles() -> list[HardwareProfile]:
 
 
 HOST_NAME = "host"  # THIS machine, detected at run time (``edgevit.profiling.host``), not a YAML file
+_HOST_PROFILE = lazy("edgevit.profiling.host", "host_profile")
 
 
 @functools.cache
 def load_profile(name: str) -> HardwareProfile:
     """A registered profile by name (``jetson-orin-nano-8gb``), ``host`` (this machine, detected at run time:
     :func:`edgevit.profiling.host.host_profile`) or a path to a profile YAML file."""
-    if name == HOST_NAME:
-        from .host import host_profile
-
-        return host_profile()
+    if name == HOST_NAME:  # loaded by name (registry.lazy): the host module builds on this one
+        return _HOST_PROFILE()()
     if name not in HARDWARE and (str(name).endswith((".yaml", ".yml")) or Path(name).is_file()):
         return _load_file(Path(name))
     return _load_file(HARDWARE.get(name))
