@@ -188,11 +188,11 @@ def check_parity(reference_logits: np.ndarray, candidate_logits: np.ndarray, *, 
         tolerance = default_tolerance(prec, ref)
 
     for side, arr, why in (
-            ("reference", ref, "the model compared against is itself broken (NaN/inf weights or an overflow); a "
-                               "NaN compares as 'not above the tolerance', so nothing can be checked against it. "
-                               "Fix or re-export the reference model"),
-            ("candidate", cand, "typically an overflow in reduced precision (e.g. fp16 LayerNorm/softmax) or a "
-                                "broken conversion. Keep those layers in fp32 or use fp32")):
+            ("reference", ref, ("the model compared against is itself broken (NaN/inf weights or an overflow); a "
+                                "NaN compares as 'not above the tolerance', so nothing can be checked against it. "
+                                "Fix or re-export the reference model")),
+            ("candidate", cand, ("typically an overflow in reduced precision (e.g. fp16 LayerNorm/softmax) or a "
+                                 "broken conversion. Keep those layers in fp32 or use fp32"))):
         finite = np.isfinite(arr)
         if not finite.all():
             bad = int((~finite.all(axis=1)).sum())
