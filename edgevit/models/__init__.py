@@ -24,8 +24,10 @@ CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin")
 class ModelEntry:
     """A registered edgevit model: a builder, an input spec, and (optionally) packaged weights."""
 
-    def __init__(self, name: str, build: Callable, spec: InputSpec, weights: str | None, description: str):
+    def __init__(self, name: str, build: Callable, spec: InputSpec, weights: str | None, description: str,
+                 classes: tuple[str, ...] | None = None):
         self.name, self.build, self.spec, self.weights, self.description = name, build, spec, weights, description
+        self.classes = classes  # class names in logit order (None: not known)
 
     def weights_path(self) -> Path | None:
         return WEIGHTS_DIR / self.weights if self.weights else None
@@ -34,20 +36,23 @@ class ModelEntry:
 MODELS: Registry[ModelEntry] = Registry("model")
 
 
-def register_model(name: str, build: Callable, spec: InputSpec, *, weights: str | None = None, description: str = ""):
-    MODELS.register(name, ModelEntry(name, build, spec, weights, description))
+def register_model(name: str, build: Callable, spec: InputSpec, *, weights: str | None = None, description: str = "",
+                   classes: tuple[str, ...] | None = None):
+    """Register a model; ``classes`` names its outputs in logit order (used to map an ImageFolder's folders)."""
+    MODELS.register(name, ModelEntry(name, build, spec, weights, description, classes))
 
 
 def _register_builtin() -> None:
-    from ..data.fashion_mnist import MEAN, STD
+    from ..data.fashion_mnist import CLASSES, MEAN, STD
     from . import fmnist
 
     spec = InputSpec(input_size=(1, 28, 28), mean=MEAN, std=STD, interpolation="bilinear", num_classes=10)
-    register_model("fmnist-vit", lambda: fmnist.build("fmnist-vit"), spec, weights="fmnist-vit.safetensors",
+    register_model("fmnist-vit", lambda: fmnist.build("fmnist-vit"), spec, classes=CLASSES,
+                   weights="fmnist-vit.safetensors",
                    description="12-block ViT (dim 128, conv stem, 49 tokens) trained on Fashion-MNIST; shipped teacher")
-    register_model("fmnist-vit-tiny", lambda: fmnist.build("fmnist-vit-tiny"), spec,
+    register_model("fmnist-vit-tiny", lambda: fmnist.build("fmnist-vit-tiny"), spec, classes=CLASSES,
                    description="6-block ViT (dim 96, conv stem) student for distillation; untrained")
-    register_model("fmnist-vit-nano", lambda: fmnist.build("fmnist-vit-nano"), spec,
+    register_model("fmnist-vit-nano", lambda: fmnist.build("fmnist-vit-nano"), spec, classes=CLASSES,
                    description="4-block ViT (dim 64, conv stem) student for distillation, ~13x fewer parameters "
                                "than fmnist-vit; untrained")
 
