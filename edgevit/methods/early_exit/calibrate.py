@@ -48,13 +48,12 @@ def calibrate(model: Any, heldout: Any, *, budget: float, runtime: str = "onnxru
     the measured per-graph latencies and the share of samples per exit. Raises :class:`ConfigError` when the budget
     is unreachable or the criterion unknown, :class:`DataError` when the held-out labels cannot be read off the
     model's outputs (:func:`edgevit.evaluate.dataset_for_model`)."""
+    from ...evaluate import dataset_for_model
     from ...formats.cascade.export import export_cascade
     from ...formats.cascade.runtime import CascadeRuntime, measure_graph_latencies
     from ...formats.cascade.thresholds import never_fires
     from .thresholds import search_thresholds
     from .train import collect_logits
-
-    from ...evaluate import dataset_for_model
 
     heldout = dataset_for_model(heldout, model.edgevit_spec, source=getattr(model, "edgevit_name", None),
                                 what="early-exit calibration")
