@@ -3,12 +3,19 @@
 ``classification`` artefacts get top-1/top-5 accuracy. ``embedding`` artefacts (a tower of a dual encoder) are
 evaluated by retrieval, which needs paired captions: not supported yet, and refused rather than scored as a
 classifier.
+
+Before any accuracy is computed, :func:`dataset_for_model` checks that the dataset's labels can be read off the
+model's outputs (the shared dataset–model compatibility check of ``edgevit eval``, the eval stage, quantize's
+accuracy gate and early-exit calibration): a model without a head (``num_classes == 0``, a feature extractor)
+or with fewer outputs than the dataset has classes is refused, and an ImageFolder whose folder names are not the
+model's class names is refused too unless every folder names one of them (then labels are mapped by name).
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from typing import Any
 
 import numpy as np
 
@@ -17,22 +24,96 @@ from .progress import progress
 log = logging.getLogger(__name__)
 
 
+def model_class_names(spec: Any = None, source: str | None = None) -> tuple[str, ...] | None:
+    """The model's class names in logit order, where known: the spec's (``InputSpec.class_names``, which exports
+    carry), else those of the registered edgevit model named ``source`` (an export keeps its source's name); None
+    when unknown."""
+    names = getattr(spec, "class_names", None)
+    if names:
+        return tuple(names)
+    if source:
+        from .models import MODELS
+
+        entry = MODELS.get(str(source)) if str(source) in MODELS else None
+        if entry is not None and entry.spec.class_names:
+            return tuple(entry.spec.class_names)
+    return None
+
+
+def dataset_for_model(dataset, spec: Any, *, source: str | None = None, task: str | None = None,
+                      what: str = "evaluation"):
+    """``dataset`` (an ArrayDataset) with labels that index the model's outputs, or a :class:`DataError` saying why
+    they cannot.
+
+    ``spec`` is the model's :class:`~edgevit.spec.InputSpec` (``num_classes`` = number of outputs), ``source`` the
+    model's name (to look up its class names, :func:`model_class_names`), ``task`` the artefact's task; ``what``
+    names the caller in messages. Refused: an ``embedding`` artefact or a model with ``num_classes == 0`` (its
+    outputs are features, not class logits: top-1 would read 0% and an INT8 gate would pass 0% → 0%); a dataset
+    with more classes (or a larger label) than the model has outputs; an ImageFolder whose folder names differ from
+    the model's known class names. When every folder names one of the model's classes, labels are mapped to
+    those classes' indices (a new ArrayDataset is returned). Same names in the same order: returned unchanged.
+    """
+    from .data import ArrayDataset
+    from .errors import DataError
+
+    n_out = getattr(spec, "num_classes", None)
+    if task not in (None, "classification") or n_out == 0:
+        raise DataError(
+            f"{what}: the model{f' {source}' if source else ''} has no classification head (num_classes 0"
+            f"{'' if task in (None, 'classification') else f', task {task}'}): its outputs are features, not class "
+            f"logits, so top-1 accuracy on {dataset.name} would be meaningless (0%) and an INT8 accuracy gate would "
+            f"pass 0% → 0%. Build it with a head for the dataset's {len(dataset.classes)} classes (recipe "
+            f"model.num_classes: {len(dataset.classes)}, then train or fine-tune it), or compare it with its FP32 "
+            f"reference by cosine similarity (edgevit.formats.parity.compare_runtime)")
+    names = model_class_names(spec, source)
+    classes = tuple(str(c) for c in dataset.classes)
+    if names is not None and classes != tuple(names[:len(classes)]):
+        index = {c: i for i, c in enumerate(names)}
+        unknown = [c for c in classes if c not in index]
+        if unknown:
+            shown = ", ".join(repr(c) for c in names)
+            raise DataError(
+                f"{what}: the classes of {dataset.name} ({', '.join(repr(c) for c in classes)}) do not map to the "
+                f"model's {len(names)} classes ({shown}); {', '.join(repr(c) for c in unknown)} "
+                f"{'is' if len(unknown) == 1 else 'are'} not among them, so its labels would be compared with the "
+                f"wrong outputs. Name each folder of the ImageFolder after the model's class it holds (labels then "
+                f"follow the names, e.g. folder {names[0]!r} for output 0), or evaluate a model trained on these "
+                f"classes")
+        labels = np.asarray([index[c] for c in classes], dtype=np.int64)[np.asarray(dataset.labels)]
+        log.info("%s: %s's folders mapped to the model's classes by name (%s)", what, dataset.name,
+                 ", ".join(f"{c} → {index[c]}" for c in classes))
+        return ArrayDataset(dataset.images, labels, tuple(names), dataset.name)
+    if n_out is not None:
+        top = int(np.max(dataset.labels)) if len(dataset) else -1
+        if len(classes) > n_out or top >= n_out:
+            raise DataError(
+                f"{what}: {dataset.name} has {len(classes)} classes (labels up to {top}) but the model"
+                f"{f' {source}' if source else ''} has {n_out} outputs, so some labels can never be predicted: use a "
+                f"model with a head for these {len(classes)} classes (recipe model.num_classes: {len(classes)}), or a "
+                f"dataset whose classes are the model's")
+    return dataset
+
+
 def evaluate(runtime, dataset, *, batch_size: int = 100) -> dict:
     """Evaluate ``runtime`` on ``dataset`` (an ArrayDataset) according to its artefact's task.
 
-    Batches hold ``batch_size`` images, or the runtime's fixed batch when it has one (a TVM library, a static-batch
-    ONNX/OpenVINO graph, the early-exit If form: 1; see :func:`edgevit.runtimes.batch_size_for`); the last batch is
-    padded and trimmed, so every image is scored once.
-
     Classification: ``{top1, top5, n, correct1, correct5, seconds, runtime, dataset, batch_size}`` (accuracies as fractions
-    in [0, 1], seconds of wall time). Raises :class:`~edgevit.errors.ConfigError` for an ``embedding`` artefact
-    (retrieval evaluation is not supported yet) and for an unknown task.
+    in [0, 1], seconds of wall time; batches hold ``batch_size`` images, or the runtime's fixed batch when it has one, see
+    :func:`edgevit.runtimes.batch_size_for`, the last batch padded and trimmed); the dataset first passes :func:`dataset_for_model` (labels mapped to the
+    model's classes by folder name, where they can be). Raises :class:`~edgevit.errors.ConfigError` for an
+    ``embedding`` artefact (retrieval evaluation is not supported yet) and for an unknown task, and
+    :class:`~edgevit.errors.DataError` when the dataset's classes cannot be read off the model's outputs (no head,
+    fewer outputs than classes, folder names that are not the model's classes).
     """
     from .artifact import DEFAULT_TASK
     from .errors import ConfigError
 
-    task = getattr(getattr(runtime, "artifact", None), "task", DEFAULT_TASK)
+    artifact = getattr(runtime, "artifact", None)
+    task = getattr(artifact, "task", DEFAULT_TASK)
     if task == "classification":
+        dataset = dataset_for_model(dataset, getattr(runtime, "spec", None) or getattr(artifact, "spec", None),
+                                    source=getattr(artifact, "source", None), task=task,
+                                    what=f"evaluating {getattr(runtime, 'name', 'a runtime')}")
         return _evaluate_classification(runtime, dataset, batch_size=batch_size)
     if task == "embedding":
         raise ConfigError(f"evaluating an embedding artefact ({runtime.name} runtime on "

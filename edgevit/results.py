@@ -30,18 +30,19 @@ class ParityRecord:
 
     - ``max_abs_diff`` / ``mean_abs_diff``: largest and mean absolute difference of the outputs (logit units);
     - ``cosine``: mean per-sample cosine similarity of the two output vectors (in [-1, 1]);
-    - ``top1_agreement``: fraction of samples (in [0, 1]) whose arg-max class is the same;
+    - ``top1_agreement``: fraction of samples (in [0, 1]) whose arg-max class is the same (None when the outputs
+      are features, not class logits);
     - ``n``: number of samples compared;
     - ``tolerance``: bound on ``max_abs_diff`` (None: not checked); ``min_top1``: lower bound on
       ``top1_agreement`` (None: not checked);
-    - ``what``: the comparison's name; ``reference_max_abs``: max |reference output|; ``passed``: both bounds held;
-    - ``extra``: further JSON-able fields (``precision``, reference/candidate accuracy, ...).
+    - ``what``: the comparison's name; ``reference_max_abs``: max |reference output|; ``passed``: every bound held (tolerance, ``min_top1``, and ``extra["min_cosine"]`` on ``cosine``);
+    - ``extra``: further JSON-able fields (``precision``, ``min_cosine``, reference/candidate accuracy, ...).
     """
 
     max_abs_diff: float
     mean_abs_diff: float
     cosine: float
-    top1_agreement: float
+    top1_agreement: float | None
     n: int
     tolerance: float | None
     min_top1: float | None = None

@@ -50,7 +50,9 @@ def test_export_record_has_parity_and_provenance(tiny_onnx):
     assert record["path"] == str(path) and record["file_size"] == path.stat().st_size
     assert record["n"] == 32 and "fashion-mnist" in record["parity_inputs"]
     assert record["max_abs_diff"] < 1e-4 and record["cosine"] > 0.9999 and record["top1_agreement"] == 1.0
-    assert record["parity"]["passed"] is True and record["parity"]["tolerance"] >= 1e-3
+    assert record["parity"]["passed"] is True  # tolerance scaled by the real output magnitude (issue 16)
+    assert record["parity"]["tolerance"] == pytest.approx(1e-3 * record["parity"]["reference_max_abs"])
+    assert record["parity"]["min_cosine"] == 0.999 and record["parity"]["min_top1"] == 0.99
     assert record["versions"]["torch"] and record["versions"]["onnxruntime"]
     json.dumps(record)  # the record is JSON-able as it is
 
@@ -273,7 +275,8 @@ def test_default_tolerances_scale_with_logits():
 
     assert default_tolerance("fp32") == 1e-3 and default_tolerance("fp16") == 5e-2
     assert default_tolerance("float32", np.array([[40.0, -2.0]])) == pytest.approx(4e-2)
-    assert default_tolerance("fp32", np.array([[0.1, 0.2]])) == 1e-3  # never below the base value
+    # scaled by the real output magnitude: small outputs get a tight bound, not a floor of 1e-3 (issue 16)
+    assert default_tolerance("fp32", np.array([[1e-5, -3e-6]])) == pytest.approx(1e-8)
     assert default_tolerance("int8") is None and default_min_top1("int8") == 0.9
     with pytest.raises(ConfigError, match="unknown precision 'fp8'"):
         default_tolerance("fp8")
@@ -289,6 +292,54 @@ def test_nonfinite_and_shape_mismatch_fail():
         check_parity(ref, bad, tolerance=1.0, what="fp16 overflow")
     with pytest.raises(ParityError, match="shape"):
         check_parity(ref, ref[:, :5], tolerance=1.0, what="wrong head")
+
+
+def test_negated_small_logits_fail_on_cosine_and_top1():
+    """Issue 16: logits ~1e-5 negated passed a tolerance floored at 1e-3; now the bound scales with the outputs and
+    the cosine / top-1 floors hold for every precision (int8 too: −1 is a broken graph)."""
+    from edgevit.formats.parity import check_parity, parity_thresholds
+
+    ref = _logits() * 1e-5
+    with pytest.raises(ParityError) as info:
+        check_parity(ref, -ref, what="negated head")
+    msg = str(info.value)
+    assert "cosine similarity is -1.000000" in msg and "negated" in msg and "top-1 agreement is 0.000" in msg
+    assert info.value.record["cosine"] == pytest.approx(-1.0) and info.value.record["passed"] is False
+    # an explicit loose tolerance does not rescue it: cosine and top-1 are still required
+    with pytest.raises(ParityError, match="cosine"):
+        check_parity(ref, -ref, tolerance=1.0, what="negated head, loose tolerance")
+    for prec in ("fp16", "bf16", "int8"):
+        with pytest.raises(ParityError, match="cosine similarity is -1"):
+            check_parity(ref, -ref, what=f"negated {prec}", precision=prec, **parity_thresholds(prec, ref))
+    # the healthy case at the same tiny scale passes with the scaled bound
+    rec = check_parity(ref, ref * (1 + 1e-6), what="tiny but right")
+    assert rec.passed and rec.tolerance == pytest.approx(1e-3 * np.abs(ref).max())
+
+
+def test_nonfinite_reference_fails():
+    from edgevit.formats.parity import check_parity
+
+    ref = _logits()
+    nan_ref = ref.copy()
+    nan_ref[2] = np.nan
+    for prec in ("fp32", "int8"):
+        with pytest.raises(ParityError, match="reference produced non-finite outputs .* for 1 of 20"):
+            check_parity(nan_ref, ref, tolerance=None, min_top1=None, what="nan reference", precision=prec)
+    with pytest.raises(ParityError, match="candidate produced non-finite"):
+        check_parity(ref, nan_ref, what="nan candidate")
+
+
+def test_feature_outputs_have_no_top1():
+    from edgevit.formats.parity import check_parity, is_classifier
+    from edgevit.spec import InputSpec
+
+    ref = _logits(c=192)
+    rec = check_parity(ref, ref + 1e-6, what="features", classifier=False)
+    assert rec.top1_agreement is None and rec.min_top1 is None and rec.passed
+    spec = InputSpec(input_size=(3, 8, 8), mean=(0.5,) * 3, std=(0.5,) * 3, num_classes=0)
+    assert not is_classifier(spec) and not is_classifier(None, "embedding") and is_classifier(None)
+    with pytest.raises(ParityError, match="cosine"):  # still compared by direction
+        check_parity(ref, -ref, what="negated features", classifier=False)
 
 
 def test_compare_runtime_with_functions_and_labels():

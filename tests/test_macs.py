@@ -104,7 +104,7 @@ class TinyViTBlock(nn.Module):
 
     def forward(self, x):
         t = self.patch(x).flatten(2).transpose(1, 2)  # [1, 16, 16]
-        q, k, v = self.qkv(self.norm1(t)).reshape(1, 16, 3, 2, 8).permute(2, 0, 3, 1, 4)
+        q, k, v = self.qkv(self.norm1(t)).reshape(1, 16, 3, 2, 8).permute(2, 0, 3, 1, 4).unbind(0)
         a = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(1, 16, 16)
         t = t + self.proj(a)
         t = t + self.fc2(F.gelu(self.fc1(self.norm2(t))))

@@ -35,6 +35,8 @@ MODELS: Registry[ModelEntry] = Registry("model")
 
 
 def register_model(name: str, build: Callable, spec: InputSpec, *, weights: str | None = None, description: str = ""):
+    """Register a model; its spec's ``class_names`` (``extra["class_names"]``) name its outputs in logit order (used to
+    map an ImageFolder's folders and printed by the C++ example)."""
     MODELS.register(name, ModelEntry(name, build, spec, weights, description))
 
 

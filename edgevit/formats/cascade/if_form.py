@@ -199,7 +199,7 @@ def _parity(manifest: Path, if_path: Path, spec, th, crit: str, images: Any, int
     (≥ 98%) is checked instead of an fp32 logit tolerance."""
     from ...artifact import Artifact
     from ...runtimes import load_runtime, run_batched
-    from ..parity import check_parity, default_tolerance, parity_inputs
+    from ..parity import DEFAULT, check_parity, default_tolerance, parity_inputs
     from .runtime import CascadeRuntime
 
     x, described = parity_inputs(images, spec, what="early-exit If form")
@@ -213,7 +213,7 @@ def _parity(manifest: Path, if_path: Path, spec, th, crit: str, images: Any, int
         casc.close()
         rt.close()
     res = check_parity(ref, out, tolerance=None if int8 else default_tolerance("fp32", ref),
-                       min_top1=0.98 if int8 else None,
+                       min_top1=0.98 if int8 else DEFAULT, precision="int8" if int8 else "fp32",
                        what=f"early-exit If form {if_path.name} vs the segment cascade (batch 1)")
     res.extra["inputs"] = described
     res.extra["exits_share"] = (np.bincount(exits, minlength=len(th) + 1) / len(exits)).tolist()

@@ -38,8 +38,9 @@ def run(model: Any, out: Path, options: OnnxExportOptions, parity_images: Any) -
 
 
 def summary(rec: dict, options: OnnxExportOptions) -> str:
-    return (f"wrote {rec['path']}: max |Δ| {rec['max_abs_diff']:.2e}, top-1 agreement "
-            f"{rec['top1_agreement'] * 100:.1f}% on {rec['n']} real images")
+    from ..parity import parity_summary
+
+    return f"wrote {rec['path']}: {parity_summary(rec)}"
 
 
 COMMAND = ExportCommand(

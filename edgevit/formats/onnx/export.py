@@ -350,7 +350,7 @@ def _file_size(path: Path) -> int:
 
 def _parity(module, path: Path, spec: InputSpec, images: np.ndarray, *, tolerance: float | None, dynamic: bool,
             what: str) -> ParityRecord:
-    from ..parity import check_parity, default_tolerance
+    from ..parity import check_parity, default_tolerance, is_classifier
     from ..reference import torch_logits
     from .runtime import OnnxRuntime
 
@@ -366,4 +366,4 @@ def _parity(module, path: Path, spec: InputSpec, images: np.ndarray, *, toleranc
             raise ExportError(f"the exported file {path} does not run in onnxruntime on real inputs: {exc}. Try "
                               f"another opset or exporter, or dynamic_batch=False.") from exc
     tol = tolerance if tolerance is not None else default_tolerance("fp32", reference)
-    return check_parity(reference, np.concatenate(cand), tolerance=tol, what=what)
+    return check_parity(reference, np.concatenate(cand), tolerance=tol, what=what, classifier=is_classifier(spec))

@@ -333,7 +333,7 @@ def _chunks(images: np.ndarray, static_batch: int | None) -> list[np.ndarray]:
 
 def _parity(module: Any, onnx_path: str | Path | None, path: Path, spec: InputSpec, images: np.ndarray, *,
             precision: str, tolerance: float | None, static_batch: int | None, what: str) -> tuple[ParityRecord, dict]:
-    from ..parity import check_parity, parity_thresholds
+    from ..parity import check_parity, is_classifier, parity_thresholds
     from .runtime import OpenVinoRuntime
 
     chunks = _chunks(images, static_batch)
@@ -348,10 +348,11 @@ def _parity(module: Any, onnx_path: str | Path | None, path: Path, spec: InputSp
                 raise
             raise ExportError(f"the exported IR {path} does not run in OpenVINO on real inputs: {exc}. Try "
                               f"from_onnx=... or dynamic_batch=False.") from exc
-    thresholds = parity_thresholds(precision, reference)
-    tol = tolerance if tolerance is not None else thresholds["tolerance"]
-    record = check_parity(reference, cand, tolerance=tol, min_top1=thresholds["min_top1"], what=what,
-                          extra={"precision": precision})
+    classifier = is_classifier(spec)
+    thresholds = parity_thresholds(precision, reference, classifier=classifier)
+    if tolerance is not None:
+        thresholds["tolerance"] = tolerance
+    record = check_parity(reference, cand, what=what, precision=precision, classifier=classifier, **thresholds)
     return record, info
 
 

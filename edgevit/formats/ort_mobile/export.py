@@ -111,7 +111,7 @@ def export_ort_mobile(onnx_path: Any, out_dir: str | Path, *, optimization: str 
     from ...spec import SPEC_KEY
     from ...versions import library_versions
     from ..onnx.runtime import OnnxRuntime
-    from ..parity import check_parity, default_tolerance, parity_inputs
+    from ..parity import check_parity, default_tolerance, is_classifier, parity_inputs
     from ..reference import resolve_onnx, runtime_logits, torch_logits, unwrap_torch
 
     t0 = time.perf_counter()
@@ -169,14 +169,16 @@ def export_ort_mobile(onnx_path: Any, out_dir: str | Path, *, optimization: str 
         try:
             vs_onnx = check_parity(
                 ref_onnx, cand, tolerance=tolerance if tolerance is not None else default_tolerance("fp32", ref_onnx),
-                what=f"ORT format ({ort_path.name}, {optimization}) vs source ONNX ({src.name})")
+                what=f"ORT format ({ort_path.name}, {optimization}) vs source ONNX ({src.name})",
+                classifier=is_classifier(spec))
             record["parity_vs_onnx"] = vs_onnx.to_dict()
             if model is not None:
                 ref_torch = torch_logits(model, images, what="ORT-format parity check")
                 vs_torch = check_parity(
                     ref_torch, cand,
                     tolerance=tolerance if tolerance is not None else default_tolerance("fp32", ref_torch),
-                    what=f"ORT format ({ort_path.name}, {optimization}) vs torch ({source})")
+                    what=f"ORT format ({ort_path.name}, {optimization}) vs torch ({source})",
+                    classifier=is_classifier(spec))
                 record["parity_vs_torch"] = vs_torch.to_dict()
         except ParityError as exc:
             failed = getattr(exc, "record", None) or {}

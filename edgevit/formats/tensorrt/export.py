@@ -129,13 +129,13 @@ def _render(template: str, values: dict[str, Any]) -> str:
 def _onnx_vs_torch(onnx_path: Path, spec, torch_model, images: np.ndarray) -> ParityRecord:
     from ...artifact import Artifact
     from ..onnx.runtime import OnnxRuntime
-    from ..parity import check_parity, default_tolerance
+    from ..parity import check_parity, default_tolerance, is_classifier
     from ..reference import runtime_logits, torch_logits
 
     with OnnxRuntime(Artifact(kind="onnx", spec=spec, path=onnx_path), device="cpu") as rt:
         cand = runtime_logits(rt, images)
     ref = torch_logits(torch_model, images, what="ONNX-vs-torch parity check")
-    return check_parity(ref, cand, tolerance=default_tolerance("fp32", ref),
+    return check_parity(ref, cand, tolerance=default_tolerance("fp32", ref), classifier=is_classifier(spec),
                         what=f"ONNX ({onnx_path.name}) vs torch, as shipped in the TensorRT bundle")
 
 
@@ -481,7 +481,7 @@ def _engine_parity(engine_path: Path, onnx_path: Path, spec, precision: str, ima
     from ...artifact import Artifact
     from ...runtimes.base import run_batched
     from ..onnx.runtime import OnnxRuntime
-    from ..parity import check_parity, parity_thresholds
+    from ..parity import check_parity, is_classifier, parity_thresholds
     from ..reference import runtime_logits
     from .runtime import TensorRTRuntime
 
@@ -489,11 +489,13 @@ def _engine_parity(engine_path: Path, onnx_path: Path, spec, precision: str, ima
             TensorRTRuntime(Artifact(kind="tensorrt", spec=spec, path=engine_path), device="cuda") as rt:
         ref = runtime_logits(ref_rt, images)
         cand = run_batched(rt, images, rt.max_batch)  # within the profile's range, the last batch padded
-    th = parity_thresholds(precision, ref)
+    classifier = is_classifier(spec)
+    th = parity_thresholds(precision, ref, classifier=classifier)
     if tolerance is not None:
         th["tolerance"] = tolerance
     try:
-        return check_parity(ref, cand, what=f"TensorRT {precision} engine ({engine_path.name}) vs ONNX", **th)
+        return check_parity(ref, cand, what=f"TensorRT {precision} engine ({engine_path.name}) vs ONNX",
+                            precision=precision, classifier=classifier, **th)
     except ParityError as exc:
         record["engine_parity_failed"] = getattr(exc, "record", None)
         raise ParityError(f"{exc} The engine is kept at {engine_path}.") from exc

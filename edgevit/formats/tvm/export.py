@@ -295,7 +295,7 @@ def _apply_extra_passes(mod, extra_passes: Sequence[IRPass]):
 def _parity(module, path: Path, spec: InputSpec, images: np.ndarray, batch: int, *, tolerance: float | None,
             what: str) -> ParityRecord:
     from ...runtimes.base import run_batched
-    from ..parity import check_parity, default_tolerance
+    from ..parity import check_parity, default_tolerance, is_classifier
     from ..reference import torch_logits
     from .runtime import TvmRuntime
 
@@ -306,7 +306,7 @@ def _parity(module, path: Path, spec: InputSpec, images: np.ndarray, batch: int,
         except Exception as exc:  # the library compiled but does not run
             raise ExportError(f"the TVM library {path} does not run on real inputs: {exc}") from exc
     tol = tolerance if tolerance is not None else default_tolerance("fp32", reference)
-    return check_parity(reference, cand, tolerance=tol, what=what)
+    return check_parity(reference, cand, tolerance=tol, what=what, classifier=is_classifier(spec))
 
 
 def _llvm_version() -> str | None:

@@ -46,13 +46,17 @@ def calibrate(model: Any, heldout: Any, *, budget: float, runtime: str = "onnxru
     """Thresholds for ``model`` (an EarlyExitViT) on ``heldout`` (an ArrayDataset) for ``runtime``; a JSON-able
     record with ``thresholds``, ``criterion``, held-out top-1 of the cascade and of the final head, expected latency,
     the measured per-graph latencies and the share of samples per exit. Raises :class:`ConfigError` when the budget
-    is unreachable or the criterion unknown."""
+    is unreachable or the criterion unknown, :class:`DataError` when the held-out labels cannot be read off the
+    model's outputs (:func:`edgevit.evaluate.dataset_for_model`)."""
+    from ...evaluate import dataset_for_model
     from ...formats.cascade.export import export_cascade
     from ...formats.cascade.runtime import CascadeRuntime, measure_graph_latencies
     from ...formats.cascade.thresholds import never_fires
     from .thresholds import search_thresholds
     from .train import collect_logits
 
+    heldout = dataset_for_model(heldout, model.edgevit_spec, source=getattr(model, "edgevit_name", None),
+                                what="early-exit calibration")
     t0 = time.perf_counter()
     logits = collect_logits(model, heldout)
     work = Path(work_dir)

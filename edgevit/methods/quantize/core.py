@@ -355,7 +355,7 @@ class _Job(AttemptLadder, SpeedGate):
             cand = run_batched(rt, self.sens_x)  # within the runtime's batch limits
         finally:
             rt.close()
-        return check_parity(self.fp_logits, cand, tolerance=None, min_top1=None,
+        return check_parity(self.fp_logits, cand, tolerance=None, min_top1=None, precision="int8",
                             what=f"INT8 {int8_art.path.name} vs FP32 {Path(self.fp_art.path).name} "
                                  f"({self.primary}, calibration images)").to_dict()
 
