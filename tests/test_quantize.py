@@ -441,7 +441,7 @@ def cnn(tmp_path_factory, fmnist_test_small):
     images = fmnist_test_small.subset(range(16))
     export_onnx(m, d / "cnn.onnx", parity_images=images)
     export_openvino(m, d / "cnn.xml", parity_images=images)
-    x, _ = calibration_data(m.edgevit_spec, samples=16)
+    x, _ = calibration_data(m.edgevit_spec, "fashion-mnist", samples=16)
     return d / "cnn.onnx", d / "cnn.xml", x
 
 
