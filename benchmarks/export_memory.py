@@ -96,7 +96,7 @@ def run_variant(weight_mb: float, exporter: str, simplify: bool, *, timeout: flo
     cmd = [sys.executable, __file__, "--worker", "--mb", str(weight_mb), "--exporters", exporter]
     if not simplify:
         cmd.append("--no-simplify")
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=timeout)
     if proc.returncode != 0:
         raise RuntimeError(f"worker failed ({proc.returncode}): {proc.stderr[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
