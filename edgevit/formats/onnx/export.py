@@ -297,6 +297,8 @@ def _external_info(t) -> tuple[str, int, int | None] | None:
     if not (t.HasField("data_location") and t.data_location == onnx.TensorProto.EXTERNAL):
         return None
     info = {e.key: e.value for e in t.external_data}
+    if "location" not in info:  # onnxslim re-creates rewritten constants inline but keeps the EXTERNAL flag
+        return None
     length = info.get("length")
     return info["location"], int(info.get("offset") or 0), int(length) if length is not None else None
 
@@ -304,8 +306,7 @@ def _external_info(t) -> tuple[str, int, int | None] | None:
 def _externalize(proto, work: Path) -> None:
     """Move the graph's inline initializers of :data:`LARGE_TENSOR` bytes or more into ``work/weights.data`` and
     bring external ones smaller than that inline, so only large tensors stay on disk."""
-    import onnx
-    from onnx.external_data_helper import load_external_data_for_tensor, set_external_data
+    from onnx.external_data_helper import load_external_data_for_tensor
 
     data = work / _WORK_DATA
     with open(data, "ab") as f:
@@ -318,9 +319,19 @@ def _externalize(proto, work: Path) -> None:
             if t.HasField("raw_data") and len(t.raw_data) >= LARGE_TENSOR:
                 offset = _pad_to(f, _ALIGN)
                 f.write(t.raw_data)
-                set_external_data(t, location=_WORK_DATA, offset=offset, length=len(t.raw_data))
-                t.ClearField("raw_data")
-                t.data_location = onnx.TensorProto.EXTERNAL
+                _set_external(t, _WORK_DATA, offset, len(t.raw_data))
+
+
+def _set_external(t, location: str, offset: int, length: int) -> None:
+    """Point tensor ``t`` at ``length`` bytes at ``offset`` of ``location`` (its inline data dropped)."""
+    import onnx
+
+    t.ClearField("raw_data")
+    del t.external_data[:]
+    for key, value in (("location", location), ("offset", str(offset)), ("length", str(length))):
+        entry = t.external_data.add()
+        entry.key, entry.value = key, value
+    t.data_location = onnx.TensorProto.EXTERNAL
 
 
 def _pad_to(f, align: int) -> int:
@@ -364,17 +375,18 @@ def _slim_reads_from(work: Path) -> Iterator[bool]:
         return
 
     def load(self):
-        t = getattr(self, "tensor", None)
-        if t is None or _external_info(t) is None:
-            return original(self)
         import onnx
         from onnx import numpy_helper
 
+        t = getattr(self, "tensor", None)
+        if not isinstance(t, onnx.TensorProto) or t.data_location != onnx.TensorProto.EXTERNAL:
+            return original(self)
         inline = onnx.TensorProto()
         inline.CopyFrom(t)
         inline.ClearField("external_data")
         inline.ClearField("data_location")
-        inline.raw_data = b"".join(_read_external(t, work))
+        if _external_info(t) is not None:  # else: a constant onnxslim rewrote, inline but still flagged EXTERNAL
+            inline.raw_data = b"".join(_read_external(t, work))
         return np.array(numpy_helper.to_array(inline))
 
     LazyValues.load = load
@@ -412,11 +424,23 @@ def _simplify(proto, work: Path | None = None):
             slim = onnxslim.slim(proto)
         if slim is None:
             raise RuntimeError("onnxslim returned no model")
+        _fix_data_location(slim)
         return slim, None, time.perf_counter() - t
     except Exception as exc:  # noqa: BLE001 - keep the unsimplified model rather than fail the export
         log.warning("onnxslim could not simplify the graph (%s: %s); keeping the unsimplified model",
                     type(exc).__name__, str(exc)[:200])
         return proto, f"{type(exc).__name__}: {str(exc)[:300]}", time.perf_counter() - t
+
+
+def _fix_data_location(proto) -> None:
+    """Tensors flagged EXTERNAL without a location hold their data inline (onnxslim copies the flag onto the
+    constants it rewrites); flag them DEFAULT so they are saved inline."""
+    import onnx
+
+    for t in proto.graph.initializer:
+        if t.data_location == onnx.TensorProto.EXTERNAL and _external_info(t) is None:
+            del t.external_data[:]
+            t.data_location = onnx.TensorProto.DEFAULT
 
 
 def _check_io_names(proto, spec: InputSpec, path: Path) -> None:
@@ -522,9 +546,6 @@ def _save(proto, path: Path, work: Path | None = None) -> bool:
 def _write_external(proto, path: Path, data: Path, work: Path | None) -> None:
     """Every initializer of 1 KiB or more into ``data`` (one file, as ``onnx.save(..., size_threshold=1024)`` did),
     streamed from ``work`` or from the proto; then the (now small) proto to ``path``."""
-    import onnx
-    from onnx.external_data_helper import set_external_data
-
     with open(data, "wb") as f:
         for t in proto.graph.initializer:
             if _external_info(t) is not None:
@@ -540,9 +561,7 @@ def _write_external(proto, path: Path, data: Path, work: Path | None) -> None:
                 t.ClearField("raw_data")
             else:
                 continue
-            del t.external_data[:]
-            set_external_data(t, location=data.name, offset=offset, length=length)
-            t.data_location = onnx.TensorProto.EXTERNAL
+            _set_external(t, data.name, offset, length)
     with open(path, "wb") as f:
         f.write(proto.SerializeToString())
 
