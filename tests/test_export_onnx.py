@@ -356,3 +356,64 @@ def test_compare_runtime_with_functions_and_labels():
     assert rec["n"] == 9 and rec["passed"] and "reference_accuracy" in rec
     with pytest.raises(ParityError, match="above the tolerance"):
         compare_runtime(ref, lambda x: ref(x) + 0.5, batches, what="shifted")
+
+
+# ---------------------------------------------------------------------------------------------- export memory (issue 16)
+
+
+@pytest.mark.parametrize("exporter", ["dynamo", "torchscript"])
+def test_weights_kept_on_disk_write_the_same_model(tmp_path, tiny_model, real_batch, monkeypatch, exporter):
+    """With every tensor over 1 KiB held in the scratch data file (as a large model's are), the file written is the
+    same model as the in-memory path writes: same nodes, same initializers in the same order, same outputs."""
+    import onnx
+    from onnx import numpy_helper
+
+    from edgevit.formats.onnx import export as onnx_export
+
+    monkeypatch.setattr(onnx_export, "LARGE_TENSOR", 1 << 62)  # nothing on disk: the path small models take
+    onnx_export.export_onnx(tiny_model, tmp_path / "ref.onnx", exporter=exporter, parity=False)
+    monkeypatch.setattr(onnx_export, "LARGE_TENSOR", 1024)
+    out = onnx_export.export_onnx(tiny_model, tmp_path / "disk.onnx", exporter=exporter,
+                                  parity_images=real_batch).to_dict()
+    assert out["external_data"] is False and not (tmp_path / "disk.onnx.data").exists()
+    assert out["simplified"] is True and out["parity"]["passed"] is True
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["disk.onnx", "ref.onnx"]  # scratch folder removed
+    a, b = onnx.load(str(tmp_path / "ref.onnx")), onnx.load(str(tmp_path / "disk.onnx"))
+    assert [(n.op_type, list(n.input), list(n.output)) for n in a.graph.node] == \
+        [(n.op_type, list(n.input), list(n.output)) for n in b.graph.node]
+    assert [t.name for t in a.graph.initializer] == [t.name for t in b.graph.initializer]
+    assert any(len(t.raw_data) >= 1024 for t in b.graph.initializer)
+    for ta, tb in zip(a.graph.initializer, b.graph.initializer, strict=True):
+        np.testing.assert_array_equal(numpy_helper.to_array(ta), numpy_helper.to_array(tb))
+    ra, rb = _onnx_runtime(tmp_path / "ref.onnx"), _onnx_runtime(tmp_path / "disk.onnx")
+    np.testing.assert_array_equal(ra.run(real_batch), rb.run(real_batch))
+
+
+def test_weights_on_disk_external_data_file(tmp_path, tiny_model, real_batch, monkeypatch):
+    """Large tensors streamed from the scratch file into ``<name>.onnx.data`` when the model crosses the threshold."""
+    from edgevit.formats.onnx import export as onnx_export
+
+    monkeypatch.setattr(onnx_export, "LARGE_TENSOR", 1024)
+    monkeypatch.setattr(onnx_export, "EXTERNAL_DATA_THRESHOLD", 0)
+    ref = onnx_export.export_onnx(tiny_model, tmp_path / "one.onnx", parity=False)
+    rec = onnx_export.export_onnx(tiny_model, tmp_path / "big.onnx", parity_images=real_batch).to_dict()
+    assert rec["external_data"] is True and rec["parity"]["passed"] is True
+    assert rec["file_size"] > (tmp_path / "big.onnx").stat().st_size * 10
+    np.testing.assert_array_equal(_onnx_runtime(ref.artifact.path).run(real_batch),
+                                  _onnx_runtime(tmp_path / "big.onnx").run(real_batch))
+
+
+@pytest.mark.slow
+def test_export_peak_memory_under_three_times_weights():
+    """A synthetic model with ~320 MB of weights, exported (dynamo, simplified) in a fresh process: the export adds
+    less than 3× the weight bytes to the peak RSS (VmHWM); it added 4.75× before issue 16's fix."""
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    try:
+        from export_memory import run_variant
+    finally:
+        sys.path.pop(0)
+    row = run_variant(320, "dynamo", True, timeout=900)
+    assert row["weight_bytes"] >= 300e6 and row["simplified"] is True
+    assert row["added_mb"] * 1e6 < 3 * row["weight_bytes"], row

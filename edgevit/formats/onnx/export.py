@@ -24,10 +24,12 @@ always runs on real images, never on random tensors.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import logging
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +51,10 @@ log = logging.getLogger(__name__)
 EXPORTERS = ("auto", "dynamo", "torchscript")
 # weights above this go to an external data file (protobuf cannot serialise messages of 2 GiB or more)
 EXTERNAL_DATA_THRESHOLD = 2 * 1024**3 - 64 * 1024**2
+# while the graph is exported, simplified and written, tensors of this many bytes or more stay in a scratch file
+LARGE_TENSOR = 1024**2
+_WORK_MODEL, _WORK_DATA, _WORK_CHECK = "model.onnx", "weights.data", "check.onnx"
+_ALIGN = 4096
 PARITY_CHUNK = 16
 
 
@@ -92,17 +98,19 @@ def export_onnx(model: Any, out_path: str | Path, *, opset: int = 18, dynamic_ba
     was_training = module.training
     module.eval()
     try:
-        used, proto, fallback_reason, t_export = _export(module, example, spec, opset, dynamic_batch, exporter)
-        simplify_error, t_slim = None, 0.0
-        if simplify:
-            proto, simplify_error, t_slim = _simplify(proto)
-        _check_io_names(proto, spec, path)
-        _stamp_metadata(proto, spec, source, used)
-        external = _save(proto, path)
-        actual_opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
-        if actual_opset != opset:
-            log.warning("%s: asked for opset %s, the exporter produced opset %s", path, opset, actual_opset)
-        del proto
+        with _workdir(path) as work:
+            used, proto, fallback_reason, t_export = _export(module, example, spec, opset, dynamic_batch, exporter,
+                                                             work)
+            simplify_error, t_slim = None, 0.0
+            if simplify:
+                proto, simplify_error, t_slim = _simplify(proto, work)
+            _check_io_names(proto, spec, path)
+            _stamp_metadata(proto, spec, source, used)
+            external = _save(proto, path, work)
+            actual_opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
+            if actual_opset != opset:
+                log.warning("%s: asked for opset %s, the exporter produced opset %s", path, opset, actual_opset)
+            del proto
 
         record: dict[str, Any] = {
             "format": "onnx", "path": str(path), "source": source, "opset": actual_opset, "opset_requested": opset,
@@ -156,27 +164,36 @@ def _resolve_out_path(out_path: str | Path, source: str) -> Path:
 # ------------------------------------------------------------------------------------------------ export
 
 
-def _export(module, example, spec: InputSpec, opset: int, dynamic_batch: bool, exporter: str):
-    """(exporter used, ModelProto, reason for falling back or None, seconds)."""
+def _export(module, example, spec: InputSpec, opset: int, dynamic_batch: bool, exporter: str, work: Path):
+    """(exporter used, ModelProto, reason for falling back or None, seconds). The proto's tensors of
+    :data:`LARGE_TENSOR` bytes or more stay in files under ``work`` (see :func:`_externalize`)."""
+    import gc
+
     t = time.perf_counter()
-    if exporter in ("auto", "dynamo"):
-        try:
-            return "dynamo", _export_dynamo(module, example, spec, opset, dynamic_batch), None, time.perf_counter() - t
-        except ExportError as exc:
-            if exporter == "dynamo" or getattr(exc, "batch_specialized", False):
-                raise  # the TorchScript exporter would bake the fixed batch in silently
-            first = exc
-            log.warning("torch.export-based ONNX export failed (%s); trying the TorchScript exporter",
-                        " ".join(str(exc).splitlines()[:2]))
-        try:
-            proto = _export_torchscript(module, example, spec, opset, dynamic_batch)
-        except ExportError as exc:
-            raise ExportError(f"both torch ONNX exporters failed.\n[dynamo] {first}\n[torchscript] {exc}") from exc
-        return "torchscript", proto, str(first), time.perf_counter() - t
-    return "torchscript", _export_torchscript(module, example, spec, opset, dynamic_batch), None, time.perf_counter() - t
+    try:
+        if exporter in ("auto", "dynamo"):
+            try:
+                return ("dynamo", _export_dynamo(module, example, spec, opset, dynamic_batch, work), None,
+                        time.perf_counter() - t)
+            except ExportError as exc:
+                if exporter == "dynamo" or getattr(exc, "batch_specialized", False):
+                    raise  # the TorchScript exporter would bake the fixed batch in silently
+                first = exc
+                log.warning("torch.export-based ONNX export failed (%s); trying the TorchScript exporter",
+                            " ".join(str(exc).splitlines()[:2]))
+            _clear_dir(work)
+            try:
+                proto = _export_torchscript(module, example, spec, opset, dynamic_batch, work)
+            except ExportError as exc:
+                raise ExportError(f"both torch ONNX exporters failed.\n[dynamo] {first}\n[torchscript] {exc}") from exc
+            return "torchscript", proto, str(first), time.perf_counter() - t
+        return ("torchscript", _export_torchscript(module, example, spec, opset, dynamic_batch, work), None,
+                time.perf_counter() - t)
+    finally:
+        gc.collect()  # the ExportedProgram / ONNXProgram / TorchScript graph, before simplification
 
 
-def _export_dynamo(module, example, spec: InputSpec, opset: int, dynamic_batch: bool):
+def _export_dynamo(module, example, spec: InputSpec, opset: int, dynamic_batch: bool, work: Path):
     import torch
 
     dynamic_shapes = ({0: torch.export.Dim("batch", min=1)},) if dynamic_batch else None
@@ -192,10 +209,15 @@ def _export_dynamo(module, example, spec: InputSpec, opset: int, dynamic_batch: 
             program = torch.onnx.export(ep, (example,), input_names=[spec.input_name],
                                         output_names=[spec.output_name], opset_version=opset, dynamo=True,
                                         external_data=True, optimize=True, verbose=False)
-            proto = program.model_proto
+            del ep
+            # the weights go from the torch tensors straight to a data file, one at a time (model_proto would
+            # serialise them all into one in-memory proto)
+            program.save(str(work / _WORK_MODEL), external_data=True)
         except Exception as exc:  # ConversionError and friends
             raise ExportError(failure_message("translating the graph to ONNX", exc, module, example,
                                                exporter="dynamo", opset=opset, dynamic_batch=dynamic_batch)) from exc
+        del program
+    proto = _load_graph(work)
     if dynamic_batch:
         _name_batch_dim(proto)
     return proto
@@ -213,44 +235,212 @@ def _name_batch_dim(proto) -> None:
                 d.dim_param = "batch"
 
 
-def _export_torchscript(module, example, spec: InputSpec, opset: int, dynamic_batch: bool):
-    import tempfile
-
-    import onnx
+def _export_torchscript(module, example, spec: InputSpec, opset: int, dynamic_batch: bool, work: Path):
     import torch
 
     axes = {spec.input_name: {0: "batch"}, spec.output_name: {0: "batch"}} if dynamic_batch else None
-    with tempfile.TemporaryDirectory(prefix="edgevit-onnx-") as tmp, quiet():
-        f = Path(tmp) / "model.onnx"
+    with quiet():
         try:
-            torch.onnx.export(module, (example,), str(f), dynamo=False, opset_version=opset,
+            torch.onnx.export(module, (example,), str(work / _WORK_MODEL), dynamo=False, opset_version=opset,
                               input_names=[spec.input_name], output_names=[spec.output_name], dynamic_axes=axes,
                               do_constant_folding=True)
         except Exception as exc:  # UnsupportedOperatorError, tracing errors, …
             raise ExportError(failure_message("tracing and converting with the TorchScript exporter", exc, module,
                                                example, exporter="torchscript", opset=opset,
                                                dynamic_batch=dynamic_batch)) from exc
-        return onnx.load(str(f), load_external_data=True)
+    return _load_graph(work)
+
+
+# ------------------------------------------------------------------------------------- weights kept on disk
+#
+# Between the exporter and the final file the graph is held as a ModelProto whose large tensors (LARGE_TENSOR
+# bytes or more) live in files of a scratch folder next to the output (external data, locations relative to that
+# folder); small tensors stay inline, so shape inference and onnxslim see the same graph as before. onnxslim reads
+# a large tensor's values from the folder only when a rewrite needs them (_slim_reads_from), and _save streams the
+# bytes into the final file. The process never holds more than one large tensor at a time on top of the model
+# (issue 16: a 2.1 GB model used to peak at 8× its weights).
+
+
+@contextlib.contextmanager
+def _workdir(path: Path) -> Iterator[Path]:
+    """A scratch folder beside ``path`` (same disk as the output, never a RAM-backed /tmp), removed afterwards."""
+    import shutil
+    import tempfile
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{path.stem}.export-", dir=path.parent))
+    try:
+        yield work
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _clear_dir(work: Path) -> None:
+    for f in work.iterdir():
+        if f.is_file():
+            f.unlink()
+
+
+def _load_graph(work: Path):
+    """The exporter's file in ``work`` as a ModelProto whose large tensors stay on disk (see :func:`_externalize`)."""
+    import onnx
+
+    proto = onnx.load(str(work / _WORK_MODEL), load_external_data=False)
+    _externalize(proto, work)
+    return proto
+
+
+def _external_info(t) -> tuple[str, int, int | None] | None:
+    """(location, offset, length or None) of a tensor stored as external data, else None."""
+    import onnx
+
+    if not (t.HasField("data_location") and t.data_location == onnx.TensorProto.EXTERNAL):
+        return None
+    info = {e.key: e.value for e in t.external_data}
+    if "location" not in info:  # onnxslim re-creates rewritten constants inline but keeps the EXTERNAL flag
+        return None
+    length = info.get("length")
+    return info["location"], int(info.get("offset") or 0), int(length) if length is not None else None
+
+
+def _externalize(proto, work: Path) -> None:
+    """Move the graph's inline initializers of :data:`LARGE_TENSOR` bytes or more into ``work/weights.data`` and
+    bring external ones smaller than that inline, so only large tensors stay on disk."""
+    from onnx.external_data_helper import load_external_data_for_tensor
+
+    data = work / _WORK_DATA
+    with open(data, "ab") as f:
+        for t in proto.graph.initializer:
+            ext = _external_info(t)
+            if ext is not None:
+                if _tensor_nbytes(t) < LARGE_TENSOR:
+                    load_external_data_for_tensor(t, str(work))
+                continue
+            if t.HasField("raw_data") and len(t.raw_data) >= LARGE_TENSOR:
+                offset = _pad_to(f, _ALIGN)
+                f.write(t.raw_data)
+                _set_external(t, _WORK_DATA, offset, len(t.raw_data))
+
+
+def _set_external(t, location: str, offset: int, length: int) -> None:
+    """Point tensor ``t`` at ``length`` bytes at ``offset`` of ``location`` (its inline data dropped)."""
+    import onnx
+
+    t.ClearField("raw_data")
+    del t.external_data[:]
+    for key, value in (("location", location), ("offset", str(offset)), ("length", str(length))):
+        entry = t.external_data.add()
+        entry.key, entry.value = key, value
+    t.data_location = onnx.TensorProto.EXTERNAL
+
+
+def _pad_to(f, align: int) -> int:
+    pos = f.seek(0, 2)
+    pad = (-pos) % align
+    if pad:
+        f.write(b"\0" * pad)
+    return pos + pad
+
+
+def _read_external(t, work: Path, chunk: int = 16 * 1024**2) -> Iterator[bytes]:
+    """The bytes of an external tensor under ``work``, in chunks."""
+    location, offset, length = _external_info(t)
+    src = (work / location).resolve()
+    if src.parent != work.resolve():
+        raise ExportError(f"tensor {t.name} points outside the export's scratch folder ({location})")
+    with open(src, "rb") as f:
+        f.seek(offset)
+        left = length if length is not None else _tensor_nbytes(t)
+        while left > 0:
+            block = f.read(min(chunk, left))
+            if not block:
+                raise ExportError(f"the scratch data file {src} ends before tensor {t.name}'s data")
+            left -= len(block)
+            yield block
+
+
+@contextlib.contextmanager
+def _slim_reads_from(work: Path) -> Iterator[bool]:
+    """While onnxslim runs, let its lazily loaded constants read external data from ``work`` (onnx resolves
+    locations against the current directory otherwise). Yields False when onnxslim's internals are not as expected;
+    the caller then loads the weights into the proto, as before."""
+    try:
+        from onnxslim.third_party.onnx_graphsurgeon.ir.tensor import LazyValues
+    except ImportError:
+        yield False
+        return
+    original = getattr(LazyValues, "load", None)
+    if original is None:
+        yield False
+        return
+
+    def load(self):
+        import onnx
+        from onnx import numpy_helper
+
+        t = getattr(self, "tensor", None)
+        if not isinstance(t, onnx.TensorProto) or t.data_location != onnx.TensorProto.EXTERNAL:
+            return original(self)
+        inline = onnx.TensorProto()
+        inline.CopyFrom(t)
+        inline.ClearField("external_data")
+        inline.ClearField("data_location")
+        if _external_info(t) is not None:  # else: a constant onnxslim rewrote, inline but still flagged EXTERNAL
+            inline.raw_data = b"".join(_read_external(t, work))
+        return np.array(numpy_helper.to_array(inline))
+
+    LazyValues.load = load
+    try:
+        yield True
+    finally:
+        LazyValues.load = original
+
+
+def _internalize(proto, work: Path) -> None:
+    """Load every external tensor under ``work`` into the proto (the fallback when onnxslim cannot read them)."""
+    import onnx
+
+    for t in proto.graph.initializer:
+        if _external_info(t) is not None:
+            raw = b"".join(_read_external(t, work))
+            t.ClearField("external_data")
+            t.data_location = onnx.TensorProto.DEFAULT
+            t.raw_data = raw
 
 
 # ------------------------------------------------------------------------------------- simplify, stamp, save
 
 
-def _simplify(proto):
-    """(model, error or None, seconds) — onnxslim's result, or the input model when onnxslim fails."""
+def _simplify(proto, work: Path | None = None):
+    """(model, error or None, seconds) — onnxslim's result, or the input model when onnxslim fails. Large tensors
+    stored externally under ``work`` stay there; onnxslim reads one only when a rewrite needs its values."""
     import onnxslim
 
     t = time.perf_counter()
     try:
-        with quiet():
+        with quiet(), _slim_reads_from(work) as reads:
+            if work is not None and not reads:
+                _internalize(proto, work)
             slim = onnxslim.slim(proto)
         if slim is None:
             raise RuntimeError("onnxslim returned no model")
+        _fix_data_location(slim)
         return slim, None, time.perf_counter() - t
     except Exception as exc:  # noqa: BLE001 - keep the unsimplified model rather than fail the export
         log.warning("onnxslim could not simplify the graph (%s: %s); keeping the unsimplified model",
                     type(exc).__name__, str(exc)[:200])
         return proto, f"{type(exc).__name__}: {str(exc)[:300]}", time.perf_counter() - t
+
+
+def _fix_data_location(proto) -> None:
+    """Tensors flagged EXTERNAL without a location hold their data inline (onnxslim copies the flag onto the
+    constants it rewrites); flag them DEFAULT so they are saved inline."""
+    import onnx
+
+    for t in proto.graph.initializer:
+        if t.data_location == onnx.TensorProto.EXTERNAL and _external_info(t) is None:
+            del t.external_data[:]
+            t.data_location = onnx.TensorProto.DEFAULT
 
 
 def _check_io_names(proto, spec: InputSpec, path: Path) -> None:
@@ -275,6 +465,9 @@ def _stamp_metadata(proto, spec: InputSpec, source: str, exporter: str) -> None:
 def _tensor_nbytes(t) -> int:
     import onnx
 
+    ext = _external_info(t)
+    if ext is not None and ext[2] is not None:
+        return ext[2]
     if t.HasField("raw_data"):
         return len(t.raw_data)
     n = int(np.prod(t.dims)) if len(t.dims) else 1
@@ -301,16 +494,19 @@ def export_graph(module, example, spec: InputSpec, path: str | Path, *, opset: i
         raise ConfigError(f"unknown ONNX exporter '{exporter}'. Allowed: {', '.join(EXPORTERS)}")
     path = Path(path)
     module.eval()
-    used, proto, fallback, t = _export(module, example, spec, opset, dynamic_batch, exporter)
-    proto, slim_err, _ = _simplify(proto)
-    _check_io_names(proto, spec, path)
-    _stamp_metadata(proto, spec, source, used)
-    _save(proto, path)
+    with _workdir(path) as work:
+        used, proto, fallback, t = _export(module, example, spec, opset, dynamic_batch, exporter, work)
+        proto, slim_err, _ = _simplify(proto, work)
+        _check_io_names(proto, spec, path)
+        _stamp_metadata(proto, spec, source, used)
+        _save(proto, path, work)
     return {"exporter": used, "fallback_reason": fallback, "simplify_error": slim_err, "export_time_s": round(t, 3)}
 
 
-def _save(proto, path: Path) -> bool:
-    """Write ``proto`` to ``path`` (external data when large); returns whether external data was used."""
+def _save(proto, path: Path, work: Path | None = None) -> bool:
+    """Write ``proto`` to ``path`` (external data when large); returns whether external data was used. Tensors
+    stored externally under ``work`` are streamed into the file (inline when the model is small enough for one
+    file, else into ``<name>.onnx.data``); the file is checked from disk (``onnx.checker`` on the path)."""
     import onnx
 
     data = path.with_name(path.name + ".data")
@@ -318,17 +514,24 @@ def _save(proto, path: Path) -> bool:
         data.unlink()  # onnx appends to an existing data file
     weights = sum(_tensor_nbytes(t) for t in proto.graph.initializer)
     external = weights > EXTERNAL_DATA_THRESHOLD
+    on_disk = work is not None and any(_external_info(t) is not None for t in proto.graph.initializer)
+    checked = path
     try:
         if external:
-            onnx.save(proto, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
-                      location=data.name, size_threshold=1024)
+            _write_external(proto, path, data, work)
+        elif on_disk:
+            # check the graph as it stands in the scratch folder (its large tensors are the scratch files there):
+            # checking the single file would parse all the weights into memory twice
+            checked = work / _WORK_CHECK
+            onnx.save(proto, str(checked))
+            _write_single_file(proto, path, work)
         else:
             onnx.save(proto, str(path))
     except OSError as exc:  # only an I/O failure is a disk problem
         raise ExportError(f"could not write the ONNX file {path} ({type(exc).__name__}: {str(exc)[:300]}); check "
                           f"that the folder is writable and has free disk space") from exc
     try:
-        onnx.checker.check_model(str(path))
+        onnx.checker.check_model(str(checked))
     except OSError as exc:
         raise ExportError(f"could not read back the ONNX file {path} for checking ({type(exc).__name__}: "
                           f"{str(exc)[:300]}); check that the folder is readable and has free disk space") from exc
@@ -338,6 +541,85 @@ def _save(proto, path: Path) -> bool:
                           f"(supported {MIN_OPSET}..{opset_range()[1]}), exporter='torchscript', or "
                           f"simplify=False") from exc
     return external
+
+
+def _write_external(proto, path: Path, data: Path, work: Path | None) -> None:
+    """Every initializer of 1 KiB or more into ``data`` (one file, as ``onnx.save(..., size_threshold=1024)`` did),
+    streamed from ``work`` or from the proto; then the (now small) proto to ``path``."""
+    with open(data, "wb") as f:
+        for t in proto.graph.initializer:
+            if _external_info(t) is not None:
+                offset = _pad_to(f, _ALIGN)
+                length = 0
+                for block in _read_external(t, work):
+                    f.write(block)
+                    length += len(block)
+            elif t.HasField("raw_data") and len(t.raw_data) >= 1024:
+                offset = _pad_to(f, _ALIGN)
+                f.write(t.raw_data)
+                length = len(t.raw_data)
+                t.ClearField("raw_data")
+            else:
+                continue
+            _set_external(t, data.name, offset, length)
+    with open(path, "wb") as f:
+        f.write(proto.SerializeToString())
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(b | 0x80)
+        else:
+            out.append(b)
+            return bytes(out)
+
+
+def _write_single_file(proto, path: Path, work: Path) -> None:
+    """One self-contained ``.onnx`` file, written without building it in memory: the model without initializers,
+    then each initializer as a ``ModelProto{graph{initializer}}`` fragment. Protobuf parsers merge concatenated
+    messages (repeated fields append, in order), so the file reads back as the whole model with its initializers in
+    their original order; a large tensor's bytes are copied from ``work`` in chunks."""
+    import onnx
+
+    graph_field = onnx.ModelProto.DESCRIPTOR.fields_by_name["graph"].number
+    init_field = onnx.GraphProto.DESCRIPTOR.fields_by_name["initializer"].number
+    raw_field = onnx.TensorProto.DESCRIPTOR.fields_by_name["raw_data"].number
+
+    def tag(field: int) -> bytes:  # wire type 2: length-delimited
+        return _varint(field << 3 | 2)
+
+    head = onnx.ModelProto()
+    head.CopyFrom(proto)  # small: the large tensors are external
+    del head.graph.initializer[:]
+    with open(path, "wb") as f:
+        f.write(head.SerializeToString())
+        del head
+        for t in proto.graph.initializer:
+            if _external_info(t) is None:
+                tensor_head, length, blocks = t.SerializeToString(), 0, ()
+                raw = b""
+            else:
+                bare = onnx.TensorProto()
+                bare.CopyFrom(t)
+                bare.ClearField("external_data")
+                bare.ClearField("data_location")
+                bare.ClearField("raw_data")
+                length = _tensor_nbytes(t)
+                raw = tag(raw_field) + _varint(length)
+                tensor_head, blocks = bare.SerializeToString(), _read_external(t, work)
+            tensor_len = len(tensor_head) + len(raw) + (length if raw else 0)
+            graph_len = len(tag(init_field)) + len(_varint(tensor_len)) + tensor_len
+            f.write(tag(graph_field) + _varint(graph_len) + tag(init_field) + _varint(tensor_len) + tensor_head + raw)
+            written = 0
+            for block in blocks:
+                f.write(block)
+                written += len(block)
+            if raw and written != length:
+                raise ExportError(f"tensor {t.name}: expected {length} bytes of data, found {written}")
 
 
 def _file_size(path: Path) -> int:
