@@ -1,5 +1,5 @@
 # Both targets set up everything themselves (dataset package, .venv, pip extras) on a fresh machine.
-.PHONY: quickstart test test-all lint bench
+.PHONY: quickstart test test-matrix test-all lint bench
 
 EXTRAS ?= dev,openvino,tvm
 
@@ -7,9 +7,13 @@ quickstart:            ## install, then run `edgevit compress` on the shipped qu
 	EXTRAS=$(EXTRAS) bash scripts/bootstrap.sh
 	.venv/bin/edgevit compress examples/recipes/quickstart.yaml --out runs/quickstart --force
 
-test:                  ## install, then run the default (fast) test selection — what CI runs
+test:                  ## install, then run the default (fast) test selection on the newest torch pip may take (.venv), then on the oldest torch pyproject.toml admits (test-matrix) — what CI runs
 	EXTRAS=$(EXTRAS) bash scripts/bootstrap.sh
 	.venv/bin/python -m pytest -q --timeout 900
+	EXTRAS=$(EXTRAS) bash scripts/test_matrix.sh
+
+test-matrix:           ## the torch-sensitive tests in .venv-torch-oldest/, on the torch/torchvision lower bounds of pyproject.toml
+	EXTRAS=$(EXTRAS) bash scripts/test_matrix.sh
 
 test-all:              ## also the slow tests
 	EXTRAS=$(EXTRAS) bash scripts/bootstrap.sh

@@ -26,3 +26,13 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   touch "$stamp"
 fi
 .venv/bin/edgevit --version
+# Say what torch this .venv holds: pip takes the newest release that pyproject.toml and any pip cap allow.
+.venv/bin/python - <<'EOF'
+import torch, torchvision
+build = f"CUDA {torch.version.cuda} build" if torch.version.cuda else "CPU build"
+print(f"[bootstrap] .venv has torch {torch.__version__} ({build}), torchvision {torchvision.__version__}")
+EOF
+caps=$(.venv/bin/python -m pip config list 2>/dev/null | sed -n "s/^[a-z]*\.constraint='\(.*\)'$/\1/p"; echo "${PIP_CONSTRAINT:-}")
+for f in $caps; do
+  [ -f "$f" ] && grep -E '^ *torch(vision)? *[<=~!]' "$f" | sed "s|^|[bootstrap] pip constraint from $f: |" || true
+done
