@@ -205,6 +205,10 @@ def from_raw(raw: dict, *, source: str = "<recipe>") -> Recipe:
         seen[name] = seen.get(name, 0) + 1
         sid = f"{i + 1:02d}_{name}"
         stages.append(StageEntry(stage=name, config=conf, id=sid))
+        if name == "export_onnx":  # the exported file must run on every runtime the recipe evaluates/profiles on
+            from .formats.onnx.opsets import check_opset
+
+            check_opset(conf.opset, what=f"{path}.opset", runtimes=runtimes)
         for j, r in enumerate(getattr(conf, "runtimes", None) or []):
             if r not in RUNTIMES:
                 raise ConfigError(f"{path}.runtimes.{j}: {RUNTIMES.unknown_message(r)}")

@@ -117,6 +117,11 @@ def export_cascade(model: Any, out_dir: str | Path, *, format: str = "onnx", thr
         raise ConfigError(f"unknown ONNX exporter '{exporter}'. Allowed: {', '.join(EXPORTERS)}")
     if format not in FORMATS:
         raise ConfigError(f"cascade export format must be one of {', '.join(FORMATS)}, got {format!r}")
+    from ..onnx.opsets import check_opset
+
+    # every graph is written by the exporter and run (parity) on the format's runtime
+    check_opset(opset, exporter=exporter, what="cascade opset",
+                runtimes=["openvino" if format == "openvino" else "onnxruntime"])
     if criterion not in CRITERIA:
         raise ConfigError(f"unknown exit criterion '{criterion}'; allowed: {', '.join(CRITERIA)}")
     if thresholds is None:

@@ -30,6 +30,10 @@ def run(model: Any, out: Path, options: OnnxExportOptions, parity_images: Any) -
     parity fails."""
     from ...data import preprocess
     from .export import export_onnx
+    from .opsets import check_opset
+
+    # the command checks parity on onnxruntime: the opset must be one it runs (and one the exporter writes)
+    check_opset(options.opset, what="--opset", runtimes=["onnxruntime"])
 
     return export_onnx(model, out, opset=options.opset, dynamic_batch=not options.static_batch,
                        simplify=not options.no_simplify,

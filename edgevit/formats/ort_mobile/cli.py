@@ -42,6 +42,10 @@ def run(source: Any, out: Path, options: OrtMobileExportOptions, parity_images: 
     common = {"optimization": options.optimization, "target_platform": options.target_platform,
               "enable_type_reduction": options.type_reduction, "parity": not options.no_parity,
               "tolerance": options.tolerance}
+    if not isinstance(source, Path):  # exported from the model first: an opset the exporter and onnxruntime handle
+        from ..onnx.opsets import check_opset
+
+        check_opset(options.opset, what="--opset", runtimes=["onnxruntime"])
     if isinstance(source, Path):
         return export_ort_mobile(source, out, parity_images=parity_images, parity_samples=options.parity_samples,
                                  **common)

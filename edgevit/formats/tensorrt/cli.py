@@ -58,6 +58,11 @@ def check(model_given: bool, out: Path | None, options: TensorRTExportOptions) -
     MissingBackendError (naming the bundle route) when an engine is asked for and TensorRT is missing."""
     if out is None:
         raise ConfigError("edgevit export tensorrt needs --out DIR (where the bundle / engine go)")
+    if model_given:  # exported to ONNX here first (parity on onnxruntime), then parsed by the target TensorRT
+        from ..onnx.opsets import check_opset
+
+        check_opset(options.opset, what="--opset", runtimes=["onnxruntime", "tensorrt"],
+                    trt_version=options.trt_version)
     from .spec import require_tensorrt, tensorrt_available
 
     have, _ = tensorrt_available()

@@ -93,7 +93,7 @@ def calibrate_run(run_dir: str | Path, *, budget: float, runtime: str = "onnxrun
 
 def export_run(run_dir: str | Path, out_dir: str | Path, *, format: str = "onnx", thresholds=None,
                criterion: str | None = None, parity_samples: int = 64, parity_images: Any = None,
-               exporter: str = "auto", model: Any = None, if_form: bool = False) -> ExportResult:
+               exporter: str = "auto", model: Any = None, if_form: bool = False, opset: int = 18) -> ExportResult:
     """Export the run's checkpoint with its calibrated thresholds (or ``thresholds``) to ``out_dir``; with
     ``if_form`` (ONNX only) also ``cascade_if.onnx``, the same cascade as one graph with ``If`` nodes (batch 1).
 
@@ -101,7 +101,11 @@ def export_run(run_dir: str | Path, out_dir: str | Path, *, format: str = "onnx"
     :class:`~edgevit.results.ExportResult` of :func:`~edgevit.formats.cascade.export.export_cascade`; with
     ``if_form`` its ``fields["if_form"]`` holds the If form's record (``build_if_graph(...).to_dict()``)."""
     from ...formats.cascade.export import export_cascade
+    from ...formats.onnx.opsets import check_opset
 
+    # up front, before the checkpoint loads: an opset the exporter writes and the format's runtime runs
+    check_opset(opset, exporter=exporter, what="cascade opset",
+                runtimes=["openvino" if format == "openvino" else "onnxruntime"])
     run = Path(run_dir)
     ee = model if model is not None else _load(run)
     cal = None
@@ -118,7 +122,7 @@ def export_run(run_dir: str | Path, out_dir: str | Path, *, format: str = "onnx"
 
         raise ConfigError("the If form is one ONNX graph: export with --format onnx (OpenVINO and every ONNX runtime "
                           "load it from there)")
-    rec = export_cascade(ee, out_dir, format=format, thresholds=thresholds, criterion=crit, calibration=cal,
+    rec = export_cascade(ee, out_dir, format=format, thresholds=thresholds, criterion=crit, calibration=cal, opset=opset,
                          parity_samples=parity_samples, parity_images=parity_images, exporter=exporter)
     if if_form:
         from ...formats.cascade.if_form import build_if_graph
