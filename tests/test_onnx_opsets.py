@@ -77,3 +77,85 @@ def test_checker_error_is_not_a_disk_problem(tmp_path):
     good = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)])
     with pytest.raises(ExportError, match="could not write the ONNX file.*free disk space"):
         _save(good, tmp_path / "ro" / "dir.onnx")
+
+
+# --- the target runtimes' opset ceilings (check_opset(..., runtimes=[...])) ---
+
+
+def test_runtime_ceilings_read_from_the_installed_libraries():
+    import onnxruntime
+
+    from edgevit.formats.onnx.opsets import runtime_max_opset
+
+    ort_max, ort_src = runtime_max_opset("onnxruntime")
+    assert ort_max >= 21 and onnxruntime.__version__ in ort_src
+    ov = runtime_max_opset("openvino")
+    if ov is not None:  # read from the installed OpenVINO ONNX frontend
+        import openvino
+
+        assert ov[0] >= 20 and openvino.__version__.split("-")[0] in ov[1]
+    assert runtime_max_opset("tvm") is None and runtime_max_opset("torch") is None
+
+
+def test_tensorrt_ceiling_keyed_by_target_version():
+    from edgevit.formats.onnx.opsets import tensorrt_max_opset
+
+    assert tensorrt_max_opset("8.5.2")[0] == 17  # JetPack 5.1
+    hi, src = tensorrt_max_opset("10.3.0")  # JetPack 6: the 10.0 edition (opset 9 to 20) is the newest at or below
+    assert hi == 20 and "TensorRT 10.3.0" in src and "10.0 edition" in src and "onnx-tensorrt" in src
+    assert tensorrt_max_opset("10.15.1")[0] == 24
+    with pytest.raises(ConfigError, match="older than the oldest"):
+        tensorrt_max_opset("6.0")
+
+
+def test_opset_above_a_runtime_max_is_refused_naming_it():
+    """The installed onnxruntime (1.32: kernels up to 28) runs every opset torch can write (25), so the refused case
+    goes through the TensorRT table: opset 21 is written by the exporter but TensorRT 10.3's parser stops at 20."""
+    from edgevit.formats.onnx.opsets import check_opset, opset_range, runtime_max_opset
+
+    exporter_max = opset_range()[1]
+    ort_max = runtime_max_opset("onnxruntime")[0]
+    if ort_max < exporter_max:  # an onnxruntime older than the exporter: refused by onnxruntime itself
+        with pytest.raises(ConfigError, match=f"runtime 'onnxruntime' runs ONNX opsets up to {ort_max}, got"):
+            check_opset(ort_max + 1, runtimes=["onnxruntime"])
+    assert check_opset(21, runtimes=["onnxruntime", "tensorrt"], trt_version="10.15.0") == 21
+    with pytest.raises(ConfigError, match=r"--opset: runtime 'tensorrt' runs ONNX opsets up to 20, got 21.*"
+                                          r"TensorRT 10\.3\.0's ONNX parser"):
+        check_opset(21, what="--opset", runtimes=["onnxruntime", "tensorrt"], trt_version="10.3.0")
+
+
+def test_cli_tensorrt_opset_above_parser_exit_2(capsys, tmp_path):
+    from edgevit.cli import main
+
+    rc = main(["export", "tensorrt", "--model", "fmnist-vit-nano", "--opset", "21", "--bundle", "--no-engine",
+               "--out", str(tmp_path / "trt")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "Traceback" not in err, err
+    assert "runtime 'tensorrt' runs ONNX opsets up to 20, got 21" in err and "10.3.0" in err
+    assert not (tmp_path / "trt" / "model.onnx").exists()
+
+
+def test_recipe_openvino_opset_above_its_max_fails_dry_run(capsys, tmp_path, monkeypatch):
+    """runtimes [openvino] and an opset the exporter writes but OpenVINO's ONNX frontend does not know: the installed
+    frontend knows 27 > torch's 25, so its ceiling is lowered to 19 to construct the case."""
+    from edgevit.cli import main
+    from edgevit.formats.onnx import opsets
+
+    monkeypatch.setattr(opsets, "_openvino_max", lambda: (19, "openvino 2023.0 (test)"))
+    rc = main(["compress", "examples/recipes/quickstart.yaml", "--out", str(tmp_path / "run"), "--dry-run",
+               "--set", "runtimes=[openvino]", "--set", "stages.1.opset=20", "--set", "stages.2.runtime=openvino"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "stages.1.opset" in err and "openvino" in err and "up to 19, got 20" in err, err
+    rc = main(["compress", "examples/recipes/quickstart.yaml", "--out", str(tmp_path / "run"), "--dry-run",
+               "--set", "runtimes=[openvino]", "--set", "stages.1.opset=19", "--set", "stages.2.runtime=openvino"])
+    assert rc == 0, capsys.readouterr().err
+
+
+def test_early_exit_export_checks_the_format_runtime(tmp_path, monkeypatch):
+    """export_run refuses before it loads the run (no run folder needed)."""
+    from edgevit.formats.onnx import opsets
+    from edgevit.methods.early_exit.run import export_run
+
+    monkeypatch.setattr(opsets, "_openvino_max", lambda: (17, "openvino 2022.1 (test)"))
+    with pytest.raises(ConfigError, match="cascade opset: runtime 'openvino' runs ONNX opsets up to 17, got 18"):
+        export_run(tmp_path / "no-run", tmp_path / "out", format="openvino", parity_images=object())
