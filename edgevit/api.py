@@ -91,6 +91,10 @@ class DistillResult:
     top1: float | None
     record: dict = field(repr=False)
 
+    def to_dict(self) -> dict:
+        """The training record, as ``edgevit distill train --json`` writes it."""
+        return dict(self.record)
+
 
 def distill(student: Any, *, out_dir: str | Path, cache: Any = None, teacher: Any = None, dataset: Any = None,
             test_dataset: Any = None, config: Any = None, **overrides: Any) -> DistillResult:
@@ -127,6 +131,10 @@ class EarlyExitResult:
 
     model: Any
     record: dict = field(repr=False)
+
+    def to_dict(self) -> dict:
+        """The training record (per-stage losses and steps, the exit plan)."""
+        return dict(self.record)
 
 
 def early_exit(model: Any, data: Any, *, config: Any = None, blocks: list[int] | None = None,

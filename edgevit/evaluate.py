@@ -40,6 +40,11 @@ def model_class_names(spec: Any = None, source: str | None = None) -> tuple[str,
     return None
 
 
+def _loose(name: str) -> str:
+    """A class name without case or punctuation ('T-shirt/top' and 't_shirt_top' → 'tshirttop')."""
+    return "".join(ch for ch in name.casefold() if ch.isalnum())
+
+
 def dataset_for_model(dataset, spec: Any, *, source: str | None = None, task: str | None = None,
                       what: str = "evaluation"):
     """``dataset`` (an ArrayDataset) with labels that index the model's outputs, or a :class:`DataError` saying why
@@ -69,6 +74,9 @@ def dataset_for_model(dataset, spec: Any, *, source: str | None = None, task: st
     classes = tuple(str(c) for c in dataset.classes)
     if names is not None and classes != tuple(names[:len(classes)]):
         index = {c: i for i, c in enumerate(names)}
+        # a folder name cannot hold '/' ("T-shirt/top"): names also match ignoring case and punctuation
+        loose = {_loose(c): i for i, c in enumerate(names)}
+        index.update({c: loose[_loose(c)] for c in classes if c not in index and _loose(c) in loose})
         unknown = [c for c in classes if c not in index]
         if unknown:
             shown = ", ".join(repr(c) for c in names)
@@ -77,11 +85,12 @@ def dataset_for_model(dataset, spec: Any, *, source: str | None = None, task: st
                 f"model's {len(names)} classes ({shown}); {', '.join(repr(c) for c in unknown)} "
                 f"{'is' if len(unknown) == 1 else 'are'} not among them, so its labels would be compared with the "
                 f"wrong outputs. Name each folder of the ImageFolder after the model's class it holds (labels then "
-                f"follow the names, e.g. folder {names[0]!r} for output 0), or evaluate a model trained on these "
+                f"follow the names; case and punctuation do not matter, e.g. folder "
+                f"{names[0].replace('/', '_')!r} for output {names[0]!r}), or evaluate a model trained on these "
                 f"classes")
         labels = np.asarray([index[c] for c in classes], dtype=np.int64)[np.asarray(dataset.labels)]
         log.info("%s: %s's folders mapped to the model's classes by name (%s)", what, dataset.name,
-                 ", ".join(f"{c} → {index[c]}" for c in classes))
+                 ", ".join(f"{c} → {index[c]} ({names[index[c]]})" for c in classes))
         return ArrayDataset(dataset.images, labels, tuple(names), dataset.name)
     if n_out is not None:
         top = int(np.max(dataset.labels)) if len(dataset) else -1

@@ -104,3 +104,12 @@ def test_readme_python_example_runs(tmp_path, monkeypatch):
     assert Path("runs/py/model.onnx").exists() and ns["onnx"].parity.top1_agreement >= 0.95
     assert [r.batch for r in ns["lat"].rows] == [1, 8]
     assert ns["q"].artifact.path.exists() and ns["s"].path.exists() and ns["ee"].model.num_exits >= 1
+
+
+def test_every_api_result_has_to_dict():
+    from edgevit.api import DistillResult, EarlyExitResult, ProfileResult
+    from edgevit.methods.quantize.core import QuantizeResult
+    from edgevit.results import ExportResult
+
+    for cls in (DistillResult, EarlyExitResult, ProfileResult, QuantizeResult, ExportResult):
+        assert callable(getattr(cls, "to_dict", None)), cls

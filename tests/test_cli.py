@@ -325,3 +325,16 @@ def test_export_source_and_option_errors_exit_2():
     assert r.returncode == 2 and "expected an integer ≥ 0, got -1" in r.stderr
     r = run_cli("export", "openvino", "--model", "m", "--out", "o", "--precision", "int4")
     assert r.returncode == 2 and "invalid choice: 'int4'" in r.stderr
+
+
+def test_third_party_loggers_quiet_unless_verbose(tmp_path):
+    """onnx_ir/onnxscript INFO lines (hundreds per export) stay out of the terminal unless -v is given."""
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "edgevit", "export", "onnx", "--model", "fmnist-vit-nano", "--out",
+           str(tmp_path / "m.onnx"), "--parity-samples", "8"]
+    quiet = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=True)
+    assert not [ln for ln in quiet.stderr.splitlines() if ln.startswith("INFO") and not ln.startswith("INFO edgevit")]
+    loud = subprocess.run(cmd[:3] + ["-v"] + cmd[3:], capture_output=True, text=True, timeout=300, check=True)
+    assert "wrote" in quiet.stdout and len(loud.stderr.splitlines()) > len(quiet.stderr.splitlines())

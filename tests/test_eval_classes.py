@@ -85,3 +85,19 @@ def test_fewer_outputs_than_classes_is_refused(fmnist_test_small):
         dataset_for_model(fmnist_test_small, spec)
     assert dataset_for_model(fmnist_test_small, spec.__class__(**{**spec.to_dict(), "num_classes": 10,
                                                                    "input_size": (1, 28, 28)})) is fmnist_test_small
+
+
+def test_folder_names_match_class_names_without_punctuation(tmp_path):
+    """'T-shirt/top' cannot be a folder name: 'T-shirt_top' (any case, any punctuation) maps to output 0."""
+    from PIL import Image
+
+    from edgevit.data import load_image_folder
+    from edgevit.evaluate import dataset_for_model
+    from edgevit.models import MODELS
+
+    for folder in ("T-shirt_top", "ankle-boot"):
+        (tmp_path / folder).mkdir()
+        Image.new("L", (28, 28), 128).save(tmp_path / folder / "a.png")
+    ds = load_image_folder(tmp_path)
+    mapped = dataset_for_model(ds, MODELS.get("fmnist-vit").spec, source="fmnist-vit")
+    assert mapped.classes[int(mapped.labels[0])] == "T-shirt/top" and mapped.classes[int(mapped.labels[1])] == "Ankle boot"

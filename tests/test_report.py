@@ -42,7 +42,8 @@ def _tables(md: str) -> dict[str, list[dict[str, str]]]:
         lines = [ln for ln in body.splitlines() if ln.startswith("|")]
         if len(lines) < 2:
             continue
-        cells = [[c.strip() for c in ln.strip().strip("|").split(" | ")] for ln in lines]
+        cells = [[c.strip().replace("\\|", "|") for c in re.split(r"(?<!\\)\|", ln.strip())[1:-1]] for ln in lines]
+        assert len({len(row) for row in cells}) == 1, f"table under '{heading}' has rows of different widths: {lines}"
         out[heading.strip()] = [dict(zip(cells[0], row)) for row in cells[2:]]
     return out
 

@@ -261,7 +261,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     level = logging.WARNING if args.quiet else (logging.DEBUG if args.verbose > 1 else logging.INFO)
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    # edgevit's own messages at `level`; other libraries' (onnx_ir's hundreds of "Replaced initializer" lines,
+    # onnxscript, nncf) only from -v on
+    third_party = logging.WARNING if args.quiet or not args.verbose else level
+    logging.basicConfig(level=third_party, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    logging.getLogger("edgevit").setLevel(level)
     from ..progress import MainProcessFilter
 
     for handler in logging.getLogger().handlers:  # under torchrun: INFO lines from rank 0 only

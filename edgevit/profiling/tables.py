@@ -39,6 +39,7 @@ def format_value(v: Any) -> str:
 def markdown_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str | tuple[str, str]]) -> str:
     """A GitHub-flavoured Markdown table; ``columns`` are keys or ``(key, header)`` pairs. Numbers right-aligned."""
     cols = [(c, c) if isinstance(c, str) else (c[0], c[1]) for c in columns]
+    cols = [(k, h.replace("|", "\\|")) for k, h in cols]  # a '|' in a header (max |Δ|) would split its cell
     if not cols:
         raise ValueError("markdown_table needs at least one column")
     cells = [[format_value(r.get(k)) for k, _ in cols] for r in rows]

@@ -60,6 +60,10 @@ class QuantizeResult:
     int8: Artifact
     record: dict
 
+    def to_dict(self) -> dict:
+        """The record, as ``quantize.json`` and ``edgevit quantize --json`` hold it."""
+        return dict(self.record)
+
 
 def quantize(source: Any, calib: Any = None, *, out_dir: str | Path, config: QuantizeConfig | None = None,
              eval_data: Any = None, data_dir: str | None = None) -> QuantizeResult:
