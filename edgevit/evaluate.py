@@ -92,6 +92,12 @@ def dataset_for_model(dataset, spec: Any, *, source: str | None = None, task: st
         log.info("%s: %s's folders mapped to the model's classes by name (%s)", what, dataset.name,
                  ", ".join(f"{c} → {index[c]} ({names[index[c]]})" for c in classes))
         return ArrayDataset(dataset.images, labels, tuple(names), dataset.name)
+    if names is None and n_out is not None and n_out > len(classes):
+        log.warning("%s: the model%s has %d outputs and does not name its classes; %s has %d classes, so its labels "
+                    "0..%d are compared with outputs 0..%d. If the model was trained on other classes (e.g. ImageNet), "
+                    "the accuracy is meaningless: give it a head for these classes (model.num_classes: %d) and train it",
+                    what, f" {source}" if source else "", n_out, dataset.name, len(classes), len(classes) - 1,
+                    len(classes) - 1, len(classes))
     if n_out is not None:
         top = int(np.max(dataset.labels)) if len(dataset) else -1
         if len(classes) > n_out or top >= n_out:

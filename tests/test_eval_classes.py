@@ -101,3 +101,13 @@ def test_folder_names_match_class_names_without_punctuation(tmp_path):
     ds = load_image_folder(tmp_path)
     mapped = dataset_for_model(ds, MODELS.get("fmnist-vit").spec, source="fmnist-vit")
     assert mapped.classes[int(mapped.labels[0])] == "T-shirt/top" and mapped.classes[int(mapped.labels[1])] == "Ankle boot"
+
+
+def test_untrained_or_other_class_model_warns():
+    """A timm name without --pretrained has random weights and 1000 ImageNet outputs: eval says both, loudly."""
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-m", "edgevit", "eval", "--model", "vit_tiny_patch16_224", "--limit", "8"],
+                       capture_output=True, text=True, timeout=300, check=True)
+    assert "random (untrained) weights" in r.stderr and "has 1000 outputs and does not name its classes" in r.stderr

@@ -90,6 +90,10 @@ def cmd_eval(args) -> int:
     rt = args.runtime or default_runtime(art.kind)
     runtime = load_runtime(rt, art, threads=args.threads, device=args.device, **runtime_options(args))
     data = load_dataset(args.data, args.split, data_dir=args.data_dir, limit=args.limit)
+    if art.kind == "torch" and getattr(art.model, "edgevit_random_weights", False):
+        log.warning("%s has random (untrained) weights: no checkpoint, no packaged weights and no --pretrained, so "
+                    "its accuracy is meaningless (pass --checkpoint FILE, or --pretrained where a model hub is "
+                    "reachable)", art.source)
     res = evaluate(runtime, data, batch_size=args.batch_size)
     res["artifact"] = str(art.path) if art.path else art.source
     print(f"top-1 {res['top1'] * 100:.2f}%  top-5 {res['top5'] * 100:.2f}%  n={res['n']}  ({rt}, {res['seconds']:.1f} s)")

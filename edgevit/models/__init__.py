@@ -320,6 +320,9 @@ def create(name_or_path: str, *, checkpoint: str | Path | None = None, pretraine
     model.eval()
     model.edgevit_name = name
     model.edgevit_init_seed = seed
+    # no checkpoint, no packaged weights, not pretrained: the weights are the seeded random initialisation
+    model.edgevit_random_weights = checkpoint is None and not pretrained and (
+        name not in MODELS or MODELS.get(name).weights_path() is None)
     attach_spec(model, spec or input_spec_of(model))
     return model
 
