@@ -103,14 +103,28 @@ def kind_of_path(path: str | Path) -> str | None:
 
 
 def write_json(path: Path, obj: Any) -> None:
-    """Write JSON atomically (temp file + rename)."""
+    """Write JSON atomically (temp file ``<path>.tmp`` + rename), ending with a newline.
+
+    Raises :class:`~edgevit.errors.ConfigError` when ``path`` is a directory (before anything is written: the
+    temp file never lands beside it); a failed write removes the temp file."""
     import os
 
+    from .errors import ConfigError
+
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"cannot write JSON to {path}: it is a directory; give a file path such as "
+                          f"{path / 'result.json'}")
+    text = json.dumps(obj, indent=2, default=_json_default) + "\n"  # serialise first: no temp file on a TypeError
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=_json_default) + "\n")
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if tmp.is_file():
+            tmp.unlink()
+        raise
 
 
 def _json_default(o):

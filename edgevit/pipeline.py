@@ -71,6 +71,21 @@ def relocate(obj, tmp: Path):
     return fix(obj)
 
 
+def check_run_dir(out_dir: str | Path) -> Path:
+    """``out_dir`` as a Path; :class:`ConfigError` when it cannot be a run directory: it exists and is not a
+    directory, or a folder it would be created in is a file. ``edgevit compress --dry-run`` checks it too."""
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"run directory {out} exists and is a file, not a directory; choose another --out "
+                          f"(a run directory is a directory or does not exist yet)")
+    parent = out.absolute().parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ConfigError(f"run directory {out} cannot be created: {parent} is a file; choose another --out")
+    return out
+
+
 def run(recipe: Recipe, out_dir: str | Path, *, resume: bool = False, force: bool = False,
         on_stage=None) -> list[dict]:
     """Run every stage of ``recipe`` into ``out_dir``; return the stage records.
@@ -79,7 +94,7 @@ def run(recipe: Recipe, out_dir: str | Path, *, resume: bool = False, force: boo
     stage whose hash still matches is skipped (its artefact is reloaded); the first stage that does not match
     and everything after it run again.
     """
-    out = Path(out_dir)
+    out = check_run_dir(out_dir)
     existing = [p for p in out.glob("[0-9][0-9]_*") if p.is_dir()] if out.exists() else []
     if existing and not (resume or force):
         raise ConfigError(f"run directory {out} already holds stages ({', '.join(sorted(p.name for p in existing))}). "

@@ -146,8 +146,16 @@ def load_raw(path: str | Path) -> dict:
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"recipe {path} does not exist")
+    if path.is_dir():
+        yamls = sorted(str(f) for f in path.glob("*.y*ml"))[:5]
+        raise ConfigError(f"recipe {path} is a directory; give a recipe YAML file"
+                          + (f" (e.g. {', '.join(yamls)})" if yamls else " (e.g. examples/recipes/quickstart.yaml)"))
     try:
-        raw = _yaml_load(path.read_text())
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"recipe {path} cannot be read as text ({type(exc).__name__}: {exc})") from exc
+    try:
+        raw = _yaml_load(text)
     except yaml.YAMLError as exc:
         raise ConfigError(f"recipe {path} is not valid YAML: {exc}") from exc
     if not isinstance(raw, dict):

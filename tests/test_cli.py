@@ -338,3 +338,110 @@ def test_third_party_loggers_quiet_unless_verbose(tmp_path):
     assert not [ln for ln in quiet.stderr.splitlines() if ln.startswith("INFO") and not ln.startswith("INFO edgevit")]
     loud = subprocess.run(cmd[:3] + ["-v"] + cmd[3:], capture_output=True, text=True, timeout=300, check=True)
     assert "wrote" in quiet.stdout and len(loud.stderr.splitlines()) > len(quiet.stderr.splitlines())
+
+
+# ------------------------------------------------------------------ output paths, recipe paths, runtime lists
+def test_json_out_directory_refused_before_any_work(tmp_path, capsys):
+    """`--json DIR` is refused before the model is even looked up (a bad model name is not what it reports), and
+    nothing is written beside the directory (write_json's `<path>.tmp`)."""
+    d = tmp_path / "out"
+    d.mkdir()
+    assert main(["eval", "--model", "no-such-model", "--limit", "5", "--json", str(d)]) == 2
+    err = capsys.readouterr().err
+    assert f"--json {d}: is a directory; give a file path such as {d / 'result.json'}" in err
+    assert "Traceback" not in err and "unknown model" not in err
+    assert not (tmp_path / "out.tmp").exists()
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    assert main(["profile", "--model", "no-such-model", "--json", str(afile / "r.json")]) == 2
+    assert f"{afile} is a file, not a directory" in capsys.readouterr().err
+    assert main(["eval", "--model", "no-such-model", "--json", str(tmp_path / "new") + "/"]) == 2
+    assert "is a directory" in capsys.readouterr().err
+
+
+def test_write_json_refuses_a_directory_and_ends_with_newline(tmp_path):
+    from edgevit.artifact import write_json
+    from edgevit.errors import ConfigError
+
+    d = tmp_path / "d"
+    d.mkdir()
+    with pytest.raises(ConfigError, match="is a directory"):
+        write_json(d, {"a": 1})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d"]  # no d.tmp beside it
+    with pytest.raises(TypeError):
+        write_json(tmp_path / "bad.json", {"a": object()})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d"]  # a failed dump leaves no temp file
+    write_json(tmp_path / "ok.json", {"a": 1})
+    text = (tmp_path / "ok.json").read_text()
+    assert text.endswith("}\n") and json.loads(text) == {"a": 1}
+
+
+def test_compress_directory_as_recipe_is_a_clean_error(tmp_path, capsys):
+    assert main(["compress", str(tmp_path), "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert f"recipe {tmp_path} is a directory; give a recipe YAML file" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("dry_run", [True, False])
+def test_compress_out_that_is_a_file_is_refused(tmp_path, capsys, dry_run):
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    args = ["compress", "examples/recipes/quickstart.yaml", "--out", str(afile)] + (["--dry-run"] * dry_run)
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert f"run directory {afile} exists and is a file, not a directory" in err
+    assert main(["compress", "examples/recipes/quickstart.yaml", "--out", str(afile / "run"), "--dry-run"]) == 2
+    assert f"{afile} is a file" in capsys.readouterr().err
+    assert afile.read_text() == "x"
+
+
+def test_profile_checks_every_runtime_before_timing(monkeypatch, capsys):
+    """A runtime that cannot load the artefact (here: onnxruntime, for a torch model) fails the command before
+    the first runtime is timed, instead of after its measurements."""
+    from edgevit.profiling import latency
+
+    def no_timing(*a, **k):
+        raise AssertionError("profiled before every runtime was checked")
+
+    monkeypatch.setattr(latency, "profile_runtime", no_timing)
+    rc = main(["profile", "--model", "fmnist-vit-tiny", "--runtime", "torch,onnxruntime", "--random-inputs",
+               "--runs", "1"])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "runtime 'onnxruntime' loads" in err and "is a 'torch' artefact" in err
+
+
+@pytest.mark.parametrize("bad", ["1,,8", "1,", ",8", ",", " "])
+def test_int_list_refuses_empty_items(bad, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["profile", "--model", "fmnist-vit-tiny", "--batch", bad])
+    assert exc.value.code == 2
+    assert "expected comma-separated integers like 1,8" in capsys.readouterr().err
+
+
+def test_top_level_help_names_the_registered_export_formats():
+    from edgevit.cli import build_parser
+    from edgevit.cli.export import export_commands
+
+    names = [c.name for c in export_commands()]
+    assert len(names) >= 5 and "onnx" in names
+    text = build_parser().format_help()
+    assert f"export a model: {', '.join(names)}" in " ".join(text.split())
+    assert "more formats come from installed extensions" not in text
+
+
+def test_eval_model_directory_uses_the_checkpoint_inside(tmp_path, tiny_model, capsys):
+    from edgevit.models import create, save_checkpoint
+
+    stage = tmp_path / "00_load"
+    stage.mkdir()
+    save_checkpoint(tiny_model, stage / "model.safetensors")
+    (stage / "record.json").write_text("{}\n")
+    model = create(str(stage) + "/")
+    assert model.edgevit_spec == tiny_model.edgevit_spec
+    (stage / "other.pt").write_bytes(b"")
+    assert main(["eval", "--model", str(stage), "--limit", "5"]) == 2
+    assert "is a directory with 2 checkpoints; pass one of them" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert main(["eval", "--model", str(tmp_path / "empty"), "--arch", "fmnist-vit-tiny", "--limit", "5"]) == 2
+    assert "no checkpoint in it" in capsys.readouterr().err

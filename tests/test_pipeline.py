@@ -107,3 +107,16 @@ def test_resume_redoes_from_changed_stage(tmp_path, finished_run):
     seen = []
     pipeline.run(changed, out, resume=True, on_stage=lambda sid, rec, skipped: seen.append((sid, skipped)))
     assert [s for _, s in seen] == [True, True, True, True, False, False]
+
+
+def test_run_refuses_an_out_that_is_a_file(tmp_path):
+    from edgevit.recipe import load_recipe
+
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    recipe = load_recipe("examples/recipes/quickstart.yaml")
+    with pytest.raises(ConfigError, match="exists and is a file, not a directory"):
+        pipeline.run(recipe, afile)
+    with pytest.raises(ConfigError, match="is a file; choose another --out"):
+        pipeline.run(recipe, afile / "sub" / "run")
+    assert afile.read_text() == "x" and sorted(p.name for p in tmp_path.iterdir()) == ["afile"]

@@ -229,3 +229,58 @@ def test_torch_and_onnxruntime_agree_on_real_images(tiny_onnx, torch_artifact, f
     assert rec["n"] == len(fmnist_test_small) and rec["passed"]
     assert rec["what"] == "onnxruntime vs torch" and rec["top1_agreement"] == 1.0 and rec["max_abs_diff"] < 1e-4
     assert rec["reference_accuracy"] == rec["candidate_accuracy"]
+
+
+# ------------------------------------------------------------------ directories and runtime checks
+def _bundle(d, *extra):
+    import json
+
+    d.mkdir()
+    (d / "manifest.json").write_text(json.dumps({"format": "edgevit-tensorrt-bundle", "version": 1}) + "\n")
+    for name in ("model.onnx", "model.spec.json", "build.sh", "profile.sh", "README.md", *extra):
+        (d / name).write_text("")
+    return d
+
+
+def test_tensorrt_bundle_directory_is_not_taken_for_a_cascade(tmp_path):
+    from edgevit.runtimes import _check_path, open_artifact
+
+    d = _bundle(tmp_path / "trt")
+    with pytest.raises(RuntimeLoadError) as exc:
+        open_artifact(d)
+    msg = str(exc.value)
+    assert "is a TensorRT device bundle" in msg and "build.sh" in msg and str(d / "model.onnx") in msg
+    assert "early-exit" not in msg
+    built = _bundle(tmp_path / "built", "model.fp16.engine")  # after build.sh: the engine is the artefact
+    assert _check_path(built) == (built / "model.fp16.engine", "tensorrt")
+
+
+def test_other_manifest_json_is_not_the_artefact(tmp_path):
+    from edgevit.runtimes import _check_path
+
+    (tmp_path / "manifest.json").write_text('{"format": "something-else"}\n')
+    (tmp_path / "model.onnx").write_text("")
+    assert _check_path(tmp_path) == (tmp_path / "model.onnx", "onnx")
+
+
+def test_eval_bundle_directory_cli_message(tmp_path, capsys):
+    from edgevit.cli import main
+
+    d = _bundle(tmp_path / "trt")
+    assert main(["eval", "--artifact", str(d), "--limit", "5"]) == 2
+    err = capsys.readouterr().err
+    assert "TensorRT device bundle" in err and "not an edgevit early-exit manifest" not in err
+
+
+def test_check_runtime_kind_and_availability():
+    from edgevit.errors import MissingBackendError
+    from edgevit.runtimes import check_runtime, get_runtime_class, runtime_loads
+
+    assert not runtime_loads("torch", "onnx")
+    with pytest.raises(RuntimeLoadError, match="runtime 'torch' loads torch artefacts, but x.onnx is a 'onnx'"):
+        check_runtime("torch", "onnx", "x.onnx")
+    assert check_runtime("torch", "torch") is get_runtime_class("torch")
+    ok, _ = get_runtime_class("tensorrt").availability()
+    if not ok:
+        with pytest.raises(MissingBackendError, match="runtime 'tensorrt' is not available here"):
+            check_runtime("tensorrt", "tensorrt")

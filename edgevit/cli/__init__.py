@@ -17,6 +17,7 @@ from .common import (
     add_data_args,
     add_model_args,
     artifact_from_args,
+    check_json_out,
     check_runtime_names,
     default_runtime,
     int_list,
@@ -24,7 +25,7 @@ from .common import (
     runtime_options,
     write_json_out,
 )
-from .export import add_export_commands
+from .export import add_export_commands, export_commands
 
 log = logging.getLogger("edgevit")
 
@@ -104,10 +105,14 @@ def cmd_eval(args) -> int:
 def cmd_profile(args) -> int:
     from ..profiling.latency import profile_runtime
     from ..profiling.tables import profile_table
-    from ..runtimes import load_runtime
+    from ..runtimes import check_runtime, load_runtime
 
     check_runtime_names(args.runtime)
     art = artifact_from_args(args)
+    names = [r.strip() for r in (args.runtime or default_runtime(art.kind)).split(",") if r.strip()]
+    for rt in names:  # every runtime must load this artefact and be installed before anything is timed
+        check_runtime(rt, art.kind, art.path or art.source or "the artefact")
+    options = runtime_options(args)
     inputs = None
     if not args.random_inputs:
         from ..data import load_dataset, preprocess
@@ -117,8 +122,8 @@ def cmd_profile(args) -> int:
         inputs = preprocess(load_dataset(args.data, args.split, data_dir=args.data_dir, limit=limit).images,
                             art.spec)
     results = []
-    for rt in (args.runtime or default_runtime(art.kind)).split(","):
-        runtime = load_runtime(rt.strip(), art, threads=args.threads, device=args.device, **runtime_options(args))
+    for rt in names:
+        runtime = load_runtime(rt, art, threads=args.threads, device=args.device, **options)
         results += profile_runtime(runtime, batch_sizes=tuple(args.batch), warmup_s=args.warmup,
                                    duration_s=args.duration, runs=args.runs, inputs=inputs)
     print(profile_table(results))
@@ -151,7 +156,7 @@ def cmd_compress(args) -> int:
     from ..recipe import load_recipe
 
     recipe = load_recipe(args.recipe, args.set)
-    out = Path(args.out or recipe.output or f"runs/{recipe.name}")
+    out = pipeline.check_run_dir(args.out or recipe.output or f"runs/{recipe.name}")
     steps = pipeline.plan(recipe)
     if args.dry_run:
         print(f"recipe {args.recipe} is valid; plan for {out}:")
@@ -217,7 +222,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--json", help="write the figures (top1, top5, n) to this file")
     sp.set_defaults(func=cmd_eval)
 
-    sp = sub.add_parser("export", help="export a model: onnx (more formats come from installed extensions)")
+    export_cmds = export_commands()  # from the format registry: the help names every `edgevit export` format
+    sp = sub.add_parser("export", help=f"export a model: {', '.join(c.name for c in export_cmds)}")
     export_sub = sp.add_subparsers(dest="format", metavar="FORMAT", required=True)
     sp = sub.add_parser("profile", help="latency of an artefact or model per runtime and batch size")
     sp.add_argument("target", nargs="?", help="artefact path (same as --artifact)")
@@ -255,7 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.set_defaults(func=cmd_recipe_schema)
 
     data.add_parser(sub)  # `edgevit data sample`
-    add_export_commands(export_sub)  # `edgevit export <format>`, declared in each format folder's cli.py
+    add_export_commands(export_sub, export_cmds)  # `edgevit export <format>`, declared in each format folder's cli.py
     for method_cli in (distill, early_exit, quantize):  # `edgevit distill ...`, `edgevit early-exit ...`, `quantize`
         method_cli.add_parser(sub)
     return p
@@ -281,6 +287,7 @@ def main(argv: list[str] | None = None) -> int:
     from ..errors import EdgevitError
 
     try:
+        check_json_out(getattr(args, "json", None))  # an unwritable --json fails before any work is done
         return int(args.func(args) or 0)
     except BrokenPipeError:  # `edgevit list models --timm | head`: the reader left; no traceback
         import os

@@ -13,11 +13,14 @@ log = logging.getLogger("edgevit")
 
 
 def int_list(text: str) -> list[int]:
+    items = [v.strip() for v in text.split(",")]
+    if not text.strip() or any(not v for v in items):  # '1,,8', '1,', ',8': a missing value is a typo, not a skip
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers like 1,8 (no empty items); got {text!r}")
     try:
-        vals = [int(v) for v in text.split(",") if v.strip()]
+        vals = [int(v) for v in items]
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers like 1,8; got {text!r}") from None
-    if not vals or any(v <= 0 for v in vals):
+    if any(v <= 0 for v in vals):
         raise argparse.ArgumentTypeError(f"expected positive integers like 1,8; got {text!r}")
     return vals
 
@@ -36,8 +39,33 @@ def non_negative(text: str) -> int:
     return v
 
 
+def check_json_out(path: str | None, flag: str = "--json") -> None:
+    """Refuse an output file path that cannot be written — a directory, a path under a file, a folder without write
+    permission — with :class:`~edgevit.errors.ConfigError`, before a command does any work.
+    :func:`edgevit.cli.main` calls it for every command's ``--json``."""
+    if not path:
+        return
+    import os
+
+    from ..errors import ConfigError
+
+    p = Path(path)
+    if str(path).endswith(("/", os.sep)) or p.is_dir():
+        raise ConfigError(f"{flag} {path}: is a directory; give a file path such as {p / 'result.json'}")
+    if p.exists() and not os.access(p, os.W_OK):
+        raise ConfigError(f"{flag} {path}: the file exists and is not writable")
+    parent = p.absolute().parent
+    while not parent.exists():  # write_json creates missing folders: the nearest existing one must take them
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ConfigError(f"{flag} {path}: {parent} is a file, not a directory; choose another path")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ConfigError(f"{flag} {path}: cannot write into {parent} (no write permission); choose another path")
+
+
 def write_json_out(path: str | None, obj) -> None:
     if path:
+        check_json_out(path)
         from ..artifact import write_json
 
         write_json(Path(path), obj)

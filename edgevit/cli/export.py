@@ -18,10 +18,16 @@ from .flags import add_config_flags, config_from_args
 _COMMAND_KEY = "_edgevit_export_command"
 
 
-def add_export_commands(export_subparsers) -> None:
+def export_commands() -> list[ExportCommand]:
+    """The :class:`~edgevit.format_registry.ExportCommand` of every registered format that declares one, in
+    registry order (their modules import no backend, so this is cheap)."""
+    return [resolve(ref) for ref in cli_providers()]
+
+
+def add_export_commands(export_subparsers, commands: list[ExportCommand] | None = None) -> None:
     """Add ``edgevit export <name>`` for every registered format that declares a command, in registry order."""
-    for ref in cli_providers():
-        add_export_command(export_subparsers, resolve(ref))
+    for command in export_commands() if commands is None else commands:
+        add_export_command(export_subparsers, command)
 
 
 def add_export_command(export_subparsers, command: ExportCommand) -> argparse.ArgumentParser:

@@ -155,6 +155,20 @@ def attach_spec(model, spec: InputSpec):
     return model
 
 
+def checkpoint_in_dir(d: Path) -> Path:
+    """The one checkpoint (``.safetensors``/``.pt``/``.pth``) in directory ``d``; :class:`ModelLoadError` naming
+    what is there when there are none or several."""
+    found = sorted(f for f in d.iterdir() if f.is_file() and f.name.endswith(CHECKPOINT_SUFFIXES))
+    if len(found) == 1:
+        log.info("%s is a directory: using the checkpoint inside it, %s", d, found[0].name)
+        return found[0]
+    if not found:
+        raise ModelLoadError(f"{d} is a directory with no checkpoint in it (no {'/'.join(CHECKPOINT_SUFFIXES)} "
+                             f"file); pass a checkpoint file, an edgevit model name or a timm name")
+    raise ModelLoadError(f"{d} is a directory with {len(found)} checkpoints; pass one of them: "
+                         f"{', '.join(str(f) for f in found)}")
+
+
 def _is_path(name: str) -> bool:
     return name.endswith(CHECKPOINT_SUFFIXES) or "/" in name or Path(name).exists()
 
@@ -260,6 +274,8 @@ def create(name_or_path: str, *, checkpoint: str | Path | None = None, pretraine
         raise ModelLoadError("no model given: pass a model name or a checkpoint path")
     name = str(name_or_path)
     meta: dict = {}
+    if name not in MODELS and Path(name).is_dir():  # a stage folder (runs/x/00_load/): the checkpoint inside it
+        name = str(checkpoint_in_dir(Path(name)))
     if name not in MODELS and _is_path(name):
         if checkpoint is not None:
             raise ModelLoadError("give either a checkpoint path as the model or --checkpoint, not both")

@@ -44,6 +44,7 @@ __all__ = [
     "SPEC_KEY",
     "Runtime",
     "batch_size_for",
+    "check_runtime",
     "get_runtime_class",
     "iter_chunks",
     "list_runtimes",
@@ -139,11 +140,38 @@ def _check_path(path: str | Path) -> tuple[Path, str]:
     return p, kind
 
 
+def _manifest_format(manifest: Path) -> str | None:
+    """The ``format`` field of a ``manifest.json`` (None when it is unreadable or has none)."""
+    try:
+        m = json.loads(manifest.read_text())
+    except (OSError, ValueError):
+        return None
+    return m.get("format") if isinstance(m, dict) else None
+
+
 def _artifact_in_dir(d: Path) -> Path:
-    manifest = d / "manifest.json"
-    if manifest.exists():
+    from ..formats.cascade.spec import MANIFEST, MANIFEST_FORMAT
+    from ..formats.tensorrt.spec import BUNDLE_FORMAT
+
+    manifest = d / MANIFEST
+    fmt = _manifest_format(manifest) if manifest.is_file() else None
+    if fmt == MANIFEST_FORMAT:  # an early-exit cascade: the manifest is the artefact
         return manifest
-    found = sorted(f for f in d.iterdir() if f.is_file() and kind_of_path(f) is not None)
+    # any other manifest.json (a TensorRT device bundle's, another tool's) is not an artefact
+    found = sorted(f for f in d.iterdir()
+                   if f.is_file() and f != manifest and kind_of_path(f) is not None)
+    if fmt == BUNDLE_FORMAT:
+        engines = [f for f in found if kind_of_path(f) == "tensorrt"]
+        if len(engines) == 1:
+            log.info("%s is a TensorRT device bundle: using its engine, %s", d, engines[0].name)
+            return engines[0]
+        if not engines:
+            onnx = [f for f in found if kind_of_path(f) == "onnx"]
+            raise RuntimeLoadError(
+                f"{d} is a TensorRT device bundle (manifest format {BUNDLE_FORMAT!r}): copy it to the device and run "
+                f"build.sh there to build the engine (then profile.sh); it holds no engine this machine can run"
+                + (f". To evaluate the model here, pass its ONNX file: {onnx[0]}" if onnx else ""))
+        found = engines
     if len(found) == 1:
         log.info("%s is a directory: using the artefact inside it, %s", d, found[0].name)
         return found[0]
@@ -212,24 +240,17 @@ def runtime_loads(name: str, kind: str) -> bool:
     return kind in get_runtime_class(name).kinds or _hosting_runtime(name, kind) is not None
 
 
-def load_runtime(name: str, artifact_or_path: Artifact | str | Path, **options) -> Runtime:
-    """Load an artefact (or a file, opened with :func:`open_artifact`) into the runtime called ``name``.
+def check_runtime(name: str, kind: str, where: str | Path = "the artefact") -> type[Runtime]:
+    """The runtime class that ``load_runtime(name, <a kind artefact>)`` uses, after checking that runtime ``name``
+    loads ``kind`` artefacts (directly or hosted, see :func:`runtime_loads`) and is available here — without
+    loading anything, so a command naming several runtimes can check them all before it starts work.
 
-    ``options`` go to the runtime (``device``, ``threads`` and runtime-specific ones); ``spec=`` is passed to
-    :func:`open_artifact` when a path is given. Raises :class:`RegistryError` for an unknown runtime name,
-    :class:`RuntimeLoadError` when the runtime cannot load this kind of artefact (naming those that can) and
-    :class:`MissingBackendError` when the runtime's backend is not installed.
-    """
+    Raises :class:`RegistryError` (unknown name), :class:`RuntimeLoadError` (the runtime cannot load this kind,
+    naming those that can) or :class:`MissingBackendError` (its backend is not installed)."""
     cls = get_runtime_class(name)
-    spec = options.pop("spec", None)
-    if isinstance(artifact_or_path, Artifact):
-        artifact, where, kind = artifact_or_path, artifact_or_path.path or "the artefact", artifact_or_path.kind
-    else:
-        where, kind = _check_path(artifact_or_path)
-        artifact = None
     host = _hosting_runtime(name, kind)
-    if host is not None and kind not in cls.kinds:  # e.g. a cascade runs its graphs on the named runtime
-        options["backend"], cls = name, get_runtime_class(host)
+    if host is not None and kind not in cls.kinds:
+        cls = get_runtime_class(host)
     if kind not in cls.kinds:
         others = [r for r in runtimes_for_kind(kind) if r != name]
         hint = (f"Runtimes that load '{kind}' artefacts: {', '.join(others)}." if others
@@ -241,6 +262,26 @@ def load_runtime(name: str, artifact_or_path: Artifact | str | Path, **options) 
     ok, why = cls.availability()
     if not ok:
         raise MissingBackendError(f"runtime '{name}' is not available here: {why}")
+    return cls
+
+
+def load_runtime(name: str, artifact_or_path: Artifact | str | Path, **options) -> Runtime:
+    """Load an artefact (or a file, opened with :func:`open_artifact`) into the runtime called ``name``.
+
+    ``options`` go to the runtime (``device``, ``threads`` and runtime-specific ones); ``spec=`` is passed to
+    :func:`open_artifact` when a path is given. Raises :class:`RegistryError` for an unknown runtime name,
+    :class:`RuntimeLoadError` when the runtime cannot load this kind of artefact (naming those that can) and
+    :class:`MissingBackendError` when the runtime's backend is not installed.
+    """
+    spec = options.pop("spec", None)
+    if isinstance(artifact_or_path, Artifact):
+        artifact, where, kind = artifact_or_path, artifact_or_path.path or "the artefact", artifact_or_path.kind
+    else:
+        where, kind = _check_path(artifact_or_path)
+        artifact = None
+    cls = check_runtime(name, kind, where)
+    if kind not in get_runtime_class(name).kinds:  # hosted: e.g. a cascade runs its graphs on the named runtime
+        options["backend"] = name
     if artifact is None:
         artifact = open_artifact(where, spec=spec)
     elif spec is not None:

@@ -47,12 +47,11 @@ from ...artifact import file_sha256
 from ...errors import ConfigError, ExportError, ParityError
 from ...results import ExportResult, ParityRecord
 from .calib import CALIB_METHODS, DEFAULT_TRT_VERSION
-from .spec import require_tensorrt, tensorrt_available
+from .spec import BUNDLE_FORMAT, require_tensorrt, tensorrt_available
 
 log = logging.getLogger(__name__)
 
 PRECISIONS = ("fp32", "fp16", "int8")
-BUNDLE_FORMAT = "edgevit-tensorrt-bundle"
 BUNDLE_VERSION = 1
 
 

@@ -18,6 +18,8 @@ SPEC = FormatSpec(
     cli="edgevit.formats.tensorrt.cli:COMMAND",
 )
 
+BUNDLE_FORMAT = "edgevit-tensorrt-bundle"  # the "format" field of a device bundle's manifest.json
+
 BUNDLE_ROUTE = ("`edgevit export tensorrt <model.onnx> --bundle --out DIR` (or the export_tensorrt stage with "
                 "bundle: true) produces everything the device needs without TensorRT here: the ONNX file, an INT8 "
                 "calibration cache computed from real data, build.sh (trtexec) and profile.sh")

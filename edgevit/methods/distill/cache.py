@@ -352,7 +352,7 @@ def write_cache(teacher, dataset, out_dir: str | Path, *, epochs: int, topk: int
         meta = {"keys": f"{_epoch_dir(e)}/{stem}.keys", "values": f"{_epoch_dir(e)}/{stem}.values",
                 "n": len(mine), "sha256": file_sha256(d / (stem + ".values")),
                 "seconds": round(time.perf_counter() - t0, 3)}
-        (d / (stem + ".json")).write_text(json.dumps(meta))
+        (d / (stem + ".json")).write_text(json.dumps(meta) + "\n")
         if info.is_main:  # one epoch line per run, not one per rank
             log.info("cache epoch %d/%d: %d records per rank (%d ranks) in %.1f s", e + 1, epochs, len(mine),
                      info.world_size, meta["seconds"])
