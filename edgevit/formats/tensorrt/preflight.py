@@ -1,7 +1,7 @@
 """TensorRT preflight for an ONNX file: which operators TensorRT cannot parse, and which stay out of INT8.
 
 Needs only ``onnx`` (no TensorRT): the graph's operators are checked against TensorRT's documented support matrix,
-kept as data in ``edgevit/export/data/tensorrt_onnx_ops.yaml`` with its source URL and TensorRT version. It reports
+kept as data in ``edgevit/formats/tensorrt/data/tensorrt_onnx_ops.yaml`` with its source URL and TensorRT version. It reports
 
 - ``unsupported``: operators the table lists as unsupported or does not list at all, and operators of non-default
   domains (``com.microsoft`` …), which need a TensorRT plugin — the engine build would fail on these;
