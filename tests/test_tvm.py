@@ -416,8 +416,15 @@ def test_tuning_shows_progress_with_an_eta(tmp_path, monkeypatch, caplog):
     from edgevit.formats.tvm.export import export_tvm
 
     monkeypatch.setenv("EDGEVIT_PROGRESS", "1")
-    with caplog.at_level(logging.INFO, logger="edgevit.formats.tvm.tuning"):
-        export_tvm(_linear_model(), tmp_path / "a", trials=2, work_dir=tmp_path / "cache", parity=False)
+    # an unnamed handler on MetaSchedule's logger (as a harness or another library may attach) used to make TVM's
+    # create_loggers fail with "'NoneType' object has no attribute 'format'"
+    stray = logging.StreamHandler()
+    logging.getLogger("tvm.s_tir.meta_schedule").addHandler(stray)
+    try:
+        with caplog.at_level(logging.INFO, logger="edgevit.formats.tvm.tuning"):
+            export_tvm(_linear_model(), tmp_path / "a", trials=2, work_dir=tmp_path / "cache", parity=False)
+    finally:
+        logging.getLogger("tvm.s_tir.meta_schedule").removeHandler(stray)
     lines = [r.getMessage() for r in caplog.records if "ETA" in r.getMessage()]
     assert lines and lines[-1].startswith("TVM tuning: 2/2 trials, task '"), lines
     assert all("elapsed " in x for x in lines) and "ETA 0:00" in lines[-1]

@@ -248,6 +248,10 @@ def _ms_build(mod, target, _params):
 def _meta_schedule_console():
     """Keep MetaSchedule's per-round tables off stdout (they still go to the log files in the cache)."""
     ms_log = logging.getLogger("tvm.s_tir.meta_schedule")
+    # MetaSchedule's create_loggers re-declares this logger's handlers BY NAME (dictConfig); a handler without a
+    # name (attached by another library or a test harness) makes it fail ("'NoneType' has no attribute 'format'")
+    for h in [h for h in ms_log.handlers if h.get_name() is None]:
+        ms_log.removeHandler(h)
     old = ms_log.level
     ms_log.setLevel(logging.DEBUG if log.isEnabledFor(logging.DEBUG) else logging.WARNING)
     try:
