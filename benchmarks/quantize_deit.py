@@ -19,7 +19,7 @@ Timing: all variants are loaded, then timed in ``--passes`` interleaved rounds o
 spread column says how much the passes disagreed. Calibration uses real Fashion-MNIST train images preprocessed to DeiT's input spec (resized to
 224, grey → 3 channels, ImageNet mean/std) through edgevit.methods.quantize.calibration_data — the same images for edgevit
 and for plain NNCF. Targets: edgevit INT8 at least as fast as plain NNCF, and ≥ 2.8× torch eager FP32.
-Roofline: 2 × MACs (counted by torch's FlopCounterMode) / median latency, over the INT8 peak of the hardware profile
+Roofline: 2 × MACs (counted by edgevit.profiling.macs, SDPA included) / median latency, over the INT8 peak of the hardware profile
 ``epyc-zen4-2core`` (edgevit/hardware_profiles/epyc-zen4-2core.yaml), for its nominal and boost modes.
 JSON: benchmarks/results/quantize_deit.json.
 """
