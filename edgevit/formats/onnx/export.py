@@ -40,8 +40,7 @@ from ...errors import ConfigError, ExportError, ParityError
 from ...results import ExportResult, ParityRecord
 from ...spec import SOURCE_KEY, SPEC_KEY, InputSpec
 from ...versions import library_versions
-from ..common import example_input as _example_input
-from ..common import quiet, resolve_torch_source
+from ..common import example_input, quiet, resolve_torch_source
 from ..parity import parity_inputs
 from .diagnose import BATCH_FIXED, failure_message
 from .opsets import MIN_OPSET, check_opset, opset_range
@@ -93,7 +92,7 @@ def export_onnx(model: Any, out_path: str | Path, *, opset: int = 18, dynamic_ba
     module, spec, source = _resolve_model(model)
     path = _resolve_out_path(out_path, source)
     images, described = parity_inputs(parity_images, spec, what="ONNX") if parity else (None, None)
-    example = _example_input(module, spec, batch=2 if dynamic_batch else 1)
+    example = example_input(module, spec, batch=2 if dynamic_batch else 1)
 
     was_training = module.training
     module.eval()

@@ -61,7 +61,7 @@ from ...errors import ConfigError, ExportError, ParityError
 from ...results import ExportResult, ParityRecord
 from ...spec import InputSpec
 from ...versions import library_versions
-from ..common import first_lines as _first_lines
+from ..common import first_lines
 from ..parity import parity_inputs
 from .spec import FORMAT, metadata_path
 from .tuning import copy_database, default_cache_dir, lower_and_tune
@@ -141,7 +141,7 @@ def export_tvm(source: Any, out_dir: str | Path, *, target: Any = "llvm", trials
         executable.export_library(str(path), fcompile=fcompile)
     except Exception as exc:  # TVM raises TVMError / ValueError / InternalError from C++
         raise ExportError(f"TVM could not compile {name} for {describe_target(tdict)} "
-                          f"({type(exc).__name__}: {_first_lines(exc)}). If an extra pass produced the failing "
+                          f"({type(exc).__name__}: {first_lines(exc)}). If an extra pass produced the failing "
                           f"function, check it; otherwise try trials=0 or report the model.") from exc
     t_compile = time.perf_counter() - t
     db_copy = copy_database(tuning, path)
@@ -252,7 +252,7 @@ def _import(module, spec: InputSpec, batch: int, convert_map: dict | None, name:
                 ep = torch.export.export(module, (example,), strict=False)
             except Exception as exc:  # torch.export raises many error types
                 raise ExportError(f"torch.export could not capture {name} at batch {batch} for TVM "
-                                  f"({type(exc).__name__}: {_first_lines(exc)}). The model must be traceable by "
+                                  f"({type(exc).__name__}: {first_lines(exc)}). The model must be traceable by "
                                   f"torch.export (no data-dependent Python control flow).") from exc
             from tvm.relax.frontend.torch import from_exported_program
 
@@ -263,7 +263,7 @@ def _import(module, spec: InputSpec, batch: int, convert_map: dict | None, name:
                 ops = re.findall(r"[\w.]+\.(?:default|Tensor|Scalar|int)\b", str(exc))
                 hint = f" Unsupported operator(s): {', '.join(dict.fromkeys(ops))}." if ops else ""
                 raise ExportError(f"TVM's torch importer (from_exported_program) failed on {name} "
-                                  f"({type(exc).__name__}: {_first_lines(exc)}).{hint} Add a converter with "
+                                  f"({type(exc).__name__}: {first_lines(exc)}).{hint} Add a converter with "
                                   f"convert_map={{'op.default': fn}}, or replace the op in the model.") from exc
     finally:
         module.train(was_training)
@@ -282,7 +282,7 @@ def _apply_extra_passes(mod, extra_passes: Sequence[IRPass]):
             out = p(mod)
         except Exception as exc:  # the caller's code
             raise ExportError(f"extra_passes[{i}] ({label}) failed on the imported Relax module "
-                              f"({type(exc).__name__}: {_first_lines(exc)})") from exc
+                              f"({type(exc).__name__}: {first_lines(exc)})") from exc
         if not isinstance(out, tvm.IRModule):
             raise ExportError(f"extra_passes[{i}] ({label}) returned {type(out).__name__}, not a tvm.IRModule")
         mod = out
