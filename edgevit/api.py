@@ -234,24 +234,14 @@ def profile(model: Any, *, runtime: str | Sequence[str] | None = None, batch_siz
 
 # ----------------------------------------------------------------------------------------------------- helpers
 def _replace(config: Any, overrides: dict) -> Any:
-    """A copy of a config object with ``overrides`` applied (pydantic model or dataclass); unknown keys raise."""
-    import dataclasses
-
+    """A copy of a config model with ``overrides`` applied; unknown keys raise :class:`ConfigError`."""
     from .errors import ConfigError
 
-    if hasattr(config, "model_copy") and hasattr(type(config), "model_fields"):
-        unknown = [k for k in overrides if k not in type(config).model_fields]
-        if unknown:
-            raise ConfigError(f"unknown option(s) {', '.join(map(repr, unknown))}; allowed: "
-                              f"{', '.join(type(config).model_fields)}")
-        return type(config).model_validate({**config.model_dump(), **overrides})
-    if dataclasses.is_dataclass(config):
-        names = {f.name for f in dataclasses.fields(config)}
-        unknown = [k for k in overrides if k not in names]
-        if unknown:
-            raise ConfigError(f"unknown option(s) {', '.join(map(repr, unknown))}; allowed: {', '.join(sorted(names))}")
-        return dataclasses.replace(config, **overrides)
-    raise ConfigError(f"cannot apply options {sorted(overrides)} to a {type(config).__name__}")
+    unknown = [k for k in overrides if k not in type(config).model_fields]
+    if unknown:
+        raise ConfigError(f"unknown option(s) {', '.join(map(repr, unknown))}; allowed: "
+                          f"{', '.join(type(config).model_fields)}")
+    return type(config).model_validate({**config.model_dump(), **overrides})
 
 
 def _as_artifact(model: Any, artifact_cls: type, open_artifact) -> Artifact:

@@ -21,7 +21,7 @@ import os
 import types
 import typing
 from collections.abc import Callable
-from typing import Annotated, Any, ClassVar, Literal, Union, get_args, get_origin, get_type_hints
+from typing import Annotated, Any, ClassVar, Literal, Union, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
@@ -245,7 +245,7 @@ def error_message(exc: ValidationError, path: str = "", cls=None, *, label: Call
 
 # ------------------------------------------------------------------------------------------------ public helpers
 def from_dict(cls, data: Any, path: str = "", *, label: Callable[[str], str] | None = None):
-    """Build config ``cls`` (a :class:`ConfigModel`, or a dataclass) from plain data (a YAML mapping).
+    """Build config ``cls`` (a :class:`ConfigModel`) from plain data (a YAML mapping).
 
     Unknown keys, wrong types, out-of-range values and missing keys raise :class:`ConfigError` with the key path
     (``path`` is its prefix, e.g. ``"stages.1"``) and the allowed keys or values.
@@ -255,12 +255,12 @@ def from_dict(cls, data: Any, path: str = "", *, label: Callable[[str], str] | N
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(f"{where}: expected a mapping for {cls.__name__}, got {type(data).__name__} {data!r}")
-    if is_config_model(cls):
-        try:
-            return cls.model_validate(data)
-        except ValidationError as exc:
-            raise ConfigError(error_message(exc, path, cls, label=label)) from None
-    return _dataclass_from_dict(cls, data, path)
+    if not is_config_model(cls):
+        raise TypeError(f"{cls.__name__} is not an edgevit.config.ConfigModel")
+    try:
+        return cls.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(error_message(exc, path, cls, label=label)) from None
 
 
 def coerce(tp, value: Any, path: str):
@@ -276,29 +276,6 @@ def coerce(tp, value: Any, path: str):
         return TypeAdapter(tp, config=ConfigDict(strict=True)).validate_python(value)
     except ValidationError as exc:
         raise ConfigError(error_message(exc, path)) from None
-
-
-def _dataclass_from_dict(cls, data: dict, path: str):
-    """Plain dataclasses (configs not yet ported to :class:`ConfigModel`): validated field by field."""
-    where = path or "<root>"
-    hints = get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
-    unknown = [k for k in data if k not in fields]
-    if unknown:
-        raise ConfigError(f"{where}: unknown key{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}; "
-                          f"allowed keys: {', '.join(fields)}")
-    kwargs = {}
-    for name, f in fields.items():
-        sub = _join(path, name)
-        if name in data:
-            kwargs[name] = coerce(hints[name], data[name], sub)
-        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-            raise ConfigError(f"{sub}: required key is missing")
-    obj = cls(**kwargs)
-    validate = getattr(obj, "validate", None)
-    if callable(validate):
-        validate(path or cls.__name__)
-    return obj
 
 
 def to_dict(obj) -> Any:
