@@ -94,6 +94,8 @@ def add_parser(subparsers) -> None:
     t.add_argument("--eval-limit", type=positive, default=None, help="test images evaluated after each epoch")
     t.add_argument("--no-eval", action="store_true", help="skip the per-epoch test evaluation")
     t.add_argument("--stop-after", type=positive, default=None, help="stop after N epochs; continue with --resume")
+    t.add_argument("--replay-cache", action="store_true",
+                   help="train longer than the cache stores: epoch e replays stored epoch e mod E")
     t.add_argument("--max-steps", type=positive, default=None, help="cap the steps per epoch (smoke runs)")
     t.add_argument("--out", required=True, help="run directory: checkpoint.pt, student.safetensors, train_record.json")
     t.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt with the next epoch")
@@ -140,7 +142,8 @@ def cmd_train(args) -> int:
     cfg = TrainConfig(mode=args.mode, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, min_lr=args.min_lr,
                       weight_decay=args.weight_decay, warmup_epochs=args.warmup_epochs, clip_grad=args.clip_grad,
                       label_smoothing=args.label_smoothing, topk=args.topk, seed=args.seed,
-                      eval_limit=args.eval_limit, stop_after=args.stop_after, max_steps_per_epoch=args.max_steps)
+                      eval_limit=args.eval_limit, stop_after=args.stop_after, max_steps_per_epoch=args.max_steps,
+                      replay_cache=args.replay_cache)
     cfg.validate()
     if args.mode == "cache" and not args.cache:
         raise ConfigError("--mode cache needs --cache DIR (write one with `edgevit distill cache`)")

@@ -50,6 +50,8 @@ def _register_builtin() -> None:
                    description="12-block ViT (dim 128, conv stem, 49 tokens) trained on Fashion-MNIST; shipped teacher")
     register_model("fmnist-vit-tiny", lambda: fmnist.build("fmnist-vit-tiny"), spec,
                    description="6-block ViT (dim 96, conv stem) student for distillation; untrained")
+    register_model("fmnist-vit-micro", lambda: fmnist.build("fmnist-vit-micro"), spec,
+                   description="6-block ViT (dim 64, conv stem) student for distillation; untrained")
     register_model("fmnist-vit-nano", lambda: fmnist.build("fmnist-vit-nano"), spec,
                    description="4-block ViT (dim 64, conv stem) student for distillation, ~13x fewer parameters "
                                "than fmnist-vit; untrained")

@@ -48,6 +48,7 @@ ARCHS = {
     # name: (embed_dim, depth, heads, mlp_ratio)
     "fmnist-vit": {"embed_dim": 128, "depth": 12, "num_heads": 4, "mlp_ratio": 2.0},
     "fmnist-vit-tiny": {"embed_dim": 96, "depth": 6, "num_heads": 3, "mlp_ratio": 2.0},
+    "fmnist-vit-micro": {"embed_dim": 64, "depth": 6, "num_heads": 2, "mlp_ratio": 2.0},
     "fmnist-vit-nano": {"embed_dim": 64, "depth": 4, "num_heads": 2, "mlp_ratio": 2.0},
 }
 

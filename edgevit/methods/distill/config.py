@@ -56,6 +56,10 @@ class TrainConfig(ConfigModel):
     eval_batch_size: int = Field(500, ge=1, description="batch size of the per-epoch evaluation")
     stop_after: int | None = Field(None, ge=1, description="stop after this many epochs (resume later)")
     max_steps_per_epoch: int | None = Field(None, ge=1, description="cap steps per epoch (smoke runs)")
+    replay_cache: bool = Field(False, description="train for more epochs than the cache stores by replaying its "
+                                                  "epochs in order (epoch e reads stored epoch e mod E); TinyViT "
+                                                  "stores every epoch, replay trades augmentation variety for "
+                                                  "teacher time")
 
 
 class AugmentKeys(ConfigModel):

@@ -124,7 +124,8 @@ def train_student(student, *, out_dir: str | Path, config: TrainConfig | None = 
     if cfg.mode == "cache":
         if cache is None:
             raise ConfigError("mode 'cache' needs a cache: pass --cache DIR (written by `edgevit distill cache`)")
-        cache.check_epochs(cfg.epochs)
+        if not cfg.replay_cache:
+            cache.check_epochs(cfg.epochs)
         if teacher is not None:
             cache.check(teacher=teacher)
     if cfg.mode == "online" and teacher is None:
@@ -248,7 +249,8 @@ def train_student(student, *, out_dir: str | Path, config: TrainConfig | None = 
         for epoch in range(start_epoch, last_epoch):
             sampler.set_epoch(epoch)
             order = np.fromiter(iter(sampler), dtype=np.int64)
-            records = cache.epoch(epoch) if cfg.mode == "cache" else None
+            records = (cache.epoch(epoch % cache.epochs if cfg.replay_cache else epoch)
+                       if cfg.mode == "cache" else None)
             seeds_epoch = epoch_seeds(seed, epoch, n)
             if records is not None:
                 cache_epochs_used.append(epoch)
