@@ -8,10 +8,16 @@ cd "$(dirname "$0")/.."
 EXTRAS="${EXTRAS:-dev}"
 PY="${PYTHON:-python3}"
 
+# Debian packages: the Fashion-MNIST data, and OpenSSH's server (the remote-profiling tests start one on 127.0.0.1)
+APT_PKGS=""
 if [ ! -f /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz ] && [ -z "${EDGEVIT_FASHION_MNIST_DIR:-}" ]; then
-  echo "[bootstrap] installing dataset-fashion-mnist (Debian package)"
+  APT_PKGS="$APT_PKGS dataset-fashion-mnist"
+fi
+[ -x /usr/sbin/sshd ] || APT_PKGS="$APT_PKGS openssh-server"
+if [ -n "$APT_PKGS" ]; then
+  echo "[bootstrap] installing Debian packages:$APT_PKGS"
   SUDO=""; [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null && SUDO="sudo"
-  $SUDO apt-get update -qq && $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist
+  $SUDO apt-get update -qq && $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $APT_PKGS
 fi
 
 if [ ! -x .venv/bin/python ]; then
