@@ -433,3 +433,126 @@ def test_device_script_runs_alone_without_edgevit(fmnist_onnx, tmp_path):
     assert res.returncode == 0, res.stderr
     out = json.loads((tmp_path / "r.json").read_text())
     assert len(out["results"][0]["times_ns"]) == 4 and out["results"][0]["input_shape"] == [2, 1, 28, 28]
+
+
+# ------------------------------------------------------------------------------------------------ TensorRT bundle
+@pytest.fixture(scope="module")
+def trt_bundle(tmp_path_factory, fmnist_onnx):
+    """An fp16 device bundle of the fmnist-vit ONNX file (calibrated on the 16 real images), made for TensorRT 10.3."""
+    from edgevit.formats.tensorrt.export import export_tensorrt
+
+    path, images = fmnist_onnx
+    out = tmp_path_factory.mktemp("bundle")
+    export_tensorrt(path, out, precision="fp16", bundle=True, engine=False, calib_images=images, max_batch=4,
+                    trt_version="10.3.0")
+    return out
+
+
+def _trt_stand_ins(bin_dir: Path, *, tag: str, refuse_engine: bool = False) -> list[str]:
+    """trtexec cannot run here: a stand-in prints trtexec's banner (``tag``) and the recorded Orin summary, writes
+    the recorded --exportTimes trace and the engine file; tegrastats/nvpmodel stand-ins print recorded output."""
+    summary = fixture_text("trtexec_orin_jp6_resnet50_fp16.log")
+    mismatch = fixture_text("trtexec_engine_version_mismatch.log")
+    (bin_dir / "summary.log").write_text(summary)
+    (bin_dir / "load.log").write_text(mismatch if refuse_engine else summary)
+    (bin_dir / "times.json").write_text((FIXTURES / "trtexec_times_tensorrt10.json").read_text())
+    (bin_dir / "tegra.log").write_text(fixture_text("tegrastats_orin_nano_jp6.log"))
+    nv = fixture_text("jetson_clocks_orin_nano_super_jp6.txt").split("## jetson_clocks --show")[0]
+    scripts = {
+        "trtexec": f"""#!/bin/sh
+echo "&&&& RUNNING TensorRT.trtexec [TensorRT {tag}] # trtexec $*"
+for a in "$@"; do case "$a" in
+  --help) echo "  --skipInference   Exit after the engine has been built"; exit 0 ;;
+  --saveEngine=*) echo engine > "${{a#--saveEngine=}}" ;;
+  --exportTimes=*) cp {bin_dir}/times.json "${{a#--exportTimes=}}" ;;
+esac; done
+case "$*" in *--loadEngine=*) log={bin_dir}/load.log ;; *) log={bin_dir}/summary.log ;; esac
+cat "$log"
+grep -q FAILED "$log" && exit 1
+exit 0
+""",
+        "tegrastats": f"""#!/bin/sh
+while [ $# -gt 0 ]; do [ "$1" = --logfile ] && f="$2"; shift; done
+cp {bin_dir}/tegra.log "$f"
+exec sleep 600
+""",
+        "nvpmodel": f"#!/bin/sh\ncat <<'EOF'\n{nv.replace('## nvpmodel -q', '').strip()}\nEOF\n",
+    }
+    for name, body in scripts.items():
+        (bin_dir / name).write_text(body)
+        (bin_dir / name).chmod(0o755)
+    return [*scripts, "summary.log", "load.log", "times.json", "tegra.log"]
+
+
+def test_tensorrt_bundle_over_ssh_builds_profiles_and_parses(sshd, trt_bundle):
+    from edgevit.formats.tensorrt.remote import profile_bundle_remote
+
+    made = _trt_stand_ins(sshd.root / "bin", tag="v100300")
+    try:
+        rows = profile_bundle_remote(trt_bundle, sshd.target, batch_sizes=(1, 2), energy_s=1,
+                                     identity=sshd.user_key, known_hosts=sshd.known_hosts)
+    finally:
+        for name in made:
+            (sshd.root / "bin" / name).unlink(missing_ok=True)
+    times = json.loads((FIXTURES / "trtexec_times_tensorrt10.json").read_text())
+    assert [r["batch"] for r in rows] == [1, 2]
+    r = rows[1]
+    assert r["runtime"] == "tensorrt" and r["runs"] == len(times) and r["input_shape"] == [2, 1, 28, 28]
+    assert r["median_ms"] == pytest.approx(float(np.median([t["latencyMs"] for t in times])), abs=1e-6)
+    assert r["gpu_compute"]["median_ms"] == pytest.approx(float(np.median([t["computeMs"] for t in times])), abs=1e-6)
+    assert r["throughput"] == pytest.approx(2 / (r["median_ms"] / 1e3))
+    assert r["trtexec"]["end_to_end"]["throughput_qps"] == 318.007 and r["runtime_info"]["version"] == "10.3.0"
+    assert r["runtime_info"]["version_note"] is None and r["settings"]["precision"] == "fp16"
+    j = r["jetson"]
+    assert j["power_mode"] == {"name": "15W", "id": 0}
+    assert j["tegrastats"]["samples"] == 6 and j["tegrastats"]["energy_mj_per_inference"] > 0
+
+
+def test_tensorrt_bundle_for_another_major_version_is_refused(sshd, trt_bundle):
+    from edgevit.errors import RemoteError
+    from edgevit.formats.tensorrt.remote import profile_bundle_remote
+
+    made = _trt_stand_ins(sshd.root / "bin", tag="v8602")
+    try:
+        with pytest.raises(RemoteError, match=r"made for TensorRT 10\.3\.0.*device has TensorRT 8\.6\.2.*"
+                                              r"--trt-version 8\.6\.2"):
+            profile_bundle_remote(trt_bundle, sshd.target, identity=sshd.user_key, known_hosts=sshd.known_hosts)
+    finally:
+        for name in made:
+            (sshd.root / "bin" / name).unlink(missing_ok=True)
+
+
+def test_tensorrt_engine_from_another_version_and_missing_trtexec(sshd, trt_bundle):
+    from edgevit.errors import RemoteError
+    from edgevit.formats.tensorrt.remote import profile_bundle_remote
+
+    with pytest.raises(RemoteError, match="no trtexec.*nvidia-jetpack"):
+        profile_bundle_remote(trt_bundle, sshd.target, identity=sshd.user_key, known_hosts=sshd.known_hosts)
+    made = _trt_stand_ins(sshd.root / "bin", tag="v100300", refuse_engine=True)
+    try:
+        with pytest.raises(RemoteError, match=r"built by another TensorRT version.*expecting library version "
+                                              r"10\.3\.0\.30 got 10\.7\.0\.23.*build\.sh"):
+            profile_bundle_remote(trt_bundle, sshd.target, energy_s=0, identity=sshd.user_key,
+                                  known_hosts=sshd.known_hosts)
+    finally:
+        for name in made:
+            (sshd.root / "bin" / name).unlink(missing_ok=True)
+
+
+def test_cli_profile_remote_writes_the_profile_json(sshd, fmnist_onnx, tmp_path, capsys):
+    from edgevit.cli import main
+
+    path, _ = fmnist_onnx
+    out = tmp_path / "p.json"
+    rc = main(["profile", str(path), "--remote", sshd.target, "--runtime", "onnxruntime", "--runs", "5",
+               "--warmup", "0.01", "--identity", str(sshd.user_key), "--known-hosts", str(sshd.known_hosts),
+               "--remote-python", sys.executable, "--json", str(out)])
+    assert rc == 0
+    rows = json.loads(out.read_text())["results"]
+    assert rows[0]["runs"] == 5 and rows[0]["remote"]["target"] == sshd.target
+    assert rows[0]["input_source"].startswith("provided")  # real test images went to the device
+    assert "onnxruntime" in capsys.readouterr().out
+    empty = tmp_path / "known_hosts"
+    rc = main(["profile", str(path), "--remote", sshd.target, "--runtime", "onnxruntime", "--runs", "3",
+               "--identity", str(sshd.user_key), "--known-hosts", str(empty), "--remote-python", sys.executable])
+    assert rc == 2 and "--accept-new-host-key" in capsys.readouterr().err

@@ -107,6 +107,8 @@ def cmd_profile(args) -> int:
     from ..profiling.tables import profile_table
     from ..runtimes import check_runtime, load_runtime
 
+    if args.remote:
+        return _profile_remote(args)
     check_runtime_names(args.runtime)
     art = artifact_from_args(args)
     names = [r.strip() for r in (args.runtime or default_runtime(art.kind)).split(",") if r.strip()]
@@ -132,6 +134,65 @@ def cmd_profile(args) -> int:
         if mix:
             shares = ", ".join(f"{lab} {v * 100:.1f}%" for lab, v in zip(mix["labels"], mix["shares"], strict=True))
             print(f"exit mix ({r['runtime']}, batch {r['batch']}, {mix['samples']} samples): {shares}")
+    write_json_out(args.json, {"results": results})
+    return 0
+
+
+def _profile_remote(args) -> int:
+    """`edgevit profile ... --remote user@host[:port]`: measure on the device over SSH (see edgevit.profiling.remote;
+    TensorRT: the device bundle's trtexec scripts, edgevit.formats.tensorrt.remote)."""
+    import tempfile
+
+    from ..errors import ConfigError
+    from ..profiling.tables import profile_table
+
+    names = [r.strip() for r in (args.runtime or "").split(",") if r.strip()]
+    if not names:
+        raise ConfigError("--remote needs --runtime: onnxruntime, openvino, torch, or tensorrt (a TensorRT bundle)")
+    ssh = {"identity": args.identity, "known_hosts": args.known_hosts,
+           "accept_new_host_key": args.accept_new_host_key, "power_mode": args.power_mode,
+           "keep_remote": args.keep_remote}
+    results: list[dict] = []
+    for rt in names:
+        if rt == "tensorrt":
+            from ..formats.tensorrt.remote import profile_bundle_remote
+
+            path = args.artifact or args.target
+            if not path:
+                raise ConfigError("--runtime tensorrt --remote needs a TensorRT bundle directory (edgevit export "
+                                  "tensorrt MODEL.onnx --bundle --out DIR) or an ONNX file to bundle")
+            with tempfile.TemporaryDirectory(prefix="edgevit-bundle-") as tmp:
+                bundle = path
+                if str(path).endswith(".onnx"):  # bundle it here: ONNX + calibration cache + trtexec scripts
+                    from ..formats.tensorrt.export import export_tensorrt
+
+                    export_tensorrt(path, tmp, precision=args.trt_precision or "fp16", bundle=True, engine=False,
+                                    calib=args.data, data_dir=args.data_dir, calib_samples=100,
+                                    max_batch=max(8, *args.batch))
+                    bundle = tmp
+                duration = args.duration if args.runs is None else 3.0
+                results += profile_bundle_remote(bundle, args.remote, batch_sizes=tuple(args.batch),
+                                                 precision=args.trt_precision, duration_s=max(3.0, duration),
+                                                 energy_s=args.energy_s, **ssh)
+            continue
+        from ..profiling.remote import profile_remote
+
+        art = artifact_from_args(args)
+        inputs = None
+        if not args.random_inputs:
+            from ..data import load_dataset, preprocess
+
+            inputs = preprocess(load_dataset(args.data, args.split, data_dir=args.data_dir,
+                                             limit=max(args.batch)).images, art.spec)
+        results += profile_remote(art, args.remote, runtime=rt, batch_sizes=tuple(args.batch), inputs=inputs,
+                                  warmup_s=args.warmup, duration_s=args.duration, runs=args.runs,
+                                  threads=args.threads, device=args.device, python=args.remote_python, **ssh)
+    print(profile_table(results))
+    for r in results:
+        ts = (r.get("jetson") or {}).get("tegrastats") or {}
+        if ts.get("energy_mj_per_image") is not None:
+            print(f"{r['runtime']} batch {r['batch']}: {ts['input_power_mean_mw'] / 1000:.2f} W on {ts['input_rail']}, "
+                  f"{ts['energy_mj_per_image']:.3f} mJ per image ({ts['samples']} tegrastats samples)")
     write_json_out(args.json, {"results": results})
     return 0
 
@@ -241,6 +302,22 @@ def build_parser() -> argparse.ArgumentParser:
                     help="OpenVINO inference precision (default: what the IR records, else the device's default)")
     add_data_args(sp)
     sp.add_argument("--json", help="write one entry per runtime × batch here")
+    rg = sp.add_argument_group("remote device (SSH)", "measure on a device over SSH instead of here")
+    rg.add_argument("--remote", metavar="USER@HOST[:PORT]", help="profile on this device over SSH")
+    rg.add_argument("--power-mode", help="refuse to measure unless the Jetson runs in this nvpmodel mode (name or id)")
+    rg.add_argument("--identity", metavar="FILE", help="SSH private key (default: ssh-agent, ~/.ssh/id_*)")
+    rg.add_argument("--known-hosts", metavar="FILE", help="known_hosts to check the host key against "
+                                                           "(default: ~/.ssh/known_hosts)")
+    rg.add_argument("--accept-new-host-key", action="store_true",
+                    help="trust an unknown host key on first use and add it to known_hosts (a changed key is "
+                         "always refused)")
+    rg.add_argument("--remote-python", default="python3",
+                    help="the device's Python with numpy and the runtime (default: python3)")
+    rg.add_argument("--keep-remote", action="store_true", help="leave the device's work directory")
+    rg.add_argument("--trt-precision", choices=["fp32", "fp16", "int8"], default=None,
+                    help="TensorRT bundle precision to build and time (default: the bundle's)")
+    rg.add_argument("--energy-s", type=float, default=30.0,
+                    help="TensorRT: seconds of the tegrastats energy run (0 skips it)")
     sp.set_defaults(func=cmd_profile)
 
     sp = sub.add_parser("compress", help="run a recipe: the stages in order, into a run directory")
