@@ -404,6 +404,35 @@ def test_device_without_the_runtime_names_what_to_install(sshd, fmnist_onnx, tmp
         bare.unlink(missing_ok=True)
 
 
+def test_benchmark_app_report_and_remote_run(sshd, fmnist_onnx):
+    """OpenVINO's own benchmark_app (from this venv's openvino wheel) run through the real sshd on the ONNX file."""
+    from edgevit.profiling.benchmark_app import parse_benchmark_app
+    from edgevit.profiling.remote import profile_remote
+    from edgevit.runtimes import open_artifact
+
+    rec = parse_benchmark_app(fixture_text("benchmark_app_openvino_2026_4.log"))
+    assert rec == {"count": 91, "duration_ms": 1005.49, "throughput_fps": 181.01, "devices": ["CPU"],
+                   "latency_ms": {"median": 11.48, "mean": 10.94, "min": 2.91, "max": 21.54}}
+    with pytest.raises(ValueError, match="did not finish"):
+        parse_benchmark_app("[ ERROR ] Exception from src/inference/src/cpp/core.cpp")
+    exe = Path(sys.executable).parent / "benchmark_app"
+    if not exe.exists():
+        pytest.skip("openvino's benchmark_app is not installed in this environment (pip install 'edgevit[openvino]')")
+    link = sshd.root / "bin" / "benchmark_app"
+    link.symlink_to(exe)
+    try:
+        path, _ = fmnist_onnx
+        row = profile_remote(open_artifact(path), sshd.target, runtime="openvino", tool="benchmark_app",
+                             batch_sizes=(2,), runs=20, threads=1, identity=sshd.user_key,
+                             known_hosts=sshd.known_hosts)[0]
+    finally:
+        link.unlink()
+    assert row["runs"] == 20 and row["batch"] == 2 and row["input_shape"] == [2, 1, 28, 28]
+    assert 0 < row["min_ms"] <= row["median_ms"] <= row["max_ms"] and row["p90_ms"] is None
+    assert row["runtime_info"]["tool"] == "benchmark_app" and row["runtime_info"]["version"].startswith("20")
+    assert "benchmark_app" in row["method"] and row["system"]["hostname"] == socket.gethostname()
+
+
 def test_power_mode_on_a_device_without_nvpmodel(sshd, fmnist_onnx):
     from edgevit.errors import RemoteError
     from edgevit.profiling.remote import profile_remote

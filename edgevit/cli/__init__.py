@@ -186,7 +186,8 @@ def _profile_remote(args) -> int:
                                              limit=max(args.batch)).images, art.spec)
         results += profile_remote(art, args.remote, runtime=rt, batch_sizes=tuple(args.batch), inputs=inputs,
                                   warmup_s=args.warmup, duration_s=args.duration, runs=args.runs,
-                                  threads=args.threads, device=args.device, python=args.remote_python, **ssh)
+                                  threads=args.threads, device=args.device, python=args.remote_python,
+                                  tool=args.remote_tool, **ssh)
     print(profile_table(results))
     for r in results:
         ts = (r.get("jetson") or {}).get("tegrastats") or {}
@@ -314,6 +315,9 @@ def build_parser() -> argparse.ArgumentParser:
     rg.add_argument("--remote-python", default="python3",
                     help="the device's Python with numpy and the runtime (default: python3)")
     rg.add_argument("--keep-remote", action="store_true", help="leave the device's work directory")
+    rg.add_argument("--remote-tool", choices=["script", "benchmark_app"], default="script",
+                    help="what times the model on the device: edgevit's script (default; every percentile) or, "
+                         "for openvino, OpenVINO's benchmark_app (median/mean/min/max only)")
     rg.add_argument("--trt-precision", choices=["fp32", "fp16", "int8"], default=None,
                     help="TensorRT bundle precision to build and time (default: the bundle's)")
     rg.add_argument("--energy-s", type=float, default=30.0,

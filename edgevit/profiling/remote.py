@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import shlex
 import tempfile
 import time
@@ -204,7 +205,7 @@ def profile_remote(artifact, remote: str | RemoteTarget, *, runtime: str, batch_
                    threads: int | None = None, device: str = "cpu", power_mode: str | None = None,
                    identity: str | Path | None = None, known_hosts: str | Path | None = None,
                    accept_new_host_key: bool = False, python: str = "python3", tegrastats_interval_ms: int = 100,
-                   keep_remote: bool = False, connect_timeout: float = 10.0) -> list[dict]:
+                   keep_remote: bool = False, connect_timeout: float = 10.0, tool: str = "script") -> list[dict]:
     """Profile ``artifact`` (an :class:`~edgevit.artifact.Artifact`: ONNX, OpenVINO IR or a torch model) on the
     device ``remote`` (``user@host[:port]``) with ``runtime`` (onnxruntime, openvino or torch); one row per batch
     size, in the schema of :func:`~edgevit.profiling.latency.profile_runtime` plus ``remote`` and ``jetson``.
@@ -212,6 +213,9 @@ def profile_remote(artifact, remote: str | RemoteTarget, *, runtime: str, batch_
     ``inputs``: real preprocessed NCHW images (sent as ``inputs.npy``; random inputs when None, recorded as such).
     ``power_mode``: refuse to measure unless the Jetson runs in this nvpmodel mode (name or id). ``python``: the
     device's interpreter that has numpy and the runtime. ``keep_remote``: leave the device's work directory.
+    ``tool``: ``script`` (edgevit's device script: raw per-call times, every statistic) or, for openvino,
+    ``benchmark_app`` (OpenVINO's own tool, sync API, random inputs; it reports count, median, mean, min, max, so
+    ``p90_ms``/``p99_ms``/``std_ms`` are None in its rows).
     Timing settings as in the local profiler. Raises :class:`~edgevit.errors.RemoteError` (unreachable host, login
     refused, device without the runtime, wrong power mode, a failed run), :class:`~edgevit.errors.HostKeyError`,
     :class:`~edgevit.errors.ConfigError` (bad settings, a runtime that cannot load this artefact kind).
@@ -222,6 +226,10 @@ def profile_remote(artifact, remote: str | RemoteTarget, *, runtime: str, batch_
     if runtime not in SCRIPT_RUNTIMES:
         raise ConfigError(f"remote runtime {runtime!r}: choose one of {', '.join(SCRIPT_RUNTIMES)}, or tensorrt "
                           f"with a TensorRT bundle")
+    if tool not in ("script", "benchmark_app"):
+        raise ConfigError(f"remote tool {tool!r}: choose script or benchmark_app")
+    if tool == "benchmark_app" and runtime != "openvino":
+        raise ConfigError(f"benchmark_app is OpenVINO's tool; it cannot time {runtime} (use tool='script')")
     if not runtime_loads(runtime, artifact.kind):
         raise ConfigError(f"{runtime} cannot load a {artifact.kind} artefact ({artifact.path or artifact.source}); "
                           f"export it first (edgevit export onnx / openvino)")
@@ -240,34 +248,32 @@ def profile_remote(artifact, remote: str | RemoteTarget, *, runtime: str, batch_
             dev = probe_device(ssh)
             before = device_stamp(ssh)
             check_power_mode(before, power_mode, dev)
-            version = check_script_runtime(ssh, runtime, python)
+            if tool == "benchmark_app":
+                if not dev.tools.get("benchmark_app"):
+                    raise RemoteError("the device has no benchmark_app on its PATH: install OpenVINO there (pip3 "
+                                      "install openvino ships benchmark_app), or use the device script (the default)")
+                version = ""
+            else:
+                version = check_script_runtime(ssh, runtime, python)
             workdir = ssh.mkdtemp()
             try:
                 for f in files:
                     ssh.put(f, f"{workdir}/{f.name}")
-                with resources.as_file(script) as script_path:
-                    ssh.put(script_path, f"{workdir}/{SCRIPT_NAME}")
                 tegra_log = (start_tegrastats(ssh, workdir, tegrastats_interval_ms)
                              if dev.tools.get("tegrastats") else None)
                 if tegra_log:
                     time.sleep(max(0.3, 2 * tegrastats_interval_ms / 1000))  # first samples before the timed runs
-                cmd = [python, SCRIPT_NAME, "--model", model_name, "--runtime", runtime, "--out", "result.json",
-                       "--batch", ",".join(map(str, batch_sizes)), "--warmup", str(warmup_s),
-                       "--min-warmup", str(min_warmup), "--duration", str(duration_s), "--min-runs", str(min_runs),
-                       "--max-runs", str(max_runs), "--device", device]
-                cmd += ["--inputs", "inputs.npy"] if inputs is not None else \
-                    ["--shape", ",".join(map(str, artifact.spec.input_size))]
-                cmd += ["--runs", str(runs)] if runs else []
-                cmd += ["--threads", str(threads)] if threads else []
-                budget = 120 + len(batch_sizes) * (warmup_s + (duration_s if not runs else 60) + 60)
-                res = ssh.run(f"cd {shlex.quote(workdir)} && " + " ".join(shlex.quote(c) for c in cmd),
-                              timeout=budget)
+                if tool == "benchmark_app":
+                    result = _run_benchmark_app(ssh, workdir, dev.tools["benchmark_app"], model_name, artifact,
+                                                batch_sizes, duration_s=duration_s, runs=runs, threads=threads,
+                                                device=device)
+                else:
+                    result = _run_script(ssh, workdir, script, python, model_name, runtime, artifact, batch_sizes,
+                                         inputs=inputs is not None, warmup_s=warmup_s, min_warmup=min_warmup,
+                                         duration_s=duration_s, runs=runs, min_runs=min_runs, max_runs=max_runs,
+                                         threads=threads, device=device)
                 if tegra_log:
                     stop_tegrastats(ssh, workdir)
-                if res.rc == MISSING_RUNTIME_EXIT:
-                    raise RemoteError(f"the device lacks a runtime: {res.stderr.strip()[-500:]}")
-                res.check(f"the device profiler ({runtime} on {model_name})")
-                result = json.loads(ssh.read_text(f"{workdir}/result.json"))
                 samples = parse_tegrastats(ssh.read_text(tegra_log)) if tegra_log else []
                 after = device_stamp(ssh)
             finally:
@@ -279,7 +285,7 @@ def profile_remote(artifact, remote: str | RemoteTarget, *, runtime: str, batch_
     rows = []
     for r in result["results"]:
         b = int(r["batch"])
-        stats = latency_stats(np.asarray(r["times_ns"], dtype=np.int64), b)
+        stats = latency_stats(np.asarray(r["times_ns"], dtype=np.int64), b) if "times_ns" in r else r["stats"]
         window = r["window"]
         in_window = [s for s in samples if s.get("unix_time") is not None
                      and window["start_unix"] <= s["unix_time"] <= window["end_unix"]]
@@ -287,10 +293,12 @@ def profile_remote(artifact, remote: str | RemoteTarget, *, runtime: str, batch_
             "model": model_info["model"], "runtime": runtime, "device": result["runtime_info"].get("device", device),
             "batch": b, **stats,
             "input_source": r["input_source"], "input_shape": r["input_shape"], "warmup": r["warmup"],
-            "settings": result["settings"], "method": METHOD, "peak_rss_mb": result.get("peak_rss_mb"),
+            "settings": result["settings"], "method": result.get("method", METHOD),
+            "peak_rss_mb": result.get("peak_rss_mb"),
             **{k: v for k, v in model_info.items() if k != "model"},
             "runtime_info": {**result["runtime_info"], "version": version or result["runtime_info"].get("version")},
-            "system": {**result["system"], **({"jetson": {"l4t_release": dev.l4t, "power_mode": before.get(
+            "system": {**result["system"], "hostname": result["system"].get("hostname") or dev.hostname,
+                       **({"jetson": {"l4t_release": dev.l4t, "power_mode": before.get(
                 "power_mode"), "clocks": before.get("clocks"), "temperature_c": before.get("temperature_c")}}
                 if dev.is_jetson else {})},
             "remote": {"target": str(target), "device": dev.to_dict(), "python": python,
@@ -309,6 +317,71 @@ def profile_remote(artifact, remote: str | RemoteTarget, *, runtime: str, batch_
             }
         rows.append(row)
     return rows
+
+
+def _run_script(ssh: SSHSession, workdir: str, script, python: str, model_name: str, runtime: str, artifact,
+                batch_sizes: Sequence[int], *, inputs: bool, warmup_s: float, min_warmup: int, duration_s: float,
+                runs: int | None, min_runs: int, max_runs: int, threads: int | None, device: str) -> dict:
+    """Copy and run edgevit's device script; its JSON result (raw times per batch, runtime info, device stamp)."""
+    with resources.as_file(script) as script_path:
+        ssh.put(script_path, f"{workdir}/{SCRIPT_NAME}")
+    cmd = [python, SCRIPT_NAME, "--model", model_name, "--runtime", runtime, "--out", "result.json",
+           "--batch", ",".join(map(str, batch_sizes)), "--warmup", str(warmup_s), "--min-warmup", str(min_warmup),
+           "--duration", str(duration_s), "--min-runs", str(min_runs), "--max-runs", str(max_runs),
+           "--device", device]
+    cmd += ["--inputs", "inputs.npy"] if inputs else ["--shape", ",".join(map(str, artifact.spec.input_size))]
+    cmd += ["--runs", str(runs)] if runs else []
+    cmd += ["--threads", str(threads)] if threads else []
+    budget = 120 + len(batch_sizes) * (warmup_s + (duration_s if not runs else 60) + 60)
+    res = ssh.run(f"cd {shlex.quote(workdir)} && " + " ".join(shlex.quote(c) for c in cmd), timeout=budget)
+    if res.rc == MISSING_RUNTIME_EXIT:
+        raise RemoteError(f"the device lacks a runtime: {res.stderr.strip()[-500:]}")
+    res.check(f"the device profiler ({runtime} on {model_name})")
+    return json.loads(ssh.read_text(f"{workdir}/result.json"))
+
+
+BENCHMARK_APP_METHOD = ("on the device: OpenVINO benchmark_app, sync API, one infer request, random inputs, a "
+                        "time- or count-bounded run per batch size; its own median/mean/min/max (no per-iteration "
+                        "times, so no p90/p99/std)")
+
+
+def _run_benchmark_app(ssh: SSHSession, workdir: str, exe: str, model_name: str, artifact,
+                       batch_sizes: Sequence[int], *, duration_s: float, runs: int | None, threads: int | None,
+                       device: str) -> dict:
+    """benchmark_app once per batch size; a result in the device script's layout with ``stats`` instead of times."""
+    from .benchmark_app import parse_benchmark_app
+
+    results = []
+    text = ""
+    for b in batch_sizes:
+        shape = "[" + ",".join(map(str, (b, *artifact.spec.input_size))) + "]"
+        cmd = [exe, "-m", model_name, "-d", "GPU" if device == "gpu" else "CPU", "-api", "sync", "-shape", shape,
+               "-latency_percentile", "50"]
+        cmd += ["-niter", str(runs)] if runs else ["-t", f"{max(1, round(duration_s))}"]
+        cmd += ["-hint", "none", "-nstreams", "1", "-nthreads", str(threads)] if threads else ["-hint", "latency"]
+        res = ssh.run(f"cd {shlex.quote(workdir)} && " + " ".join(shlex.quote(c) for c in cmd)
+                      + " 2>&1; echo \"end_unix=$(date +%s.%N)\"", timeout=300 + 2 * duration_s)
+        text = res.stdout
+        try:
+            rep = parse_benchmark_app(text)
+        except ValueError as exc:
+            raise RemoteError(f"benchmark_app failed on the device ({exc}): {text.strip()[-1500:]}") from exc
+        end = float(re.search(r"end_unix=([\d.]+)", text)[1])
+        lat = rep["latency_ms"]
+        median = lat.get("median")
+        stats = {"median_ms": median, "p90_ms": lat.get("p90"), "p99_ms": lat.get("p99"), "mean_ms": lat.get("mean"),
+                 "min_ms": lat.get("min"), "max_ms": lat.get("max"), "std_ms": None, "runs": rep["count"],
+                 "throughput": b / (median / 1e3) if median else None}
+        results.append({"batch": b, "stats": stats, "input_shape": [b, *artifact.spec.input_size],
+                        "input_source": "random (benchmark_app)", "warmup": {"first_inference": "benchmark_app"},
+                        "window": {"start_unix": end - (rep["duration_ms"] or 0) / 1000, "end_unix": end},
+                        "benchmark_app": rep})
+    m = re.search(r"Build \.+ (\S+)", text) or re.search(r"OpenVINO Runtime version \.+ (\S+)", text)
+    return {"results": results, "method": BENCHMARK_APP_METHOD, "peak_rss_mb": None,
+            "settings": {"runs": runs, "duration_s": None if runs else duration_s, "tool": "benchmark_app"},
+            "runtime_info": {"runtime": "openvino", "version": m[1] if m else None, "tool": "benchmark_app",
+                             "device": "GPU" if device == "gpu" else "CPU", "threads": threads},
+            "system": {"hostname": None, "versions": {"openvino": m[1] if m else None}}}
 
 
 def _model_files(artifact, tmp: Path) -> tuple[list[Path], str]:
