@@ -573,3 +573,22 @@ def test_cli_profile_remote_matches_the_local_schema(sshd, fmnist_onnx, tmp_path
     rc = main(["profile", str(path), "--remote", sshd.target, "--runtime", "onnxruntime", "--runs", "3",
                "--identity", str(sshd.user_key), "--known-hosts", str(empty), "--remote-python", sys.executable])
     assert rc == 2 and "--accept-new-host-key" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_torch_model_over_ssh_goes_as_a_torch_export_archive(sshd, fmnist_test_small):
+    """--runtime torch on a device: the model travels as a torch.export archive (.pt2), loaded there without
+    edgevit. Slow (torch.export here, torch's import on the 'device'); the SSH path is the default tests' path."""
+    from edgevit.artifact import Artifact
+    from edgevit.data import preprocess
+    from edgevit.models import create
+    from edgevit.profiling.remote import profile_remote
+
+    model = create("fmnist-vit")
+    art = Artifact(kind="torch", spec=model.edgevit_spec, model=model, source="fmnist-vit")
+    rows = profile_remote(art, sshd.target, runtime="torch", batch_sizes=(1, 3), runs=5, warmup_s=0.01,
+                          inputs=preprocess(fmnist_test_small.images[:3], model.edgevit_spec), threads=1,
+                          python=sys.executable, identity=sshd.user_key, known_hosts=sshd.known_hosts)
+    assert [r["batch"] for r in rows] == [1, 3] and all(r["runs"] == 5 for r in rows)
+    assert rows[0]["runtime_info"]["runtime"] == "torch" and rows[0]["runtime_info"]["threads"] == 1
+    assert rows[0]["params"] == sum(p.numel() for p in model.parameters())

@@ -10,6 +10,9 @@ Importing this package imports nothing heavy (no torch, no onnx): names load fro
 - :func:`load_profile`, :func:`list_profiles`, :data:`HARDWARE` (``hardware``): device numbers from YAML.
 - :func:`predict_latency`, :func:`predict_onnx_latency` (``roofline``): roofline predictions.
 - :func:`markdown_table`, :func:`profile_table` (``tables``).
+- :func:`profile_remote` (``remote``): the same measurement on a device over SSH (:class:`SSHSession`, ``ssh``);
+  :func:`parse_tegrastats`, :func:`parse_jetson_clocks`, :func:`summarise_tegrastats` (``jetson``);
+  :func:`parse_benchmark_app` (``benchmark_app``).
 """
 
 from __future__ import annotations
@@ -26,6 +29,9 @@ _EXPORTS = {
     "load_profile": "hardware", "list_profiles": "hardware", "register_profile": "hardware",
     "predict_latency": "roofline", "predict_onnx_latency": "roofline",
     "markdown_table": "tables", "profile_table": "tables",
+    "profile_remote": "remote", "SSHSession": "ssh", "RemoteTarget": "ssh",
+    "parse_tegrastats": "jetson", "parse_jetson_clocks": "jetson", "summarise_tegrastats": "jetson",
+    "parse_benchmark_app": "benchmark_app",
 }
 
 __all__ = list(_EXPORTS)

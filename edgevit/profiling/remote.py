@@ -399,10 +399,9 @@ def _model_files(artifact, tmp: Path) -> tuple[list[Path], str]:
         import torch
 
         model = artifact.model.eval()
-        example = torch.from_numpy(artifact.spec.example(1))
-        dim = torch.export.Dim("batch", min=1, max=1024)
+        example = torch.from_numpy(artifact.spec.example(2))  # batch 2: a batch of 1 would be specialised
         try:
-            program = torch.export.export(model, (example,), dynamic_shapes=({0: dim},))
+            program = torch.export.export(model, (example,), dynamic_shapes=({0: torch.export.Dim.AUTO},))
         except Exception as exc:
             raise ConfigError(f"torch.export could not capture {artifact.source or 'the model'} for the device "
                               f"({type(exc).__name__}: {str(exc)[:300]}); profile its ONNX export with onnxruntime "

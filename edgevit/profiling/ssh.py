@@ -125,7 +125,7 @@ class SSHSession:
                 client.load_system_host_keys(str(SYSTEM_KNOWN_HOSTS))
             except (OSError, paramiko.SSHException) as exc:
                 log.warning("ignoring unreadable %s: %s", SYSTEM_KNOWN_HOSTS, exc)
-        client.set_missing_host_key_policy(_HostKeyPolicy(self, paramiko))
+        client.set_missing_host_key_policy(_HostKeyPolicy(self))
         user = t.user or _local_user()
         try:
             client.connect(t.host, port=t.port, username=user,
@@ -280,7 +280,7 @@ class SSHSession:
 class _HostKeyPolicy:
     """paramiko's MissingHostKeyPolicy for a host that known_hosts does not list: defer to the session."""
 
-    def __init__(self, session: SSHSession, paramiko) -> None:
+    def __init__(self, session: SSHSession) -> None:
         self._session = session
 
     def missing_host_key(self, client, hostname, key) -> None:

@@ -87,13 +87,10 @@ def load(runtime: str, model: str, threads: int | None, device: str):
         if threads:
             torch.set_num_threads(threads)
         dev = "cuda" if device == "cuda" else "cpu"
-        if model.endswith(".pt2"):
-            module = torch.export.load(model).module()
-        else:
-            module = torch.jit.load(model, map_location=dev)
-        module = module.to(dev) if hasattr(module, "to") else module
-        if hasattr(module, "eval"):
-            module.eval()
+        if model.endswith(".pt2"):  # a torch.export archive, captured in eval mode (its module refuses .eval())
+            module = torch.export.load(model).module().to(dev)
+        else:  # TorchScript
+            module = torch.jit.load(model, map_location=dev).eval()
         sync = torch.cuda.synchronize if dev == "cuda" else (lambda: None)
 
         def run(x):
