@@ -289,6 +289,7 @@ def test_profile_over_ssh_on_a_jetson_reads_tegrastats_and_the_power_mode(sshd, 
             (bin_dir / name).unlink(missing_ok=True)
     j = row["jetson"]
     assert j["power_mode"] == {"name": "15W", "id": 0} and j["clocks_locked"] is False
+    assert any("sudo jetson_clocks" in w for w in j["warnings"])  # said in plain words
     assert j["clocks_before"]["gpu"]["max_hz"] == 612000000
     ts = j["tegrastats"]
     assert ts["samples"] >= 3 and ts["input_rail"] == "VDD_IN" and ts["input_power_mean_mw"] == 6626

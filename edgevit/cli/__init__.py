@@ -190,6 +190,8 @@ def _profile_remote(args) -> int:
                                   tool=args.remote_tool, **ssh)
     print(profile_table(results))
     for r in results:
+        for w in (r.get("jetson") or {}).get("warnings") or []:
+            print(f"warning ({r['runtime']}, batch {r['batch']}): {w}")
         ts = (r.get("jetson") or {}).get("tegrastats") or {}
         if ts.get("energy_mj_per_image") is not None:
             print(f"{r['runtime']} batch {r['batch']}: {ts['input_power_mean_mw'] / 1000:.2f} W on {ts['input_rail']}, "

@@ -315,8 +315,21 @@ def profile_remote(artifact, remote: str | RemoteTarget, *, runtime: str, batch_
                                                    inferences=stats["runs"], images=stats["runs"] * b)
                 if tegra_log else {"note": "tegrastats not found on the device"},
             }
+            row["jetson"]["warnings"] = jetson_warnings(row["jetson"])
         rows.append(row)
     return rows
+
+
+def jetson_warnings(j: dict) -> list[str]:
+    """Plain-words warnings about a Jetson measurement: clocks not locked, power mode changed during the run."""
+    out = []
+    if j.get("clocks_locked") is False:
+        out.append("clocks were not locked (MinFreq < MaxFreq): DVFS may have changed them during the run; run "
+                   "`sudo jetson_clocks` on the device for steady numbers")
+    before, after = (j.get("power_mode") or {}).get("name"), (j.get("power_mode_after") or {}).get("name")
+    if before and after and before != after:
+        out.append(f"the power mode changed during the run ({before} → {after})")
+    return out
 
 
 def _run_script(ssh: SSHSession, workdir: str, script, python: str, model_name: str, runtime: str, artifact,

@@ -25,7 +25,7 @@ import numpy as np
 from ...errors import ConfigError, RemoteError
 from ...profiling.jetson import parse_jetson_clocks, parse_nvpmodel, parse_tegrastats, summarise_tegrastats
 from ...profiling.latency import latency_stats
-from ...profiling.remote import check_power_mode, device_stamp, probe_device
+from ...profiling.remote import check_power_mode, device_stamp, jetson_warnings, probe_device
 from ...profiling.ssh import RemoteTarget, SSHSession
 from .spec import BUNDLE_FORMAT
 from .trtexec import engine_version_mismatch, parse_trtexec_log, parse_trtexec_times, trtexec_version
@@ -157,6 +157,7 @@ def profile_bundle_remote(bundle: str | Path, remote: str | RemoteTarget, *, bat
                 if "jetson" in r:
                     r["jetson"]["temperature_c_after"] = after.get("temperature_c")
                     r["jetson"]["power_mode_after"] = after.get("power_mode")
+                    r["jetson"]["warnings"] = jetson_warnings(r["jetson"])
         finally:
             if keep_remote:
                 log.info("left the device's work directory %s:%s", target, workdir)
