@@ -335,6 +335,11 @@ def _render(doc: dict, recipe, records: list[dict]) -> _Page:
                 f"{_pct(c.get('heldout_final_top1'))}%, expected {_ms(c.get('expected_ms'))} vs "
                 f"{_ms(c.get('segments_only_ms'))} for the backbone alone. Latency to leave at an exit: its segments "
                 f"and heads, timed per graph at batch 1 during calibration.", small=True)
+        pv = c.get("parity_vs_fp32")
+        if pv:
+            pg.para(f"INT8 cascade against its FP32 source at the same thresholds, on {pv.get('n')} images: exits agree "
+                    f"on {_pct(pv.get('exit_agreement'))}%, top-1 on {_pct(pv.get('top1_agreement'))}%, max |Δ logit| "
+                    f"{format_value(pv.get('max_abs_diff'))}.", small=True)
         srcs = c.get("measured_sources") or []
         cols = [("label", "exit"), ("block", "after block"), ("threshold", "threshold"),
                 ("heldout_top1", "held-out top-1 %"), ("share_calibration", "share (calibration)"),

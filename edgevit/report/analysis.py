@@ -533,7 +533,9 @@ def cascades(records: list[dict], nodes: list[dict], run_dir: Path | None = None
                 "latency_ms": exit_ms[i] if exit_ms else None,
                 "share_measured": {src: (mix.get("shares") or [None] * (k + 1))[i] for src, mix in measured.items()},
             })
+        own = (by_id.get(n["id"]) or {}).get("metrics") or {}
         out.append({"node": n["id"], "calibrated_in": (cal_rec or {}).get("id"), "criterion": crit,
+                    "parity_vs_fp32": own.get("parity_vs_fp32"),  # an INT8 copy against its FP32 cascade
                     "calibration_runtime": cal.get("runtime") or ((cal_rec or {}).get("config") or {}).get("runtime"),
                     "expected_ms": cal.get("expected_ms"), "segments_only_ms": cal.get("segments_only_ms"),
                     "heldout_top1": cal.get("heldout_top1", cal.get("top1")),

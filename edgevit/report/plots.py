@@ -1,6 +1,7 @@
-"""The report's figures as PNG bytes (matplotlib, Agg backend): accuracy × latency with the Pareto front, latency per
-runtime × batch, and per-exit rates and latency of a cascade. Each function returns None when matplotlib is missing
-(``pip install 'edgevit[dev]'``) or there is nothing to draw; the report then says so instead of showing a figure."""
+"""The report's figures as PNG bytes (matplotlib, a dependency of edgevit; Agg backend): accuracy × latency with the
+Pareto front, latency per runtime × batch, and per-exit rates and latency of a cascade. Each function returns None
+when there is nothing to draw, or when matplotlib cannot be imported (an install without it: ``pip install
+matplotlib``); the report then says so instead of showing a figure."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ def _pyplot():
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        log.info("matplotlib not installed: the report has no figures (pip install 'edgevit[dev]')")
+        log.warning("matplotlib cannot be imported: the report has no figures (pip install matplotlib)")
         return None
     return plt
 
