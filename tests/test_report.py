@@ -413,11 +413,12 @@ def test_plots_render_with_real_content(run_dir, tmp_path):
         Image.new("RGB", (w, h), "white").save(buf, format="PNG")
         blank = blank.replace(s, base64.b64encode(buf.getvalue()).decode())
     (tmp_path / "blank.html").write_text(blank)
-    size = "--window-size=1280,9000"
+    size = "--window-size=1280,7000"  # the page is about 5,200 px tall: the whole of it is in the screenshot
     _chromium(tmp_path, f"--screenshot={tmp_path / 'page.png'}", size, (run_dir / "report.html").as_uri())
     _chromium(tmp_path, f"--screenshot={tmp_path / 'blank.png'}", size, (tmp_path / "blank.html").as_uri())
     page, ref = _decode((tmp_path / "page.png").read_bytes()), _decode((tmp_path / "blank.png").read_bytes())
     assert page.shape == ref.shape
+    assert np.flatnonzero((page < 245).any(axis=(1, 2))).max() < page.shape[0] - 100, "page taller than the window"
     diff = np.abs(page - ref).sum(axis=2) > 30
     rows = np.flatnonzero(diff.any(axis=1))
     assert diff.sum() > 50_000, "the figures were not drawn"  # three plots of ~700×400 px of lines and text
