@@ -43,7 +43,9 @@ def stage_brief(rec: dict) -> str:
     m = rec.get("metrics") or {}
     stage = rec.get("stage", "")
     parts: list[str] = []
-    if "top1" in m and stage != "distill":
+    if m.get("rows"):  # eval over every artefact × runtime
+        parts += [f"{r.get('artifact_id', '')}/{r.get('runtime', '')} {_pct(r.get('top1'))}" for r in m["rows"]]
+    elif "top1" in m and stage != "distill":
         via = f" via {m['runtime']}" if m.get("runtime") else ""
         parts.append(f"top-1 {_pct(m['top1'])}{via} (n={m.get('n', '?')})")
     if stage == "distill":
@@ -60,7 +62,8 @@ def stage_brief(rec: dict) -> str:
         for row in m.get("latency", []):
             if row.get("batch") == 1:
                 verdict = (row.get("stability") or {}).get("verdict")
-                parts.append(f"{row.get('runtime')}[{row.get('artifact', '')}] b1 {row['median_ms']:.3f} ms"
+                what = row.get("artifact_id") or row.get("artifact", "")
+                parts.append(f"{what}/{row.get('runtime')} b1 {row['median_ms']:.3f} ms"
                              + (f" ({verdict})" if verdict and verdict != "stable" else ""))
     if "max_abs_diff" in m and stage not in ("quantize",):
         agree = m.get("top1_agreement")
