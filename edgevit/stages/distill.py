@@ -61,6 +61,10 @@ class DistillStage(Stage):
                                                         "matches")
         limit: int | None = Field(None, ge=1, description="training samples (default data.limit)")
         split: str = Field("train", description="training split")
+        train_dir: str | None = Field(None, description="train in this folder (per-epoch checkpoint.pt) and continue "
+                                                        "from its checkpoint when it holds one with the same settings "
+                                                        "(a long distillation started elsewhere, e.g. "
+                                                        "benchmarks/train_student.sh); default: the stage folder")
         cache_epochs: int | None = Field(None, ge=1, description="augmented epochs the cache stores (default: "
                                                                  "epochs; fewer needs replay_cache)")
         cache_batch_size: int = Field(256, ge=1, description="teacher batch size while writing the cache")
@@ -109,11 +113,19 @@ class DistillStage(Stage):
             metrics["cache"]["fingerprint_sha256"] = TeacherCache(cache_dir).header["fingerprint_sha256"]
             cache = TeacherCache(cache_dir)
         tcfg = config.train_config()
-        rec = train_student(student, out_dir=ctx.out_dir, config=tcfg, cache=cache,
+        train_dir = Path(config.train_dir) if config.train_dir else ctx.out_dir
+        rec = train_student(student, out_dir=train_dir, config=tcfg, cache=cache,
                             teacher=teacher if config.mode == "online" else None, dataset=train, test_dataset=test,
-                            augment=None if cache is not None else augment)
-        (ctx.out_dir / "checkpoint.pt").unlink(missing_ok=True)  # the artefact is student.safetensors
+                            augment=None if cache is not None else augment, resume=config.train_dir is not None)
         path = ctx.out_dir / "student.safetensors"
+        if config.train_dir:  # the shared folder keeps its checkpoint; the stage folder gets the student
+            import shutil
+
+            shutil.copyfile(train_dir / "student.safetensors", path)
+            metrics["train_dir"] = str(train_dir)
+            metrics["resumed_from_epoch"] = rec["start_epoch"]
+        else:
+            (ctx.out_dir / "checkpoint.pt").unlink(missing_ok=True)  # the artefact is student.safetensors
         art = Artifact(kind="torch", spec=student.edgevit_spec, path=path, model=student,
                        source=student.edgevit_name, meta={"distilled_from": teacher_name})
         metrics.update({"top1": rec["test_top1"], "n": rec["history"][-1]["test"]["n"] if rec["history"] else 0,
