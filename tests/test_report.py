@@ -1,5 +1,5 @@
 """edgevit.report on a real run: `edgevit compress` of a small recipe on the tiny model (eval → ONNX export → eval →
-profile → INT8 quantize → eval → profile → early exits → eval → profile → report), then report.md, report.json
+INT8 quantize → early exits → eval and profile of every artefact × runtime → report), then report.md, report.json
 and report.html are read back as a user reads them and every number is checked against the stage records
 (`<run>/<id>/record.json`, documented in the README) and the stages' side records (quantize.json,
 calibration.json). report.html is rendered in headless Chromium (Debian package `chromium`): a screenshot shows the
@@ -34,19 +34,18 @@ RECIPE = {
         {"stage": "eval"},
         {"stage": "export_onnx", "parity_samples": 16},
         {"stage": "eval", "runtime": "onnxruntime"},
-        {"stage": "profile", "batch": [1, 2], **FAST_PROFILE},
         {"stage": "quantize", "backend": "onnxruntime", "calib_samples": 16, "max_attempts": 2, "smooth_quant": "off",
          "latency_s": 0.1, "runtimes": ["onnxruntime"], "sensitivity_samples": 8},
-        {"stage": "eval", "runtime": "onnxruntime"},
-        {"stage": "profile", "batch": [1], "include_source": False, **FAST_PROFILE},
         {"stage": "early_exit", "steps": 1, "batch_size": 32, "train_limit": 64, "heldout_limit": 60,
          "latency_duration_s": 0.02, "exporter": "torchscript", "parity_samples": 16, "budget": 2.0},
-        {"stage": "eval"},
-        {"stage": "profile", "batch": [1], "include_source": False, **FAST_PROFILE},
+        {"stage": "eval", "artifacts": "all"},  # every artefact × every runtime that loads it
+        {"stage": "profile", "artifacts": "all", "batch": [1, 2], **FAST_PROFILE},
         {"stage": "report", "title": "tiny report"},
     ]}
-IDS = ["00_load", "01_eval", "02_export_onnx", "03_eval", "04_profile", "05_quantize", "06_eval", "07_profile",
-       "08_early_exit", "09_eval", "10_profile", "11_report"]
+IDS = ["00_load", "01_eval", "02_export_onnx", "03_eval", "04_quantize", "05_early_exit", "06_eval", "07_profile",
+       "08_report"]
+PRODUCERS = {"00_load": ("torch", "torch"), "02_export_onnx": ("onnx", "onnxruntime"),
+             "04_quantize": ("onnx", "onnxruntime"), "05_early_exit": ("cascade", "cascade[onnxruntime]")}
 CHROMIUM = next((p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None)
 needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="headless Chromium is not installed (Debian package "
                                     "`chromium`; scripts/bootstrap.sh installs it for `make test`)")
@@ -100,9 +99,8 @@ def _records(run_dir: Path) -> dict[str, dict]:
     return {p.parent.name: json.loads(p.read_text()) for p in sorted(run_dir.glob("[0-9][0-9]_*/record.json"))}
 
 
-def _b1_mean(rec: dict, kind: str, runtime: str) -> float:
-    (row,) = [x for x in rec["metrics"]["latency"] if x["artifact_kind"] == kind and x["runtime"] == runtime
-              and x["batch"] == 1]
+def _b1_mean(records: dict, aid: str) -> float:
+    (row,) = [x for x in records["07_profile"]["metrics"]["latency"] if x["artifact_id"] == aid and x["batch"] == 1]
     return row["mean_ms"]
 
 
@@ -114,7 +112,7 @@ def test_report_files_and_every_stage_listed(run_dir, doc):
     assert list(records) == IDS
     for name in ("report.md", "report.json", "report.html"):
         assert (run_dir / name).stat().st_size > 0
-        assert (run_dir / "11_report" / name).read_text() == (run_dir / name).read_text()  # the stage's copy
+        assert (run_dir / "08_report" / name).read_text() == (run_dir / name).read_text()  # the stage's copy
     md = (run_dir / "report.md").read_text()
     assert md.startswith("# tiny report\n")  # the report stage's title from the recipe
     assert f"Model `fmnist-vit-tiny`, data `fashion-mnist` (first {LIMIT} samples)" in md
@@ -133,13 +131,16 @@ def test_report_files_and_every_stage_listed(run_dir, doc):
 
 def test_accuracy_table_equals_the_eval_records(run_dir):
     records = _records(run_dir)
+    want = [("01_eval", records["01_eval"]["metrics"]), ("03_eval", records["03_eval"]["metrics"])]
+    want += [("06_eval", row) for row in records["06_eval"]["metrics"]["rows"]]
     rows = [r for r in _tables((run_dir / "report.md").read_text())["Accuracy"] if r["stage"].endswith("_eval")]
-    assert [(r["stage"], r["runtime"]) for r in rows] == [("01_eval", "torch"), ("03_eval", "onnxruntime"),
-                                                          ("06_eval", "onnxruntime"), ("09_eval", "cascade[onnxruntime]")]
-    for row in rows:
-        m = records[row["stage"]]["metrics"]
+    assert [(r["stage"], r["runtime"]) for r in rows] == [(s, m["runtime"]) for s, m in want]
+    # the eval over every artefact covers each artefact the run made, on the runtime that loads it
+    assert [(m["artifact_id"], m["runtime"]) for _, m in want[2:]] == [(k, rt) for k, (_, rt) in PRODUCERS.items()]
+    for row, (_, m) in zip(rows, want):
         assert int(row["n"]) == m["n"] == LIMIT
         assert _same(row["top-1"], m["top1"]) and _same(row["top-5"], m["top5"])
+        assert row["artefact"].endswith(f"({m['artifact_id']})") if "artifact_id" in m else True
 
 
 def test_export_table_equals_the_export_records(run_dir):
@@ -153,12 +154,14 @@ def test_export_table_equals_the_export_records(run_dir):
     assert int(row["bytes"].replace(",", "")) == m["file_size"] == (run_dir / "02_export_onnx/model.onnx").stat().st_size
     assert _same(row["max |Δ|"], m["max_abs_diff"]) and m["max_abs_diff"] < 1e-3
     assert _same(row["cosine"], m["cosine"]) and _same(row["top-1 agreement"], m["top1_agreement"])
-    assert set(rows) == {"02_export_onnx", "05_quantize", "08_early_exit"}  # every stage with a parity record
+    assert set(rows) == {"02_export_onnx", "04_quantize", "05_early_exit"}  # every stage with a parity record
 
 
 def test_latency_table_equals_the_profile_records(run_dir):
     records = _records(run_dir)
-    lat = [(sid, x) for sid in ("04_profile", "07_profile", "10_profile") for x in records[sid]["metrics"]["latency"]]
+    lat = [("07_profile", x) for x in records["07_profile"]["metrics"]["latency"]]
+    assert [(x["artifact_id"], x["runtime"], x["batch"]) for _, x in lat] == \
+        [(k, rt, b) for k, (_, rt) in PRODUCERS.items() for b in (1, 2)]
     md = (run_dir / "report.md").read_text()
     rows = [r for r in _tables(md)["Latency (measured)"] if r["stage"].endswith("_profile")]
     assert [(r["stage"], r["runtime"], int(r["batch"])) for r in rows] == [(s, x["runtime"], x["batch"]) for s, x in lat]
@@ -174,9 +177,8 @@ def test_latency_table_equals_the_profile_records(run_dir):
 
 
 def test_prediction_table_equals_the_profile_record(run_dir):
-    metrics = _records(run_dir)["04_profile"]["metrics"]
-    preds = [p for sid in ("04_profile", "07_profile", "10_profile")
-             for p in _records(run_dir)[sid]["metrics"]["predictions"]]
+    metrics = _records(run_dir)["07_profile"]["metrics"]
+    preds = metrics["predictions"]
     md = (run_dir / "report.md").read_text()
     heading = next(h for h in _tables(md) if h.startswith("Predicted latency"))
     rows = _tables(md)[heading]
@@ -202,19 +204,17 @@ def test_lineage_and_deltas_equal_the_records(run_dir, doc):
     nodes = {n["id"]: n for n in doc["artifacts"]}
     # one artefact per producing stage; each stage's parent is what it consumed
     assert {k: n["parent"] for k, n in nodes.items()} == {"00_load": None, "02_export_onnx": "00_load",
-                                                         "05_quantize": "02_export_onnx", "08_early_exit": "00_load"}
-    assert [nodes[k]["kind"] for k in nodes] == ["torch", "onnx", "onnx", "cascade"]
-    top1 = {k: records[e]["metrics"]["top1"] for k, e in (("00_load", "01_eval"), ("02_export_onnx", "03_eval"),
-                                                          ("05_quantize", "06_eval"), ("08_early_exit", "09_eval"))}
-    best = {"00_load": _b1_mean(records["04_profile"], "torch", "torch"),
-            "02_export_onnx": _b1_mean(records["04_profile"], "onnx", "onnxruntime"),
-            "05_quantize": _b1_mean(records["07_profile"], "onnx", "onnxruntime"),
-            "08_early_exit": _b1_mean(records["10_profile"], "cascade", "cascade[onnxruntime]")}
+                                                         "04_quantize": "02_export_onnx", "05_early_exit": "00_load"}
+    assert {k: n["kind"] for k, n in nodes.items()} == {k: kind for k, (kind, _) in PRODUCERS.items()}
+    # each artefact's top-1 and latency on its runtime: the rows of the eval and profile over every artefact
+    top1 = {r["artifact_id"]: r["top1"] for r in records["06_eval"]["metrics"]["rows"]}
+    best = {k: _b1_mean(records, k) for k in PRODUCERS}
     size = {"00_load": (run_dir / "00_load/model.safetensors").stat().st_size,
             "02_export_onnx": (run_dir / "02_export_onnx/model.onnx").stat().st_size,
-            "05_quantize": (run_dir / "05_quantize/model_selected.onnx").stat().st_size}
+            "04_quantize": (run_dir / "04_quantize/model_selected.onnx").stat().st_size}
     for k, n in nodes.items():
-        assert n["top1_best"]["top1"] == top1[k]
+        assert n["best_runtime"] == PRODUCERS[k][1]
+        assert analysis_top1(n) == top1[k]
         assert n["latency"][n["best_runtime"]]["mean_ms"] == best[k]
         if k in size:
             assert n["bytes"] == size[k]
@@ -224,13 +224,13 @@ def test_lineage_and_deltas_equal_the_records(run_dir, doc):
             assert n["vs_parent"]["best"]["speedup"] == pytest.approx(best[p] / best[k])
             assert n["vs_source"]["best"]["speedup"] == pytest.approx(best["00_load"] / best[k])
     # INT8 vs its float parent on the same runtime
-    assert nodes["05_quantize"]["vs_parent"]["latency"]["onnxruntime"]["speedup"] == pytest.approx(
-        best["02_export_onnx"] / best["05_quantize"])
-    assert nodes["05_quantize"]["vs_parent"]["bytes_ratio"] == pytest.approx(size["05_quantize"] / size["02_export_onnx"])
+    assert nodes["04_quantize"]["vs_parent"]["latency"]["onnxruntime"]["speedup"] == pytest.approx(
+        best["02_export_onnx"] / best["04_quantize"])
+    assert nodes["04_quantize"]["vs_parent"]["bytes_ratio"] == pytest.approx(size["04_quantize"] / size["02_export_onnx"])
     # the cascade's size is its manifest and every graph it lists
-    manifest = json.loads((run_dir / "08_early_exit/export/manifest.json").read_text())
+    manifest = json.loads((run_dir / "05_early_exit/export/manifest.json").read_text())
     files = ["manifest.json"] + [e["file"] for e in manifest["segments"] + manifest["exits"]]
-    assert nodes["08_early_exit"]["bytes"] == sum((run_dir / "08_early_exit/export" / f).stat().st_size for f in files)
+    assert nodes["05_early_exit"]["bytes"] == sum((run_dir / "05_early_exit/export" / f).stat().st_size for f in files)
     # the table shows the same numbers
     rows = {r["step"]: r for r in _tables((run_dir / "report.md").read_text())["What each step bought"]}
     assert set(rows) == set(nodes)
@@ -251,8 +251,8 @@ def test_headline_and_pareto_equal_the_records(doc):
     src = min((("00_load", "torch"), ("02_export_onnx", "onnxruntime")),
               key=lambda t: nodes[t[0]]["latency"][t[1]]["mean_ms"])
     assert (h["source"]["node"], h["source"]["runtime"]) == src
-    assert (h["final"]["node"], h["final"]["runtime"]) == ("08_early_exit", "cascade[onnxruntime]")
-    s_ms, f_ms = nodes[src[0]]["latency"][src[1]]["mean_ms"], nodes["08_early_exit"]["latency"][h["final"]["runtime"]][
+    assert (h["final"]["node"], h["final"]["runtime"]) == ("05_early_exit", "cascade[onnxruntime]")
+    s_ms, f_ms = nodes[src[0]]["latency"][src[1]]["mean_ms"], nodes["05_early_exit"]["latency"][h["final"]["runtime"]][
         "mean_ms"]
     assert h["source"]["latency_ms"] == s_ms and h["final"]["latency_ms"] == f_ms
     assert h["speedup"] == pytest.approx(s_ms / f_ms)
@@ -267,9 +267,9 @@ def test_headline_and_pareto_equal_the_records(doc):
 
 
 def test_rejections_come_from_the_quantize_and_early_exit_records(run_dir, doc):
-    q = json.loads((run_dir / "05_quantize/quantize.json").read_text())
+    q = json.loads((run_dir / "04_quantize/quantize.json").read_text())
     gate = q["speed_gate"]
-    rej = [r for r in doc["rejections"] if r["stage"] == "05_quantize"]
+    rej = [r for r in doc["rejections"] if r["stage"] == "04_quantize"]
     not_kept = [c for c in gate["candidates"] if c["precision"] != gate["selected"]]
     assert len(not_kept) >= 1
     for c in not_kept:
@@ -278,9 +278,9 @@ def test_rejections_come_from_the_quantize_and_early_exit_records(run_dir, doc):
         assert r.get("latency_ms") == c.get("latency_ms")
     failed = [a for a in q["attempts"] if not a["passed"]]
     assert len([r for r in rej if r["candidate"].startswith("INT8 attempt")]) == len(failed)
-    ee = _records(run_dir)["08_early_exit"]["metrics"]
+    ee = _records(run_dir)["05_early_exit"]["metrics"]
     off = [k for k, t in enumerate(ee["thresholds"]) if t == 1.0]  # confidence: 1.0 never fires
-    assert [r["candidate"].split(" (")[0] for r in doc["rejections"] if r["stage"] == "08_early_exit"] == \
+    assert [r["candidate"].split(" (")[0] for r in doc["rejections"] if r["stage"] == "05_early_exit"] == \
         [f"exit {k + 1}" for k in off]
     rows = _tables((run_dir / "report.md").read_text()).get("Rejected candidates", [])
     assert [(r["stage"], r["candidate"], r["rejected by"]) for r in rows] == \
@@ -288,19 +288,21 @@ def test_rejections_come_from_the_quantize_and_early_exit_records(run_dir, doc):
 
 
 def test_cascade_exits_equal_the_calibration(run_dir, doc):
-    cal = json.loads((run_dir / "08_early_exit/calibration.json").read_text())
+    cal = json.loads((run_dir / "05_early_exit/calibration.json").read_text())
     (c,) = doc["cascades"]
-    assert c["node"] == "08_early_exit" and len(c["exits"]) == len(cal["thresholds"]) + 1
+    assert c["node"] == "05_early_exit" and len(c["exits"]) == len(cal["thresholds"]) + 1
     assert [e["share_calibration"] for e in c["exits"]] == cal["share"]
     # leaving at exit k costs the segments up to k and every head that runs up to k (a never-firing head is skipped)
     active = [t != 1.0 for t in cal["thresholds"]]
     want = [sum(cal["segment_ms"][:k + 1]) + sum(h for h, a in zip(cal["head_ms"][:k + 1], active) if a)
             for k in range(len(active))] + [sum(cal["segment_ms"]) + sum(h for h, a in zip(cal["head_ms"], active) if a)]
     assert [e["latency_ms"] for e in c["exits"]] == pytest.approx(want)
-    mix = next(x["exit_mix"] for x in _records(run_dir)["10_profile"]["metrics"]["latency"] if x.get("exit_mix"))
+    mix = next(x["exit_mix"] for x in _records(run_dir)["07_profile"]["metrics"]["latency"] if x.get("exit_mix")
+               and x["batch"] == 1)
     (src,) = c["measured_sources"]
+    assert src == "cascade[onnxruntime] (profile 07_profile)"
     assert [e["share_measured"][src] for e in c["exits"]] == mix["shares"]
-    rows = _tables((run_dir / "report.md").read_text())["Early exits of 08_early_exit"]
+    rows = _tables((run_dir / "report.md").read_text())["Early exits of 05_early_exit"]
     assert [r["exit"] for r in rows] == [e["label"] for e in c["exits"]]
     for r, e in zip(rows, c["exits"]):
         assert _same(r["latency to leave (ms)"], e["latency_ms"])
@@ -360,6 +362,12 @@ class _Page(HTMLParser):
 
     def handle_endtag(self, tag):
         self._key = None
+
+
+def analysis_top1(node: dict) -> float:
+    from edgevit.report.analysis import top1_on
+
+    return top1_on(node, node["best_runtime"])["top1"]
 
 
 def _decode(png: bytes) -> np.ndarray:

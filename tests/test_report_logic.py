@@ -84,6 +84,28 @@ def test_lineage_follows_what_each_stage_consumed(chain):
     assert n["04_quantize"]["records"] == ["04_quantize", "05_eval", "06_profile"]
 
 
+def test_rows_named_by_artifact_id(chain):
+    """An eval over every artefact (``rows``) and profile rows name their artefact by stage id, the producer's or
+    that of a later stage that handed it on (a ``current`` profile after an eval names the eval)."""
+    q = chain[5]["artifact"]  # the INT8 file, as a later stage's record holds it (absolute path)
+    records = chain[:5] + [
+        rec("05_eval", "eval", q, {"rows": [{"artifact_id": "00_load", "artifact": "torch", "runtime": "torch", "top1": 0.7,
+                                     "n": 10},
+                                    {"artifact_id": "02_export_onnx", "artifact": "onnx", "runtime": "onnxruntime",
+                                     "top1": 0.71, "n": 10},
+                                    {"artifact_id": "04_quantize", "artifact": "onnx", "runtime": "onnxruntime",
+                                     "top1": 0.69, "n": 10}], "top1": 0.69, "n": 10}),
+        rec("06_profile", "profile", q, {"latency": [
+            {**lat("elsewhere/model.onnx", "onnxruntime", 8.0), "artifact_id": "03_eval"},
+            {**lat("elsewhere/q.onnx", "onnxruntime", 2.0), "artifact_id": "05_eval"}]})]
+    n = nodes_by_id(records)
+    assert {k: x["top1"]["onnxruntime" if k != "00_load" else "torch"]["top1"] for k, x in n.items()} == \
+        {"00_load": 0.7, "02_export_onnx": 0.71, "04_quantize": 0.69}
+    assert "?" not in n["04_quantize"]["top1"]  # the top-level copy of the last row is not taken for the current one
+    assert analysis.latency_of(n["02_export_onnx"], "onnxruntime") == 8.0  # 03_eval handed the export on
+    assert analysis.latency_of(n["04_quantize"], "onnxruntime") == 2.0
+
+
 def test_a_recorded_input_wins_over_the_kind_rule(chain):
     """A record that names its input (``input``: the stage id whose artefact it consumed) is believed."""
     chain[4]["input"] = "00_load"

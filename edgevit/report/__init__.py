@@ -63,9 +63,10 @@ def summarize(records: list[dict]) -> dict:
     acc, exports, latency, predictions = [], [], [], []
     for r in records:
         m = r.get("metrics") or {}
-        if r["stage"] == "eval":
-            acc.append({"stage": r["id"], "artifact": m.get("artifact"), "runtime": m.get("runtime"),
-                        "top1": m.get("top1"), "top5": m.get("top5"), "n": m.get("n")})
+        if r["stage"] == "eval":  # one row, or with `artifacts: all` one per artefact × runtime
+            for row in m["rows"] if isinstance(m.get("rows"), list) else [m]:
+                acc.append({"stage": r["id"], "artifact": _what(row), "runtime": row.get("runtime"),
+                            "top1": row.get("top1"), "top5": row.get("top5"), "n": row.get("n")})
         elif isinstance(r.get("parity"), dict):
             p = ParityRecord.from_dict(r["parity"])
             passed = r["parity"].get("passed")
@@ -76,13 +77,19 @@ def summarize(records: list[dict]) -> dict:
         for row in m.get("accuracy", []) if isinstance(m.get("accuracy"), list) else []:
             acc.append({"stage": r["id"], **row})  # stages that measure several artefacts (quantize)
         for row in m.get("latency", []) if isinstance(m.get("latency"), list) else []:
-            latency.append({"stage": r["id"], **row})
+            latency.append({"stage": r["id"], **row, "artifact": _what(row)})
         for p in m.get("predictions", []):
             # the detected host is named by its CPU ("host (Intel Xeon ..., 2 cores, AVX-512/AMX)"), other targets
             # by their profile name: they are predictions for other machines
             predictions.append({**p, "target": p.get("target_label") or p.get("target"),
                                 "latency_ms": p.get("latency_ms")})
     return {"accuracy": acc, "exports": exports, "latency": latency, "predictions": predictions}
+
+
+def _what(row: dict) -> str | None:
+    """The artefact a measurement row is of: its kind, and the stage it came from where the row names it."""
+    kind = row.get("artifact")
+    return f"{kind} ({row['artifact_id']})" if row.get("artifact_id") else kind
 
 
 def build_report(records: list[dict], run_dir: Path | None = None, *, detect_host: bool = True) -> dict:

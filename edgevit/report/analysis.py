@@ -158,7 +158,7 @@ def artifacts(records: list[dict], run_dir: Path | None = None) -> list[dict]:
         elif node is not None and rec["id"] not in node["records"]:
             node["records"].append(rec["id"])
         current = node or current
-        _measurements(rec, node, by_key, ids)
+        _measurements(rec, node, by_key, ids, nodes)
     source = nodes[0]["id"] if nodes else None
     for n in nodes:
         n["model"] = _model_of(n, by_id)
@@ -224,27 +224,46 @@ def _macs(node: dict, by_id: dict[str, dict], run_dir: Path | None) -> tuple[int
     return None, None
 
 
-def _measurements(rec: dict, node: dict | None, by_key: dict[str, dict], ids: set[str]) -> None:
-    """Attach an eval record's top-1 and a profile record's batch-1 latency rows to the artefacts they measured."""
+def _measurements(rec: dict, node: dict | None, by_key: dict[str, dict], ids: set[str],
+                  nodes: list[dict] | None = None) -> None:
+    """Attach an eval record's top-1 and a profile record's batch-1 latency rows to the artefacts they measured.
+
+    A row names its artefact by ``artifact_id`` (the stage id it came from: the producing stage or a later one that
+    handed it on; :func:`edgevit.stages.core.run_artifacts`) where the stage wrote one, else by its
+    ``artifact_path``. An eval with ``artifacts: all`` holds one row per artefact × runtime in ``rows``."""
     m = rec.get("metrics") or {}
-    if rec["stage"] == "eval" and node is not None and m.get("top1") is not None:
-        rt = m.get("runtime") or "?"
-        node["top1"][rt] = {"top1": m["top1"], "top5": m.get("top5"), "n": m.get("n"), "runtime": rt,
-                            "from": rec["id"], "inside_stage": False,
-                            **({"exit_mix": m["exit_mix"]} if m.get("exit_mix") else {})}
+
+    def target(row: dict) -> dict | None:
+        aid = row.get("artifact_id")
+        if aid and nodes is not None:
+            hit = next((n for n in nodes if aid == n["id"] or aid in n["records"]), None)
+            if hit is not None:
+                return hit
+        return by_key.get(path_key(row.get("artifact_path"), rec["id"], ids) or "")
+
+    if rec["stage"] == "eval":
+        rows = m.get("rows") if isinstance(m.get("rows"), list) else None
+        for row in rows if rows is not None else ([m] if node is not None else []):
+            t = target(row) if rows is not None else node
+            if t is None or row.get("top1") is None:
+                continue
+            rt = row.get("runtime") or "?"
+            t["top1"][rt] = {"top1": row["top1"], "top5": row.get("top5"), "n": row.get("n"), "runtime": rt,
+                             "from": rec["id"], "inside_stage": False,
+                             **({"exit_mix": row["exit_mix"]} if row.get("exit_mix") else {})}
     for row in m.get("latency", []) if rec["stage"] == "profile" else []:
-        target = by_key.get(path_key(row.get("artifact_path"), rec["id"], ids) or "")
-        if target is None:
+        t = target(row)
+        if t is None:
             continue
         if row.get("batch") == HEADLINE_BATCH:
-            target["latency"][row["runtime"]] = {
+            t["latency"][row["runtime"]] = {
                 "mean_ms": row.get("mean_ms"), "median_ms": row.get("median_ms"), "p90_ms": row.get("p90_ms"),
                 "runs": row.get("runs"), "from": rec["id"], "stability": row.get("stability"),
                 **({"exit_mix": row["exit_mix"]} if row.get("exit_mix") else {})}
-        if target.get("macs") is None and row.get("macs") is not None:
-            target["macs"] = row["macs"]
-        if target.get("params") is None and row.get("params") is not None:
-            target["params"] = row["params"]
+        if t.get("macs") is None and row.get("macs") is not None:
+            t["macs"] = row["macs"]
+        if t.get("params") is None and row.get("params") is not None:
+            t["params"] = row["params"]
 
 
 # ------------------------------------------------------------------------------------------------ comparisons
