@@ -100,10 +100,16 @@ class ProfileStage(Stage):
         min_runs: int = Field(10, ge=1, description="timed runs at least, however long they take")
         threads: int | None = Field(None, ge=1, description="runtime threads (default: the runtime's)")
         include_source: bool = Field(True, description="also time the source torch model")
+        until_stable: bool = Field(False, description="time in windows of duration_s until the last 3 window "
+                                                      "medians agree within 5% and none was contended (each row's "
+                                                      "stability.windows records how many and whether it settled)")
+        max_duration_s: float = Field(60.0, gt=0, description="with until_stable: seconds of timing per runtime × "
+                                                              "batch at most")
 
     def run(self, ctx, config):
         from ..data import preprocess
         from ..profiling.latency import profile_runtime
+        from ..profiling.stability import worst
         from ..runtimes import load_runtime, runtime_loads
 
         art = ctx.artifact
@@ -119,11 +125,13 @@ class ProfileStage(Stage):
         for a, r in pairs:
             runtime = load_runtime(r, a, threads=config.threads)
             for row in profile_runtime(runtime, batch_sizes=tuple(config.batch), warmup_s=config.warmup_s,
-                                       duration_s=config.duration_s, min_runs=config.min_runs, inputs=real):
+                                       duration_s=config.duration_s, min_runs=config.min_runs, inputs=real,
+                                       until_stable=config.until_stable, max_duration_s=config.max_duration_s):
                 row["artifact"] = a.kind
                 results.append(row)
         predictions = _predictions(ctx, results) if ctx.recipe.targets else []
-        return StageOutput(art, {"latency": results, "predictions": predictions})
+        return StageOutput(art, {"latency": results, "predictions": predictions,
+                                 "stability": worst([r["stability"]["verdict"] for r in results])})
 
 
 LOCAL_PROFILE = "host"  # THIS machine, detected at run time: the only profile checked against measurement
