@@ -230,6 +230,8 @@ def test_until_stable_records_windows_and_is_bounded(ort_one_thread):
         assert "contended" not in w["verdicts"][-3:]
     else:
         assert row["stability"]["verdict"] in ("noisy", "contended")
+        if row["stability"]["verdict"] == "contended":
+            assert f"--until-stable found no quiet, settled stretch in {w['count']} windows" in row["stability"]["message"]
     assert row["settings"]["until_stable"] is True
     # the row's statistics are the last three windows' calls
     assert row["median_ms"] == pytest.approx(np.median(w["medians_ms"][-3:]), rel=0.5)
@@ -360,3 +362,21 @@ def test_rapl_unreadable_counter_names_the_permission():
         assert "energy_uj is readable by root only" in reason and "CVE-2020-8694" in reason
     finally:
         shutil.rmtree(root)
+
+
+def test_profile_stage_until_stable_and_verdict_in_the_record(tmp_path, fmnist_test_small):
+    from edgevit import pipeline
+    from edgevit.errors import ConfigError as CfgError
+    from edgevit.recipe import from_raw
+
+    stage = {"stage": "profile", "batch": [1], "duration_s": 0.05, "warmup_s": 0.02, "min_runs": 3,
+             "until_stable": True, "max_duration_s": 0.5, "include_source": False}
+    raw = {"name": "stab", "model": {"name": "fmnist-vit-tiny"}, "data": {"limit": 4}, "runtimes": ["torch"],
+           "stages": [stage]}
+    pipeline.run(from_raw(raw), tmp_path)
+    rec = json.loads(next(tmp_path.glob("*_profile/record.json")).read_text())
+    (row,) = rec["metrics"]["latency"]
+    assert row["settings"]["until_stable"] is True and row["stability"]["windows"]["count"] >= 1
+    assert rec["metrics"]["stability"] == row["stability"]["verdict"]
+    with pytest.raises(CfgError, match="max_duration_s"):
+        from_raw({**raw, "stages": [{**stage, "max_duration_s": 0}]})

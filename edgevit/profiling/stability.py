@@ -336,9 +336,12 @@ def assess(before: Snapshot, after: Snapshot, times_ns: Sequence[int] | np.ndarr
                            f"{'s' if cores != 1 else ''}" if other is not None else None) if t]
     if contended:
         verdict = "contended"
+        advice = ("Measure again on a quiet machine (or with --until-stable)" if windows is None
+                  or windows.get("settled") else
+                  f"--until-stable found no quiet, settled stretch in {windows.get('count')} windows "
+                  f"({windows.get('max_duration_s')} s at most)")
         message = (f"contended: {'; '.join(contended)}" + (f" ({', '.join(context)})" if context else "")
-                   + " during the timed window; these numbers are not this model's latency. Measure again on a quiet "
-                     "machine (or with --until-stable)")
+                   + f" during the timed window; these numbers are not this model's latency. {advice}")
     elif noisy:
         verdict = "noisy"
         message = (f"noisy: {'; '.join(noisy)}; the median is usable with care, the tail percentiles are not "
