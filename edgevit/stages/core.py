@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Annotated
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from ..config import ConfigModel
 from ..stage import Stage, StageContext, StageOutput, register_stage
@@ -105,6 +105,15 @@ class ProfileStage(Stage):
                                                       "stability.windows records how many and whether it settled)")
         max_duration_s: float = Field(60.0, gt=0, description="with until_stable: seconds of timing per runtime × "
                                                               "batch at most")
+
+        @model_validator(mode="after")
+        def _check_windows(self):
+            from ..profiling.latency import SETTLE_WINDOWS
+
+            if self.until_stable and self.max_duration_s < SETTLE_WINDOWS * self.duration_s:
+                raise ValueError(f"max_duration_s: with until_stable it must hold {SETTLE_WINDOWS} windows of "
+                                 f"duration_s ({SETTLE_WINDOWS} × {self.duration_s} s), got {self.max_duration_s}")
+            return self
 
     def run(self, ctx, config):
         from ..data import preprocess
