@@ -274,6 +274,8 @@ def test_cli_profile_table_and_json_show_the_verdict(tmp_path, capsys, tiny_onnx
     assert f"{s['verdict']} ({'settled' if s['windows']['settled'] else 'not settled'}" in out
     if s["verdict"] != "stable":  # the reason in plain words under the table
         assert f"onnxruntime batch 1: {s['message']}" in out
+    assert main(["profile", str(tiny_onnx_path), "--max-duration", "5"]) == 2  # a bound without --until-stable
+    assert "--max-duration bounds --until-stable" in capsys.readouterr().err
 
 
 # ------------------------------------------------------------------------------------------ peak RSS
