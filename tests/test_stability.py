@@ -111,6 +111,19 @@ def test_contended_says_why_in_plain_words(kw, phrase):
     assert "these numbers are not this model's latency" in rec["message"]
 
 
+def test_contention_from_the_process_own_threads_is_named():
+    a = snap(0.0, threads=False)
+    b = snap(1.0, total=2 * TCK, threads=False)
+    a.threads = {1: (0, 0), 2: (0, 0), 3: (0, 0), 4: (0, 0), 5: (0, 0)}
+    b.threads = {1: (6 * 10**8, 4 * 10**8), 2: (4 * 10**8, 6 * 10**8), 3: (3 * 10**8, 5 * 10**8),
+                 4: (10**7, 0), 5: (0, 0)}  # three busy threads on two cores; two nearly idle ones
+    f = st.window_figures(a, b)
+    assert f["active_threads"] == 3 and f["run_queue_wait_share"] == pytest.approx(15 / 28.1, rel=1e-3)
+    rec = st.assess(a, b, STEADY_NS)
+    assert rec["verdict"] == "contended"
+    assert "it ran 3 busy threads on 2 usable cores: part of the wait is its own oversubscription" in rec["message"]
+
+
 def test_pressure_and_load_are_only_fallbacks_when_the_process_wait_is_known():
     """Machine-wide figures do not override the process's own run-queue wait: a busy machine whose other tasks did
     not delay this process is not 'contended' (tasks pinned elsewhere), only flagged by the load."""

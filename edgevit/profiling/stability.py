@@ -65,6 +65,7 @@ NOISY_WAIT_SHARE = 0.05
 NOISY_STEAL_SHARE = 0.02
 NOISY_LOAD_PER_CPU = 1.5
 NOISY_FREQ_DRIFT = 0.10
+ACTIVE_THREAD_SHARE = 0.2  # a thread of this process that was runnable ≥ 20% of the window counts as active
 
 THRESHOLDS = {
     "contended": {"run_queue_wait_share": CONTENDED_WAIT_SHARE, "steal_share": CONTENDED_STEAL_SHARE,
@@ -229,7 +230,8 @@ def window_figures(before: Snapshot, after: Snapshot) -> dict:
     Keys: ``window_s``; ``cores`` (affinity CPUs); ``online_cpus``; ``load_avg`` ({before, after}: 1/5/15 min);
     ``load_per_cpu`` (min of the 1-minute load before and after ÷ online CPUs: the demand that lasted the window);
     ``procs_running`` ({before, after}, including this process); ``run_queue_wait_share`` (wait ÷ (wait + on-CPU) of
-    this process's threads); ``steal_share`` and ``other_cpu_share`` (÷ the affinity CPUs' time); ``self_cpu_share``;
+    this process's threads); ``active_threads`` (threads of this process runnable ≥ :data:`ACTIVE_THREAD_SHARE` of
+    the window: more than the cores means the process oversubscribed them itself); ``steal_share`` and ``other_cpu_share`` (÷ the affinity CPUs' time); ``self_cpu_share``;
     ``cpu_pressure_share``; ``freq_mhz`` ({before, after}: min/max over the affinity CPUs) and ``freq_drift``
     (largest relative change of any CPU's frequency); ``throttle_events``; ``temperature_c`` ({before, after}: max)."""
     wall = max(after.t - before.t, 1e-9)
@@ -239,14 +241,17 @@ def window_figures(before: Snapshot, after: Snapshot) -> dict:
                  "procs_running": {"before": before.procs_running, "after": after.procs_running}}
     out["load_per_cpu"] = (min(before.loadavg[0], after.loadavg[0]) / after.online_cpus
                            if before.loadavg and after.loadavg else None)
-    wait_share = None
+    wait_share = active = None
     if before.threads is not None and after.threads is not None:
         run = wait = 0
+        active = 0
         for tid, (r1, w1) in after.threads.items():
             r0, w0 = before.threads.get(tid, (0, 0))
             run, wait = run + max(r1 - r0, 0), wait + max(w1 - w0, 0)
+            active += (r1 - r0) + (w1 - w0) >= ACTIVE_THREAD_SHARE * wall * 1e9
         wait_share = wait / (run + wait) if run + wait > 0 else 0.0
     out["run_queue_wait_share"] = wait_share
+    out["active_threads"] = active
     self_cpu = max(after.self_cpu_s - before.self_cpu_s, 0.0)
     out["self_cpu_share"] = self_cpu / (wall * n)
     steal = other = None
@@ -304,8 +309,11 @@ def assess(before: Snapshot, after: Snapshot, times_ns: Sequence[int] | np.ndarr
     pressure, lpc = fig["cpu_pressure_share"], fig["load_per_cpu"]
 
     contended: list[str] = []
+    own = fig["active_threads"] or 0
+    oversubscribed = (f" (it ran {own} busy threads on {cores} usable core{'s' if cores != 1 else ''}: part of the "
+                      f"wait is its own oversubscription; lower the runtime's threads)" if own > cores else "")
     if wait is not None and wait >= CONTENDED_WAIT_SHARE:
-        contended.append(f"this process waited for a CPU {_pct(wait)} of the time it was ready to run")
+        contended.append(f"this process waited for a CPU {_pct(wait)} of the time it was ready to run{oversubscribed}")
     if steal is not None and steal >= CONTENDED_STEAL_SHARE:
         contended.append(f"the hypervisor stole {_pct(steal)} of the CPU time")
     if wait is None and pressure is not None and pressure >= CONTENDED_PRESSURE_SHARE:
