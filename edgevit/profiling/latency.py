@@ -123,10 +123,9 @@ def profile_runtime(runtime, *, batch_sizes: Sequence[int] = (1,), warmup_s: flo
             "runtime_info": info,
             "system": stamp,
         }
-        log.info("%s batch %d: median %.3f ms, p90 %.3f ms over %d runs; %s", row["runtime"], batch, row["median_ms"],
-                 row["p90_ms"], row["runs"], stability["message"])
-        if stability["verdict"] == "contended":
-            log.warning("%s batch %d: %s", row["runtime"], batch, stability["message"])
+        log.log(logging.WARNING if stability["verdict"] == "contended" else logging.INFO,
+                "%s batch %d: median %.3f ms, p90 %.3f ms over %d runs; %s", row["runtime"], batch, row["median_ms"],
+                row["p90_ms"], row["runs"], stability["message"])
         results.append(row)
     return results
 
