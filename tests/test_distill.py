@@ -393,7 +393,7 @@ def test_distill_stage_writes_then_reuses_the_cache(tmp_path, teacher_available,
     from edgevit.recipe import from_raw
 
     raw = {"name": "distill-test", "model": {"name": "fmnist-vit-tiny"}, "data": {"limit": 32},
-           "stages": [{"stage": "distill", "epochs": 1, "topk": 3, "batch_size": 16,
+           "stages": [{"stage": "distill", "teacher": "fmnist-vit", "epochs": 1, "topk": 3, "batch_size": 16,
                        "cache_dir": str(tmp_path / "cache")}, {"stage": "eval"}]}
     recs = pipeline.run(from_raw(raw), tmp_path / "run1")
     d = next(r for r in recs if r["stage"] == "distill")
@@ -406,3 +406,24 @@ def test_distill_stage_writes_then_reuses_the_cache(tmp_path, teacher_available,
     raw["stages"][0]["topk"] = 2  # another fingerprint: rewritten
     recs = pipeline.run(from_raw(raw), tmp_path / "run3")
     assert next(r for r in recs if r["stage"] == "distill")["metrics"]["cache"]["reused"] is False
+
+
+def test_distill_stage_student_key_takes_the_run_model_as_teacher(tmp_path, teacher_available):
+    """`student:` set: the run's model (the load step's fmnist-vit) is the teacher; the student starts from random
+    weights with student_pretrained false; the cache epoch is replayed for a second epoch with replay_cache."""
+    if not teacher_available:
+        pytest.skip("the packaged fmnist-vit teacher weights are missing")
+    from edgevit import pipeline
+    from edgevit.errors import ConfigError
+    from edgevit.recipe import from_raw
+
+    raw = {"name": "distill-student", "model": {"name": "fmnist-vit"}, "data": {"limit": 32},
+           "stages": [{"stage": "distill", "student": "fmnist-vit-nano", "student_pretrained": False, "epochs": 2,
+                       "cache_epochs": 1, "replay_cache": True, "topk": 3, "batch_size": 16, "cache_dir": str(tmp_path / "c")}]}
+    recs = pipeline.run(from_raw(raw), tmp_path / "run")
+    m = next(r for r in recs if r["stage"] == "distill")["metrics"]
+    assert m["teacher"] == "fmnist-vit" and m["student"] == "fmnist-vit-nano"
+    assert [h["cache_epoch"] for h in m["history"]] == [0, 0]  # one stored epoch, replayed
+    raw["stages"][0].pop("student")
+    with pytest.raises(ConfigError, match="set `student:`"):
+        pipeline.run(from_raw(raw), tmp_path / "run2")

@@ -173,15 +173,70 @@ def cmd_compress(args) -> int:
             print(f"  {s['id']:20s} {json.dumps(conf)}")
         return 0
 
-    def on_stage(sid, rec, skipped):
-        m = rec.get("metrics") or {}
-        brief = ", ".join(f"{k}={m[k]:.4g}" if isinstance(m[k], float) else f"{k}={m[k]}"
-                          for k in ("top1", "top5", "n", "max_abs_diff", "top1_agreement") if k in m)
-        print(f"[{'skip' if skipped else 'done'}] {sid:20s} {rec.get('seconds', 0):7.1f}s  {brief}", flush=True)
+    return _run_compress(args, recipe, out)
 
-    pipeline.run(recipe, out, resume=args.resume, force=args.force, on_stage=on_stage)
-    print(f"run finished: {out}  (report: {out / 'report.md'})" if (out / "report.md").exists()
-          else f"run finished: {out}")
+
+class _QuietThirdParty(logging.Filter):
+    """Terminal filter of ``edgevit compress`` without ``-v``: edgevit's warnings and errors, and other libraries'
+    errors; python warnings and other libraries' warnings go to the run's ``compress.log`` only."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name == "edgevit" or record.name.startswith("edgevit."):
+            return True
+        return record.levelno >= logging.ERROR
+
+
+def _run_compress(args, recipe, out: Path) -> int:
+    import os
+
+    from .. import pipeline
+    from ..progress import enabled, use_display
+    from .display import RunDisplay
+
+    out.mkdir(parents=True, exist_ok=True)
+    root = logging.getLogger()
+    saved = list(root.handlers)
+    display = RunDisplay(live=enabled())
+    if args.json == "-":  # stdout carries the JSON alone
+        display.out = display.console
+    console = display.log_handler(logging.INFO if args.verbose else logging.WARNING)
+    if not args.verbose:
+        console.addFilter(_QuietThirdParty())
+    logfile = logging.FileHandler(out / "compress.log", mode="a", encoding="utf-8")
+    logfile.setLevel(logging.DEBUG)
+    logfile.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root.handlers = [console, logfile]
+    logging.captureWarnings(True)
+    title = f"edgevit compress {recipe.name} → {out}"
+    ok = False
+    try:
+        with display, use_display(display):
+            records = pipeline.run(recipe, out, resume=args.resume, force=args.force, on_stage=display.on_stage,
+                                   on_start=display.on_start)
+        ok = True
+    finally:
+        root.handlers = saved
+        logging.captureWarnings(False)
+        logfile.close()
+        if not ok and display.current is not None:
+            display.print(f"stage {display.current[2]} failed; finished stages are kept in {out} "
+                          f"(log: {out / 'compress.log'}); fix the cause and rerun with --resume")
+    display.print_summary(title)
+    report = out / "report.html" if (out / "report.html").exists() else out / "report.md"
+    display.out.print(f"run finished: {out}" + (f"  (report: {report})" if report.exists() else ""), markup=False,
+                      highlight=False)
+    if args.json:
+        summary = {"run_dir": str(out), "recipe": recipe.name, "report": str(report) if report.exists() else None,
+                   "stages": [{"id": r["id"], "stage": r["stage"], "status": r.get("status"),
+                               "seconds": r.get("seconds"), "metrics": r.get("metrics"),
+                               "artifact": r.get("artifact")} for r in records]}
+        text = json.dumps(summary, indent=1, default=str) + "\n"
+        if args.json == "-":
+            sys.stdout.write(text)
+        else:
+            tmp = Path(args.json + ".tmp")
+            tmp.write_text(text)
+            os.replace(tmp, args.json)
     return 0
 
 
@@ -262,6 +317,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--resume", action="store_true", help="skip stages finished with the same recipe hash")
     sp.add_argument("--force", action="store_true", help="start over in an existing run directory")
     sp.add_argument("--dry-run", action="store_true", help="validate the recipe and print the plan")
+    sp.add_argument("--json", help="write a machine-readable summary of the run (stages, metrics, artefacts) here; "
+                                   "- for stdout")
     sp.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="override a recipe value, e.g. --set stages.1.opset=17 (repeatable)")
     sp.set_defaults(func=cmd_compress)

@@ -370,9 +370,9 @@ def _measure(run, x: np.ndarray, *, runs: int | None, duration_s: float, min_run
         progress = enabled()
     bar = None
     if progress:
-        from tqdm.auto import tqdm
+        from ..progress import progress as progress_bar
 
-        bar = tqdm(total=runs, desc=label, unit="run", leave=False, dynamic_ncols=True)
+        bar = progress_bar(total=runs, desc=label, unit="run")
     cap = runs if runs is not None else max_runs
     times = np.empty(cap, dtype=np.int64)
     clock = time.perf_counter_ns
