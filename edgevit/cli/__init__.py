@@ -103,11 +103,15 @@ def cmd_eval(args) -> int:
 
 
 def cmd_profile(args) -> int:
+    from ..errors import ConfigError
     from ..profiling.latency import profile_runtime
-    from ..profiling.tables import profile_table
+    from ..profiling.tables import profile_table, stability_lines
     from ..runtimes import check_runtime, load_runtime
 
     check_runtime_names(args.runtime)
+    if args.max_duration is not None and not args.until_stable:
+        raise ConfigError("--max-duration bounds --until-stable; add --until-stable, or drop --max-duration")
+    max_duration = UNTIL_STABLE_MAX_S if args.max_duration is None else args.max_duration
     art = artifact_from_args(args)
     names = [r.strip() for r in (args.runtime or default_runtime(art.kind)).split(",") if r.strip()]
     for rt in names:  # every runtime must load this artefact and be installed before anything is timed
@@ -125,8 +129,11 @@ def cmd_profile(args) -> int:
     for rt in names:
         runtime = load_runtime(rt, art, threads=args.threads, device=args.device, **options)
         results += profile_runtime(runtime, batch_sizes=tuple(args.batch), warmup_s=args.warmup,
-                                   duration_s=args.duration, runs=args.runs, inputs=inputs)
+                                   duration_s=args.duration, runs=args.runs, inputs=inputs,
+                                   until_stable=args.until_stable, max_duration_s=max_duration)
     print(profile_table(results))
+    for line in stability_lines(results):
+        print(line)
     for r in results:
         mix = r.get("exit_mix")
         if mix:
@@ -136,6 +143,7 @@ def cmd_profile(args) -> int:
     return 0
 
 
+UNTIL_STABLE_MAX_S = 60.0  # --until-stable without --max-duration: seconds of timing per runtime × batch at most
 EARLY_EXIT_PROFILE_SAMPLES = 200  # real images an early-exit model is profiled over (each call takes the next)
 
 
@@ -290,6 +298,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--duration", type=float, default=3.0, help="seconds of timed runs per batch size")
     sp.add_argument("--runs", type=positive, default=None, help="a fixed number of runs instead of --duration")
     sp.add_argument("--warmup", type=float, default=0.5, help="seconds of warm-up (at least 5 runs)")
+    sp.add_argument("--until-stable", action="store_true",
+                    help="time in windows of --duration (or --runs) until the last 3 window medians agree within 5%% "
+                         "and none was contended, at most --max-duration seconds; the row records the windows")
+    sp.add_argument("--max-duration", type=float, default=None,
+                    help="with --until-stable: seconds of timing per runtime × batch at most (default 60)")
     sp.add_argument("--threads", type=positive, default=None)
     sp.add_argument("--random-inputs", action="store_true", help="time on random tensors instead of real images")
     sp.add_argument("--precision", choices=["f32", "bf16", "f16"], default=None,

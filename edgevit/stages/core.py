@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from ..config import ConfigModel
 from ..stage import Stage, StageContext, StageOutput, register_stage
@@ -146,10 +146,25 @@ class ProfileStage(Stage):
             "current", description="current: the current artefact (and the source); all: every artefact of the run "
                                    "so far on every runtime of `runtimes` (default: recipe runtimes + torch) that "
                                    "loads it")
+        until_stable: bool = Field(False, description="time in windows of duration_s until the last 3 window "
+                                                      "medians agree within 5% and none was contended (each row's "
+                                                      "stability.windows records how many and whether it settled)")
+        max_duration_s: float = Field(60.0, gt=0, description="with until_stable: seconds of timing per runtime × "
+                                                              "batch at most")
+
+        @model_validator(mode="after")
+        def _check_windows(self):
+            from ..profiling.latency import SETTLE_WINDOWS
+
+            if self.until_stable and self.max_duration_s < SETTLE_WINDOWS * self.duration_s:
+                raise ValueError(f"max_duration_s: with until_stable it must hold {SETTLE_WINDOWS} windows of "
+                                 f"duration_s ({SETTLE_WINDOWS} × {self.duration_s} s), got {self.max_duration_s}")
+            return self
 
     def run(self, ctx, config):
         from ..data import preprocess
         from ..profiling.latency import profile_runtime
+        from ..profiling.stability import worst
         from ..runtimes import load_runtime
 
         art = ctx.artifact
@@ -162,12 +177,14 @@ class ProfileStage(Stage):
         for sid, a, r in pairs:
             runtime = load_runtime(r, a, threads=config.threads)
             for row in profile_runtime(runtime, batch_sizes=tuple(config.batch), warmup_s=config.warmup_s,
-                                       duration_s=config.duration_s, min_runs=config.min_runs, inputs=real):
+                                       duration_s=config.duration_s, min_runs=config.min_runs, inputs=real,
+                                       until_stable=config.until_stable, max_duration_s=config.max_duration_s):
                 row["artifact"] = a.kind
                 row["artifact_id"] = sid
                 results.append(row)
         predictions = _predictions(ctx, results) if ctx.recipe.targets else []
-        return StageOutput(art, {"latency": results, "predictions": predictions})
+        return StageOutput(art, {"latency": results, "predictions": predictions,
+                                 "stability": worst([r["stability"]["verdict"] for r in results])})
 
 
 LOCAL_PROFILE = "host"  # THIS machine, detected at run time: the only profile checked against measurement
