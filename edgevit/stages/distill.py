@@ -77,11 +77,10 @@ class DistillStage(Stage):
         from pathlib import Path
 
         from ..artifact import Artifact
+        from ..errors import ConfigError
         from ..methods.distill.cache import TeacherCache, write_cache
         from ..methods.distill.trainer import train_student
         from ..models import count_params, create
-
-        from ..errors import ConfigError
 
         src = ctx.latest("torch") or ctx.source_artifact()
         if config.student is None and config.teacher is None:
