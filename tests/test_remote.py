@@ -295,6 +295,9 @@ def test_profile_over_ssh_on_a_jetson_reads_tegrastats_and_the_power_mode(sshd, 
     assert ts["samples"] >= 3 and ts["input_rail"] == "VDD_IN" and ts["input_power_mean_mw"] == 6626
     window = row["remote"]["timed_window_unix"]["end_unix"] - row["remote"]["timed_window_unix"]["start_unix"]
     assert ts["energy_mj_per_inference"] == pytest.approx(6626 * window / row["runs"])
+    e = row["energy"]  # the local profiler's energy keys, from tegrastats
+    assert e["available"] and e["source"] == "tegrastats" and e["mean_power_w"] == pytest.approx(6.626)
+    assert e["millijoules_per_image"] == pytest.approx(ts["energy_mj_per_image"])
     assert row["system"]["jetson"]["power_mode"]["name"] == "15W"
 
 
@@ -507,6 +510,9 @@ def test_tensorrt_bundle_over_ssh_builds_profiles_and_parses(sshd, trt_bundle):
     j = r["jetson"]
     assert j["power_mode"] == {"name": "15W", "id": 0}
     assert j["tegrastats"]["samples"] == 6 and j["tegrastats"]["energy_mj_per_inference"] > 0
+    assert r["energy"]["available"] and r["energy"]["mean_power_w"] == pytest.approx(
+        np.mean([4761] * 3 + [6626] * 3) / 1e3)
+    assert r["stability"]["coarse"] and r["stability"]["verdict"] in ("stable", "noisy", "contended")
 
 
 def test_tensorrt_bundle_for_another_major_version_is_refused(sshd, trt_bundle):
@@ -570,6 +576,12 @@ def test_cli_profile_remote_matches_the_local_schema(sshd, fmnist_onnx, tmp_path
         assert r["remote"]["timed_window_unix"]["end_unix"] > r["remote"]["timed_window_unix"]["start_unix"]
         assert r["macs"] == local["macs"] and r["params"] == local["params"]
         assert "jetson" not in r  # this "device" has no nvpmodel/tegrastats
+        st = r["stability"]  # judged by the local rules from the device's own /proc readings
+        assert st["verdict"] in ("stable", "noisy", "contended") and st["message"]
+        assert st["figures"]["run_queue_wait_share"] is not None and st["figures"]["load_avg"]["before"]
+        assert r["energy"] == {"available": False, "source": "tegrastats",
+                               "reason": "no tegrastats on the device (energy is read on Jetsons only)"}
+        assert r["memory"]["peak_rss_mb"] > 0
     empty = tmp_path / "known_hosts"  # an unknown host: refused with exit 2 and the way out
     rc = main(["profile", str(path), "--remote", sshd.target, "--runtime", "onnxruntime", "--runs", "3",
                "--identity", str(sshd.user_key), "--known-hosts", str(empty), "--remote-python", sys.executable])

@@ -34,6 +34,7 @@ from ..errors import ConfigError, RemoteError
 from .jetson import parse_jetson_clocks, parse_nvpmodel, parse_tegrastats, summarise_tegrastats
 from .latency import _check_args, _model_info, latency_stats
 from .ssh import RemoteTarget, SSHSession
+from .stability import Snapshot, assess, parse_loadavg, parse_pressure, parse_proc_stat
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,7 @@ for t in nvpmodel jetson_clocks tegrastats trtexec benchmark_app; do
 done
 [ -r /etc/nv_tegra_release ] && echo "l4t=$(head -n 1 /etc/nv_tegra_release | sed 's/^# //')"
 echo "loadavg=$(cat /proc/loadavg 2>/dev/null)"
+echo "cpus=$(nproc 2>/dev/null)"
 """
 _STAMP = r"""
 echo "## nvpmodel -q"; nvpmodel -q 2>&1 || true
@@ -73,6 +75,7 @@ class DeviceInfo:
     tools: dict[str, str | None] = field(default_factory=dict)
     l4t: str | None = None
     loadavg: str | None = None
+    cpus: int | None = None
 
     @property
     def is_jetson(self) -> bool:
@@ -80,7 +83,7 @@ class DeviceInfo:
 
     def to_dict(self) -> dict:
         return {"hostname": self.hostname, "uname": self.uname, "l4t_release": self.l4t, "tools": self.tools,
-                "loadavg": self.loadavg}
+                "loadavg": self.loadavg, "cpus": self.cpus}
 
 
 def probe_device(ssh: SSHSession) -> DeviceInfo:
@@ -93,6 +96,8 @@ def probe_device(ssh: SSHSession) -> DeviceInfo:
             info.tools[key[5:]] = value or None
         elif key in ("hostname", "uname", "l4t", "loadavg"):
             setattr(info, key, value or None)
+        elif key == "cpus" and value.isdigit():
+            info.cpus = int(value)
     return info
 
 
@@ -294,7 +299,10 @@ def profile_remote(artifact, remote: str | RemoteTarget, *, runtime: str, batch_
             "batch": b, **stats,
             "input_source": r["input_source"], "input_shape": r["input_shape"], "warmup": r["warmup"],
             "settings": result["settings"], "method": result.get("method", METHOD),
+            "stability": _remote_stability(r, stats, before, after, dev),
             "peak_rss_mb": result.get("peak_rss_mb"),
+            "memory": {"peak_rss_mb": result.get("peak_rss_mb"), "scope": "lifetime peak of the device process"
+                       if result.get("peak_rss_mb") is not None else "not measured by this tool"},
             **{k: v for k, v in model_info.items() if k != "model"},
             "runtime_info": {**result["runtime_info"], "version": version or result["runtime_info"].get("version")},
             "system": {**result["system"], "hostname": result["system"].get("hostname") or dev.hostname,
@@ -316,8 +324,48 @@ def profile_remote(artifact, remote: str | RemoteTarget, *, runtime: str, batch_
                 if tegra_log else {"note": "tegrastats not found on the device"},
             }
             row["jetson"]["warnings"] = jetson_warnings(row["jetson"])
+        row["energy"] = remote_energy((row.get("jetson") or {}).get("tegrastats"),
+                                      "no tegrastats on the device (energy is read on Jetsons only)")
         rows.append(row)
     return rows
+
+
+def _remote_stability(r: dict, stats: dict, before: dict, after: dict, dev: DeviceInfo) -> dict:
+    """``stability`` of one batch's timed window on the device: from the device script's snapshots and raw times
+    (the local rules); for benchmark_app (no per-call times, no snapshots) from the device's load average and the
+    reported spread only."""
+    if "snapshots" in r and "times_ns" in r:
+        snaps = r["snapshots"]
+        return assess(snapshot_from_device(snaps["before"]), snapshot_from_device(snaps["after"]),
+                      np.asarray(r["times_ns"], dtype=np.int64))
+    return coarse_stability(stats, before.get("loadavg"), after.get("loadavg"), dev.cpus,
+                            "this tool reports no per-call times")
+
+
+def coarse_stability(stats: dict, load_before, load_after, cpus: int | None, why: str) -> dict:
+    """A stability record from what a device tool reports (median/p90 or min/max, load averages), by the rules of
+    :mod:`edgevit.profiling.stability` that need no per-call times: the load per CPU before and after, and p90/median
+    where known. Marked ``coarse``."""
+    from .stability import CONTENDED_LOAD_PER_CPU, NOISY_LOAD_PER_CPU, NOISY_P90_OVER_MEDIAN
+
+    reasons_c, reasons_n = [], []
+    lpc = (min(load_before[0], load_after[0]) / cpus if load_before and load_after and cpus else None)
+    if lpc is not None and lpc >= CONTENDED_LOAD_PER_CPU:
+        reasons_c.append(f"load average {load_after[0]:.1f} on {cpus} cores before and after")
+    elif lpc is not None and lpc >= NOISY_LOAD_PER_CPU:
+        reasons_n.append(f"load average {load_after[0]:.1f} on {cpus} cores before and after")
+    p90, med = stats.get("p90_ms"), stats.get("median_ms")
+    ratio = p90 / med if p90 and med else None
+    if ratio is not None and ratio > NOISY_P90_OVER_MEDIAN:
+        reasons_n.append(f"p90 is {ratio:.2f}× the median")
+    verdict = "contended" if reasons_c else "noisy" if reasons_n else "stable"
+    reasons = reasons_c or reasons_n
+    msg = (f"{verdict}: " + "; ".join(reasons)) if reasons else (
+        "stable as far as the device's load average and the reported spread show")
+    return {"verdict": verdict, "message": msg, "reasons": reasons, "coarse": True,
+            "figures": {"load_per_cpu": lpc, "load_avg": {"before": load_before, "after": load_after},
+                        "p90_over_median": ratio},
+            "unavailable": [f"run-queue wait, CPU steal, per-call spread: {why}"]}
 
 
 def jetson_warnings(j: dict) -> list[str]:
@@ -330,6 +378,51 @@ def jetson_warnings(j: dict) -> list[str]:
     if before and after and before != after:
         out.append(f"the power mode changed during the run ({before} → {after})")
     return out
+
+
+def snapshot_from_device(raw: dict) -> Snapshot:
+    """A :class:`~edgevit.profiling.stability.Snapshot` from the device script's raw readings (the same files that
+    :func:`~edgevit.profiling.stability.take_snapshot` reads locally), so the device's timed window is judged by the
+    same rules. What the device could not read is listed in ``unavailable``."""
+    unavailable: list[str] = []
+    cpus = [int(c) for c in raw.get("cpus") or []]
+    loadavg = parse_loadavg(raw["loadavg"]) if raw.get("loadavg") else None
+    if loadavg is None:
+        unavailable.append("load average: /proc/loadavg not readable on the device")
+    ticks, running = parse_proc_stat(raw["stat"], cpus) if raw.get("stat") else (None, None)
+    if not ticks:
+        ticks = None
+        unavailable.append("CPU steal and other processes' CPU use: /proc/stat not readable on the device")
+    try:
+        pressure = parse_pressure(raw["pressure"]) if raw.get("pressure") else None
+    except ValueError:
+        pressure = None
+    if pressure is None:
+        unavailable.append("CPU pressure: /proc/pressure/cpu not readable on the device")
+    threads = {int(k): (int(v[0]), int(v[1])) for k, v in (raw.get("threads") or {}).items()} or None
+    if threads is None:
+        unavailable.append("run-queue wait: no /proc/self/task/*/schedstat on the device")
+    freq = {int(c): int(v) for c, v in (raw.get("freq_khz") or {}).items() if v and v.strip().isdigit()}
+    throttle = {int(c): int(v) for c, v in (raw.get("throttle") or {}).items() if v and v.strip().isdigit()}
+    if not freq:
+        unavailable.append("frequency: no readable cpufreq on the device")
+    temps = {str(k): float(v) for k, v in (raw.get("temp_c") or {}).items()}
+    return Snapshot(t=float(raw["t"]), cpus=cpus, online_cpus=int(raw.get("online_cpus") or len(cpus) or 1),
+                    loadavg=loadavg, procs_running=running, cpu_ticks=ticks, threads=threads,
+                    self_cpu_s=float(raw.get("self_cpu_s") or 0.0), pressure_some_us=pressure, freq_khz=freq,
+                    throttle=throttle, temp_c=temps, unavailable=unavailable)
+
+
+def remote_energy(tegra: dict | None, reason: str) -> dict:
+    """The row's ``energy`` record (the local profiler's keys) from a tegrastats summary, or why there is none."""
+    if tegra and tegra.get("energy_mj") is not None and tegra.get("energy_mj_per_image") is not None:
+        return {"available": True, "source": "tegrastats", "scope": f"module input ({tegra['input_rail']})",
+                "joules": tegra["energy_mj"] / 1e3,
+                "joules_per_call": (tegra.get("energy_mj_per_inference") or 0) / 1e3,
+                "millijoules_per_image": tegra["energy_mj_per_image"],
+                "mean_power_w": tegra["input_power_mean_mw"] / 1e3, "window_s": tegra.get("window_s"),
+                "samples": tegra.get("samples"), "note": tegra.get("note")}
+    return {"available": False, "source": "tegrastats", "reason": (tegra or {}).get("note") or reason}
 
 
 def _run_script(ssh: SSHSession, workdir: str, script, python: str, model_name: str, runtime: str, artifact,

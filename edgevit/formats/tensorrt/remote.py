@@ -25,7 +25,14 @@ import numpy as np
 from ...errors import ConfigError, RemoteError
 from ...profiling.jetson import parse_jetson_clocks, parse_nvpmodel, parse_tegrastats, summarise_tegrastats
 from ...profiling.latency import latency_stats
-from ...profiling.remote import check_power_mode, device_stamp, jetson_warnings, probe_device
+from ...profiling.remote import (
+    check_power_mode,
+    coarse_stability,
+    device_stamp,
+    jetson_warnings,
+    probe_device,
+    remote_energy,
+)
 from ...profiling.ssh import RemoteTarget, SSHSession
 from .spec import BUNDLE_FORMAT
 from .trtexec import engine_version_mismatch, parse_trtexec_log, parse_trtexec_times, trtexec_version
@@ -154,6 +161,10 @@ def profile_bundle_remote(bundle: str | Path, remote: str | RemoteTarget, *, bat
                                  energy_s))
             after = device_stamp(ssh)
             for r in rows:
+                r["stability"] = coarse_stability(r, before.get("loadavg"), after.get("loadavg"), dev.cpus,
+                                                  "trtexec's trace has per-inference times but no machine snapshots")
+                r["energy"] = remote_energy((r.get("jetson") or {}).get("tegrastats"),
+                                            "no tegrastats energy run (not a Jetson, or --energy-s 0)")
                 if "jetson" in r:
                     r["jetson"]["temperature_c_after"] = after.get("temperature_c")
                     r["jetson"]["power_mode_after"] = after.get("power_mode")
@@ -186,6 +197,7 @@ def _row(manifest: dict, batch: int, precision: str, logs: dict, dev, before: di
         if compute.get("gpu_compute") else None,
         "input_source": "trtexec (random inputs)", "input_shape": [batch, *manifest["input"]["opt_shape"][1:]],
         "warmup": {"warmup_ms": None}, "settings": {"precision": precision}, "method": METHOD, "peak_rss_mb": None,
+        "memory": {"peak_rss_mb": None, "scope": "not measured by trtexec"},
         "artifact_kind": "tensorrt-bundle", "task": "classification", "artifact_path": model.get("onnx"),
         "file_size": model.get("file_size"), "params": None, "macs": None,
         "runtime_info": {"runtime": "tensorrt", "version": device_trt, "precision": precision,

@@ -125,6 +125,46 @@ def measure(run, x, runs, duration_s, min_runs, max_runs):
     return times
 
 
+def _read(path: str):
+    try:
+        with open(path) as f:
+            return f.read()
+    except OSError:
+        return None
+
+
+def raw_snapshot() -> dict:
+    """The machine's state now, as raw text, for the host to judge the timed window's stability with edgevit's own
+    rules (edgevit/profiling/stability.py reads the same files locally): load average, /proc/stat, CPU pressure,
+    this process's per-thread run-queue wait (schedstat), its CPU time, CPU frequency, throttle counts, temperatures."""
+    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
+    threads = {}
+    try:
+        for tid in os.listdir("/proc/self/task"):
+            text = _read(f"/proc/self/task/{tid}/schedstat")
+            if text and len(text.split()) >= 2:
+                threads[tid] = [int(v) for v in text.split()[:2]]
+    except OSError:
+        threads = None
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    cpu_dir = "/sys/devices/system/cpu"
+    temps = {}
+    try:
+        zones = sorted(z for z in os.listdir("/sys/class/thermal") if z.startswith("thermal_zone"))
+    except OSError:
+        zones = []
+    for z in zones:
+        name, temp = _read(f"/sys/class/thermal/{z}/type"), _read(f"/sys/class/thermal/{z}/temp")
+        if name and temp and temp.strip().lstrip("-").isdigit():
+            temps[f"{name.strip()} ({z})"] = int(temp) / 1000.0
+    return {"t": time.monotonic(), "cpus": cpus, "online_cpus": os.cpu_count() or len(cpus),
+            "loadavg": _read("/proc/loadavg"), "stat": _read("/proc/stat"), "pressure": _read("/proc/pressure/cpu"),
+            "threads": threads or None, "self_cpu_s": ru.ru_utime + ru.ru_stime,
+            "freq_khz": {c: _read(f"{cpu_dir}/cpu{c}/cpufreq/scaling_cur_freq") for c in cpus},
+            "throttle": {c: _read(f"{cpu_dir}/cpu{c}/thermal_throttle/core_throttle_count") for c in cpus},
+            "temp_c": temps, "clk_tck": os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100}
+
+
 def peak_rss_mb() -> float:
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return rss / 2**20 if sys.platform == "darwin" else rss / 2**10
@@ -175,15 +215,18 @@ def main(argv=None) -> int:
             n += 1
         warm_s = time.perf_counter() - t_start
         gc.collect()
+        before = raw_snapshot()
         start_unix = time.time()
         times = measure(run, x, args.runs, args.duration, args.min_runs, args.max_runs)
         end_unix = time.time()
+        after = raw_snapshot()
         results.append({"batch": b, "times_ns": times, "input_shape": list(x.shape),
                         "input_source": source if inputs.shape[0] >= b else
                         f"{source}, {inputs.shape[0]} image(s) repeated to {b}",
                         "warmup": {"runs": n, "seconds": round(warm_s, 4), "warmup_s": args.warmup,
                                    "min_warmup": args.min_warmup},
-                        "window": {"start_unix": start_unix, "end_unix": end_unix}})
+                        "window": {"start_unix": start_unix, "end_unix": end_unix},
+                        "snapshots": {"before": before, "after": after}})
     cpu = None
     try:
         with open("/proc/cpuinfo") as f:
