@@ -578,7 +578,7 @@ def test_cli_profile_remote_matches_the_local_schema(sshd, fmnist_onnx, tmp_path
         assert "jetson" not in r  # this "device" has no nvpmodel/tegrastats
         st = r["stability"]  # judged by the local rules from the device's own /proc readings
         assert st["verdict"] in ("stable", "noisy", "contended") and st["message"]
-        assert st["figures"]["run_queue_wait_share"] is not None and st["figures"]["load_avg"]["before"]
+        assert st["run_queue_wait_share"] is not None and st["load_avg"]["before"] and "cv" in st
         assert r["energy"] == {"available": False, "source": "tegrastats",
                                "reason": "no tegrastats on the device (energy is read on Jetsons only)"}
         assert r["memory"]["peak_rss_mb"] > 0

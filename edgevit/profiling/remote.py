@@ -362,9 +362,8 @@ def coarse_stability(stats: dict, load_before, load_after, cpus: int | None, why
     reasons = reasons_c or reasons_n
     msg = (f"{verdict}: " + "; ".join(reasons)) if reasons else (
         "stable as far as the device's load average and the reported spread show")
-    return {"verdict": verdict, "message": msg, "reasons": reasons, "coarse": True,
-            "figures": {"load_per_cpu": lpc, "load_avg": {"before": load_before, "after": load_after},
-                        "p90_over_median": ratio},
+    return {"verdict": verdict, "message": msg, "reasons": reasons, "coarse": True, "load_per_cpu": lpc,
+            "load_avg": {"before": load_before, "after": load_after}, "p90_over_median": ratio,
             "unavailable": [f"run-queue wait, CPU steal, per-call spread: {why}"]}
 
 
