@@ -406,6 +406,7 @@ def test_benchmark_app_report_and_remote_run(sshd, fmnist_onnx):
     assert 0 < row["min_ms"] <= row["median_ms"] <= row["max_ms"] and row["p90_ms"] is None
     assert row["runtime_info"]["tool"] == "benchmark_app" and row["runtime_info"]["version"].startswith("20")
     assert "benchmark_app" in row["method"] and row["system"]["hostname"] == socket.gethostname()
+    assert row["stability"]["coarse"] and row["stability"]["load_avg"]["before"]  # no per-call times: coarse verdict
 
 
 def test_power_mode_on_a_device_without_nvpmodel(sshd, fmnist_onnx):
