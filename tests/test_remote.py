@@ -298,6 +298,9 @@ def test_profile_over_ssh_on_a_jetson_reads_tegrastats_and_the_power_mode(sshd, 
     e = row["energy"]  # the local profiler's energy keys, from tegrastats
     assert e["available"] and e["source"] == "tegrastats" and e["mean_power_w"] == pytest.approx(6.626)
     assert e["millijoules_per_image"] == pytest.approx(ts["energy_mj_per_image"])
+    # the sampler was stopped: no stand-in tegrastats of this server is left running on the "device"
+    left = subprocess.run(["pgrep", "-f", str(bin_dir / "tegrastats")], capture_output=True, text=True, check=False)
+    assert left.stdout.strip() == "", f"tegrastats left running: {left.stdout}"
     assert row["system"]["jetson"]["power_mode"]["name"] == "15W"
 
 

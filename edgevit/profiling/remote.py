@@ -189,9 +189,12 @@ def start_tegrastats(ssh: SSHSession, workdir: str, interval_ms: int) -> str | N
     """Start tegrastats in the background, each line prefixed with the device's Unix time; returns the log path.
     The sampler runs in its own process group (killed by :func:`stop_tegrastats`)."""
     logf = f"{workdir}/tegrastats.log"
-    cmd = (f"cd {shlex.quote(workdir)} && setsid sh -c 'tegrastats --interval {int(interval_ms)} | "
-           f"while IFS= read -r l; do echo \"$(date +%s.%N) $l\"; done' > {shlex.quote(logf)} 2>&1 < /dev/null & "
-           f"echo $! > {shlex.quote(workdir)}/tegrastats.pid")
+    # the sampler's own shell writes its pid ($$: the leader of the new session and process group), so
+    # stop_tegrastats kills the whole pipeline whatever the login shell forked in between
+    pidf = shlex.quote(f"{workdir}/tegrastats.pid")
+    cmd = (f"cd {shlex.quote(workdir)} && (setsid sh -c 'echo $$ > {pidf}; tegrastats --interval {int(interval_ms)} | "
+           f"while IFS= read -r l; do echo \"$(date +%s.%N) $l\"; done' > {shlex.quote(logf)} 2>&1 < /dev/null &) "
+           f"&& for i in 1 2 3 4 5 6 7 8 9 10; do [ -s {pidf} ] && break; sleep 0.1; done")
     res = ssh.run(cmd, timeout=30)
     if res.rc != 0:
         log.warning("could not start tegrastats on the device: %s", res.stderr.strip()[:200])
