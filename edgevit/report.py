@@ -22,7 +22,8 @@ LATENCY_COLS = [("stage", "stage"), ("artifact", "artefact"), ("runtime", "runti
                 ("median_ms", "median ms"), ("p90_ms", "p90 ms"), ("p99_ms", "p99 ms"), ("mean_ms", "mean ms"),
                 ("runs", "runs"), ("throughput", "img/s")]
 PREDICTION_COLS = [("target", "target"), ("mode", "mode"), ("dtype", "dtype"), ("latency_ms", "predicted ms"),
-                   ("bound", "bound"), ("measured_ms", "measured ms"), ("error_pct", "error %")]
+                   ("bound", "bound"), ("expected_error_pct", "expected |error| %"), ("measured_ms", "measured ms"),
+                   ("error_pct", "error %")]
 
 
 def summarize(records: list[dict]) -> dict:
@@ -117,7 +118,10 @@ def write_report(run_dir: Path, recipe, records: list[dict], *, title: str | Non
                 ("Exports (parity vs the torch source on real inputs)", s["exports"], EXPORT_COLS, None),
                 ("Latency (measured)", s["latency"], LATENCY_COLS, _machine_line(s["latency"])),
                 ("Predicted latency (roofline over the ONNX graph; not measured)", s["predictions"], PREDICTION_COLS,
-                 ("Efficiency 1.0 assumed unless stated: predictions are floors. 'error %' compares the prediction "
+                 ("Efficiency 1.0 assumed unless stated: predictions are floors. The detected host uses efficiency "
+                  "factors fitted on this CPU where they exist; 'expected |error| %' is their median error on models "
+                  "not used in fitting ('—': untested, e.g. every other machine). 'bound' says where the predicted "
+                  "time goes: compute, memory or per-node launch overhead. 'error %' compares the prediction "
                   "for the detected host (this machine) with the measured median where both exist; every other target "
                   "is a prediction for another machine, never compared with this machine's measurements."))]
     md = [f"# {doc['title']}", "", intro, ""]

@@ -1,0 +1,395 @@
+"""Latency predictor with a stated error (issue 15, part 5).
+
+The per-node roofline of :func:`~edgevit.profiling.roofline.predict_onnx_latency`, with an efficiency factor per
+op class (compute and memory, :data:`~edgevit.profiling.roofline.CLASSES`) and a fixed overhead per node,
+FITTED from measurements on this machine (onnxruntime CPU, per-node times from its profiler) on some models and
+TESTED on others. The fitted factors live in a :class:`Calibration` file (``hardware_profiles/fitted/*.json``)
+with their provenance (models, date, host, runtime version) and the held-out error; they are used for the
+``host`` target when the file's CPU and core count are this machine's. Every other target keeps the datasheet
+roofline (efficiency 1.0: a floor) and says its error is unknown.
+
+Every predicted row carries ``expected_error_pct`` (the held-out median |error|, or None when untested) and
+``expected_error`` (the same in words, with its basis); ``error_pct`` when a measurement is given.
+
+    >>> rows = predict("m.onnx", ["host", "jetson-orin-nano-8gb"], ["fp32", "fp16"])
+
+Fitting (:func:`fit_calibration`): for every fitting model and op class, the predicted class time
+Σ max(C/e_c, M/e_m) + n·o (C, M: the node's compute and memory terms at peak) is matched to the measured kernel
+time of that class plus its share (by node count) of the rest of the wall time (framework overhead between
+kernels, views); the sum over classes is also matched to the wall time. Least squares on those errors relative to
+the model's wall time, in log-parameters, by coordinate search (numpy only).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from pydantic import Field
+
+from ..config import ConfigModel
+from ..errors import ConfigError
+from .hardware import HOST_NAME, PROFILES_DIR, HardwareProfile, load_profile
+from .roofline import CLASSES, op_class, predict_onnx_latency
+
+log = logging.getLogger(__name__)
+
+CALIBRATION_DIR = PROFILES_DIR / "fitted"
+FORMAT_VERSION = 1
+# search box of the fit (log space): efficiencies 1e-3 .. 1e2 of peak, node overhead 0.01 us .. 1 ms
+_E_BOUNDS = (math.log(1e-3), math.log(1e2))
+_O_BOUNDS = (math.log(1e-8), math.log(1e-3))
+_STEPS = (2.0, 1.0, 0.5, 0.25, 0.1, 0.04, 0.015, 0.005)
+
+
+class ClassFactor(ConfigModel):
+    """Efficiency of one op class: achieved fraction of the peak compute and of the memory bandwidth."""
+
+    compute: float = Field(..., gt=0, description="fraction of the profile's peak ops/s reached by this class")
+    memory: float = Field(..., gt=0, description="fraction of the profile's memory bandwidth (can exceed 1: "
+                                                 "activations that stay in cache)")
+
+
+class ModelError(ConfigModel):
+    """One model's prediction against its measurement."""
+
+    model: str
+    predicted_ms: float
+    measured_ms: float
+    error_pct: float = Field(..., description="(predicted − measured) / measured × 100")
+
+
+class Evaluation(ConfigModel):
+    """The error on models NOT used in fitting."""
+
+    models: list[ModelError]
+    median_abs_error_pct: float
+    p90_abs_error_pct: float
+    max_abs_error_pct: float
+
+
+class Provenance(ConfigModel):
+    """Where the factors come from."""
+
+    date: str = Field(..., description="UTC date and time of the measurement")
+    host: dict = Field(..., description="the machine: label, cpu_model, cores, isa (edgevit.profiling.host)")
+    runtime: str = Field("onnxruntime", description="the runtime measured")
+    runtime_version: str
+    threads: int = Field(..., ge=1, description="intra-op threads of the measured sessions")
+    fit_models: list[str] = Field(..., min_length=1)
+    versions: dict = Field(default_factory=dict, description="library versions (edgevit.versions)")
+    method: str = Field("", description="how the measurements were taken")
+    command: str = Field("", description="the command that produced the file")
+
+
+class Reference(ConfigModel):
+    """The profile numbers the efficiencies are fractions of (the host's bandwidth is measured anew in every
+    process, and varies with load: predictions rescale the factors so that the achieved rates stay the fitted ones)."""
+
+    peak_ops_s: float = Field(..., gt=0, description="peak ops/s of the fitted dtype when fitted")
+    bandwidth_bytes_s: float = Field(..., gt=0, description="memory bandwidth in bytes/s when fitted")
+    peak_source: str = ""
+    bandwidth_source: str = ""
+
+
+class Calibration(ConfigModel):
+    """Fitted factors for one machine, runtime and dtype (a ``hardware_profiles/fitted/*.json`` file)."""
+
+    format_version: Literal[1] = 1
+    target: Literal["host"] = "host"
+    dtype: str = "fp32"
+    efficiency: dict[str, ClassFactor] = Field(..., description="per op class (edgevit.profiling.roofline.CLASSES)")
+    node_overhead_us: float = Field(..., ge=0, description="fixed time per node that does work")
+    reference: Reference
+    provenance: Provenance
+    fit_error: Evaluation | None = Field(None, description="in-sample error on the fitting models")
+    evaluation: Evaluation | None = Field(None, description="error on held-out models")
+
+    def class_efficiency(self, profile: HardwareProfile) -> dict[str, dict[str, float]]:
+        """The factors as fractions of ``profile``'s peak and bandwidth: rescaled from :attr:`reference` so that
+        every class keeps the achieved ops/s and bytes/s that were fitted."""
+        sc = self.reference.peak_ops_s / profile.peak_ops(self.dtype)
+        bw = profile.bandwidth()
+        sm = self.reference.bandwidth_bytes_s / bw if bw else 1.0
+        return {k: {"compute": v.compute * sc, "memory": v.memory * sm} for k, v in self.efficiency.items()}
+
+    def matches(self, host: HardwareProfile) -> tuple[bool, str]:
+        """Whether these factors were measured on ``host`` (same CPU model and core count), and why not."""
+        cpu = getattr(host, "cpu_model", None)
+        cores = host.facts.get("cores").value if "cores" in host.facts else None
+        want_cpu, want_cores = self.provenance.host.get("cpu_model"), self.provenance.host.get("cores")
+        if cpu != want_cpu or (cores is not None and want_cores is not None and int(cores) != int(want_cores)):
+            return False, (f"fitted on {want_cpu} with {want_cores} cores, this machine is {cpu} with "
+                           f"{int(cores) if cores else '?'} cores")
+        return True, ""
+
+    def expected_error(self) -> tuple[float | None, str]:
+        ev, p = self.evaluation, self.provenance
+        if ev is None:
+            return None, (f"unknown: factors fitted on {', '.join(p.fit_models)} ({p.date[:10]}) but not tested "
+                          "on other models")
+        return ev.median_abs_error_pct, (
+            f"median |error| {ev.median_abs_error_pct:.0f}% (p90 {ev.p90_abs_error_pct:.0f}%, max "
+            f"{ev.max_abs_error_pct:.0f}%) over {len(ev.models)} models not used in fitting, {p.runtime} "
+            f"{p.runtime_version} CPU, {p.threads} threads, measured {p.date[:10]}")
+
+    def save(self, path: str | Path) -> Path:
+        from ..artifact import write_json
+
+        path = Path(path)
+        write_json(path, self.model_dump())
+        return path
+
+
+def load_calibration(path: str | Path) -> Calibration:
+    """Read and validate a calibration file; :class:`ConfigError` names the file and the problem."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"calibration file {path} does not exist (write one with benchmarks/predictor_fit.py)")
+    try:
+        doc = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{path}: not valid JSON: {exc}") from exc
+    try:
+        cal = Calibration(**doc)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    unknown = set(cal.efficiency) - set(CLASSES)
+    if unknown:
+        raise ConfigError(f"{path}: unknown op class(es) {', '.join(sorted(unknown))}; allowed: {', '.join(CLASSES)}")
+    return cal
+
+
+def find_calibration(host: HardwareProfile, directory: Path = CALIBRATION_DIR,
+                     dtype: str = "fp32") -> tuple[Calibration | None, str]:
+    """The calibration file in ``directory`` fitted on this host (CPU model and cores) for ``dtype``, newest first;
+    ``(None, reason)`` when there is none."""
+    seen = []
+    for f in sorted(Path(directory).glob("*.json")) if Path(directory).is_dir() else []:
+        try:
+            cal = load_calibration(f)
+        except ConfigError as exc:
+            log.warning("skipping calibration file: %s", exc)
+            continue
+        ok, why = cal.matches(host)
+        if ok and cal.dtype == dtype:
+            seen.append((cal.provenance.date, cal, f))
+        elif not ok:
+            log.debug("calibration %s not for this host: %s", f.name, why)
+    if not seen:
+        return None, (f"no fitted factors for this CPU ({getattr(host, 'cpu_model', None)}) and {dtype} in "
+                      f"{directory}: run benchmarks/predictor_fit.py to fit them")
+    _, cal, f = max(seen, key=lambda t: t[0])
+    return cal, str(f)
+
+
+# ----------------------------------------------------------------------------------------------------- predict
+
+
+def predict(path: str | Path, targets: Sequence[str] = (HOST_NAME,), dtypes: Sequence[str] = ("fp32",), *,
+            calibration: Calibration | str | Path | None = None, mode: str | None = None,
+            measured_ms: float | None = None) -> list[dict]:
+    """One predicted row per target × dtype for the ONNX model at ``path`` (batch 1).
+
+    ``host`` uses the fitted factors (``calibration``: a :class:`Calibration`, a file, or None to look for this
+    machine's in :data:`CALIBRATION_DIR`) for the dtype they were fitted on; every other row is the datasheet
+    roofline (efficiency 1.0). Rows hold the :func:`~edgevit.profiling.roofline.predict_onnx_latency` fields plus
+    ``target``, ``calibrated``, ``expected_error_pct`` (None = untested) and ``expected_error`` (host rows also
+    ``target_label``, the detected CPU); a target × dtype the device cannot run (no peak for the dtype) gives a row
+    with ``latency_ms`` None and ``error`` saying why. ``measured_ms`` (this machine's measured median of the file)
+    adds ``measured_ms`` and ``error_pct`` to the host fp32 row. Raises :class:`ConfigError` for an unknown target or mode, or a missing file.
+    """
+    from .macs import onnx_cost
+
+    if not targets or not dtypes:
+        raise ConfigError("predict needs at least one target and one dtype")
+    cost = onnx_cost(path)
+    cal_file = None
+    if isinstance(calibration, (str, Path)):
+        cal_file, calibration = str(calibration), load_calibration(calibration)
+    rows = []
+    for target in dict.fromkeys(targets):
+        prof = load_profile(target)
+        is_host = target == HOST_NAME
+        cal, why = (calibration if is_host else None), ""
+        if is_host and cal is None:
+            cal, found = find_calibration(prof)
+            cal_file, why = (found, "") if cal is not None else (None, found)
+        elif is_host:
+            ok, reason = cal.matches(prof)
+            if not ok:
+                log.warning("calibration %s is for another machine (%s); using it anyway as asked",
+                            cal_file or "given", reason)
+                why = f"factors from another machine ({reason}): error on this one untested"
+        for dtype in dict.fromkeys(dtypes):
+            rows.append(_row(path, prof, target, dtype, cost, cal, cal_file, why, mode, measured_ms))
+    return rows
+
+
+def _row(path, prof: HardwareProfile, target: str, dtype: str, cost: dict, cal: Calibration | None,
+         cal_file: str | None, why: str, mode: str | None, measured_ms: float | None) -> dict:
+    is_host = target == HOST_NAME
+    use = cal is not None and cal.dtype == dtype
+    measured = measured_ms if is_host and dtype == "fp32" else None
+    fitted = ({"class_efficiency": cal.class_efficiency(prof), "node_overhead_s": cal.node_overhead_us * 1e-6}
+              if use else {})
+    try:
+        r = predict_onnx_latency(path, prof, dtype, mode=mode, cost=cost, measured_ms=measured, **fitted)
+    except ConfigError as exc:
+        if f"for dtype '{dtype}'" not in str(exc) and f"no {dtype} compute" not in str(exc):
+            raise
+        r = {"prediction": True, "dtype": dtype, "latency_ms": None, "bound": None, "error": str(exc)}
+    r["target"], r["calibrated"] = target, use
+    if is_host:
+        r["target_label"], r["cpu_model"] = getattr(prof, "label", prof.title), getattr(prof, "cpu_model", None)
+    r["expected_error_pct"] = None
+    if r["latency_ms"] is None:
+        r["expected_error"] = "no prediction"
+    elif use and why:
+        r["expected_error"] = why
+    elif use:
+        r["expected_error_pct"], r["expected_error"] = cal.expected_error()
+    elif is_host:
+        r["expected_error"] = (f"unknown: factors fitted for {cal.dtype} only; datasheet roofline for {dtype} "
+                               "(a floor)" if cal is not None else
+                               f"unknown: {why or 'no fitted factors'}; datasheet roofline (a floor)")
+    else:
+        r["expected_error"] = ("unknown: untested on this target (no measurements there); datasheet roofline at "
+                               "efficiency 1.0, a floor: real runtimes are slower")
+    if use:
+        r["calibration"] = {"file": cal_file, "date": cal.provenance.date, "fit_models": cal.provenance.fit_models,
+                            "runtime": f"{cal.provenance.runtime} {cal.provenance.runtime_version}",
+                            "threads": cal.provenance.threads}
+    return r
+
+
+# --------------------------------------------------------------------------------------------------------- fit
+
+
+def node_terms(path: str | Path, profile: HardwareProfile | str, dtype: str = "fp32") -> dict:
+    """Per node that does work: op class, compute and memory terms at peak (seconds, efficiency 1).
+    Returns ``{"classes": [...], "compute_s": array, "memory_s": array}``."""
+    from .macs import onnx_cost
+
+    prof = profile if isinstance(profile, HardwareProfile) else load_profile(profile)
+    peak, bw = prof.peak_ops(dtype), prof.bandwidth()
+    if bw is None:
+        raise ConfigError(f"profile {prof.name} has no memory bandwidth: cannot fit memory efficiencies")
+    classes, c, m = [], [], []
+    for node in onnx_cost(path)["nodes"]:
+        cls = op_class(node["op"], node.get("input_shapes", ()), node.get("const_inputs"))
+        if cls == "view":
+            continue
+        classes.append(cls)
+        c.append(2.0 * node["macs"] / peak)
+        m.append(node["bytes"] / bw)
+    return {"classes": classes, "compute_s": np.array(c), "memory_s": np.array(m)}
+
+
+def fit_calibration(measurements: Mapping[str, dict], paths: Mapping[str, str | Path],
+                    profile: HardwareProfile | str = HOST_NAME, *, dtype: str = "fp32", threads: int,
+                    weight_total: float = 4.0, regularisation: float = 1e-3, command: str = "",
+                    method: str = "") -> Calibration:
+    """Fit per-class efficiencies and the per-node overhead to ``measurements`` (``{model: {"wall_ms",
+    "class_ms"}}`` as :func:`~edgevit.profiling.ort_nodes.measure_interleaved` returns) of the ONNX files
+    ``paths`` (same keys), on ``profile``'s peaks and bandwidth. Classes absent from the fitting models are left
+    out of the file (their nodes use efficiency 1.0, with a note). ``regularisation`` pulls log-efficiencies
+    weakly toward 1 so that a term no node exercises stays put. Returns a :class:`Calibration` with its
+    in-sample ``fit_error``; ``evaluation`` (held-out) is for :func:`evaluate` to fill in."""
+    import onnxruntime
+
+    from ..versions import library_versions
+
+    names = [n for n in measurements if n in paths]
+    if not names:
+        raise ConfigError("fit_calibration: no model has both a measurement and an ONNX file")
+    prof = profile if isinstance(profile, HardwareProfile) else load_profile(profile)
+    terms = {n: node_terms(paths[n], prof, dtype) for n in names}
+    present = [c for c in CLASSES if any(c in terms[n]["classes"] for n in names)]
+    k_of = {c: i for i, c in enumerate(present)}
+    data = []
+    for n in names:
+        t = terms[n]
+        idx = np.array([k_of[c] for c in t["classes"]], dtype=np.int64)
+        counts = np.bincount(idx, minlength=len(present)).astype(np.float64)
+        wall = measurements[n]["wall_ms"] * 1e-3
+        cls_ms = measurements[n]["class_ms"]
+        measured = np.array([cls_ms.get(c, 0.0) * 1e-3 for c in present])
+        gap = max(0.0, wall - measured.sum())
+        target = measured + gap * counts / max(1.0, counts.sum())
+        data.append((idx, t["compute_s"], t["memory_s"], counts, target, wall))
+
+    def loss(theta: np.ndarray) -> float:
+        ec, em, o = np.exp(theta[:len(present)]), np.exp(theta[len(present):2 * len(present)]), math.exp(theta[-1])
+        total = regularisation * float(np.sum(theta[:-1] ** 2))
+        for idx, c, m, counts, target, wall in data:
+            node = np.maximum(c / ec[idx], m / em[idx])
+            pred = np.bincount(idx, weights=node, minlength=len(present)) + counts * o
+            total += float(np.sum(((pred - target) / wall) ** 2)) + weight_total * ((pred.sum() - wall) / wall) ** 2
+        return total
+
+    theta = np.zeros(2 * len(present) + 1)
+    theta[-1] = math.log(5e-6)
+    lo = np.array([_E_BOUNDS[0]] * (2 * len(present)) + [_O_BOUNDS[0]])
+    hi = np.array([_E_BOUNDS[1]] * (2 * len(present)) + [_O_BOUNDS[1]])
+    best = loss(theta)
+    for _ in range(200):  # coordinate search: each parameter tries steps of decreasing size
+        before = best
+        for i in range(theta.size):
+            for step in _STEPS:
+                for sign in (1.0, -1.0):
+                    trial = theta.copy()
+                    trial[i] = min(hi[i], max(lo[i], theta[i] + sign * step))
+                    val = loss(trial)
+                    if val < best - 1e-15:
+                        theta, best = trial, val
+        if before - best < 1e-12:
+            break
+    ec, em = np.exp(theta[:len(present)]), np.exp(theta[len(present):2 * len(present)])
+    from .host import HostProfile
+
+    host = ({"label": prof.label, "cpu_model": prof.cpu_model, "cores": prof.facts["cores"].value, "isa": prof.isa}
+            if isinstance(prof, HostProfile) else {"label": prof.title, "cpu_model": prof.title, "cores": None,
+                                                    "isa": []})
+    cal = Calibration(
+        dtype=dtype,
+        efficiency={c: ClassFactor(compute=round(float(ec[i]), 5), memory=round(float(em[i]), 5))
+                    for i, c in enumerate(present)},
+        node_overhead_us=round(math.exp(theta[-1]) * 1e6, 4),
+        reference=Reference(peak_ops_s=prof.peak_ops(dtype), bandwidth_bytes_s=prof.bandwidth(),
+                            peak_source=prof.peak(dtype).source, bandwidth_source=prof.mode().memory_bandwidth.source),
+        provenance=Provenance(date=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), host=host,
+                              runtime="onnxruntime", runtime_version=onnxruntime.__version__, threads=threads,
+                              fit_models=names, versions=library_versions(), method=method, command=command),
+    )
+    cal.fit_error = evaluate(cal, {n: measurements[n]["wall_ms"] for n in names}, paths, prof)
+    return cal
+
+
+def evaluate(cal: Calibration, measured_ms: Mapping[str, float], paths: Mapping[str, str | Path],
+             profile: HardwareProfile | str = HOST_NAME) -> Evaluation:
+    """Predicted (with ``cal``) vs measured batch-1 latency per model: signed errors and the median / p90 / max
+    absolute error in %."""
+    if not measured_ms:
+        raise ConfigError("evaluate: no measured models")
+    prof = profile if isinstance(profile, HardwareProfile) else load_profile(profile)
+    rows = []
+    for n, meas in measured_ms.items():
+        r = predict_onnx_latency(paths[n], prof, cal.dtype, class_efficiency=cal.class_efficiency(prof),
+                                 node_overhead_s=cal.node_overhead_us * 1e-6, measured_ms=meas)
+        rows.append(ModelError(model=n, predicted_ms=round(r["latency_ms"], 4), measured_ms=round(meas, 4),
+                               error_pct=round(r["error_pct"], 2)))
+    abs_err = np.abs([r.error_pct for r in rows])
+    return Evaluation(models=rows, median_abs_error_pct=round(float(np.median(abs_err)), 2),
+                      p90_abs_error_pct=round(float(np.percentile(abs_err, 90)), 2),
+                      max_abs_error_pct=round(float(abs_err.max()), 2))
+
+
+__all__ = ["CALIBRATION_DIR", "Calibration", "ClassFactor", "Evaluation", "evaluate",
+           "find_calibration", "fit_calibration", "load_calibration", "node_terms", "predict"]
