@@ -64,6 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--runs", type=int, default=10, help="timed runs per model per pass (default 10)")
     ap.add_argument("--json", type=Path, default=DEFAULT_JSON)
     ap.add_argument("--no-save", action="store_true", help="do not write hardware_profiles/fitted/*.json")
+    ap.add_argument("--from-json", type=Path, default=None,
+                    help="refit from the measurements stored in this results JSON (same ONNX files) instead of measuring")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     overlap = set(args.fit) & set(args.test)
@@ -83,14 +85,26 @@ def main(argv: list[str] | None = None) -> int:
     paths = export([*args.fit, *args.test], args.onnx_dir)
     t_export = time.perf_counter() - t0
     host = load_profile("host")
-    log.info("measuring %d models on %s: %d passes × %d runs, %d threads", len(paths), host.label, args.passes,
-             args.runs, args.threads)
-    meas = measure_interleaved(paths, threads=args.threads, passes=args.passes, runs=args.runs,
-                               progress=lambda i, n: log.info("measured %d/%d", i, n) if i % len(paths) == 0 else None)
+    if args.from_json:
+        import json
+
+        stored = json.loads(args.from_json.read_text())
+        meas, method = stored["measurements"], stored["method"]
+        missing = [n for n in paths if n not in meas]
+        if missing:
+            ap.error(f"{args.from_json} has no measurements of {', '.join(missing)}")
+        log.info("refitting from the measurements in %s (%s)", args.from_json, method)
+    else:
+        log.info("measuring %d models on %s: %d passes × %d runs, %d threads", len(paths), host.label, args.passes,
+                 args.runs, args.threads)
+        meas = measure_interleaved(paths, threads=args.threads, passes=args.passes, runs=args.runs,
+                                   progress=lambda i, n: log.info("measured %d/%d", i, n) if i % len(paths) == 0
+                                   else None)
+        method = (f"onnxruntime CPU, {args.threads} intra-op threads (worker spinning off), batch 1, 224×224 random "
+                  f"weights and inputs; {args.passes} interleaved passes × {args.runs} runs; wall = median of pass "
+                  "medians; class split = per-node kernel times of onnxruntime's profiler (separate, profiled runs), "
+                  "median over runs")
     t_measure = time.perf_counter() - t0 - t_export
-    method = (f"onnxruntime CPU, {args.threads} intra-op threads, batch 1, 224×224 random weights and inputs; "
-              f"{args.passes} interleaved passes × {args.runs} runs; wall = median of pass medians; class times = "
-              "median over profiled runs of onnxruntime's per-node kernel times")
     command = "python benchmarks/predictor_fit.py " + " ".join(argv if argv is not None else sys.argv[1:])
     cal = fit_calibration({n: meas[n] for n in args.fit}, paths, host, threads=args.threads,
                           command=command.strip(), method=method)
@@ -120,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_save:
         saved = cal.save(CALIBRATION_DIR / calibration_name(host))
         print(f"wrote {saved}")
-    write_json(args.json, {"rows": rows, "calibration": cal.model_dump(), "calibration_file": str(saved),
+    write_json(args.json, {"method": method, "rows": rows, "calibration": cal.model_dump(), "calibration_file": str(saved),
                            "measurements": meas, "host": host.to_dict(), "system": system_stamp(threads=args.threads),
                            "seconds": {"export": t_export, "measure": t_measure}})
     print(f"wrote {args.json}")

@@ -110,6 +110,20 @@ def test_op_class_splits_matmuls_and_convolutions():
     assert op_class("Reshape") == "view" and op_class("Erf") == "elementwise"
 
 
+def test_elementwise_after_a_product_is_an_epilogue(models):
+    from edgevit.profiling.macs import onnx_cost
+    from edgevit.profiling.roofline import classify_nodes
+
+    nodes = onnx_cost(models["mlp_a"])["nodes"]
+    classes = dict(zip([n["op"] + str(i) for i, n in enumerate(nodes)], classify_nodes(nodes)))
+    # block 0: LayerNorm, MatMul, Relu (fed by the MatMul: epilogue), MatMul, Add (residual onto it: epilogue),
+    # Transpose, MatMul of two activations, Softmax, MatMul
+    assert list(classes.values())[:9] == ["normalization", "matmul", "epilogue", "matmul", "epilogue",
+                                          "data_movement", "batched_matmul", "softmax", "batched_matmul"]
+    conv = classify_nodes(onnx_cost(models["conv_a"])["nodes"])
+    assert conv == ["conv"] + ["conv", "epilogue"] * 4 + ["pool_reduce"]
+
+
 # ------------------------------------------------------------------------------------------------ bound label
 
 
@@ -148,12 +162,19 @@ def test_class_efficiency_scales_each_class(models):
 
 
 def test_ort_profile_parsed_from_a_real_run(models, measured):
-    from edgevit.profiling.ort_nodes import class_times_ms, parse_ort_profile
+    from edgevit.profiling.ort_nodes import class_times_ms, kernel_medians, parse_ort_profile
+    from edgevit.profiling.predictor import measured_class_ms, node_terms
 
     m = measured["dw_a"]
     assert m["profiled_runs"] == 2 * 4 and m["wall_ms"] > 0 and len(m["pass_medians_ms"]) == 2
     assert {"conv", "depthwise_conv"} <= set(m["class_ms"])
     assert m["class_ms"]["_kernels"] >= m["class_ms"]["conv"] > 0
+    assert len(m["load_avg"]) == 2 and all(k["us"] >= 0 for k in m["kernels"])
+    # onnxruntime fuses each Relu into its Conv: nothing is left to run as an epilogue, and the node names map back
+    terms = node_terms(models["dw_a"], "host")
+    assert terms["classes"].count("epilogue") == 4
+    by_class = measured_class_ms(m, terms)
+    assert by_class.get("epilogue", 0.0) < 0.5 * by_class["conv"]
     assert {"matmul", "batched_matmul", "softmax", "normalization"} <= set(measured["mlp_a"]["class_ms"])
     with pytest.raises(ConfigError, match="model_run"):
         parse_ort_profile([{"cat": "Node", "name": "a_kernel_time", "ts": 0, "dur": 1}])
@@ -166,7 +187,10 @@ def test_ort_profile_parsed_from_a_real_run(models, measured):
         {"cat": "Node", "name": "sm_kernel_time", "ts": 210, "dur": 7, "args": {"op_name": "Softmax"}}])
     assert [[k["name"] for k in r] for r in runs] == [["mm"], ["sm"]]
     assert runs[0][0]["class"] == "matmul" and runs[0][0]["input_shapes"] == [(1, 8, 16), (16, 32)]
-    assert class_times_ms(runs)["_kernels"] == pytest.approx((0.040 + 0.007) / 2)
+    kernels = kernel_medians(runs)  # a kernel missing from a run counts 0 there: medians of [40, 0] and [0, 7]
+    assert [(k["name"], k["us"]) for k in kernels] == [("mm", 20.0), ("sm", 3.5)]
+    assert class_times_ms(kernels) == pytest.approx({"matmul": 0.020, "softmax": 0.0035, "_kernels": 0.0235})
+    assert class_times_ms(kernels, {"sm": "epilogue"})["epilogue"] == pytest.approx(0.0035)
 
 
 # --------------------------------------------------------------------------------------------- fit and predict

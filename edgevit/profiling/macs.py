@@ -179,7 +179,7 @@ def onnx_cost(path: str | Path, *, strict: bool = False) -> dict:
     """Per-node cost of an ONNX model at batch 1, for MAC counts and a per-node roofline.
 
     Returns ``{"macs", "macs_by_op", "weight_bytes", "weight_elements", "weight_itemsize",
-    "nodes": [{"name", "op", "macs", "bytes", "input_shapes", "const_inputs"}], "skipped"}``
+    "nodes": [{"name", "op", "macs", "bytes", "inputs", "outputs", "input_shapes", "const_inputs"}], "skipped"}``
     where a node's ``bytes`` is the size of its inputs and outputs (weights included) — the traffic it would
     cause without fusion or cache reuse; ``input_shapes`` holds each input's shape (None where unknown) and
     ``const_inputs`` whether each input is a weight (an initializer or a ``Constant`` node's output).
@@ -237,6 +237,7 @@ def onnx_cost(path: str | Path, *, strict: bool = False) -> dict:
             by_op[node.op_type] = by_op.get(node.op_type, 0) + macs
         moved = sum(nbytes(n) for n in node.input if n) + sum(nbytes(n) for n in node.output if n)
         nodes.append({"name": name, "op": node.op_type, "macs": macs, "bytes": moved,
+                      "inputs": list(node.input), "outputs": list(node.output),
                       "input_shapes": [shapes.get(n) if n else None for n in node.input],
                       "const_inputs": [bool(n) and n in consts for n in node.input]})
     if skipped:

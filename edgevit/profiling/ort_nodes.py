@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
@@ -62,13 +63,33 @@ def parse_ort_profile(events: Sequence[Mapping]) -> list[list[dict]]:
     return out
 
 
-def class_times_ms(runs: Sequence[Sequence[dict]]) -> dict[str, float]:
-    """Median over runs of each op class's summed kernel time, in ms (``"view"`` kept apart), plus
-    ``"_kernels"``: the median over runs of all kernel time."""
-    classes = sorted({k["class"] for r in runs for k in r})
-    per_run = [{c: sum(k["us"] for k in r if k["class"] == c) / 1e3 for c in classes} for r in runs]
-    out = {c: float(np.median([p[c] for p in per_run])) for c in classes}
-    out["_kernels"] = float(np.median([sum(p.values()) for p in per_run]))
+def kernel_medians(runs: Sequence[Sequence[dict]]) -> list[dict]:
+    """One entry per kernel name (in execution order) with ``us`` = its median time over ``runs``; a kernel that
+    did not run every time counts as 0 in the others."""
+    order: dict[str, dict] = {}
+    times: dict[str, list[float]] = {}
+    for r in runs:
+        seen: dict[str, float] = {}
+        for k in r:
+            order.setdefault(k["name"], k)
+            seen[k["name"]] = seen.get(k["name"], 0.0) + k["us"]
+        for name in order:
+            times.setdefault(name, []).append(seen.get(name, 0.0))
+    n = len(runs)
+    return [{**{key: v for key, v in k.items() if key != "us"},
+             "us": float(np.median(times[name] + [0.0] * (n - len(times[name]))))} for name, k in order.items()]
+
+
+def class_times_ms(kernels: Sequence[dict], classes_by_name: Mapping[str, str] | None = None) -> dict[str, float]:
+    """Summed kernel time per op class in ms, plus ``"_kernels"`` (all of them). A kernel named like a node of the
+    ONNX file takes that node's class from ``classes_by_name`` (e.g. :func:`~edgevit.profiling.roofline.
+    classify_nodes`, so that an unfused activation counts as ``epilogue`` on both sides); the others (fused or
+    inserted by onnxruntime) keep the class of their op type and shapes."""
+    out: dict[str, float] = {}
+    for k in kernels:
+        cls = (classes_by_name or {}).get(k["name"], k["class"])
+        out[cls] = out.get(cls, 0.0) + k["us"] / 1e3
+    out["_kernels"] = sum(out.values())
     return out
 
 
@@ -91,6 +112,13 @@ def ort_session(path: str | Path, *, threads: int, spinning: bool = True, profil
         return ort.InferenceSession(str(path), sess_options=so, providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises pybind errors
         raise RuntimeLoadError(f"onnxruntime {ort.__version__} could not load {path}: {exc}") from exc
+
+
+def _load_average() -> float | None:
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (OSError, AttributeError):
+        return None
 
 
 def _feed(session) -> dict[str, np.ndarray]:
@@ -116,8 +144,9 @@ def measure_interleaved(paths: Mapping[str, str | Path], *, threads: int = 2, pa
     a profiled one for per-node times (the profiler's own cost stays out of the wall time). In each of ``passes``
     rounds every model (in an order that rotates every round) runs ``warmup`` + ``runs`` plain calls, then
     ``warmup`` + ``runs`` profiled calls. Per model: ``wall_ms`` = the median of the per-pass medians (robust to
-    a pass slowed by another tenant), ``pass_medians_ms``, ``spread_pct``, ``class_ms`` (:func:`class_times_ms`
-    over every profiled run after warm-up) and ``kernels`` (executed kernels per run). ``progress(i, n)`` is
+    a pass slowed by another tenant), ``pass_medians_ms``, ``spread_pct``, ``kernels`` (:func:`kernel_medians`
+    over every profiled run after warm-up), ``class_ms`` (:func:`class_times_ms` of those, by op type and shape)
+    and ``load_avg`` (the 1-minute load average before and after). ``progress(i, n)`` is
     called after each model × pass. ``spinning`` is off by default: on a shared machine, worker threads that spin
     between kernels compete with the other tenants and the timings of 2-thread sessions scatter by 10× (a check
     on a loaded 2-core machine: ViT-Tiny median 370 ms spinning, 32 ms not); on a quiet machine spinning is a few
@@ -128,6 +157,7 @@ def measure_interleaved(paths: Mapping[str, str | Path], *, threads: int = 2, pa
     names = list(paths)
     if not names:
         raise ConfigError("measure_interleaved: no models given")
+    load_before = _load_average()
     with tempfile.TemporaryDirectory(prefix="edgevit-ortprof-") as tmp:
         plain = {n: ort_session(paths[n], threads=threads, spinning=spinning) for n in names}
         prof = {n: ort_session(paths[n], threads=threads, spinning=spinning, profile_dir=Path(tmp), prefix=f"{i:03d}")
@@ -152,14 +182,16 @@ def measure_interleaved(paths: Mapping[str, str | Path], *, threads: int = 2, pa
                 if progress is not None:
                     progress(done, passes * len(names))
         out = {}
+        load_after = _load_average()
         for n in names:
             events = json.loads(Path(prof[n].end_profiling()).read_text())
             kernel_runs = parse_ort_profile(events)
             # drop each pass's warm-up runs: the profiled calls come in blocks of warmup + runs
             timed = [r for i, r in enumerate(kernel_runs) if i % (warmup + runs) >= warmup]
             wall = float(np.median(medians[n]))
+            kernels = kernel_medians(timed)
             out[n] = {"path": str(paths[n]), "wall_ms": wall, "pass_medians_ms": medians[n],
                       "spread_pct": (max(medians[n]) - min(medians[n])) / wall * 100 if wall > 0 else None,
-                      "class_ms": class_times_ms(timed), "kernels": int(np.median([len(r) for r in timed])),
-                      "profiled_runs": len(timed), "threads": threads, "spinning": spinning}
+                      "class_ms": class_times_ms(kernels), "kernels": kernels, "profiled_runs": len(timed),
+                      "threads": threads, "spinning": spinning, "load_avg": [load_before, load_after]}
     return out

@@ -36,7 +36,7 @@ from pydantic import Field
 from ..config import ConfigModel
 from ..errors import ConfigError
 from .hardware import HOST_NAME, PROFILES_DIR, HardwareProfile, load_profile
-from .roofline import CLASSES, op_class, predict_onnx_latency
+from .roofline import CLASSES, classify_nodes, predict_onnx_latency
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +85,8 @@ class Provenance(ConfigModel):
     fit_models: list[str] = Field(..., min_length=1)
     versions: dict = Field(default_factory=dict, description="library versions (edgevit.versions)")
     method: str = Field("", description="how the measurements were taken")
+    load_average: list[float] = Field(default_factory=list, description="1-minute load average before and after "
+                                                                        "the measurement: how busy the machine was")
     command: str = Field("", description="the command that produced the file")
 
 
@@ -273,23 +275,32 @@ def _row(path, prof: HardwareProfile, target: str, dtype: str, cost: dict, cal: 
 
 
 def node_terms(path: str | Path, profile: HardwareProfile | str, dtype: str = "fp32") -> dict:
-    """Per node that does work: op class, compute and memory terms at peak (seconds, efficiency 1).
-    Returns ``{"classes": [...], "compute_s": array, "memory_s": array}``."""
+    """Per node that does work: name, op class (:func:`~edgevit.profiling.roofline.classify_nodes`), compute and
+    memory terms at peak (seconds, efficiency 1). Returns ``{"names", "classes", "compute_s", "memory_s",
+    "classes_by_name"}`` (the last for every node, views included)."""
     from .macs import onnx_cost
 
     prof = profile if isinstance(profile, HardwareProfile) else load_profile(profile)
     peak, bw = prof.peak_ops(dtype), prof.bandwidth()
     if bw is None:
         raise ConfigError(f"profile {prof.name} has no memory bandwidth: cannot fit memory efficiencies")
-    classes, c, m = [], [], []
-    for node in onnx_cost(path)["nodes"]:
-        cls = op_class(node["op"], node.get("input_shapes", ()), node.get("const_inputs"))
-        if cls == "view":
-            continue
-        classes.append(cls)
-        c.append(2.0 * node["macs"] / peak)
-        m.append(node["bytes"] / bw)
-    return {"classes": classes, "compute_s": np.array(c), "memory_s": np.array(m)}
+    nodes = onnx_cost(path)["nodes"]
+    classes = classify_nodes(nodes)
+    keep = [(n, c) for n, c in zip(nodes, classes) if c != "view"]
+    return {"names": [n["name"] for n, _ in keep], "classes": [c for _, c in keep],
+            "compute_s": np.array([2.0 * n["macs"] / peak for n, _ in keep]),
+            "memory_s": np.array([n["bytes"] / bw for n, _ in keep]),
+            "classes_by_name": {n["name"]: c for n, c in zip(nodes, classes)}}
+
+
+def measured_class_ms(measurement: Mapping, terms: Mapping) -> dict[str, float]:
+    """A measurement's kernel time per op class, with kernels named like a node of the file in that node's class
+    (:func:`~edgevit.profiling.ort_nodes.class_times_ms`); ``class_ms`` as stored when it has no ``kernels``."""
+    from .ort_nodes import class_times_ms
+
+    if measurement.get("kernels"):
+        return class_times_ms(measurement["kernels"], terms["classes_by_name"])
+    return dict(measurement["class_ms"])
 
 
 def fit_calibration(measurements: Mapping[str, dict], paths: Mapping[str, str | Path],
@@ -297,7 +308,7 @@ def fit_calibration(measurements: Mapping[str, dict], paths: Mapping[str, str | 
                     weight_total: float = 4.0, regularisation: float = 1e-3, command: str = "",
                     method: str = "") -> Calibration:
     """Fit per-class efficiencies and the per-node overhead to ``measurements`` (``{model: {"wall_ms",
-    "class_ms"}}`` as :func:`~edgevit.profiling.ort_nodes.measure_interleaved` returns) of the ONNX files
+    "kernels"}}`` as :func:`~edgevit.profiling.ort_nodes.measure_interleaved` returns) of the ONNX files
     ``paths`` (same keys), on ``profile``'s peaks and bandwidth. Classes absent from the fitting models are left
     out of the file (their nodes use efficiency 1.0, with a note). ``regularisation`` pulls log-efficiencies
     weakly toward 1 so that a term no node exercises stays put. Returns a :class:`Calibration` with its
@@ -319,9 +330,13 @@ def fit_calibration(measurements: Mapping[str, dict], paths: Mapping[str, str | 
         idx = np.array([k_of[c] for c in t["classes"]], dtype=np.int64)
         counts = np.bincount(idx, minlength=len(present)).astype(np.float64)
         wall = measurements[n]["wall_ms"] * 1e-3
-        cls_ms = measurements[n]["class_ms"]
+        cls_ms = measured_class_ms(measurements[n], t)
         measured = np.array([cls_ms.get(c, 0.0) * 1e-3 for c in present])
-        gap = max(0.0, wall - measured.sum())
+        # the profiled runs give the split over classes, the plain runs the level: kernel times above the wall
+        # time (the profiler's cost, a busier moment) are scaled down; the time between kernels (framework
+        # overhead, views) is shared out by node count, as the per-node overhead would be
+        measured *= min(1.0, wall / measured.sum()) if measured.sum() > 0 else 1.0
+        gap = wall - measured.sum()
         target = measured + gap * counts / max(1.0, counts.sum())
         data.append((idx, t["compute_s"], t["memory_s"], counts, target, wall))
 
@@ -366,7 +381,9 @@ def fit_calibration(measurements: Mapping[str, dict], paths: Mapping[str, str | 
                             peak_source=prof.peak(dtype).source, bandwidth_source=prof.mode().memory_bandwidth.source),
         provenance=Provenance(date=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), host=host,
                               runtime="onnxruntime", runtime_version=onnxruntime.__version__, threads=threads,
-                              fit_models=names, versions=library_versions(), method=method, command=command),
+                              fit_models=names, versions=library_versions(), method=method, command=command,
+                              load_average=sorted({v for n in names for v in measurements[n].get("load_avg") or []
+                                                   if v is not None})),
     )
     cal.fit_error = evaluate(cal, {n: measurements[n]["wall_ms"] for n in names}, paths, prof)
     return cal

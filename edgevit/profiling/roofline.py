@@ -54,8 +54,10 @@ OP_CLASSES: dict[str, frozenset[str]] = {
                                 "NonZero", "Range", "QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear",
                                 "QLinearConcat"}),
 }
-CLASSES = ("matmul", "batched_matmul", "conv", "depthwise_conv", "normalization", "softmax", "pool_reduce",
-           "data_movement", "elementwise")
+CLASSES = ("matmul", "batched_matmul", "conv", "depthwise_conv", "epilogue", "normalization", "softmax",
+           "pool_reduce", "data_movement", "elementwise")
+# classes whose output an element-wise op can be fused into (bias, activation, residual add: an "epilogue")
+_FUSES_EPILOGUE = frozenset({"matmul", "batched_matmul", "conv", "depthwise_conv", "epilogue"})
 _CLASS_OF = {op: cls for cls, ops in OP_CLASSES.items() for op in ops}
 _MATMUL_LIKE = OP_CLASSES["matmul"] - {"Einsum"}
 
@@ -88,6 +90,26 @@ def op_class(op: str, input_shapes: Sequence[Sequence[int] | None] = (),
         if x is not None and w is not None and len(w) >= 3 and len(x) >= 2 and w[1] == 1 and x[1] > 1:
             return "depthwise_conv"
     return cls
+
+
+def classify_nodes(nodes: Sequence[Mapping]) -> list[str]:
+    """The op class of every node of :func:`~edgevit.profiling.macs.onnx_cost` (in graph order): :func:`op_class`,
+    except that an element-wise node fed by a matrix product, a convolution or another such node is ``epilogue``
+    (bias, activation, scale, residual add: what runtimes fuse into the producing kernel, e.g. onnxruntime's
+    ``FusedConv`` and ``FusedMatMul``, TensorRT's fused layers), and views pass that property on."""
+    producer: dict[str, str] = {}
+    out = []
+    for node in nodes:
+        cls = op_class(node["op"], node.get("input_shapes", ()), node.get("const_inputs"))
+        fed = [producer.get(i) for i in node.get("inputs", ()) if i]
+        if cls == "elementwise" and any(f in _FUSES_EPILOGUE for f in fed):
+            cls = "epilogue"
+        out.append(cls)
+        # a view keeps what it looks at: reshape(conv(x)) still ends a convolution
+        passed = next((f for f in fed if f in _FUSES_EPILOGUE), cls) if cls == "view" else cls
+        for o in node.get("outputs", ()):
+            producer[o] = passed
+    return out
 
 
 def _efficiency(efficiency: float | Mapping[str, float]) -> tuple[float, float]:
@@ -218,8 +240,7 @@ def predict_onnx_latency(path: str | Path, profile: HardwareProfile | str, dtype
     bytes_total = 0.0
     by_op: dict[str, float] = {}
     by_class: dict[str, float] = {}
-    for node in cost["nodes"]:
-        cls = op_class(node["op"], node.get("input_shapes", ()), node.get("const_inputs"))
+    for node, cls in zip(cost["nodes"], classify_nodes(cost["nodes"])):
         if cls == "view":
             continue
         kernels += 1
