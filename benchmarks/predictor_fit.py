@@ -6,12 +6,15 @@ machine (onnxruntime CPU, 2 threads, 224×224, random weights: latency does not 
     python benchmarks/predictor_fit.py                      # export (once) → measure → fit → test → write
     python benchmarks/predictor_fit.py --passes 3 --runs 5  # quicker, noisier
     python benchmarks/predictor_fit.py --no-save            # do not write the calibration file
+    python benchmarks/predictor_fit.py --from-json benchmarks/results/predictor_fit.json --estimator quiet --no-save
+                                                            # refit the stored measurements, another estimator
 
 ONNX files are exported once into runs/predictor/ (git-ignored) and reused. All models are measured against each
 other in rotating passes (the machine is shared): wall time = median of the per-pass medians of plain runs;
 per-node times from onnxruntime's profiler in separate, profiled runs. Writes the table to stdout, the JSON to
 benchmarks/results/predictor_fit.json and the fitted factors, with their provenance and held-out error, to
-hardware_profiles/fitted/<cpu>-<cores>c-onnxruntime-fp32.json (the file `edgevit predict --target host` loads).
+hardware_profiles/fitted/<cpu>-<cores>c-onnxruntime-<threads>t-fp32.json (the file `edgevit predict --target host`
+loads; with several for this CPU, the newest).
 """
 
 from __future__ import annotations
@@ -49,9 +52,14 @@ def export(names, onnx_dir: Path) -> dict[str, Path]:
     return out
 
 
-def calibration_name(host) -> str:
+def _relative(path) -> str:
+    p = Path(path).resolve()
+    return str(p.relative_to(ROOT)) if p.is_relative_to(ROOT) else str(p)
+
+
+def calibration_name(host, threads: int) -> str:
     slug = re.sub(r"[^a-z0-9]+", "-", (host.cpu_model or "unknown-cpu").lower()).strip("-")
-    return f"{slug}-{int(host.facts['cores'].value or 0)}c-onnxruntime-fp32.json"
+    return f"{slug}-{int(host.facts['cores'].value or 0)}c-onnxruntime-{threads}t-fp32.json"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -60,17 +68,25 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--test", nargs="+", default=list(TEST), help="timm models to test on (not in --fit)")
     ap.add_argument("--onnx-dir", type=Path, default=ROOT / "runs" / "predictor")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--passes", type=int, default=5, help="interleaved passes over all models (default 5)")
-    ap.add_argument("--runs", type=int, default=10, help="timed runs per model per pass (default 10)")
+    ap.add_argument("--passes", type=int, default=8, help="interleaved passes over all models (default 8)")
+    ap.add_argument("--runs", type=int, default=6, help="timed runs per model per pass (default 6)")
     ap.add_argument("--json", type=Path, default=DEFAULT_JSON)
+    ap.add_argument("--estimator", choices=["median", "quiet", "cpu"], default="median",
+                    help="the measured latency to fit and test against: median = median of pass medians (default; "
+                         "what the machine does under the load of the moment), quiet = median over passes of each "
+                         "pass's fastest run (closer to what it does when no other tenant interferes), cpu = CPU "
+                         "time of the single thread that runs every kernel (--threads 1 only: the latency without "
+                         "the time spent waiting for a core, so robust to other tenants)")
     ap.add_argument("--no-save", action="store_true", help="do not write hardware_profiles/fitted/*.json")
     ap.add_argument("--from-json", type=Path, default=None,
-                    help="refit from the measurements stored in this results JSON (same ONNX files) instead of measuring")
+                    help="refit from the measurements stored in this results JSON (same ONNX files), no measuring")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     overlap = set(args.fit) & set(args.test)
     if overlap:
         ap.error(f"models both fitted and tested: {', '.join(sorted(overlap))}")
+    if args.estimator == "cpu" and args.threads != 1:
+        ap.error("--estimator cpu needs --threads 1 (with a thread pool, CPU time is the work, not a latency)")
 
     from edgevit.artifact import write_json
     from edgevit.profiling.hardware import load_profile
@@ -106,24 +122,29 @@ def main(argv: list[str] | None = None) -> int:
                   "median over runs")
     t_measure = time.perf_counter() - t0 - t_export
     command = "python benchmarks/predictor_fit.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    key = {"quiet": "quiet_ms", "median": "wall_ms", "cpu": "cpu_ms"}[args.estimator]
     cal = fit_calibration({n: meas[n] for n in args.fit}, paths, host, threads=args.threads,
-                          command=command.strip(), method=method)
-    cal.evaluation = evaluate(cal, {n: meas[n]["wall_ms"] for n in args.test}, paths, host)
+                          command=command.strip(), method=method, latency_key=key)
+    cal.evaluation = evaluate(cal, {n: meas[n][key] for n in args.test}, paths, host)
 
     rows = []
     for role, ev in (("fit", cal.fit_error), ("test", cal.evaluation)):
         for e in ev.models:
             floor = predict_onnx_latency(paths[e.model], host, "fp32")["latency_ms"]
             rows.append({"model": e.model, "role": role, "gmacs": onnx_cost(paths[e.model])["macs"] / 1e9,
-                         "measured_ms": e.measured_ms, "spread_pct": meas[e.model]["spread_pct"],
+                         "median_ms": meas[e.model]["wall_ms"], "spread_pct": meas[e.model]["spread_pct"],
+                         "quiet_ms": meas[e.model]["quiet_ms"], "cpu_ms": meas[e.model].get("cpu_ms"),
+                         "measured_ms": e.measured_ms,
                          "predicted_ms": e.predicted_ms, "error_pct": e.error_pct,
                          "datasheet_ms": floor, "datasheet_error_pct": (floor - e.measured_ms) / e.measured_ms * 100})
-    cols = [("model", "model"), ("role", "role"), ("gmacs", "GMACs"), ("measured_ms", "measured ms"),
-            ("spread_pct", "pass spread %"), ("predicted_ms", "predicted ms"), ("error_pct", "error %"),
-            ("datasheet_ms", "roofline e=1 ms"), ("datasheet_error_pct", "roofline e=1 error %")]
+    cols = [("model", "model"), ("role", "role"), ("gmacs", "GMACs"), ("median_ms", "median ms"),
+            ("spread_pct", "pass spread %"), ("quiet_ms", "quiet ms"), ("cpu_ms", "CPU ms"),
+            ("predicted_ms", "predicted ms"),
+            ("error_pct", f"error % vs {args.estimator}"),
+            ("datasheet_ms", "roofline e=1 ms"), ("datasheet_error_pct", f"roofline e=1 error % vs {args.estimator}")]
     print(markdown_table(rows, cols))
     ev = cal.evaluation
-    print(f"\nheld-out ({len(ev.models)} models): median |error| {ev.median_abs_error_pct:.1f}%, p90 "
+    print(f"\nestimator {args.estimator}; held-out ({len(ev.models)} models): median |error| {ev.median_abs_error_pct:.1f}%, p90 "
           f"{ev.p90_abs_error_pct:.1f}%, max {ev.max_abs_error_pct:.1f}%; in-sample ({len(cal.fit_error.models)} "
           f"models): median |error| {cal.fit_error.median_abs_error_pct:.1f}%")
     print(markdown_table([{"class": k, "compute": v.compute, "memory": v.memory} for k, v in cal.efficiency.items()],
@@ -132,9 +153,12 @@ def main(argv: list[str] | None = None) -> int:
           f"measurement {t_measure:.0f} s")
     saved = None
     if not args.no_save:
-        saved = cal.save(CALIBRATION_DIR / calibration_name(host))
+        saved = cal.save(CALIBRATION_DIR / calibration_name(host, args.threads))
         print(f"wrote {saved}")
-    write_json(args.json, {"method": method, "rows": rows, "calibration": cal.model_dump(), "calibration_file": str(saved),
+    for m in meas.values():  # paths relative to the repository: no machine paths in the results
+        m["path"] = _relative(m["path"])
+    write_json(args.json, {"method": method, "estimator": args.estimator, "rows": rows, "calibration": cal.model_dump(),
+                           "calibration_file": _relative(saved) if saved else None,
                            "measurements": meas, "host": host.to_dict(), "system": system_stamp(threads=args.threads),
                            "seconds": {"export": t_export, "measure": t_measure}})
     print(f"wrote {args.json}")

@@ -96,8 +96,8 @@ def class_times_ms(kernels: Sequence[dict], classes_by_name: Mapping[str, str] |
 def ort_session(path: str | Path, *, threads: int, spinning: bool = True, profile_dir: Path | None = None,
                 prefix: str = ""):
     """An onnxruntime CPU session with ``threads`` intra-op threads (one inter-op thread, all graph
-    optimisations; ``spinning`` False stops idle worker threads from spinning), profiling into ``profile_dir`` (an existing folder; file names start with ``prefix``, default
-    the model's file stem) when given."""
+    optimisations; ``spinning`` False stops idle worker threads from spinning), profiling into ``profile_dir``
+    (an existing folder; file names start with ``prefix``, default the model's file stem) when given."""
     import onnxruntime as ort
 
     so = ort.SessionOptions()
@@ -144,7 +144,11 @@ def measure_interleaved(paths: Mapping[str, str | Path], *, threads: int = 2, pa
     a profiled one for per-node times (the profiler's own cost stays out of the wall time). In each of ``passes``
     rounds every model (in an order that rotates every round) runs ``warmup`` + ``runs`` plain calls, then
     ``warmup`` + ``runs`` profiled calls. Per model: ``wall_ms`` = the median of the per-pass medians (robust to
-    a pass slowed by another tenant), ``pass_medians_ms``, ``spread_pct``, ``kernels`` (:func:`kernel_medians`
+    a pass slowed by another tenant), ``pass_medians_ms``, ``spread_pct``, ``quiet_ms`` = the median of the
+    per-pass minima (what the model takes when the machine is quiet for one run: on a contended machine the
+    medians measure the contention), ``pass_minima_ms``, ``cpu_ms`` = the median of the per-pass median CPU time
+    per run (with one thread: the calling thread's, which runs every kernel, so the latency without the time spent
+    waiting for a core; with more: the whole process's, the work rather than a latency) and ``cpu_clock``, ``kernels`` (:func:`kernel_medians`
     over every profiled run after warm-up), ``class_ms`` (:func:`class_times_ms` of those, by op type and shape)
     and ``load_avg`` (the 1-minute load average before and after). ``progress(i, n)`` is
     called after each model × pass. ``spinning`` is off by default: on a shared machine, worker threads that spin
@@ -164,18 +168,26 @@ def measure_interleaved(paths: Mapping[str, str | Path], *, threads: int = 2, pa
                 for i, n in enumerate(names)}
         feeds = {n: _feed(plain[n]) for n in names}
         medians: dict[str, list[float]] = {n: [] for n in names}
+        minima: dict[str, list[float]] = {n: [] for n in names}
+        cpu: dict[str, list[float]] = {n: [] for n in names}
+        # one thread runs every kernel in the calling thread: its CPU time is the run's latency minus the time the
+        # thread waited for a core; with a pool, the process's CPU time (all threads) is the work, not a latency
+        cpu_clock = time.thread_time_ns if threads == 1 else time.process_time_ns
         done = 0
         for p in range(passes):
             for n in names[p % len(names):] + names[:p % len(names)]:
                 s, x = plain[n], feeds[n]
                 for _ in range(warmup):
                     s.run(None, x)
-                t = []
+                t, c = [], []
                 for _ in range(runs):
-                    t0 = time.perf_counter_ns()
+                    c0, t0 = cpu_clock(), time.perf_counter_ns()
                     s.run(None, x)
                     t.append(time.perf_counter_ns() - t0)
+                    c.append(cpu_clock() - c0)
                 medians[n].append(float(np.median(t)) / 1e6)
+                cpu[n].append(float(np.median(c)) / 1e6)
+                minima[n].append(float(np.min(t)) / 1e6)
                 for _ in range(warmup + runs):
                     prof[n].run(None, feeds[n])
                 done += 1
@@ -191,6 +203,8 @@ def measure_interleaved(paths: Mapping[str, str | Path], *, threads: int = 2, pa
             wall = float(np.median(medians[n]))
             kernels = kernel_medians(timed)
             out[n] = {"path": str(paths[n]), "wall_ms": wall, "pass_medians_ms": medians[n],
+                      "quiet_ms": float(np.median(minima[n])), "pass_minima_ms": minima[n],
+                      "cpu_ms": float(np.median(cpu[n])), "cpu_clock": "thread" if threads == 1 else "process",
                       "spread_pct": (max(medians[n]) - min(medians[n])) / wall * 100 if wall > 0 else None,
                       "class_ms": class_times_ms(kernels), "kernels": kernels, "profiled_runs": len(timed),
                       "threads": threads, "spinning": spinning, "load_avg": [load_before, load_after]}

@@ -17,7 +17,8 @@ Fitting (:func:`fit_calibration`): for every fitting model and op class, the pre
 Σ max(C/e_c, M/e_m) + n·o (C, M: the node's compute and memory terms at peak) is matched to the measured kernel
 time of that class plus its share (by node count) of the rest of the wall time (framework overhead between
 kernels, views); the sum over classes is also matched to the wall time. Least squares on those errors relative to
-the model's wall time, in log-parameters, by coordinate search (numpy only).
+the model's wall time: non-negative least squares in the inverse efficiencies with each node's roofline side fixed,
+alternating with re-assigning the sides (numpy only).
 """
 
 from __future__ import annotations
@@ -41,11 +42,9 @@ from .roofline import CLASSES, classify_nodes, predict_onnx_latency
 log = logging.getLogger(__name__)
 
 CALIBRATION_DIR = PROFILES_DIR / "fitted"
+LATENCY_KEYS = {"wall_ms": "median latency", "quiet_ms": "quiet-machine latency: median of per-pass minima",
+                "cpu_ms": "single-thread latency from CPU time: the time waiting for a core left out"}
 FORMAT_VERSION = 1
-# search box of the fit (log space): efficiencies 1e-3 .. 1e2 of peak, node overhead 0.01 us .. 1 ms
-_E_BOUNDS = (math.log(1e-3), math.log(1e2))
-_O_BOUNDS = (math.log(1e-8), math.log(1e-3))
-_STEPS = (2.0, 1.0, 0.5, 0.25, 0.1, 0.04, 0.015, 0.005)
 
 
 class ClassFactor(ConfigModel):
@@ -81,6 +80,9 @@ class Provenance(ConfigModel):
     host: dict = Field(..., description="the machine: label, cpu_model, cores, isa (edgevit.profiling.host)")
     runtime: str = Field("onnxruntime", description="the runtime measured")
     runtime_version: str
+    latency: Literal["wall_ms", "quiet_ms", "cpu_ms"] = Field(
+        "wall_ms", description="the measured figure fitted: wall_ms (median of pass medians), quiet_ms (median of "
+                               "per-pass minima) or cpu_ms (CPU time of the one thread running every kernel)")
     threads: int = Field(..., ge=1, description="intra-op threads of the measured sessions")
     fit_models: list[str] = Field(..., min_length=1)
     versions: dict = Field(default_factory=dict, description="library versions (edgevit.versions)")
@@ -139,7 +141,8 @@ class Calibration(ConfigModel):
         return ev.median_abs_error_pct, (
             f"median |error| {ev.median_abs_error_pct:.0f}% (p90 {ev.p90_abs_error_pct:.0f}%, max "
             f"{ev.max_abs_error_pct:.0f}%) over {len(ev.models)} models not used in fitting, {p.runtime} "
-            f"{p.runtime_version} CPU, {p.threads} threads, measured {p.date[:10]}")
+            f"{p.runtime_version} CPU, {p.threads} thread{'s' if p.threads != 1 else ''}, measured {p.date[:10]} "
+            f"({LATENCY_KEYS[p.latency]})")
 
     def save(self, path: str | Path) -> Path:
         from ..artifact import write_json
@@ -205,7 +208,8 @@ def predict(path: str | Path, targets: Sequence[str] = (HOST_NAME,), dtypes: Seq
     ``target``, ``calibrated``, ``expected_error_pct`` (None = untested) and ``expected_error`` (host rows also
     ``target_label``, the detected CPU); a target × dtype the device cannot run (no peak for the dtype) gives a row
     with ``latency_ms`` None and ``error`` saying why. ``measured_ms`` (this machine's measured median of the file)
-    adds ``measured_ms`` and ``error_pct`` to the host fp32 row. Raises :class:`ConfigError` for an unknown target or mode, or a missing file.
+    adds ``measured_ms`` and ``error_pct`` to the host fp32 row. Raises :class:`ConfigError` for an unknown target
+    or mode, or a missing file.
     """
     from .macs import onnx_cost
 
@@ -303,16 +307,91 @@ def measured_class_ms(measurement: Mapping, terms: Mapping) -> dict[str, float]:
     return dict(measurement["class_ms"])
 
 
+def _nnls(a: np.ndarray, b: np.ndarray, iterations: int = 500) -> np.ndarray:
+    """min ‖a·x − b‖ subject to x ≥ 0 (Lawson and Hanson's active-set method, "Solving Least Squares Problems",
+    1974, ch. 23), on unit-norm columns."""
+    norms = np.linalg.norm(a, axis=0)
+    norms[norms == 0] = 1.0
+    a = a / norms
+    n = a.shape[1]
+    passive = np.zeros(n, dtype=bool)
+    x = np.zeros(n)
+    tol = 1e-10 * max(1.0, float(np.abs(b).max(initial=0.0)))
+    for _ in range(iterations):
+        w = a.T @ (b - a @ x)
+        if passive.all() or w[~passive].max(initial=-np.inf) <= tol:
+            break
+        passive[np.argmax(np.where(passive, -np.inf, w))] = True
+        while True:
+            z = np.zeros(n)
+            z[passive] = np.linalg.lstsq(a[:, passive], b, rcond=None)[0]
+            if (z[passive] > 0).all():
+                break
+            neg = passive & (z <= 0)
+            alpha = float(np.min(x[neg] / (x[neg] - z[neg])))
+            x = x + alpha * (z - x)
+            passive &= x > 1e-15
+        x = z
+    return x / norms
+
+
+def _fit(data: list, k: int, weight_total: float, rounds: int = 30) -> tuple[np.ndarray, np.ndarray, float]:
+    """Inverse efficiencies (1/e_c, 1/e_m per class) and the per-node overhead by least squares.
+
+    With each node's side of the roofline fixed, the predicted class time Σ C·(1/e_c) + Σ M·(1/e_m) + n·o is
+    linear in the unknowns: non-negative least squares (inverse efficiencies ≥ 0.01, i.e. e ≤ 100) over every
+    (model, class) row and every model total, then each node takes the side that is larger with the new factors;
+    repeated until no node changes side. Returns the efficiencies of the best round by the true (max) model."""
+    lower = np.r_[np.full(2 * k, 0.01), 0.0]
+
+    def rows(side_c):
+        mat, rhs = [], []
+        for (idx, c, m, counts, target, wall), on_c in zip(data, side_c):
+            block = np.zeros((k, 2 * k + 1))
+            np.add.at(block, (idx, idx), np.where(on_c, c, 0.0))
+            np.add.at(block, (idx, k + idx), np.where(on_c, 0.0, m))
+            block[:, -1] = counts
+            mat += [block / wall, math.sqrt(weight_total) * block.sum(axis=0, keepdims=True) / wall]
+            rhs += [target / wall, [math.sqrt(weight_total)]]
+        return np.vstack(mat), np.concatenate(rhs)
+
+    def loss(x):
+        total = 0.0
+        for idx, c, m, counts, target, wall in data:
+            pred = np.bincount(idx, weights=np.maximum(c * x[idx], m * x[k + idx]), minlength=k) + counts * x[-1]
+            total += float(np.sum(((pred - target) / wall) ** 2)) + weight_total * ((pred.sum() - wall) / wall) ** 2
+        return total
+
+    side = [c >= m for _, c, m, *_ in data]  # the datasheet roofline's sides to start
+    best, best_x = math.inf, np.r_[np.ones(2 * k), 0.0]
+    for _ in range(rounds):
+        mat, rhs = rows(side)
+        x = lower + _nnls(mat, rhs - mat @ lower)
+        unused = ~mat[:, :-1].any(axis=0)  # a side no node is on: efficiency 1
+        x[:-1][unused] = 1.0
+        val = loss(x)
+        if val < best:
+            best, best_x = val, x
+        new = [c * x[idx] >= m * x[k + idx] for idx, c, m, *_ in data]
+        if all(np.array_equal(a, b) for a, b in zip(new, side)):
+            break
+        side = new
+    return 1.0 / best_x[:k], 1.0 / best_x[k:2 * k], float(best_x[-1])
+
+
 def fit_calibration(measurements: Mapping[str, dict], paths: Mapping[str, str | Path],
                     profile: HardwareProfile | str = HOST_NAME, *, dtype: str = "fp32", threads: int,
-                    weight_total: float = 4.0, regularisation: float = 1e-3, command: str = "",
-                    method: str = "") -> Calibration:
+                    weight_total: float = 4.0, command: str = "",
+                    method: str = "", latency_key: str = "wall_ms") -> Calibration:
     """Fit per-class efficiencies and the per-node overhead to ``measurements`` (``{model: {"wall_ms",
     "kernels"}}`` as :func:`~edgevit.profiling.ort_nodes.measure_interleaved` returns) of the ONNX files
     ``paths`` (same keys), on ``profile``'s peaks and bandwidth. Classes absent from the fitting models are left
-    out of the file (their nodes use efficiency 1.0, with a note). ``regularisation`` pulls log-efficiencies
-    weakly toward 1 so that a term no node exercises stays put. Returns a :class:`Calibration` with its
-    in-sample ``fit_error``; ``evaluation`` (held-out) is for :func:`evaluate` to fill in."""
+    out of the file (their nodes use efficiency 1.0, with a note). ``latency_key``: the measured latency fitted
+    (:data:`LATENCY_KEYS`: ``wall_ms``, the median; ``quiet_ms``, the median of per-pass minima; ``cpu_ms``, CPU
+    time with one thread); ``weight_total``: the weight of
+    each model's total against its per-class rows. A class side that no node exercises (no compute-bound
+    normalisation node, say) keeps efficiency 1.0. Returns a :class:`Calibration` with its in-sample ``fit_error``;
+    ``evaluation`` (held-out) is for :func:`evaluate` to fill in."""
     import onnxruntime
 
     from ..versions import library_versions
@@ -329,7 +408,7 @@ def fit_calibration(measurements: Mapping[str, dict], paths: Mapping[str, str | 
         t = terms[n]
         idx = np.array([k_of[c] for c in t["classes"]], dtype=np.int64)
         counts = np.bincount(idx, minlength=len(present)).astype(np.float64)
-        wall = measurements[n]["wall_ms"] * 1e-3
+        wall = measurements[n][latency_key] * 1e-3
         cls_ms = measured_class_ms(measurements[n], t)
         measured = np.array([cls_ms.get(c, 0.0) * 1e-3 for c in present])
         # the profiled runs give the split over classes, the plain runs the level: kernel times above the wall
@@ -340,33 +419,7 @@ def fit_calibration(measurements: Mapping[str, dict], paths: Mapping[str, str | 
         target = measured + gap * counts / max(1.0, counts.sum())
         data.append((idx, t["compute_s"], t["memory_s"], counts, target, wall))
 
-    def loss(theta: np.ndarray) -> float:
-        ec, em, o = np.exp(theta[:len(present)]), np.exp(theta[len(present):2 * len(present)]), math.exp(theta[-1])
-        total = regularisation * float(np.sum(theta[:-1] ** 2))
-        for idx, c, m, counts, target, wall in data:
-            node = np.maximum(c / ec[idx], m / em[idx])
-            pred = np.bincount(idx, weights=node, minlength=len(present)) + counts * o
-            total += float(np.sum(((pred - target) / wall) ** 2)) + weight_total * ((pred.sum() - wall) / wall) ** 2
-        return total
-
-    theta = np.zeros(2 * len(present) + 1)
-    theta[-1] = math.log(5e-6)
-    lo = np.array([_E_BOUNDS[0]] * (2 * len(present)) + [_O_BOUNDS[0]])
-    hi = np.array([_E_BOUNDS[1]] * (2 * len(present)) + [_O_BOUNDS[1]])
-    best = loss(theta)
-    for _ in range(200):  # coordinate search: each parameter tries steps of decreasing size
-        before = best
-        for i in range(theta.size):
-            for step in _STEPS:
-                for sign in (1.0, -1.0):
-                    trial = theta.copy()
-                    trial[i] = min(hi[i], max(lo[i], theta[i] + sign * step))
-                    val = loss(trial)
-                    if val < best - 1e-15:
-                        theta, best = trial, val
-        if before - best < 1e-12:
-            break
-    ec, em = np.exp(theta[:len(present)]), np.exp(theta[len(present):2 * len(present)])
+    ec, em, overhead = _fit(data, len(present), weight_total)
     from .host import HostProfile
 
     host = ({"label": prof.label, "cpu_model": prof.cpu_model, "cores": prof.facts["cores"].value, "isa": prof.isa}
@@ -376,16 +429,17 @@ def fit_calibration(measurements: Mapping[str, dict], paths: Mapping[str, str | 
         dtype=dtype,
         efficiency={c: ClassFactor(compute=round(float(ec[i]), 5), memory=round(float(em[i]), 5))
                     for i, c in enumerate(present)},
-        node_overhead_us=round(math.exp(theta[-1]) * 1e6, 4),
+        node_overhead_us=round(overhead * 1e6, 4),
         reference=Reference(peak_ops_s=prof.peak_ops(dtype), bandwidth_bytes_s=prof.bandwidth(),
                             peak_source=prof.peak(dtype).source, bandwidth_source=prof.mode().memory_bandwidth.source),
         provenance=Provenance(date=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), host=host,
                               runtime="onnxruntime", runtime_version=onnxruntime.__version__, threads=threads,
                               fit_models=names, versions=library_versions(), method=method, command=command,
+                              latency=latency_key,
                               load_average=sorted({v for n in names for v in measurements[n].get("load_avg") or []
                                                    if v is not None})),
     )
-    cal.fit_error = evaluate(cal, {n: measurements[n]["wall_ms"] for n in names}, paths, prof)
+    cal.fit_error = evaluate(cal, {n: measurements[n][latency_key] for n in names}, paths, prof)
     return cal
 
 
@@ -400,7 +454,7 @@ def evaluate(cal: Calibration, measured_ms: Mapping[str, float], paths: Mapping[
     for n, meas in measured_ms.items():
         r = predict_onnx_latency(paths[n], prof, cal.dtype, class_efficiency=cal.class_efficiency(prof),
                                  node_overhead_s=cal.node_overhead_us * 1e-6, measured_ms=meas)
-        rows.append(ModelError(model=n, predicted_ms=round(r["latency_ms"], 4), measured_ms=round(meas, 4),
+        rows.append(ModelError(model=n, predicted_ms=round(r["latency_ms"], 6), measured_ms=round(meas, 6),
                                error_pct=round(r["error_pct"], 2)))
     abs_err = np.abs([r.error_pct for r in rows])
     return Evaluation(models=rows, median_abs_error_pct=round(float(np.median(abs_err)), 2),

@@ -11,8 +11,9 @@ When a measurement is passed in, the result states the prediction's error agains
 sums to the most. A small model on a GPU spends most of its time launching kernels; calling it memory-bound
 because its (tiny) memory terms exceed its (tinier) compute terms would point the user at the wrong fix.
 
-Per-op-class efficiencies (:data:`OP_CLASSES`, :func:`op_class`) and a per-node overhead can replace the single
-efficiency: :mod:`edgevit.profiling.predictor` fits them from measurements on this machine.
+Per-op-class efficiencies (:data:`CLASSES`: :func:`op_class` by op type and shapes, :func:`classify_nodes` adding
+the element-wise ``epilogue`` of a product or convolution, which runtimes fuse) and a per-node overhead can replace
+the single efficiency: :mod:`edgevit.profiling.predictor` fits them from measurements on this machine.
 """
 
 from __future__ import annotations
