@@ -250,7 +250,8 @@ def _row(path, prof: HardwareProfile, target: str, dtype: str, cost: dict, cal: 
     except ConfigError as exc:
         if f"for dtype '{dtype}'" not in str(exc) and f"no {dtype} compute" not in str(exc):
             raise
-        r = {"prediction": True, "dtype": dtype, "latency_ms": None, "bound": None, "error": str(exc)}
+        r = {"prediction": True, "profile": prof.name, "dtype": dtype, "latency_ms": None, "bound": None,
+             "time_by_bound_ms": None, "ms_by_class": None, "error": str(exc)}
     r["target"], r["calibrated"] = target, use
     if is_host:
         r["target_label"], r["cpu_model"] = getattr(prof, "label", prof.title), getattr(prof, "cpu_model", None)
