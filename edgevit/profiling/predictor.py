@@ -269,6 +269,11 @@ def _row(path, prof: HardwareProfile, target: str, dtype: str, cost: dict, cal: 
     else:
         r["expected_error"] = ("unknown: untested on this target (no measurements there); datasheet roofline at "
                                "efficiency 1.0, a floor: real runtimes are slower")
+    if use and measured is not None and r["latency_ms"] is not None:
+        p = cal.provenance
+        r["notes"].append(f"error_pct compares with factors fitted for {p.runtime} with {p.threads} thread"
+                          f"{'s' if p.threads != 1 else ''} ({LATENCY_KEYS[p.latency]}): a measurement with another "
+                          "thread count, or on a loaded machine, differs by more than the stated error")
     if use:
         r["calibration"] = {"file": cal_file, "date": cal.provenance.date, "fit_models": cal.provenance.fit_models,
                             "runtime": f"{cal.provenance.runtime} {cal.provenance.runtime_version}",
