@@ -104,8 +104,12 @@ def test_resume_redoes_from_changed_stage(tmp_path, finished_run):
     out = tmp_path / "copy2"
     shutil.copytree(src, out)
     changed = from_raw(apply_overrides(small_recipe(), ["stages.3.batch=[1]"]))
+    # another recipe for finished stages: refused, listing the key, its stage and the values
+    with pytest.raises(ConfigError, match=r"(?s)stages\.3\.batch \(04_profile\): \[1, 2\] → \[1\].*--force"):
+        pipeline.run(changed, out, resume=True)
     seen = []
-    pipeline.run(changed, out, resume=True, on_stage=lambda sid, rec, skipped: seen.append((sid, skipped)))
+    pipeline.run(changed, out, resume=True, force=True,
+                 on_stage=lambda sid, rec, skipped: seen.append((sid, skipped)))
     assert [s for _, s in seen] == [True, True, True, True, False, False]
 
 

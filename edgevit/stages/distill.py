@@ -15,11 +15,14 @@ Recipe entry (every key optional; every key of :class:`~edgevit.methods.distill.
 
 The cache is reused only when its fingerprint (teacher weights sha256, dataset content, transforms, K, seed)
 matches and it stores enough epochs; otherwise it is (re)written. The next stages get the trained student as a
-torch artefact (``student.safetensors`` with its architecture name and input spec).
+torch artefact (``student.safetensors`` with its architecture name and input spec). A run killed mid-training
+continues with ``edgevit compress --resume`` from the last finished epoch (``checkpoint.pt`` in the stage folder),
+with the same final weights as an uninterrupted run.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 from typing import ClassVar
 
@@ -39,6 +42,8 @@ class DistillStage(Stage):
     description = "write/reuse a sparse top-K teacher cache, then train the model from it (TinyViT)"
     consumes = ("torch",)
     produces = ("torch",)
+    libraries = ("torch", "timm", "numpy")
+    resumable = True  # a killed run continues from the last epoch's checkpoint.pt in the stage folder
 
     class Config(AugmentKeys, TrainConfig):
         """Every key of :class:`~edgevit.methods.distill.config.TrainConfig` and of
@@ -67,7 +72,7 @@ class DistillStage(Stage):
         from ..models import count_params, create
 
         src = ctx.latest("torch") or ctx.source_artifact()
-        student = src.load_model()
+        student = copy.deepcopy(src.load_model())  # train a copy: the earlier artefact stays what its files hold
         augment = config.augment_config()
         limit = config.limit if config.limit is not None else ctx.recipe.data.limit
         train = ctx.dataset(config.split, limit=limit)
@@ -85,9 +90,11 @@ class DistillStage(Stage):
             metrics["cache"]["fingerprint_sha256"] = TeacherCache(cache_dir).header["fingerprint_sha256"]
             cache = TeacherCache(cache_dir)
         tcfg = config.train_config()
+        # the pipeline keeps this folder from a killed run only when the resume key matches: continue its epochs
         rec = train_student(student, out_dir=ctx.out_dir, config=tcfg, cache=cache,
                             teacher=teacher if config.mode == "online" else None, dataset=train, test_dataset=test,
-                            augment=None if cache is not None else augment)
+                            augment=None if cache is not None else augment,
+                            resume=(ctx.out_dir / "checkpoint.pt").exists())
         (ctx.out_dir / "checkpoint.pt").unlink(missing_ok=True)  # the artefact is student.safetensors
         path = ctx.out_dir / "student.safetensors"
         art = Artifact(kind="torch", spec=student.edgevit_spec, path=path, model=student,

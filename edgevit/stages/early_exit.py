@@ -43,6 +43,7 @@ class EarlyExitStage(Stage):
     description = "LGViT early exits: train heads (2 stages), calibrate thresholds on held-out data, export a cascade"
     consumes = ("torch",)
     produces = ("cascade",)
+    libraries = ("torch", "timm", "numpy", "onnx", "onnxscript", "onnxslim", "onnxruntime", "openvino")
 
     class Config(TrainConfig):
         """Every :class:`~edgevit.methods.early_exit.config.TrainConfig` key plus calibration and export keys."""
