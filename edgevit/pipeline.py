@@ -311,11 +311,18 @@ def _written_path(exc: OSError) -> str | None:
 
 def storage_message(exc: OSError, where: Path) -> str | None:
     """A message saying what to do for a full disk, a file-size limit or a permission error; None for others."""
-    path = _written_path(exc) or f"a file under {where}"
+    import tempfile
+
+    written = _written_path(exc)
+    path = written or (f"a file (the error names none; the stage writes under {where} and may use the temporary "
+                       f"folder {tempfile.gettempdir()}, set by TMPDIR)")
+    folder = Path(written).parent if written else where
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
     if exc.errno in NO_SPACE:
         free = ""
         try:
-            st = shutil.disk_usage(where if where.exists() else where.parent)
+            st = shutil.disk_usage(folder)
             free = f" ({st.free / 2**20:.0f} MiB free on that filesystem)"
         except OSError:
             pass
@@ -325,8 +332,24 @@ def storage_message(exc: OSError, where: Path) -> str | None:
                 f"larger filesystem")
     if exc.errno in NO_PERMISSION:
         why = "the filesystem is read-only" if exc.errno == errno.EROFS else "permission denied"
-        return (f"{why} while writing {path}: make {where} writable by this user (e.g. chmod u+w) or choose "
-                f"another --out")
+        return (f"{why} while writing {path}: make {folder} writable by this user (e.g. chmod u+w), or point "
+                f"the recipe or --out elsewhere")
+    return None
+
+
+def _storage_cause(exc: BaseException) -> OSError | None:
+    """The disk-full or permission :class:`OSError` behind ``exc``, also when a library wrapped it (an exporter's
+    error caused by the write that failed); None when there is none."""
+    seen: set[int] = set()
+    todo: list[BaseException | None] = [exc]
+    while todo:
+        e = todo.pop(0)
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        if isinstance(e, OSError) and e.errno in NO_SPACE + NO_PERMISSION:
+            return e
+        todo += [e.__cause__, e.__context__]
     return None
 
 
@@ -342,7 +365,7 @@ def _write_error_log(out: Path, step: Step, exc: BaseException) -> Path | None:
     return log_path
 
 
-def _stage_failed(out: Path, step: Step, exc: Exception, done: list[str]) -> BaseException:
+def _stage_failed(out: Path, tmp: Path, step: Step, exc: Exception, done: list[str]) -> BaseException:
     """The error to raise for a failed stage: it names the stage, the cause, the traceback file, what is kept
     and how to continue. An edgevit error keeps its class (its message is extended)."""
     log_path = _write_error_log(out, step, exc)
@@ -350,10 +373,9 @@ def _stage_failed(out: Path, step: Step, exc: Exception, done: list[str]) -> Bas
     tb = f"the traceback is in {log_path}" if log_path else "the traceback could not be written (see above)"
     tail = f"; {kept}; {tb}. Fix the cause, then rerun with --resume to continue from {step.id}"
     head = f"stage {step.id} ({step.name}) failed: "
-    if isinstance(exc, OSError):
-        msg = storage_message(exc, out)
-        if msg is not None:
-            return StorageError(head + msg + tail)
+    cause = _storage_cause(exc)
+    if cause is not None:
+        return StorageError(head + storage_message(cause, tmp) + tail)
     if isinstance(exc, EdgevitError):
         exc.args = (head + str(exc) + tail, *exc.args[1:])
         return exc
@@ -539,9 +561,9 @@ def _run_step(ctx: StageContext, step: Step, out: Path, key: str, parts: dict, *
         kill_point(f"stage:{step.id}:rename")
         _swap_in(tmp, final)
     except Exception as exc:
+        err = _stage_failed(out, tmp, step, exc, done)
         if not getattr(step.cls, "resumable", False) and tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)  # nothing half-written stays; frees the space it took
-        err = _stage_failed(out, step, exc, done)
         if err is exc:
             raise
         raise err from exc
