@@ -291,7 +291,7 @@ def _clean_leftovers(out: Path, ids: list[str]) -> None:
     still matches)."""
     _repair_swaps(out)
     for p in out.glob("[0-9][0-9]_*"):
-        name = p.name[:-4] if p.name.endswith(".tmp") else p.name
+        name = p.name.removesuffix(".tmp")
         if p.is_dir() and name not in ids:
             shutil.rmtree(p)
     for p in out.glob(f".*{PARTIAL}"):

@@ -142,18 +142,17 @@ def test_partial_runs_until_only_from(tmp_path, finished_run):
     # --until on a new run directory: the stages up to it, nothing after
     fresh = tmp_path / "fresh"
     seen, cb = _seen()
-    pipeline.run(recipe, fresh, until="export_onnx", on_stage=cb)
-    assert seen == [("00_load", False), ("01_eval", False), ("02_export_onnx", False)]
-    assert sorted(p.name for p in fresh.iterdir() if p.is_dir()) == ["00_load", "01_eval", "02_export_onnx"]
+    pipeline.run(recipe, fresh, until="01_eval", on_stage=cb)
+    assert seen == [("00_load", False), ("01_eval", False)]
+    assert sorted(p.name for p in fresh.iterdir() if p.is_dir()) == ["00_load", "01_eval"]
     # --only reruns one finished stage; --from reruns it and everything after; earlier stages are loaded
     out = _copy(src, tmp_path / "copy")
     seen, cb = _seen()
-    pipeline.run(recipe, out, only="04_profile", on_stage=cb)
-    assert seen == [("00_load", True), ("01_eval", True), ("02_export_onnx", True), ("03_eval", True),
-                    ("04_profile", False)]
+    pipeline.run(recipe, out, only="03_eval", on_stage=cb)
+    assert seen == [("00_load", True), ("01_eval", True), ("02_export_onnx", True), ("03_eval", False)]
     seen, cb = _seen()
-    pipeline.run(recipe, out, from_stage="03_eval", on_stage=cb)
-    assert [s for _, s in seen] == [True, True, True, False, False, False]
+    pipeline.run(recipe, out, from_stage="profile", on_stage=cb)
+    assert [s for _, s in seen] == [True, True, True, True, False, False]
     # bad names, ambiguous names, and earlier outputs that are missing
     with pytest.raises(ConfigError, match="no such stage in this recipe; give a stage id or name: 00_load, 01_eval"):
         pipeline.run(recipe, out, only="quantize")
@@ -162,7 +161,7 @@ def test_partial_runs_until_only_from(tmp_path, finished_run):
     with pytest.raises(ConfigError, match="exclusive"):
         pipeline.run(recipe, out, until="report", only="report")
     with pytest.raises(ConfigError, match=r"--from 04_profile needs the finished outputs of every earlier stage, but "
-                                          r"03_eval cannot be used: it has not finished.*--until 03_eval"):
+                                          r"02_export_onnx cannot be used: it has not finished.*--until 03_eval"):
         pipeline.run(recipe, fresh, from_stage="profile")
 
 
@@ -209,24 +208,24 @@ def test_tampered_artefact_is_redone(tmp_path, finished_run):
 
 
 def test_failed_stage_keeps_earlier_ones_and_resume_continues_after_the_fix(tmp_path):
-    raw = small_recipe(stages=[{"stage": "eval"}, {"stage": "export_onnx", "parity_samples": 8},
+    raw = small_recipe(stages=[{"stage": "export_onnx", "parity_samples": 8},
                                {"stage": "eval", "runtime": "onnxruntime", "split": "validation"}])
     out = tmp_path / "run"
     with pytest.raises(EdgevitError) as info:
         pipeline.run(from_raw(raw), out)
     msg = str(info.value)
-    assert msg.startswith("stage 03_eval (eval) failed: unknown Fashion-MNIST split 'validation'")
-    assert "the finished stages (00_load, 01_eval, 02_export_onnx) are intact" in msg
-    assert f"the traceback is in {out / '03_eval.error.log'}" in msg and "rerun with --resume" in msg
-    log = (out / "03_eval.error.log").read_text()
+    assert msg.startswith("stage 02_eval (eval) failed: unknown Fashion-MNIST split 'validation'")
+    assert "the finished stages (00_load, 01_export_onnx) are intact" in msg
+    assert f"the traceback is in {out / '02_eval.error.log'}" in msg and "rerun with --resume" in msg
+    log = (out / "02_eval.error.log").read_text()
     assert "Traceback (most recent call last)" in log and "DataError" in log and '"split": "validation"' in log
-    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["00_load", "01_eval", "02_export_onnx"]
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["00_load", "01_export_onnx"]
     # the fix touches only the failed stage: --resume accepts it and continues from there
-    raw["stages"][2]["split"] = "test"
+    raw["stages"][1]["split"] = "test"
     seen, cb = _seen()
     pipeline.run(from_raw(raw), out, resume=True, on_stage=cb)
-    assert seen == [("00_load", True), ("01_eval", True), ("02_export_onnx", True), ("03_eval", False)]
-    assert not (out / "03_eval.error.log").exists()
+    assert seen == [("00_load", True), ("01_export_onnx", True), ("02_eval", False)]
+    assert not (out / "02_eval.error.log").exists()
 
 
 def test_unwritable_directory_mid_stage_names_the_path(teacher_available):
@@ -259,9 +258,8 @@ def test_unwritable_directory_mid_stage_names_the_path(teacher_available):
                                 "limit": 8, "cache_dir": str(cache)}])
     recipe = from_raw(raw)
     try:
-        with _euid(nobody) if as_root else nullcontext():
-            with pytest.raises(StorageError) as info:
-                pipeline.run(recipe, out)
+        with _euid(nobody) if as_root else nullcontext(), pytest.raises(StorageError) as info:
+            pipeline.run(recipe, out)
     finally:
         cache.chmod(0o755)
         shutil.rmtree(request_cleanup, ignore_errors=True)
@@ -291,6 +289,7 @@ class _euid:
 def test_file_size_limit_mid_stage_in_a_child_process(tmp_path, finished_run):
     """A real EFBIG: the child runs `edgevit compress --only export_onnx` with RLIMIT_FSIZE below the ONNX file's
     size; the message names the file, the finished stages stay, and a rerun without the limit completes."""
+    import os
     import resource
     import subprocess
     import sys
@@ -308,10 +307,10 @@ def test_file_size_limit_mid_stage_in_a_child_process(tmp_path, finished_run):
     def cap():
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit, resource.RLIM_INFINITY))
 
+    env = {**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"}
     proc = subprocess.run([sys.executable, "-m", "edgevit", "compress", str(recipe), "--out", str(out), "--only",
-                           "02_export_onnx"], cwd=root, env={**__import__("os").environ, "PYTHONPATH": str(root),
-                                                             "OMP_NUM_THREADS": "1"},
-                          preexec_fn=cap, capture_output=True, text=True, timeout=300)
+                           "02_export_onnx"], check=False, cwd=root, env=env, preexec_fn=cap, capture_output=True,
+                          text=True, timeout=300)
     assert proc.returncode == 2, proc.stderr[-3000:]
     err = proc.stderr
     assert "stage 02_export_onnx (export_onnx) failed: the file-size limit (ulimit -f) was reached while writing" in err
