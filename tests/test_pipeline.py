@@ -197,6 +197,7 @@ def test_changed_library_version_redoes_the_stage_with_a_notice(tmp_path, finish
     assert redone["03_eval"] and redone["04_profile"] and not redone["05_report"]
 
 
+@pytest.mark.slow
 def test_tampered_artefact_is_redone(tmp_path, finished_run):
     src, _ = finished_run
     out = _copy(src, tmp_path / "copy")
@@ -286,6 +287,35 @@ class _euid:
         os.seteuid(0)
 
 
+def test_file_size_limit_mid_stage(tmp_path, finished_run):
+    """A real EFBIG (RLIMIT_FSIZE below the ONNX file's size, in this process for the length of the stage):
+    the error names the limit and the stage, the finished export stays until a new one is complete, and a rerun
+    without the limit completes."""
+    import resource
+
+    from edgevit.errors import StorageError
+
+    src, _ = finished_run
+    out = _copy(src, tmp_path / "copy")
+    before = (out / "02_export_onnx" / "record.json").read_bytes()
+    limit = (out / "02_export_onnx" / "model.onnx").stat().st_size // 4
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, hard))  # Python ignores SIGXFSZ: writes fail with EFBIG
+    try:
+        with pytest.raises(StorageError) as info:
+            pipeline.run(from_raw(small_recipe()), out, only="02_export_onnx")
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    msg = str(info.value)
+    assert msg.startswith("stage 02_export_onnx (export_onnx) failed: the file-size limit (ulimit -f) was reached")
+    assert "the finished stages (00_load, 01_eval) are intact" in msg and "02_export_onnx.error.log" in msg
+    assert (out / "02_export_onnx" / "record.json").read_bytes() == before and not list(out.glob("*.tmp"))
+    seen, cb = _seen()
+    pipeline.run(from_raw(small_recipe()), out, only="02_export_onnx", on_stage=cb)
+    assert seen[-1] == ("02_export_onnx", False) and not (out / "02_export_onnx.error.log").exists()
+
+
+@pytest.mark.slow
 def test_file_size_limit_mid_stage_in_a_child_process(tmp_path, finished_run):
     """A real EFBIG: the child runs `edgevit compress --only export_onnx` with RLIMIT_FSIZE below the ONNX file's
     size; the message names the file, the finished stages stay, and a rerun without the limit completes."""
