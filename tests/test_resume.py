@@ -161,3 +161,23 @@ def test_kill_at_each_named_point_then_resume_is_exact(recipe_file, reference, t
     rc, text = finish(compress(recipe_file, out, "--resume"))
     assert rc == 0, text[-3000:]
     assert_same_run(reference, out)
+
+
+def test_atomic_output_is_all_or_nothing(tmp_path):
+    from edgevit.fileio import atomic_output, atomic_write_text, remove_partials
+
+    target = tmp_path / "a.json"
+    atomic_write_text(target, "old")
+    with pytest.raises(RuntimeError), atomic_output(target) as tmp:
+        tmp.write_text("half")
+        raise RuntimeError("the writer failed")
+    assert target.read_text() == "old" and sorted(p.name for p in tmp_path.iterdir()) == ["a.json"]
+    (tmp_path / f".a.json{PARTIAL}").write_text("what a kill leaves")
+    assert [p.name for p in remove_partials(tmp_path)] == [f".a.json{PARTIAL}"] and target.read_text() == "old"
+
+
+def test_comparable_record_drops_only_timings_and_run_history():
+    rec = {"seconds": 1.0, "metrics": {"top1": 0.5, "latency": [{"median_ms": 3.0, "batch": 1, "runs": 10}],
+                                       "cache": {"reused": True, "path": "x"}, "export_time_s": 2.0}}
+    assert pipeline.comparable_record(rec) == {"metrics": {"top1": 0.5, "latency": [{"batch": 1}],
+                                                           "cache": {"path": "x"}}}
