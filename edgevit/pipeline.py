@@ -59,7 +59,7 @@ ERROR_LOG = "{id}.error.log"
 VOLATILE_KEYS = frozenset({
     "seconds", "finished_utc", "created_utc", "versions", "epoch_s", "data_wait_s", "teacher_s", "step_s",
     "augment_s", "train_seconds", "seconds_per_epoch", "throughput", "runs", "reused", "epochs_written",
-    "epochs_reused", "teacher_calls", "start_epoch", "torch_threads",
+    "epochs_reused", "teacher_calls", "start_epoch", "resumed_from_epoch", "torch_threads",
 })
 VOLATILE_SUFFIXES = ("_ms", "time_s")  # measured latencies (median_ms, p90_ms, ...), durations (export_time_s, ...)
 
@@ -385,7 +385,7 @@ def _stage_failed(out: Path, tmp: Path, step: Step, exc: Exception, done: list[s
 # ----------------------------------------------------------------------------------------------- run
 def run(recipe: Recipe, out_dir: str | Path, *, resume: bool = False, force: bool = False,
         until: str | None = None, only: str | None = None, from_stage: str | None = None,
-        on_stage=None) -> list[dict]:
+        on_stage=None, on_start=None) -> list[dict]:
     """Run the stages of ``recipe`` into ``out_dir``; return the records of the steps this call ran or loaded.
 
     ``resume``: skip each finished stage whose resume key still matches (see the module docstring); the recipe
@@ -395,7 +395,8 @@ def run(recipe: Recipe, out_dir: str | Path, *, resume: bool = False, force: boo
     that stage and every later one; both rerun it even when finished and need every earlier stage finished.
     Stages are named by id (``02_export_onnx``) or by a name that occurs once (``export_onnx``).
 
-    ``on_stage(id, record, skipped)`` is called after each step. Raises :class:`ConfigError` for bad arguments or
+    ``on_start(index, total, id, name)`` is called before each step (1-based index, the load step included; total:
+    the steps this call walks) and ``on_stage(id, record, skipped)`` after it: the CLI's run display hangs on them. Raises :class:`ConfigError` for bad arguments or
     a run directory of another recipe, :class:`StorageError` for a full disk or an unwritable path (naming it),
     :class:`StageError` (or the stage's own edgevit error, extended) when a stage fails: earlier stages stay
     finished, the failed one leaves no half-written folder, and its traceback is in ``<id>.error.log``.
@@ -417,7 +418,7 @@ def run(recipe: Recipe, out_dir: str | Path, *, resume: bool = False, force: boo
     resume = resume or partial
     try:
         return _run(recipe, out, steps, resume=resume, force=force, first=first, last=last, rerun=rerun,
-                    on_stage=on_stage)
+                    on_stage=on_stage, on_start=on_start)
     except OSError as exc:  # outside a stage: the run directory itself, its recipe copy, a record
         if isinstance(exc, EdgevitError):
             raise
@@ -428,7 +429,7 @@ def run(recipe: Recipe, out_dir: str | Path, *, resume: bool = False, force: boo
 
 
 def _run(recipe: Recipe, out: Path, steps: list[Step], *, resume: bool, force: bool, first: int, last: int,
-         rerun: set[int], on_stage) -> list[dict]:
+         rerun: set[int], on_stage, on_start) -> list[dict]:
     ids = [s.id for s in steps]
     existing = sorted(p.name for p in out.glob("[0-9][0-9]_*") if p.is_dir()) if out.exists() else []
     if existing and not (resume or force):
@@ -448,6 +449,8 @@ def _run(recipe: Recipe, out: Path, steps: list[Step], *, resume: bool, force: b
     ctx = StageContext(recipe=recipe, artifact=None, out_dir=out, run_dir=out, records=[], artifacts={})
     hashes: dict[str, str] = {}  # stage id → content hash of the artefact after it
     for step in steps[: last + 1]:
+        if on_start:
+            on_start(step.index + 1, last + 1, step.id, step.name)
         final = out / step.id
         inputs = list(dict.fromkeys(hashes.values()))
         key, parts = stage_key(step, recipe, inputs, ctx.records)
