@@ -117,8 +117,8 @@ def find_step(steps: list[Step], ref: str, flag: str) -> Step:
     if len(named) == 1:
         return named[0]
     if named:
-        raise ConfigError(f"{flag} {ref}: the recipe has {len(named)} '{ref}' stages ({', '.join(s.id for s in named)}); "
-                          f"give the stage id instead")
+        raise ConfigError(f"{flag} {ref}: the recipe has {len(named)} '{ref}' stages "
+                          f"({', '.join(s.id for s in named)}); give the stage id instead")
     raise ConfigError(f"{flag} {ref}: no such stage in this recipe; give a stage id or name: {listing}")
 
 
@@ -396,9 +396,10 @@ def run(recipe: Recipe, out_dir: str | Path, *, resume: bool = False, force: boo
     Stages are named by id (``02_export_onnx``) or by a name that occurs once (``export_onnx``).
 
     ``on_start(index, total, id, name)`` is called before each step (1-based index, the load step included; total:
-    the steps this call walks) and ``on_stage(id, record, skipped)`` after it: the CLI's run display hangs on them. Raises :class:`ConfigError` for bad arguments or
-    a run directory of another recipe, :class:`StorageError` for a full disk or an unwritable path (naming it),
-    :class:`StageError` (or the stage's own edgevit error, extended) when a stage fails: earlier stages stay
+    the steps this call walks) and ``on_stage(id, record, skipped)`` after it: the CLI's run display hangs on them.
+
+    Raises :class:`ConfigError` for bad arguments or a run directory of another recipe, :class:`StorageError` for
+    a full disk or an unwritable path (naming it), :class:`StageError` (or the stage's own edgevit error, extended) when a stage fails: earlier stages stay
     finished, the failed one leaves no half-written folder, and its traceback is in ``<id>.error.log``.
     """
     out = check_run_dir(out_dir)

@@ -255,8 +255,8 @@ def test_unwritable_directory_mid_stage_names_the_path(teacher_available):
         nobody = pwd.getpwnam("nobody").pw_uid
         os.chown(out, nobody, -1)
         root.chmod(0o755)
-    raw = small_recipe(stages=[{"stage": "distill", "teacher": "fmnist-vit", "epochs": 1, "topk": 3, "batch_size": 8, "eval_limit": 8,
-                                "limit": 8, "cache_dir": str(cache)}])
+    raw = small_recipe(stages=[{"stage": "distill", "teacher": "fmnist-vit", "epochs": 1, "topk": 3, "batch_size": 8,
+                                "eval_limit": 8, "limit": 8, "cache_dir": str(cache)}])
     recipe = from_raw(raw)
     try:
         with _euid(nobody) if as_root else nullcontext(), pytest.raises(StorageError) as info:

@@ -121,7 +121,8 @@ class DistillStage(Stage):
         # the pipeline keeps the stage folder from a killed run only when the resume key matches: continue its epochs
         rec = train_student(student, out_dir=train_dir, config=tcfg, cache=cache,
                             teacher=teacher if config.mode == "online" else None, dataset=train, test_dataset=test,
-                            augment=None if cache is not None else augment, resume=config.train_dir is not None or (train_dir / "checkpoint.pt").exists())
+                            augment=None if cache is not None else augment,
+                            resume=config.train_dir is not None or (train_dir / "checkpoint.pt").exists())
         path = ctx.out_dir / "student.safetensors"
         if config.train_dir:  # the shared folder keeps its checkpoint; the stage folder gets the student
             import shutil
