@@ -93,6 +93,12 @@ class Stage:
     description: ClassVar[str] = ""
     consumes: ClassVar[tuple[str, ...]] = ()
     produces: ClassVar[tuple[str, ...]] = ()
+    # resume (edgevit.pipeline): the libraries whose versions shape the output (keys of edgevit.versions.PACKAGES;
+    # None: every library edgevit stamps); whether a killed run may continue in the stage's partial folder (the
+    # stage then picks up its own checkpoints); whether the output depends on the earlier stages' records
+    libraries: ClassVar[tuple[str, ...] | None] = None
+    resumable: ClassVar[bool] = False
+    reads_records: ClassVar[bool] = False
 
     def run(self, ctx: StageContext, config: Any) -> StageOutput:  # pragma: no cover - abstract
         raise NotImplementedError

@@ -311,7 +311,7 @@ def test_resume_continues_with_the_next_epochs_cache(real_cache, tmp_path):
                           "stop_after": 1}), cache=cache)
     assert first["cache_epochs_used"] == [0] and not first["finished"]
     second = train_student(_student(5), out_dir=tmp_path / "part", config=cfg, cache=cache, resume=True)
-    assert second["start_epoch"] == 1 and second["cache_epochs_used"] == [1] and second["finished"]
+    assert second["start_epoch"] == 1 and second["cache_epochs_used"] == [0, 1] and second["finished"]
     assert second["ranks"][0]["param_sha256"] == full["ranks"][0]["param_sha256"]
     with pytest.raises(ConfigError, match="--resume: .* batch_size=8, now batch_size=4"):
         train_student(_student(), out_dir=tmp_path / "part", config=TrainConfig(**{**cfg.__dict__, "batch_size": 4}),

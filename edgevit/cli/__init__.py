@@ -232,6 +232,9 @@ def cmd_compress(args) -> int:
     recipe = load_recipe(args.recipe, args.set)
     out = pipeline.check_run_dir(args.out or recipe.output or f"runs/{recipe.name}")
     steps = pipeline.plan(recipe)
+    for flag, ref in (("--until", args.until), ("--only", args.only), ("--from", args.from_stage)):
+        if ref is not None:  # a stage name that is not in the recipe fails before anything runs (--dry-run too)
+            pipeline.find_step(pipeline.steps_of(recipe), ref, flag)
     if args.dry_run:
         print(f"recipe {args.recipe} is valid; plan for {out}:")
         for s in steps:
@@ -277,7 +280,8 @@ def _run_compress(args, recipe, out: Path) -> int:
     ok = False
     try:
         with display, use_display(display):
-            records = pipeline.run(recipe, out, resume=args.resume, force=args.force, on_stage=display.on_stage,
+            records = pipeline.run(recipe, out, resume=args.resume, force=args.force, until=args.until,
+                                   only=args.only, from_stage=args.from_stage, on_stage=display.on_stage,
                                    on_start=display.on_start)
         ok = True
     finally:
@@ -399,8 +403,19 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("compress", help="run a recipe: the stages in order, into a run directory")
     sp.add_argument("recipe", help="recipe YAML (e.g. examples/recipes/quickstart.yaml)")
     sp.add_argument("--out", help="run directory (default: the recipe's output, else runs/<name>)")
-    sp.add_argument("--resume", action="store_true", help="skip stages finished with the same recipe hash")
-    sp.add_argument("--force", action="store_true", help="start over in an existing run directory")
+    sp.add_argument("--resume", action="store_true",
+                    help="continue a run: skip each finished stage whose config, input artefact and library versions "
+                         "are unchanged; a killed stage continues from its checkpoints")
+    sp.add_argument("--force", action="store_true",
+                    help="start over in an existing run directory; with --resume: accept a changed recipe and redo "
+                         "the stages it changes")
+    part = sp.add_mutually_exclusive_group()
+    part.add_argument("--until", metavar="STAGE", help="run up to and including STAGE (an id such as 03_quantize, "
+                                                       "or a stage name that occurs once); implies --resume")
+    part.add_argument("--only", metavar="STAGE", help="run just STAGE again on an existing run (earlier stages must "
+                                                      "be finished); implies --resume")
+    part.add_argument("--from", dest="from_stage", metavar="STAGE",
+                      help="run STAGE and every later stage again (earlier stages must be finished); implies --resume")
     sp.add_argument("--dry-run", action="store_true", help="validate the recipe and print the plan")
     sp.add_argument("--json", help="write a machine-readable summary of the run (stages, metrics, artefacts) here; "
                                    "- for stdout")

@@ -64,6 +64,7 @@ class LoadStage(Stage):
     name = "load"
     description = "build the recipe's model (edgevit/timm name or checkpoint) and save it as safetensors"
     produces = ("torch",)
+    libraries = ("torch", "timm", "numpy")
 
     class Config(ConfigModel):
         """No keys: the model comes from the recipe's ``model`` section."""
@@ -217,6 +218,8 @@ class ReportStage(Stage):
 
     name = "report"
     description = "report.json + report.md + report.html (with a latency plot) of the whole run"
+    libraries = ()  # edgevit's own rendering of the records
+    reads_records = True
 
     class Config(ConfigModel):
         title: str | None = Field(None, description="report title (default: the recipe's name)")

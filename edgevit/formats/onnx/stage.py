@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field, field_validator
 
 from ...config import ConfigModel
@@ -16,6 +18,7 @@ class ExportOnnxStage(Stage):
     description = "torch → ONNX (dynamic batch, onnxslim), parity vs torch on real inputs"
     consumes = ("torch",)
     produces = ("onnx",)
+    libraries = ("torch", "timm", "numpy", "onnx", "onnxscript", "onnxslim", "onnxruntime")
 
     class Config(ConfigModel):
         opset: int = Field(18, description="ONNX opset (the exporter's range: edgevit.formats.onnx.opsets)")
@@ -23,6 +26,8 @@ class ExportOnnxStage(Stage):
         simplify: bool = Field(True, description="simplify the graph with onnxslim")
         tolerance: float | None = Field(None, ge=0, description="max abs logit difference allowed")
         parity_samples: int = Field(64, ge=1, description="real images for the parity check")
+        exporter: Literal["auto", "dynamo", "torchscript"] = Field(
+            "auto", description="torch ONNX exporter (auto: torch.export-based, falling back to TorchScript)")
 
         @field_validator("opset")
         @classmethod
@@ -39,5 +44,6 @@ class ExportOnnxStage(Stage):
         images = ctx.dataset(limit=config.parity_samples).images
         result = export_onnx(src, ctx.out_dir / "model.onnx", opset=config.opset,
                              dynamic_batch=config.dynamic_batch, simplify=config.simplify,
-                             parity_images=preprocess(images, src.spec), tolerance=config.tolerance)
+                             parity_images=preprocess(images, src.spec), tolerance=config.tolerance,
+                             exporter=config.exporter)
         return StageOutput.from_export(result)

@@ -322,6 +322,10 @@ def write_cache(teacher, dataset, out_dir: str | Path, *, epochs: int, topk: int
     out = Path(out_dir)
     fp = make_fingerprint(teacher, dataset, split=split, topk=topk, seed=seed, augment=augment,
                           num_classes=num_classes, teacher_name=teacher_name)
+    if info.is_main and out.is_dir():
+        from ...fileio import remove_partials
+
+        remove_partials(out)  # what a killed write left (never read: the header is written last, all-or-nothing)
     old = _read_header(out)
     keep: dict[int, dict] = {}
     if old is not None:
