@@ -20,10 +20,17 @@ LOAD_ID = "00_load"
 
 
 def plan(recipe: Recipe) -> list[dict]:
-    """The steps a run will take, in order (the implicit load step first)."""
-    steps = [{"id": LOAD_ID, "stage": "load", "config": {"model": recipe.model.name}}]
-    for s, h in zip(recipe.stages, recipe.stage_hashes()):
-        steps.append({"id": s.id, "stage": s.stage, "config": s.to_dict(), "hash": h})
+    """The steps a run will take, in order (the implicit load step first), each with the artefact kinds it reads
+    and hands on (``reads``, ``hands_on``: :func:`edgevit.stage.check_chain`, which raises
+    :class:`~edgevit.errors.ConfigError` when the stages do not chain)."""
+    from .stage import check_chain
+
+    chain = check_chain([(f"stages.{i}", s.stage, s.config) for i, s in enumerate(recipe.stages)])
+    steps = [{"id": LOAD_ID, "stage": "load", "config": {"model": recipe.model.name}, "reads": [],
+              "hands_on": ["torch"]}]
+    for s, h, c in zip(recipe.stages, recipe.stage_hashes(), chain):
+        steps.append({"id": s.id, "stage": s.stage, "config": s.to_dict(), "hash": h, "reads": c["reads"],
+                      "hands_on": c["hands_on"]})
     return steps
 
 
@@ -140,7 +147,7 @@ def run(recipe: Recipe, out_dir: str | Path, *, resume: bool = False, force: boo
         parent = ctx.records[-1]["id"] if ctx.records else None
         log.info("%s: running", sid)
         t0 = time.time()
-        ctx.consumed(stage)  # fail early, naming the stage to add, when the run lacks what this stage reads
+        ctx.consumed(stage, conf)  # fail early, naming the stage to add, when the run lacks what this stage reads
         result = stage.run(ctx, conf)
         elapsed = time.time() - t0
         art = result.artifact

@@ -162,7 +162,8 @@ def cmd_compress(args) -> int:
         print(f"recipe {args.recipe} is valid; plan for {out}:")
         for s in steps:
             conf = {k: v for k, v in s["config"].items() if k != "stage"}
-            print(f"  {s['id']:20s} {json.dumps(conf)}")
+            kinds = f"{'|'.join(s['reads']) or '-'} → {'|'.join(s['hands_on'])}"
+            print(f"  {s['id']:20s} {kinds:32s} {json.dumps(conf)}")
         return 0
 
     def on_stage(sid, rec, skipped):

@@ -13,20 +13,46 @@ from ..stage import Stage, StageContext, StageOutput, register_stage
 log = logging.getLogger(__name__)
 
 
+def _runs(name: str, artifact) -> bool:
+    """Whether runtime ``name`` runs ``artifact``: it loads its kind and, for an artefact made of graphs (a cascade,
+    ``meta["graphs"]``), also the graphs' kind (onnxruntime runs ONNX and ORT graphs, openvino IR and ONNX)."""
+    from ..runtimes import get_runtime_class, runtime_loads
+
+    if not runtime_loads(name, artifact.kind):
+        return False
+    graphs = (artifact.meta or {}).get("graphs")
+    return graphs is None or graphs in get_runtime_class(name).kinds or artifact.kind in get_runtime_class(name).kinds
+
+
 def _pick_runtime(ctx: StageContext, artifact, requested: str | None) -> str:
-    """The runtime for ``artifact``: the requested one, else the first recipe runtime that loads its kind."""
+    """The runtime for ``artifact``: the requested one, else the first recipe runtime that runs it (:func:`_runs`)."""
     from ..errors import ConfigError
-    from ..runtimes import runtime_loads
 
     if requested:
         return requested
     if artifact.kind == "torch":
         return "torch"
     for name in ctx.recipe.runtimes:
-        if runtime_loads(name, artifact.kind):
+        if _runs(name, artifact):
             return name
-    raise ConfigError(f"no runtime in the recipe's runtimes {ctx.recipe.runtimes} loads a '{artifact.kind}' artefact; "
-                      f"add one to 'runtimes' or set the stage's 'runtime'")
+    graphs = (artifact.meta or {}).get("graphs")
+    what = f"'{artifact.kind}' artefact" + (f" of {graphs} graphs" if graphs else "")
+    raise ConfigError(f"no runtime in the recipe's runtimes {ctx.recipe.runtimes} runs a {what}; add one to "
+                      f"'runtimes' (e.g. {'openvino' if graphs == 'openvino' else 'onnxruntime'}) or set the stage's "
+                      f"'runtime'")
+
+
+def exit_rates(runtime) -> dict | None:
+    """The exit mix a runtime that exits early counted (the cascade, the If form): ``{"shares": [per exit, the last
+    the final head], "samples", "labels", "mean_exit"}``; None for other runtimes."""
+    counts = getattr(runtime, "exit_counts", None)
+    if counts is None:
+        return None
+    total = int(sum(int(c) for c in counts))
+    k = len(counts)
+    return {"shares": [int(c) / total if total else 0.0 for c in counts], "samples": total,
+            "labels": [f"exit {i + 1}" for i in range(k - 1)] + ["final"],
+            "mean_exit": sum(i * int(c) for i, c in enumerate(counts)) / total if total else None}
 
 
 @register_stage
@@ -36,6 +62,7 @@ class LoadStage(Stage):
     name = "load"
     description = "build the recipe's model (edgevit/timm name or checkpoint) and save it as safetensors"
     produces = ("torch",)
+    new_model = True
 
     class Config(ConfigModel):
         """No keys: the model comes from the recipe's ``model`` section."""
@@ -79,6 +106,10 @@ class EvalStage(Stage):
         data = ctx.dataset(config.split, limit=config.limit)
         metrics = evaluate(runtime, data, batch_size=config.batch_size or ctx.recipe.data.batch_size)
         metrics["artifact"] = art.kind
+        rates = exit_rates(runtime)
+        if rates is not None:  # measured on the evaluation images: where they left the cascade
+            metrics["exit_rates"] = rates
+            metrics["precision"] = (art.meta or {}).get("precision", "fp32")
         log.info("eval %s via %s: top-1 %.4f top-5 %.4f (n=%d)", art.kind, rt_name, metrics["top1"],
                  metrics["top5"], metrics["n"])
         return StageOutput(art, metrics)
@@ -104,28 +135,37 @@ class ProfileStage(Stage):
     def run(self, ctx, config):
         from ..data import preprocess
         from ..profiling.latency import profile_runtime
-        from ..runtimes import load_runtime, runtime_loads
+        from ..runtimes import load_runtime
 
         art = ctx.artifact
         pairs = []
         names = config.runtimes or ([_pick_runtime(ctx, art, None)] if art.kind == "torch" else
-                                    [r for r in ctx.recipe.runtimes if runtime_loads(r, art.kind)])
+                                    [r for r in ctx.recipe.runtimes if _runs(r, art)])
         pairs += [(art, r) for r in names]
         src = ctx.source_artifact()
         if config.include_source and src is not art:
             pairs.insert(0, (src, "torch"))
-        real = preprocess(ctx.dataset(limit=max(config.batch)).images, art.spec)
+        n = max(config.batch)
+        if art.kind == "cascade":  # the timed calls cycle through the images: enough of them for a real exit mix
+            n = max(n, EXIT_MIX_IMAGES)
+            if ctx.recipe.data.limit:
+                n = min(n, max(ctx.recipe.data.limit, max(config.batch)))
+        real = preprocess(ctx.dataset(limit=n).images, art.spec)
         results = []
         for a, r in pairs:
             runtime = load_runtime(r, a, threads=config.threads)
             for row in profile_runtime(runtime, batch_sizes=tuple(config.batch), warmup_s=config.warmup_s,
                                        duration_s=config.duration_s, min_runs=config.min_runs, inputs=real):
                 row["artifact"] = a.kind
+                if a.kind == "cascade":
+                    row["precision"] = (a.meta or {}).get("precision", "fp32")
+                    row["graphs"] = (a.meta or {}).get("graphs")
                 results.append(row)
         predictions = _predictions(ctx, results) if ctx.recipe.targets else []
         return StageOutput(art, {"latency": results, "predictions": predictions})
 
 
+EXIT_MIX_IMAGES = 256  # real images a cascade is timed on (cycled), so the exit mix is the data's, not 8 images'
 LOCAL_PROFILE = "host"  # THIS machine, detected at run time: the only profile checked against measurement
 
 
@@ -137,9 +177,11 @@ def _predictions(ctx: StageContext, results: list[dict]) -> list[dict]:
     from ..profiling.hardware import load_profile
     from ..profiling.roofline import predict_onnx_latency
 
-    onnx = ctx.latest("onnx")
+    onnx = ctx.current("onnx")  # an ONNX file of the run's current model (not of the model before a method)
     if onnx is None:
-        log.warning("roofline predictions need an ONNX artefact: add an export_onnx stage before profile")
+        log.warning("roofline predictions need an ONNX file of the run's current model: add an export_onnx stage "
+                    "before profile (a cascade has none: its graphs are predicted only through profile's "
+                    "measurements)")
         return []
     measured = next((r["median_ms"] for r in results if r.get("artifact") == "onnx" and r["batch"] == 1), None)
     host = load_profile(LOCAL_PROFILE)

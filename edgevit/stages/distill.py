@@ -39,6 +39,7 @@ class DistillStage(Stage):
     description = "write/reuse a sparse top-K teacher cache, then train the model from it (TinyViT)"
     consumes = ("torch",)
     produces = ("torch",)
+    new_model = True
 
     class Config(AugmentKeys, TrainConfig):
         """Every key of :class:`~edgevit.methods.distill.config.TrainConfig` and of
@@ -66,7 +67,7 @@ class DistillStage(Stage):
         from ..methods.distill.trainer import train_student
         from ..models import count_params, create
 
-        src = ctx.latest("torch") or ctx.source_artifact()
+        src = ctx.consumed(self, config)
         student = src.load_model()
         augment = config.augment_config()
         limit = config.limit if config.limit is not None else ctx.recipe.data.limit

@@ -43,6 +43,11 @@ class EarlyExitStage(Stage):
     description = "LGViT early exits: train heads (2 stages), calibrate thresholds on held-out data, export a cascade"
     consumes = ("torch",)
     produces = ("cascade",)
+    new_model = True
+
+    @classmethod
+    def hands_on(cls, config, kind: str) -> tuple[str, ...]:
+        return (f"cascade:{config.format}",)
 
     class Config(TrainConfig):
         """Every :class:`~edgevit.methods.early_exit.config.TrainConfig` key plus calibration and export keys."""
@@ -79,7 +84,7 @@ class EarlyExitStage(Stage):
     def run(self, ctx: StageContext, config: Config) -> StageOutput:
         from ..methods.early_exit.run import calibrate_run, export_run, train_run
 
-        src = ctx.latest("torch") or ctx.source_artifact()
+        src = ctx.consumed(self, config)
         d = ctx.recipe.data
         tc = config.train_config()
         tr = train_run(src.load_model(), ctx.out_dir, data=d.name, data_dir=d.data_dir, holdout=config.holdout,
