@@ -2,10 +2,11 @@
 
 Fast part: the static walk of recipes (rejections name the stage, the kinds it needed and got, and what to do),
 ``edgevit compress --dry-run``, and which artefact a stage is handed at run time.
-Real part (one module-scoped run, reused): fmnist-vit-tiny → early_exit (a few steps) → quantize (every segment and
-head INT8, OpenVINO/NNCF) → export_openvino → eval → profile → report on real Fashion-MNIST images; then, resuming
-a copy of that run after its early_exit stage, the ONNX route: quantize (onnxruntime) → export_onnx (If form) →
-export_ort_mobile → eval.
+Real part (one module-scoped run, reused): fmnist-vit-tiny → early_exit (a few steps, with the If form) → quantize
+(every segment and head INT8, onnxruntime QDQ) → export_openvino (the INT8 ONNX graphs → IR) → eval → profile →
+report on real Fashion-MNIST images; then, resuming a copy of that run after its quantize stage, another tail:
+export_onnx (the INT8 If form) → export_ort_mobile (.ort per graph) → eval. The NNCF route (quantize with the
+openvino backend, speed gate on) is the slow test.
 """
 
 from __future__ import annotations
@@ -20,10 +21,10 @@ from edgevit.errors import ConfigError
 from edgevit.recipe import from_raw
 
 EE = {"stage": "early_exit", "steps": 2, "batch_size": 32, "train_limit": 64, "heldout_limit": 64,
-      "latency_duration_s": 0.02, "exporter": "torchscript", "parity_samples": 16, "budget": 5.0}
+      "latency_duration_s": 0.02, "exporter": "torchscript", "parity_samples": 16, "budget": 5.0, "if_form": True}
 Q = {"stage": "quantize", "budget": 100, "calib_samples": 32, "smooth_quant": "off", "latency_s": 0.05,
      "speed_gate": False}
-PROFILE = {"stage": "profile", "batch": [1], "duration_s": 0.1, "warmup_s": 0.05, "min_runs": 3}
+PROFILE = {"stage": "profile", "batch": [1], "duration_s": 0.1, "warmup_s": 0.05, "min_runs": 3, "include_source": False}
 
 
 def recipe(stages, **over):
@@ -137,30 +138,49 @@ def test_run_time_hands_each_stage_the_artefact_of_the_current_model(tmp_path):
 
 @pytest.fixture(scope="module")
 def chained(tmp_path_factory, fmnist_test_small):
-    """early_exit → quantize (OpenVINO) → export_openvino → eval → profile → report, once for the module."""
+    """early_exit → quantize (onnxruntime) → export_openvino → eval → profile → report, once for the module."""
     pytest.importorskip("openvino", reason="openvino is not installed (pip install 'edgevit[openvino]')")
-    pytest.importorskip("nncf", reason="nncf is not installed (pip install 'edgevit[openvino]')")
+    pytest.importorskip("onnxruntime.quantization")
     from edgevit import pipeline
 
     out = tmp_path_factory.mktemp("chain")
-    records = pipeline.run(recipe([EE, {**Q, "backend": "openvino"}, {"stage": "export_openvino"}, {"stage": "eval"},
-                                   PROFILE, {"stage": "report"}]), out)
+    records = pipeline.run(recipe(HEAD + [{"stage": "export_openvino"}, {"stage": "eval"}, PROFILE,
+                                          {"stage": "report"}]), out)
     return out, {r["stage"]: r for r in records}
+
+
+HEAD = [EE, {**Q, "backend": "onnxruntime"}]
+
+
+def test_early_exit_stage_hands_on_a_cascade_with_its_if_form(chained):
+    out, rec = chained
+    ee = rec["early_exit"]
+    assert ee["artifact"]["kind"] == "cascade" and ee["artifact"]["meta"]["graphs"] == "onnx"
+    assert ee["metrics"]["exit_agreement"] == 1.0 and len(ee["metrics"]["thresholds"]) == 4
+    assert (out / ee["id"] / "export" / "manifest.json").exists()
+    assert ee["metrics"]["if_form"].endswith("cascade_if.onnx") and ee["metrics"]["if_form_max_abs_diff"] < 1e-3
 
 
 def test_quantize_takes_the_cascade_and_hands_on_an_int8_cascade(chained):
     out, rec = chained
     q = rec["quantize"]
-    assert q["artifact"]["kind"] == "cascade" and q["artifact"]["meta"]["precision"] == "int8"
-    assert q["artifact"]["meta"]["graphs"] == "openvino"
+    assert q["artifact"]["kind"] == "cascade"
+    assert q["artifact"]["meta"] == {"precision": "int8", "backend": "onnxruntime", "graphs": "onnx", "attempt": 0}
     manifest = json.loads((out / q["id"] / q["artifact"]["path"]).read_text())
     names = [e["name"] for e in manifest["segments"] + manifest["exits"]]
-    assert manifest["backend"] == "openvino" and manifest["int8"]["backend"] == "openvino"
+    assert manifest["backend"] == "onnx" and manifest["int8"]["backend"] == "onnxruntime"
     assert len(manifest["exits"]) == 4 and len(names) == 9
     # the thresholds are the FP32 cascade's, kept on purpose, and the record says why
     ee_manifest = json.loads((out / rec["early_exit"]["id"] / "export" / "manifest.json").read_text())
     assert manifest["thresholds"] == ee_manifest["thresholds"]
     qj = json.loads((out / q["id"] / "quantize.json").read_text())
+    _check_cascade_record(qj, names)
+    gate = qj["speed_gate"]
+    assert gate["selected"] == "int8" and "speed gate off" in gate["why"]
+    assert q["metrics"]["top1_int8"] == qj["int8"]["top1"] and q["parity"]["n"] == 64
+
+
+def _check_cascade_record(qj: dict, names: list[str]) -> None:
     assert qj["kind"] == "cascade" and qj["status"] == "passed" and qj["thresholds"]["policy"] == "keep"
     assert "accuracy gate measures what INT8 costs" in qj["thresholds"]["why"]
     # per graph: quantised layers, calibration on its real input, parity and interleaved latency
@@ -175,12 +195,10 @@ def test_quantize_takes_the_cascade_and_hands_on_an_int8_cascade(chained):
     assert abs(sum(qj["int8"]["exit_shares"]) - 1) < 1e-9 and len(qj["int8"]["exit_shares"]) == 5
     assert qj["int8"]["drop_pt"] == pytest.approx((qj["fp32"]["top1"] - qj["int8"]["top1"]) * 100)
     gate = qj["speed_gate"]
-    assert gate["selected"] == "int8" and "speed gate off" in gate["why"]
     assert [c["latency_ms"] for c in gate["candidates"]] == [qj["int8"]["expected_ms"], qj["fp32"]["expected_ms"]]
     assert {r["artifact"] for r in qj["latency"]} == {"fp32 cascade", "int8 cascade"}
     assert all(r["exit_mix"]["samples"] > 0 for r in qj["latency"])
     assert qj["parity_vs_fp32"]["n"] == 64 and qj["parity_vs_fp32"]["exit_agreement"] > 0.7
-    assert q["metrics"]["top1_int8"] == qj["int8"]["top1"] and q["parity"]["n"] == 64
 
 
 def test_export_eval_and_profile_run_the_int8_cascade(chained):
@@ -188,42 +206,42 @@ def test_export_eval_and_profile_run_the_int8_cascade(chained):
     ex = rec["export_openvino"]
     assert ex["artifact"]["kind"] == "cascade" and ex["metrics"]["int8"] is True
     manifest = json.loads((out / ex["id"] / ex["artifact"]["path"]).read_text())
-    assert manifest["backend"] == "openvino" and manifest["int8"]["backend"] == "openvino"
+    assert manifest["backend"] == "openvino" and manifest["int8"]["backend"] == "onnxruntime"
     assert all((out / ex["id"] / "cascade" / e["file"]).exists() for e in manifest["segments"] + manifest["exits"])
-    assert ex["parity"]["exit_agreement"] == 1.0 and ex["parity"]["n"] == 64  # IR → IR: the same graphs
+    # INT8 QDQ graphs on OpenVINO vs onnxruntime: two INT8 kernels round differently, so the INT8 bounds apply
+    assert ex["parity"]["n"] == 64 and ex["parity"]["top1_agreement"] >= 0.9 and ex["parity"]["exit_agreement"] >= 0.9
     ev = rec["eval"]["metrics"]
     qj = json.loads((out / rec["quantize"]["id"] / "quantize.json").read_text())
-    # the eval stage ran the INT8 cascade: the top-1 and exit rates of the quantize stage's own accuracy gate
+    # the eval stage ran the INT8 cascade (its IR form on OpenVINO) with its measured exit rates
     assert ev["n"] == 64 and ev["runtime"] == "cascade[openvino]" and ev["precision"] == "int8"
-    assert ev["top1"] == qj["int8"]["top1"]
-    assert ev["exit_rates"]["shares"] == pytest.approx(qj["int8"]["exit_shares"])
+    assert abs(ev["top1"] - qj["int8"]["top1"]) <= 3 / 64
+    assert sum(ev["exit_rates"]["shares"]) == pytest.approx(1) and ev["exit_rates"]["samples"] == 64
+    assert ev["exit_rates"]["shares"] == pytest.approx(ex["metrics"]["exits_share"])
     rows = [r for r in rec["profile"]["metrics"]["latency"] if r["artifact"] == "cascade"]
     assert rows and rows[0]["precision"] == "int8" and rows[0]["exit_mix"]["samples"] > 0
     report = (out / "report.md").read_text()
     assert "int8 cascade" in report and "fp32 cascade" in report
 
 
-def test_resumed_onnx_route_quantize_if_form_and_ort_mobile(chained, tmp_path):
-    """Resume a copy of the run after early_exit with another tail: onnxruntime INT8 → If form → .ort per graph."""
-    pytest.importorskip("onnxruntime.quantization")
+def test_resumed_run_another_tail_int8_if_form_and_ort_mobile(chained, tmp_path):
+    """Resume a copy of the run after quantize with another tail: the INT8 If form, then .ort per graph."""
     from edgevit import pipeline
 
     src, rec = chained
     out = tmp_path / "onnx-route"
     out.mkdir()
-    for sid in ("00_load", rec["early_exit"]["id"]):
+    for sid in ("00_load", rec["early_exit"]["id"], rec["quantize"]["id"]):
         shutil.copytree(src / sid, out / sid)
-    r = recipe([EE, {**Q, "backend": "onnxruntime"}, {"stage": "export_onnx", "if_form": True},
-                {"stage": "export_ort_mobile"}, {"stage": "eval", "runtime": "onnxruntime"}])
+    r = recipe(HEAD + [{"stage": "export_onnx", "if_form": True}, {"stage": "export_ort_mobile"},
+                       {"stage": "eval", "runtime": "onnxruntime"}])
     seen = []
     records = pipeline.run(r, out, resume=True, on_stage=lambda sid, rec, skipped: seen.append(skipped))
-    assert seen[:2] == [True, True] and not any(seen[2:])
+    assert seen == [True, True, True, False, False, False]
     by = {x["stage"]: x for x in records}
-    q = by["quantize"]
-    assert q["artifact"]["meta"] == {"precision": "int8", "backend": "onnxruntime", "graphs": "onnx", "attempt": 0}
-    exo = by["export_onnx"]["metrics"]
-    assert exo["int8"] is True and Path(out / by["export_onnx"]["id"] / exo["if_form"]).exists()
-    assert by["export_onnx"]["parity"]["n"] == 64 and by["export_onnx"]["parity"]["top1_agreement"] >= 0.95
+    exo = by["export_onnx"]
+    assert exo["metrics"]["int8"] is True and (out / exo["id"] / exo["metrics"]["if_form"]).exists()
+    assert exo["artifact"]["meta"]["graphs"] == "onnx" and exo["artifact"]["meta"]["precision"] == "int8"
+    assert exo["parity"]["n"] == 64 and exo["parity"]["top1_agreement"] >= 0.95  # If form vs segment cascade
     ort = by["export_ort_mobile"]
     manifest = json.loads((out / ort["id"] / ort["artifact"]["path"]).read_text())
     assert manifest["backend"] == "ort" and all(e["file"].endswith(".ort") for e in manifest["segments"])
@@ -231,6 +249,32 @@ def test_resumed_onnx_route_quantize_if_form_and_ort_mobile(chained, tmp_path):
     assert "QuantizeLinear" in ops and "DequantizeLinear" in ops  # the union over every INT8 graph
     assert ort["parity"]["exit_agreement"] >= 0.95  # .ort runs the same kernels as the ONNX file
     ev = by["eval"]["metrics"]
-    qj = json.loads((out / q["id"] / "quantize.json").read_text())
+    qj = json.loads((out / by["quantize"]["id"] / "quantize.json").read_text())
     assert ev["n"] == 64 and ev["precision"] == "int8" and ev["runtime"] == "cascade[onnxruntime]"
     assert abs(ev["top1"] - qj["int8"]["top1"]) <= 2 / 64
+
+
+@pytest.mark.slow
+def test_nncf_route_with_the_speed_gate(chained, tmp_path):
+    """quantize with the openvino backend on the same early-exit stage: the ONNX cascade becomes IR, NNCF quantises
+    every graph, and the speed gate decides on expected latency (either way a cascade is handed on)."""
+    pytest.importorskip("nncf")
+    from edgevit import pipeline
+
+    src, rec = chained
+    out = tmp_path / "nncf-route"
+    out.mkdir()
+    for sid in ("00_load", rec["early_exit"]["id"]):
+        shutil.copytree(src / sid, out / sid)
+    r = recipe([EE, {**Q, "backend": "openvino", "speed_gate": True}, {"stage": "eval"}])
+    records = pipeline.run(r, out, resume=True)
+    q = records[2]
+    qj = json.loads((out / q["id"] / "quantize.json").read_text())
+    names = [e["name"] for e in json.loads((out / rec["early_exit"]["id"] / "export" / "manifest.json").read_text())[
+        "segments"]] + [f"exit_{k}" for k in range(1, 5)]
+    _check_cascade_record(qj, names)
+    assert qj["fp32_conversion"]["backend"] == "openvino" and (out / q["id"] / "fp32" / "manifest.json").exists()
+    gate = qj["speed_gate"]
+    fastest = min(gate["candidates"], key=lambda c: c["latency_ms"])["precision"]
+    assert gate["selected"] == fastest and q["artifact"]["meta"]["precision"] == fastest
+    assert q["artifact"]["meta"]["graphs"] == "openvino" and records[3]["metrics"]["runtime"] == "cascade[openvino]"

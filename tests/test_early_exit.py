@@ -357,26 +357,7 @@ def test_cli_train(tmp_path, capsys):
     assert rec["stage1"]["steps"] == 1 and rec["stage2"]["steps"] == 1
 
 
-def test_recipe_stage_then_eval(tmp_path):
-    """The early_exit stage (train a step, calibrate, export) followed by eval of the cascade on onnxruntime."""
-    import yaml
-
-    from edgevit import pipeline
-    from edgevit.recipe import load_recipe
-
-    recipe = {"name": "ee", "model": {"name": "fmnist-vit-tiny"}, "data": {"limit": 32}, "runtimes": ["onnxruntime"],
-              "stages": [{"stage": "early_exit", "steps": 1, "batch_size": 32, "train_limit": 64, "heldout_limit": 60,
-                          "latency_duration_s": 0.02, "exporter": "torchscript", "parity_samples": 16, "budget": 2.0,
-                          "if_form": True},
-                         {"stage": "eval"}]}  # the recipe's onnxruntime runs the cascade's graphs
-    path = tmp_path / "r.yaml"
-    path.write_text(yaml.safe_dump(recipe))
-    recs = pipeline.run(load_recipe(str(path), []), tmp_path / "out")
-    ee_rec, ev = recs[1], recs[2]
-    assert ee_rec["artifact"]["kind"] == "cascade" and ee_rec["metrics"]["exit_agreement"] == 1.0
-    assert len(ee_rec["metrics"]["thresholds"]) == 4 and ev["metrics"]["n"] == 32
-    assert (tmp_path / "out" / ee_rec["id"] / "export" / "manifest.json").exists()
-    assert ee_rec["metrics"]["if_form"].endswith("cascade_if.onnx") and ee_rec["metrics"]["if_form_max_abs_diff"] < 1e-3
+# the early_exit recipe stage runs in tests/test_chain.py (early_exit → quantize → exports → eval, one run)
 
 
 # ------------------------------------------------------------------------------------------------ INT8 cascades
