@@ -108,6 +108,10 @@ def test_dry_run_rejects_a_recipe_that_cannot_chain(tmp_path, capsys):
     assert main(["compress", str(path), "--out", str(tmp_path / "run"), "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert "cascade:onnx → cascade:openvino" in out and not (tmp_path / "run").exists()
+    assert main(["list", "stages", "-v"]) == 0
+    out = capsys.readouterr().out
+    assert "reads torch, onnx, openvino, cascade → hands on onnx, openvino, cascade (a new model)" in out
+    assert "cannot take cascade: the TVM exporter compiles a torch module" in out
 
 
 def test_run_time_hands_each_stage_the_artefact_of_the_current_model(tmp_path):

@@ -40,6 +40,11 @@ def cmd_list(args) -> int:
         for name, cls in STAGES.items():
             print(f"{name:16s} {cls.description}")
             if args.verbose:
+                reads = ", ".join(cls.consumes) or "the current artefact, any kind"
+                hands = ", ".join(cls.produces) or "its input, unchanged"
+                print(f"    reads {reads} → hands on {hands}{' (a new model)' if cls.new_model else ''}")
+                for kind, why in cls.cannot_take.items():
+                    print(f"    cannot take {kind}: {why}")
                 for f in describe_fields(cls.Config):
                     print(f"    {f['name']}: {f['type']} = {f['default']!r}  {f['help']}")
     elif what == "runtimes":

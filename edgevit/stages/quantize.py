@@ -36,15 +36,16 @@ class QuantizeStage(Stage):
     """INT8 post-training quantisation gated on top-1 (through the runtime) and measured latency."""
 
     name = "quantize"
-    description = "INT8 PTQ (NNCF / ONNX Runtime) with ViT guardrails, accuracy-gated attempt ladder, speed gate"
+    description = ("INT8 PTQ (NNCF / ONNX Runtime) with ViT guardrails, accuracy-gated attempt ladder, speed gate; "
+                   "on a cascade every segment and head INT8")
     # int8 onnx or openvino, or the float model the speed gate kept; from the torch model or its float export; a
     # cascade stays a cascade (every graph INT8)
     consumes = ("torch", "onnx", "openvino", "cascade")
     produces = ("onnx", "openvino", "cascade")
     new_model = True
 
-    cannot_take = {"cascade:ort": "an ORT-format cascade is a frozen runtime format; quantise the ONNX cascade and "
-                                  "put export_ort_mobile after quantize"}
+    cannot_take = {"cascade:ort": "an ORT-format cascade is a frozen runtime format; put quantize before "
+                                  "export_ort_mobile"}
 
     @classmethod
     def reads(cls, config) -> tuple[str, ...]:

@@ -24,7 +24,8 @@ class ExportOnnxStage(Stage):
     """Export the torch artefact to ONNX and check parity against it on real images."""
 
     name = "export_onnx"
-    description = "torch → ONNX (dynamic batch, onnxslim), parity vs torch on real inputs"
+    description = ("torch → ONNX (dynamic batch, onnxslim), parity vs torch on real inputs; an ONNX cascade: "
+                   "copied, and with if_form one graph with If nodes")
     consumes = ("torch", "cascade")
     produces = ("onnx", "cascade")
     cannot_take = {

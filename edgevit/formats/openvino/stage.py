@@ -35,7 +35,8 @@ class ExportOpenVinoStage(Stage):
     """Export to OpenVINO IR (FP32 or FP16 weights) and check it against the torch model on real images."""
 
     name = "export_openvino"
-    description = "torch (or the latest ONNX) → OpenVINO IR fp32/fp16, parity vs torch on real inputs"
+    description = ("torch (or the latest ONNX) → OpenVINO IR fp32/fp16, parity vs torch on real inputs; a cascade: "
+                   "every graph → IR, checked against its source")
     consumes = ("torch", "onnx", "cascade")
     produces = ("openvino", "cascade")
 

@@ -24,7 +24,8 @@ class ExportOrtMobileStage(Stage):
     """ONNX → ONNX Runtime ``.ort`` format (ORT Mobile) with its required-operators config; parity on real images."""
 
     name = "export_ort_mobile"
-    description = "ONNX → .ort (ONNX Runtime Mobile) + required_operators.config, parity vs ONNX and torch"
+    description = ("ONNX → .ort (ONNX Runtime Mobile) + required_operators.config, parity vs ONNX and torch; an "
+                   "ONNX cascade: every graph → .ort")
     consumes = ("onnx", "cascade")
     produces = ("ort", "cascade")
     cannot_take = {"cascade:openvino": "the ORT converter reads ONNX graphs, and OpenVINO IR cannot be turned back "
