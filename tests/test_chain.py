@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import shutil
-from pathlib import Path
 
 import pytest
 
@@ -40,25 +39,25 @@ def recipe(stages, **over):
 @pytest.mark.parametrize("stages,match", [
     # INT8 before a torch-only stage
     ([{"stage": "quantize"}, {"stage": "early_exit"}],
-     r"stages\.1 \(early_exit\).*needs a torch artefact.*got openvino \(from stages\.0 'quantize'\).*put 'early_exit' "
-     r"before stages\.0"),
+     (r"stages\.1 \(early_exit\).*needs a torch artefact.*got openvino \(from stages\.0 'quantize'\).*put 'early_exit' "
+      r"before stages\.0")),
     ([{"stage": "export_onnx"}, {"stage": "quantize", "backend": "onnxruntime"}, {"stage": "distill"}],
      r"stages\.2 \(distill\).*needs a torch artefact.*got onnx \(from stages\.1 'quantize'\)"),
     # a cascade into a format that cannot hold it: the stage's own reason is quoted
     ([{"stage": "early_exit"}, {"stage": "export_tvm"}],
-     r"stages\.1 \(export_tvm\).*needs a torch artefact.*got cascade \(onnx graphs\).*cannot take a cascade.*static "
-     r"batch"),
+     (r"stages\.1 \(export_tvm\).*needs a torch artefact.*got cascade \(onnx graphs\).*cannot take a cascade.*static "
+      r"batch")),
     ([{"stage": "early_exit"}, {"stage": "export_tensorrt"}],
      r"stages\.1 \(export_tensorrt\).*needs an onnx artefact.*got cascade \(onnx graphs\).*cannot take a cascade"),
     # an IR cascade cannot become ONNX again
     ([{"stage": "early_exit", "format": "openvino"}, {"stage": "export_onnx"}],
-     r"stages\.1 \(export_onnx\).*needs a torch or cascade \(onnx graphs\).*got cascade \(openvino graphs\).*cannot be "
-     r"turned back into ONNX"),
+     (r"stages\.1 \(export_onnx\).*needs a torch or cascade \(onnx graphs\).*got cascade \(openvino graphs\).*cannot be "
+      r"turned back into ONNX")),
     ([{"stage": "early_exit", "format": "openvino"}, {"stage": "export_ort_mobile"}],
      r"stages\.1 \(export_ort_mobile\).*cascade \(openvino graphs\)"),
     ([{"stage": "early_exit", "format": "openvino"}, {"stage": "quantize", "backend": "onnxruntime"}],
-     r"stages\.1 \(quantize\).*got cascade \(openvino graphs\).*with other settings 'quantize' reads cascade "
-     r"\(openvino graphs\)"),
+     (r"stages\.1 \(quantize\).*got cascade \(openvino graphs\).*with other settings 'quantize' reads cascade "
+      r"\(openvino graphs\)")),
     # a converting stage is missing
     ([{"stage": "export_ort_mobile"}], r"stages\.0 \(export_ort_mobile\).*got torch.*add `- stage: export_onnx`"),
     # the ONNX file of the model before quantize does not stand for the INT8 model

@@ -22,6 +22,7 @@ gate kept a faster float variant); ``quantize.json`` is in the stage folder.
 from __future__ import annotations
 
 import logging
+from typing import ClassVar
 
 from pydantic import Field
 
@@ -44,7 +45,7 @@ class QuantizeStage(Stage):
     produces = ("onnx", "openvino", "cascade")
     new_model = True
 
-    cannot_take = {"cascade:ort": "an ORT-format cascade is a frozen runtime format; put quantize before "
+    cannot_take: ClassVar[dict[str, str]] = {"cascade:ort": "an ORT-format cascade is a frozen runtime format; put quantize before "
                                   "export_ort_mobile"}
 
     @classmethod

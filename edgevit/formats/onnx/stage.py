@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from typing import ClassVar
 
 from pydantic import Field, field_validator
 
@@ -28,7 +29,7 @@ class ExportOnnxStage(Stage):
                    "copied, and with if_form one graph with If nodes")
     consumes = ("torch", "cascade")
     produces = ("onnx", "cascade")
-    cannot_take = {
+    cannot_take: ClassVar[dict[str, str]] = {
         "cascade:openvino": "OpenVINO IR graphs cannot be turned back into ONNX; export the cascade as ONNX "
                             "(early_exit format: onnx; quantize with an ONNX backend) and put export_onnx before "
                             "export_openvino",

@@ -20,7 +20,7 @@ stages see the cascade; ``eval``/``profile`` run it on ``openvino``.
 from __future__ import annotations
 
 import logging
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field
 
@@ -40,7 +40,7 @@ class ExportOpenVinoStage(Stage):
     consumes = ("torch", "onnx", "cascade")
     produces = ("openvino", "cascade")
 
-    cannot_take = {"cascade:ort": "OpenVINO does not read ORT-format graphs; put export_openvino before "
+    cannot_take: ClassVar[dict[str, str]] = {"cascade:ort": "OpenVINO does not read ORT-format graphs; put export_openvino before "
                                   "export_ort_mobile"}
 
     @classmethod

@@ -9,7 +9,7 @@ onnxruntime build that runs every graph); the new cascade is checked against its
 from __future__ import annotations
 
 import logging
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field
 
@@ -28,7 +28,7 @@ class ExportOrtMobileStage(Stage):
                    "ONNX cascade: every graph → .ort")
     consumes = ("onnx", "cascade")
     produces = ("ort", "cascade")
-    cannot_take = {"cascade:openvino": "the ORT converter reads ONNX graphs, and OpenVINO IR cannot be turned back "
+    cannot_take: ClassVar[dict[str, str]] = {"cascade:openvino": "the ORT converter reads ONNX graphs, and OpenVINO IR cannot be turned back "
                                        "into ONNX; put export_ort_mobile before export_openvino (or quantize with an "
                                        "ONNX backend)"}
 

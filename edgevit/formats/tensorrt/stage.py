@@ -5,7 +5,7 @@ Importable without TensorRT (imported inside ``run``)."""
 from __future__ import annotations
 
 import logging
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field, model_validator
 
@@ -24,7 +24,7 @@ class ExportTensorRTStage(Stage):
                    "profile scripts, preflight) and an engine where TensorRT exists")
     consumes = ("onnx",)
     produces = ("tensorrt",)
-    cannot_take = {
+    cannot_take: ClassVar[dict[str, str]] = {
         "cascade": "its device bundle and engine hold one network with one optimisation profile and one INT8 "
                    "calibration cache computed from images, while a cascade is several graphs fed tokens; export the "
                    "cascade with export_onnx (its ONNX graphs build on the device with trtexec one by one)",

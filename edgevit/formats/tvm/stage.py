@@ -16,7 +16,7 @@ recipe's ``runtimes`` lists it — with their batch sizes set to the compiled on
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, ClassVar
 
 from pydantic import Field, model_validator
 
@@ -34,7 +34,7 @@ class ExportTvmStage(Stage):
     description = "torch → TVM library (.so) for a CPU/GPU target, MetaSchedule-tuned (cached), parity vs torch"
     consumes = ("torch",)
     produces = ("tvm",)
-    cannot_take = {
+    cannot_take: ClassVar[dict[str, str]] = {
         "cascade": "the TVM exporter compiles a torch module (torch.export → Relax) into one library of one static "
                    "batch, while a cascade is several graphs whose batch shrinks as images exit; export the cascade "
                    "with export_openvino, export_onnx or export_ort_mobile",
