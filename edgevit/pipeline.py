@@ -97,11 +97,13 @@ def run(recipe: Recipe, out_dir: str | Path, *, resume: bool = False, force: boo
         on_stage=None) -> list[dict]:
     """Run every stage of ``recipe`` into ``out_dir``; return the stage records.
 
-    A stage folder is written as ``<id>.tmp`` and renamed when the stage finishes. With ``resume`` a finished
+    Raises :class:`ConfigError` before anything runs when the stages do not chain (:func:`plan`). A stage folder is
+    written as ``<id>.tmp`` and renamed when the stage finishes. With ``resume`` a finished
     stage whose hash still matches is skipped (its artefact is reloaded); the first stage that does not match
     and everything after it run again.
     """
     out = check_run_dir(out_dir)
+    plan(recipe)  # the stages chain (checked when the recipe was read; again for a Recipe built in Python)
     existing = [p for p in out.glob("[0-9][0-9]_*") if p.is_dir()] if out.exists() else []
     if existing and not (resume or force):
         raise ConfigError(f"run directory {out} already holds stages ({', '.join(sorted(p.name for p in existing))}). "
