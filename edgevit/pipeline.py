@@ -154,7 +154,8 @@ def run(recipe: Recipe, out_dir: str | Path, *, resume: bool = False, force: boo
         parent = ctx.records[-1]["id"] if ctx.records else None
         log.info("%s: running", sid)
         t0 = time.time()
-        ctx.consumed(stage, conf)  # fail early, naming the stage to add, when the run lacks what this stage reads
+        got = ctx.consumed(stage, conf)  # fail early, naming the stage to add, when the run lacks what it reads
+        input_id = next((k for k, a in reversed(list(ctx.artifacts.items())) if a is got), None)
         result = stage.run(ctx, conf)
         elapsed = time.time() - t0
         art = result.artifact
@@ -165,7 +166,7 @@ def run(recipe: Recipe, out_dir: str | Path, *, resume: bool = False, force: boo
                 pass
         from .config import to_dict
 
-        rec = {"id": sid, "stage": name, "status": "done", "hash": h, "parent": parent,
+        rec = {"id": sid, "stage": name, "status": "done", "hash": h, "parent": parent, "input": input_id,
                "config": to_dict(conf), "metrics": relocate(result.metrics, tmp), **relocate(result.record, tmp),
                "artifact": None, "seconds": round(elapsed, 3), "versions": library_versions(),
                "finished_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}

@@ -239,13 +239,18 @@ def _predictions(ctx: StageContext, results: list[dict]) -> list[dict]:
     from ..profiling.hardware import load_profile
     from ..profiling.roofline import predict_onnx_latency
 
-    onnx = ctx.current("onnx")  # an ONNX file of the run's current model (not of the model before a method)
+    # the ONNX file the profile measured (the newest, over every artefact), else that of the run's current model;
+    # never one of a model a later method replaced (its prediction would be compared with nothing measured)
+    timed = [r.get("artifact_id") for r in results if r.get("artifact") == "onnx"]
+    onnx_id = next((k for k in reversed(list(ctx.artifacts)) if k in timed), None)
+    onnx = ctx.artifacts[onnx_id] if onnx_id is not None else ctx.current("onnx")
     if onnx is None:
         log.warning("roofline predictions need an ONNX file of the run's current model: add an export_onnx stage "
                     "before profile (a cascade has none: its graphs are predicted only through profile's "
                     "measurements)")
         return []
-    measured = next((r["median_ms"] for r in results if r.get("artifact") == "onnx" and r["batch"] == 1), None)
+    measured = next((r["median_ms"] for r in results if r.get("artifact") == "onnx" and r["batch"] == 1
+                     and r.get("artifact_id", onnx_id) == onnx_id), None)
     host = load_profile(LOCAL_PROFILE)
     out = []
     for target in dict.fromkeys([*ctx.recipe.targets, LOCAL_PROFILE]):
