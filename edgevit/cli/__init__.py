@@ -12,7 +12,7 @@ import logging
 import sys
 from pathlib import Path
 
-from . import data, distill, early_exit, quantize
+from . import data, distill, early_exit, predict, quantize
 from .common import (
     add_data_args,
     add_model_args,
@@ -422,6 +422,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.set_defaults(func=cmd_recipe_schema)
 
     data.add_parser(sub)  # `edgevit data sample`
+    predict.add_parser(sub)  # `edgevit predict m.onnx --target ... --dtype ...`
     add_export_commands(export_sub, export_cmds)  # `edgevit export <format>`, declared in each format folder's cli.py
     for method_cli in (distill, early_exit, quantize):  # `edgevit distill ...`, `edgevit early-exit ...`, `quantize`
         method_cli.add_parser(sub)

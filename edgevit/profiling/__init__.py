@@ -13,6 +13,9 @@ Importing this package imports nothing heavy (no torch, no onnx): names load fro
 - :func:`count_macs_torch`, :func:`count_macs_onnx` (``macs``): batch-1 MACs.
 - :func:`load_profile`, :func:`list_profiles`, :data:`HARDWARE` (``hardware``): device numbers from YAML.
 - :func:`predict_latency`, :func:`predict_onnx_latency` (``roofline``): roofline predictions.
+- :func:`predict`, :func:`fit_calibration`, :func:`load_calibration` (``predictor``): predictions with a stated error,
+  per-op-class efficiencies fitted on this machine.
+- :func:`measure_interleaved`, :func:`parse_ort_profile` (``ort_nodes``): onnxruntime per-node times.
 - :func:`markdown_table`, :func:`profile_table` (``tables``).
 - :func:`profile_remote` (``remote``): the same measurement on a device over SSH (:class:`SSHSession`, ``ssh``);
   :func:`parse_tegrastats`, :func:`parse_jetson_clocks`, :func:`summarise_tegrastats` (``jetson``);
@@ -34,6 +37,8 @@ _EXPORTS = {
     "HARDWARE": "hardware", "HardwareProfile": "hardware", "PowerMode": "hardware", "Quantity": "hardware",
     "load_profile": "hardware", "list_profiles": "hardware", "register_profile": "hardware",
     "predict_latency": "roofline", "predict_onnx_latency": "roofline",
+    "predict": "predictor", "fit_calibration": "predictor", "load_calibration": "predictor",
+    "measure_interleaved": "ort_nodes", "parse_ort_profile": "ort_nodes",
     "markdown_table": "tables", "profile_table": "tables",
     "profile_remote": "remote", "SSHSession": "ssh", "RemoteTarget": "ssh",
     "parse_tegrastats": "jetson", "parse_jetson_clocks": "jetson", "summarise_tegrastats": "jetson",

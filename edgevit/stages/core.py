@@ -232,12 +232,11 @@ LOCAL_PROFILE = "host"  # THIS machine, detected at run time: the only profile c
 
 
 def _predictions(ctx: StageContext, results: list[dict]) -> list[dict]:
-    """Roofline predictions (per ONNX node, batch 1) for the recipe's targets (other machines: predictions only)
-    and for the detected host (``host``), the latter with its error against the measured batch-1 median of the
-    ONNX artefact and labelled with the detected CPU (``host (AMD EPYC (Zen 4), 2 cores, AVX-512/VNNI/BF16)``)."""
-    from ..errors import EdgevitError
-    from ..profiling.hardware import load_profile
-    from ..profiling.roofline import predict_onnx_latency
+    """Predictions (per ONNX node, batch 1; :func:`edgevit.profiling.predictor.predict`) for the recipe's targets
+    (other machines: predictions only, error unknown) and for the detected host (``host``), the latter with fitted
+    factors and their held-out error where this CPU has them, its error against the measured batch-1 median of the
+    ONNX artefact, and labelled with the detected CPU (``host (AMD EPYC (Zen 4), 2 cores, AVX-512/VNNI/BF16)``)."""
+    from ..profiling.predictor import predict
 
     # the ONNX file the profile measured (the newest, over every artefact), else that of the run's current model;
     # never one of a model a later method replaced (its prediction would be compared with nothing measured)
@@ -251,24 +250,12 @@ def _predictions(ctx: StageContext, results: list[dict]) -> list[dict]:
         return []
     measured = next((r["median_ms"] for r in results if r.get("artifact") == "onnx" and r["batch"] == 1
                      and r.get("artifact_id", onnx_id) == onnx_id), None)
-    host = load_profile(LOCAL_PROFILE)
     out = []
-    for target in dict.fromkeys([*ctx.recipe.targets, LOCAL_PROFILE]):
-        is_host = target == LOCAL_PROFILE
-        for dtype in ("fp32", "fp16", "int8"):
-            try:
-                p = predict_onnx_latency(onnx.path, host if is_host else target, dtype,
-                                         measured_ms=measured if is_host and dtype == "fp32" else None)
-            except (EdgevitError, KeyError, ValueError) as exc:
-                log.info("no %s prediction for %s: %s", dtype, target, exc)
-                continue
-            p["target"] = target
-            if is_host:
-                p["target_label"] = host.label
-                p["cpu_model"] = host.cpu_model
-                if dtype == "fp32":
-                    p["measured_ms"] = measured
-            out.append(p)
+    for p in predict(onnx.path, [*ctx.recipe.targets, LOCAL_PROFILE], ("fp32", "fp16", "int8"), measured_ms=measured):
+        if p.get("error"):
+            log.info("no %s prediction for %s: %s", p["dtype"], p["target"], p["error"])
+            continue
+        out.append(p)
     return out
 
 
