@@ -99,10 +99,17 @@ def steps_of(recipe: Recipe) -> list[Step]:
 
 
 def plan(recipe: Recipe) -> list[dict]:
-    """The steps a run will take, in order (the implicit load step first)."""
-    steps = [{"id": LOAD_ID, "stage": "load", "config": {"model": recipe.model.name}}]
-    for s, h in zip(recipe.stages, recipe.stage_hashes()):
-        steps.append({"id": s.id, "stage": s.stage, "config": s.to_dict(), "hash": h})
+    """The steps a run will take, in order (the implicit load step first), each with the artefact kinds it reads
+    and hands on (``reads``, ``hands_on``: :func:`edgevit.stage.check_chain`, which raises
+    :class:`~edgevit.errors.ConfigError` when the stages do not chain)."""
+    from .stage import check_chain
+
+    chain = check_chain([(f"stages.{i}", s.stage, s.config) for i, s in enumerate(recipe.stages)])
+    steps = [{"id": LOAD_ID, "stage": "load", "config": {"model": recipe.model.name}, "reads": [],
+              "hands_on": ["torch"]}]
+    for s, h, c in zip(recipe.stages, recipe.stage_hashes(), chain):
+        steps.append({"id": s.id, "stage": s.stage, "config": s.to_dict(), "hash": h, "reads": c["reads"],
+                      "hands_on": c["hands_on"]})
     return steps
 
 
@@ -403,6 +410,7 @@ def run(recipe: Recipe, out_dir: str | Path, *, resume: bool = False, force: boo
     finished, the failed one leaves no half-written folder, and its traceback is in ``<id>.error.log``.
     """
     out = check_run_dir(out_dir)
+    plan(recipe)  # the stages chain (checked when the recipe was read; again for a Recipe built in Python)
     steps = steps_of(recipe)
     if sum(x is not None for x in (until, only, from_stage)) > 1:
         raise ConfigError("--until, --only and --from are exclusive; give one of them")
@@ -532,7 +540,8 @@ def _prepare_tmp(out: Path, step: Step, key: str) -> Path:
 def _run_step(ctx: StageContext, step: Step, out: Path, key: str, parts: dict, *, done: list[str]):
     final = out / step.id
     stage = step.cls()
-    ctx.consumed(stage)  # fail early, naming the stage to add, when the run lacks what this stage reads
+    got = ctx.consumed(stage, step.config)  # fail early, naming the stage to add, when the run lacks what it reads
+    input_id = next((k for k, a in reversed(list(ctx.artifacts.items())) if a is got), None)
     tmp = _prepare_tmp(out, step, key)  # a finished folder being redone stays until the new one is complete
     ctx.out_dir = tmp
     parent = ctx.records[-1]["id"] if ctx.records else None
@@ -549,7 +558,7 @@ def _run_step(ctx: StageContext, step: Step, out: Path, key: str, parts: dict, *
             except ValueError:
                 pass
         rec = {"id": step.id, "stage": step.name, "status": "done", "key": key, "hash": key, "parent": parent,
-               "config": to_dict(step.config), "metrics": relocate(result.metrics, tmp),
+               "input": input_id, "config": to_dict(step.config), "metrics": relocate(result.metrics, tmp),
                **relocate(result.record, tmp), "artifact": None, "artifact_sha256": None,
                "seconds": round(elapsed, 3), "versions": library_versions(),
                "finished_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "key_parts": parts}

@@ -40,6 +40,11 @@ def cmd_list(args) -> int:
         for name, cls in STAGES.items():
             print(f"{name:16s} {cls.description}")
             if args.verbose:
+                reads = ", ".join(cls.consumes) or "the current artefact, any kind"
+                hands = ", ".join(cls.produces) or "its input, unchanged"
+                print(f"    reads {reads} → hands on {hands}{' (a new model)' if cls.new_model else ''}")
+                for kind, why in cls.cannot_take.items():
+                    print(f"    cannot take {kind}: {why}")
                 for f in describe_fields(cls.Config):
                     print(f"    {f['name']}: {f['type']} = {f['default']!r}  {f['help']}")
     elif what == "runtimes":
@@ -239,7 +244,8 @@ def cmd_compress(args) -> int:
         print(f"recipe {args.recipe} is valid; plan for {out}:")
         for s in steps:
             conf = {k: v for k, v in s["config"].items() if k != "stage"}
-            print(f"  {s['id']:20s} {json.dumps(conf)}")
+            kinds = f"{'|'.join(s['reads']) or '-'} → {'|'.join(s['hands_on'])}"
+            print(f"  {s['id']:20s} {kinds:32s} {json.dumps(conf)}")
         return 0
 
     return _run_compress(args, recipe, out)

@@ -47,6 +47,7 @@ class DistillStage(Stage):
     produces = ("torch",)
     libraries = ("torch", "timm", "numpy")
     resumable = True  # a killed run continues from the last epoch's checkpoint.pt in the stage folder
+    new_model = True
 
     class Config(AugmentKeys, TrainConfig):
         """Every key of :class:`~edgevit.methods.distill.config.TrainConfig` and of
@@ -87,7 +88,7 @@ class DistillStage(Stage):
         from ..methods.distill.trainer import train_student
         from ..models import count_params, create
 
-        src = ctx.latest("torch") or ctx.source_artifact()
+        src = ctx.consumed(self, config)
         if config.student is None and config.teacher is None:
             raise ConfigError("stage 'distill': set `student:` (the run's model is then the teacher) or `teacher:` "
                               "(the run's model is then the student)")

@@ -48,6 +48,11 @@ class EarlyExitStage(Stage):
     produces = ("cascade",)
     libraries = ("torch", "timm", "numpy", "onnx", "onnxscript", "onnxslim", "onnxruntime", "openvino")
     resumable = True  # a killed run keeps its trained heads and calibrated thresholds (the stage folder's files)
+    new_model = True
+
+    @classmethod
+    def hands_on(cls, config, kind: str) -> tuple[str, ...]:
+        return (f"cascade:{config.format}",)
 
     class Config(TrainConfig):
         """Every :class:`~edgevit.methods.early_exit.config.TrainConfig` key plus calibration and export keys."""
@@ -84,7 +89,7 @@ class EarlyExitStage(Stage):
     def run(self, ctx: StageContext, config: Config) -> StageOutput:
         from ..methods.early_exit.run import CALIBRATION, CHECKPOINT, calibrate_run, export_run, train_run
 
-        src = ctx.latest("torch") or ctx.source_artifact()
+        src = ctx.consumed(self, config)
         d = ctx.recipe.data
         tc = config.train_config()
         # the pipeline keeps this folder from a killed run only when the resume key matches: each finished phase
