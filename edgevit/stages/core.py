@@ -100,6 +100,11 @@ class ProfileStage(Stage):
         min_runs: int = Field(10, ge=1, description="timed runs at least, however long they take")
         threads: int | None = Field(None, ge=1, description="runtime threads (default: the runtime's)")
         include_source: bool = Field(True, description="also time the source torch model")
+        per_layer: bool = Field(False, description="also profile every node per runtime × batch (ONNX Runtime "
+                                                   "profiler, OpenVINO counters, torch.profiler), mapped to the "
+                                                   "model's blocks; OpenVINO also in bf16 where the CPU has it; "
+                                                   "metrics get `per_layer`, the stage folder per_layer.png")
+        per_layer_runs: int = Field(30, ge=1, description="profiled runs per runtime × batch for per_layer")
 
     def run(self, ctx, config):
         from ..data import preprocess
@@ -115,15 +120,43 @@ class ProfileStage(Stage):
         if config.include_source and src is not art:
             pairs.insert(0, (src, "torch"))
         real = preprocess(ctx.dataset(limit=max(config.batch)).images, art.spec)
-        results = []
-        for a, r in pairs:
-            runtime = load_runtime(r, a, threads=config.threads)
+        variants = [(a, r, {}) for a, r in pairs]
+        if config.per_layer:
+            from ..profiling.layers import host_bf16
+
+            bf16, why = host_bf16()
+            if not bf16:
+                log.info("per-layer: no OpenVINO bf16 column (%s)", why)
+            variants = [v for a, r in pairs
+                        for v in [(a, r, {}), *([(a, r, {"precision": "bf16"})] if bf16 and r == "openvino" else [])]]
+        results, layers = [], []
+        for a, r, opts in variants:
+            runtime = load_runtime(r, a, threads=config.threads, **opts)
             for row in profile_runtime(runtime, batch_sizes=tuple(config.batch), warmup_s=config.warmup_s,
                                        duration_s=config.duration_s, min_runs=config.min_runs, inputs=real):
                 row["artifact"] = a.kind
                 results.append(row)
+                if config.per_layer:
+                    from ..profiling.layers import profile_layers
+
+                    p = profile_layers(runtime, real[:row["batch"]] if len(real) >= row["batch"] else
+                                       a.spec.example(row["batch"]), runs=config.per_layer_runs,
+                                       latency_ms=row["median_ms"], latency_min_ms=row["min_ms"])
+                    p["artifact"] = a.kind
+                    row["variant"] = p["variant"]
+                    layers.append(p)
+            runtime.close()
         predictions = _predictions(ctx, results) if ctx.recipe.targets else []
-        return StageOutput(art, {"latency": results, "predictions": predictions})
+        metrics = {"latency": results, "predictions": predictions}
+        if config.per_layer:
+            from ..profiling.layers import per_layer_png, per_layer_record
+
+            metrics["per_layer"] = per_layer_record(layers)
+            try:
+                (ctx.out_dir / "per_layer.png").write_bytes(per_layer_png(layers))
+            except ImportError as exc:
+                log.warning("no per-layer plot: %s", exc)
+        return StageOutput(art, metrics)
 
 
 LOCAL_PROFILE = "host"  # THIS machine, detected at run time: the only profile checked against measurement
