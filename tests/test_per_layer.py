@@ -135,7 +135,7 @@ def test_openvino_per_layer_on_onnx_and_on_the_ir(fmnist_onnx, fmnist_ir, one_im
     for rec in (on_onnx, on_ir):
         _check_blocks(rec)
         _check_sum(rec)
-        assert rec["precision"] == "f32"
+        assert rec["precision"] == "fp32"
         kernels = {n["exec_type"] for n in rec["nodes"]}
         assert any(k and k.endswith("_f32") for k in kernels), kernels  # the kernel OpenVINO chose, with precision
     # the ONNX file records module paths; the IR converted from it does not: placed by the LayerNorms instead
@@ -193,7 +193,7 @@ def test_cli_per_layer_table_json_and_png(fmnist_onnx, tmp_path, capsys):
     data = json.loads(out.read_text())
     layers = data["per_layer"]
     variants = {(p["variant"], p["batch"]) for p in layers["profiles"]}
-    assert {("onnxruntime fp32", 1), ("onnxruntime fp32", 2), ("openvino f32", 1), ("openvino f32", 2)} <= variants
+    assert {("onnxruntime fp32", 1), ("onnxruntime fp32", 2), ("openvino fp32", 1), ("openvino fp32", 2)} <= variants
     rows = layers["rows"]
     assert {r["group"] for r in rows} >= {"embed", "head", *(f"block {i}" for i in range(BLOCKS))}
     assert all({"ms", "share", "variant", "batch", "runtime"} <= set(r) for r in rows)
@@ -233,11 +233,11 @@ def test_int8_from_edgevit_quantize_in_the_same_table(tmp_path, one_image, fmnis
     int8, _ = _profile(tmp_path / "q" / "model_int8.xml", "openvino", one_image, precision="f32")
     fp32, _ = _profile(fmnist_onnx, "openvino", one_image, precision="f32")
     _check_blocks(int8)
-    assert int8["precision"] == "int8+f32"
+    assert int8["precision"] == "int8+fp32"
     assert any("i8" in (n["exec_type"] or "").lower() for n in int8["nodes"])
     assert int8["mapping"].get("name", 0) > 0.5 * len(int8["nodes"])  # torch-frontend names carry module paths
     table = per_layer_table([fp32, int8], batch=1)
-    assert "openvino int8+f32" in table and "| block 11 " in table
+    assert "openvino int8+fp32" in table and "| block 11 " in table
 
 
 # ------------------------------------------------------------------------------------- pure functions

@@ -146,7 +146,7 @@ def cmd_profile(args) -> int:
                 row["variant"] = p["variant"]
                 layers.append(p)
         runtime.close()
-    print(profile_table(results))
+    print(profile_table(results, extra_columns=[("variant", "per-layer column")] if args.per_layer else ()))
     for r in results:
         mix = r.get("exit_mix")
         if mix:
@@ -177,6 +177,8 @@ def _per_layer_variants(args, art, names: list[str], options: dict) -> list[tupl
     """(artefact, runtime, options) to profile per layer: each runtime on the artefact; OpenVINO also in bf16 when
     the CPU computes bf16 natively and --precision was not given; each --compare artefact (a path: its default
     runtime; a model name: torch)."""
+    from ..artifact import Artifact
+    from ..models import create
     from ..profiling.layers import host_bf16
     from ..runtimes import open_artifact
 
@@ -192,11 +194,7 @@ def _per_layer_variants(args, art, names: list[str], options: dict) -> list[tupl
             other = open_artifact(item)
             out.append((other, default_runtime(other.kind), {}))
         else:
-            from ..models import create
-
             model = create(item)
-            from ..artifact import Artifact
-
             out.append((Artifact(kind="torch", spec=model.edgevit_spec, model=model, source=model.edgevit_name),
                         "torch", {}))
     return out

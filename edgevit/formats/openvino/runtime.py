@@ -441,12 +441,13 @@ class OpenVinoRuntime(Runtime):
         else:
             source = ir_graph_nodes(self.model)
         used = _plain(compiled.get_property("INFERENCE_PRECISION_HINT"))
+        label = {"f32": "fp32", "f16": "fp16"}.get(str(used), str(used))  # the names edgevit's other runtimes use
         int8 = any(o.get_type_name() == "FakeQuantize" for o in self.model.get_ordered_ops())
         import openvino as ov
 
         return NodeProfile(runtime=self.name, batch=int(batch.shape[0]), nodes=nodes, run_ms=wall,
                            source_graph=source, profiler=f"OpenVINO {ov.get_version()} PERF_COUNT (CPU plugin counters)",
-                           precision=f"int8+{used}" if int8 else str(used),
+                           precision=f"int8+{label}" if int8 else label,
                            info={"ov_device": self.ov_device, "inference_precision": used, "int8": int8,
                                  "threads": _plain(compiled.get_property("INFERENCE_NUM_THREADS")),
                                  "static_shape": list(batch.shape) if self.specialise else None})
