@@ -337,3 +337,24 @@ def test_table_rows_and_figure_from_records():
 
     plt.close(fig)
     assert per_layer_png(recs)[:4] == b"\x89PNG"
+
+
+def test_parse_recorded_onnxruntime_trace():
+    """A trace written by onnxruntime 1.32's profiler (3 runs of fmnist-vit; the first 12 nodes kept, thread stats
+    dropped): the warm-up run is skipped, names lose ``_kernel_time``, µs become ms, runs line up with model_run."""
+    from pathlib import Path
+
+    from edgevit.formats.onnx.runtime import parse_ort_trace
+
+    events = json.loads((Path(__file__).parent / "fixtures" / "ort_profile_trace.json").read_text())
+    nodes, run_ms = parse_ort_trace(events, {"getitem_nchwc": (("input",), ("getitem_nchwc_out",))}, skip_runs=1)
+    runs = sorted((e for e in events if e.get("name") == "model_run"), key=lambda e: e["ts"])[1:]
+    assert run_ms.tolist() == pytest.approx([e["dur"] / 1e3 for e in runs])
+    assert len(nodes) == 12 and all(len(n.times_ms) == 2 for n in nodes)
+    assert not any(n.name.endswith("_kernel_time") for n in nodes)
+    conv = next(n for n in nodes if n.name == "getitem_nchwc")
+    assert conv.op_type == "Conv" and conv.exec_type == "CPUExecutionProvider" and conv.outputs == ("getitem_nchwc_out",)
+    first = next(e for e in sorted(events, key=lambda e: e["ts"]) if e["name"] == "getitem_nchwc_kernel_time"
+                 and e["ts"] > runs[0]["ts"])
+    assert conv.times_ms[0] == pytest.approx(first["dur"] / 1e3)
+    assert all(sum(n.times_ms[r] for n in nodes) < run_ms[r] for r in range(2))  # nodes inside their run

@@ -10,6 +10,8 @@ Importing this package imports nothing heavy (no torch, no onnx): names load fro
 - :func:`load_profile`, :func:`list_profiles`, :data:`HARDWARE` (``hardware``): device numbers from YAML.
 - :func:`predict_latency`, :func:`predict_onnx_latency` (``roofline``): roofline predictions.
 - :func:`markdown_table`, :func:`profile_table` (``tables``).
+- :func:`profile_layers`, :func:`per_layer_table`, :func:`per_layer_figure`, :func:`per_layer_png` (``layers``): per-node
+  profiles of a runtime mapped to the model's blocks; the comparison table; the stacked-bar picture for reports.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ _EXPORTS = {
     "load_profile": "hardware", "list_profiles": "hardware", "register_profile": "hardware",
     "predict_latency": "roofline", "predict_onnx_latency": "roofline",
     "markdown_table": "tables", "profile_table": "tables",
+    "profile_layers": "layers", "per_layer_table": "layers", "per_layer_figure": "layers", "per_layer_png": "layers",
+    "per_layer_rows": "layers", "per_layer_record": "layers",
 }
 
 __all__ = list(_EXPORTS)
