@@ -358,3 +358,22 @@ def test_parse_recorded_onnxruntime_trace():
                  and e["ts"] > runs[0]["ts"])
     assert conv.times_ms[0] == pytest.approx(first["dur"] / 1e3)
     assert all(sum(n.times_ms[r] for n in nodes) < run_ms[r] for r in range(2))  # nodes inside their run
+
+
+def test_int8_onnx_nodes_keep_their_module(fmnist_onnx, tmp_path, one_image):
+    """ONNX Runtime's quantiser replaces every MatMul by a quantised node without the export's metadata (and named
+    after it: ``node_MatMul_51_quant``); such nodes take the module of the op they feed, so the qkv/proj/fc1/fc2
+    MatMuls land in attention and MLP, not in the LayerNorm before them."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    from edgevit.formats.onnx.runtime import read_onnx_metadata
+
+    path = tmp_path / "int8.onnx"
+    quantize_dynamic(str(fmnist_onnx), str(path), weight_type=QuantType.QInt8)
+    assert read_onnx_metadata(path)  # the input spec survives, so the file opens as an artefact
+    rec, _ = _profile(path, "onnxruntime", one_image)
+    _check_blocks(rec)
+    assert rec["precision"] == "int8"
+    quantized = [n for n in rec["nodes"] if n["name"].endswith("_quant") and "MatMul" in n["op_type"]]
+    assert len(quantized) == 4 * BLOCKS + 1  # qkv, proj, fc1, fc2 per block, and the head
+    assert {n["part"] for n in quantized} == {"attention", "mlp", "head"}

@@ -56,6 +56,7 @@ PARTS = ("attention", "mlp", "norm", "residual")
 BOUNDARY_TYPES = ("LayerNormalization", "SimplifiedLayerNormalization", "SkipLayerNormalization", "MVN")
 # containers whose numbered children are the transformer blocks (timm: blocks / stages.N.blocks; HF: layer)
 _BLOCK = re.compile(r"(?:^|\.)(?:blocks|layers|layer|resblocks|block)\.(\d+)(?=\.|$)")
+_PARAM = re.compile(r"^(?:p_)?([A-Za-z_]\w*(?:\.\w+)*)\.(?:weight|bias)(?:_\w+)?$")  # a parameter's tensor name
 _EMBED_NAMES = ("patch_embed", "stem", "conv_stem", "embeddings", "pos_embed", "cls_token", "reg_token", "pos_drop",
                 "patch_drop", "norm_pre", "rope", "dist_token")
 _HEAD_NAMES = ("norm", "fc_norm", "head", "head_drop", "pre_logits", "head_norm", "classifier", "global_pool",
@@ -245,7 +246,8 @@ def source_scopes(graph: Sequence[GraphNode]) -> tuple[dict[str, tuple[str, str]
     """``({node name or output tensor: (module path, how)}, {node name: after the blocks})`` for a source graph.
     ``how``: ``metadata`` (recorded in the file), ``name`` (parsed from the node name), ``structure``
     (:func:`structural_scopes`, used when the file records no module path for any node that does work), or
-    ``neighbour`` (a node without one takes its first producer's)."""
+    ``neighbour`` (a node without one — one a quantiser inserted — takes the scope of the node it feeds, else of
+    its producer)."""
     scopes: dict[str, tuple[str, str]] = {}
     for n in graph:
         if n.scope is not None:
@@ -258,8 +260,29 @@ def source_scopes(graph: Sequence[GraphNode]) -> tuple[dict[str, tuple[str, str]
     if not recorded:  # nothing but root-level names: place nodes by structure
         for name, s in structural_scopes(graph).items():
             scopes[name] = (s, "structure")
+    known = dict(scopes)
+    for n in graph:
+        if n.name in scopes:
+            for o in n.outputs:
+                known.setdefault(o, scopes[n.name])
+    for n in graph:  # a node a tool added next to a known node or tensor, named after it (quantisers)
+        if n.name not in scopes:
+            hit = next((known[k] for k in _strip_variants(n.name) if k != n.name and k in known), None)
+            if hit is None:  # else the module whose parameter it reads: blocks.0.attn.qkv.weight_quantized
+                hit = next(((m.group(1), "name") for i in n.inputs if (m := _PARAM.match(i))), None)
+            if hit is not None:
+                scopes[n.name] = (hit[0], "name")
+    consumers: dict[str, list[str]] = {}
+    for n in graph:
+        for i in n.inputs:
+            consumers.setdefault(i, []).append(n.name)
+    for n in reversed(graph):  # a node a tool inserted (a quantised MatMul, a scale) works for the op it feeds
+        if n.name not in scopes:
+            src = next((scopes[c] for o in n.outputs for c in consumers.get(o, []) if c in scopes), None)
+            if src is not None:
+                scopes[n.name] = (src[0], "neighbour")
     by_tensor: dict[str, tuple[str, str]] = {}
-    for n in graph:  # propagate to nodes without a scope from their producers (topological order)
+    for n in graph:  # the rest (nothing after them has a scope) from their producers (topological order)
         if n.name not in scopes:
             src = next((by_tensor[i] for i in n.inputs if i in by_tensor), None)
             if src is not None:
@@ -296,6 +319,12 @@ def _strip_variants(key: str) -> Iterable[str]:
     for suffix in ("_nchwc", "_kernel_time", "_output_0"):
         if key.endswith(suffix):
             yield key[: -len(suffix)]
+    # ONNX Runtime's quantiser names what it adds after the node or tensor it rewrote: node_linear_quant,
+    # node_Conv_9_quant_scales_mul, gelu_QuantizeLinear, getitem_output_quantized_cast, getitem_bias_add
+    m = re.match(r"^(.+?)(?:_quant(?:_\w+)?|_QuantizeLinear|_DequantizeLinear|_output_quantized_cast|_bias_add)$",
+                 key)
+    if m:
+        yield m.group(1)
 
 
 # ------------------------------------------------------------------------------------------- mapping
