@@ -2,12 +2,12 @@
 # Long background distillation of the shipped student `fmnist-vit-micro` from the teacher `fmnist-vit`
 # (issue: compress end to end, headline benchmark). Resumable: rerun the same command after a kill; the cache
 # reuses the epochs it already stores and training continues from OUT/checkpoint.pt (written every epoch).
-#   bash benchmarks/train_student.sh            # EPOCHS=40 CACHE_EPOCHS=8 by default
+#   bash benchmarks/train_student.sh            # EPOCHS=30 CACHE_EPOCHS=3 by default
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
-EPOCHS=${EPOCHS:-40}
-CACHE_EPOCHS=${CACHE_EPOCHS:-8}
+EPOCHS=${EPOCHS:-30}
+CACHE_EPOCHS=${CACHE_EPOCHS:-3}
 CACHE=${CACHE:-runs/student-cache}
 OUT=${OUT:-benchmarks/checkpoints/fmnist-vit-micro}
 AUG=(--randaug-n 1 --randaug-m 6 --erase-prob 0.1)

@@ -48,3 +48,12 @@ class MissingBackendError(EdgevitError, ImportError):
 
 class QuantizationError(EdgevitError, RuntimeError):
     """An INT8 quantisation pass failed, or no configuration met the accuracy budget (``.record`` holds the figures)."""
+
+
+class RemoteError(EdgevitError, RuntimeError):
+    """A remote device could not be reached or logged into, or lacks what a remote profile needs (the message
+    names what to install or change)."""
+
+
+class HostKeyError(RemoteError):
+    """A device's SSH host key is not in known_hosts, or differs from the one recorded there."""

@@ -87,12 +87,15 @@ def check_run_dir(out_dir: str | Path) -> Path:
 
 
 def run(recipe: Recipe, out_dir: str | Path, *, resume: bool = False, force: bool = False,
-        on_stage=None) -> list[dict]:
+        on_stage=None, on_start=None) -> list[dict]:
     """Run every stage of ``recipe`` into ``out_dir``; return the stage records.
 
     A stage folder is written as ``<id>.tmp`` and renamed when the stage finishes. With ``resume`` a finished
     stage whose hash still matches is skipped (its artefact is reloaded); the first stage that does not match
     and everything after it run again.
+
+    ``on_start(index, total, sid, name)`` is called before each step (1-based index, the load step included) and
+    ``on_stage(sid, record, skipped)`` after it: the CLI's run display hangs on them.
     """
     out = check_run_dir(out_dir)
     existing = [p for p in out.glob("[0-9][0-9]_*") if p.is_dir()] if out.exists() else []
@@ -114,7 +117,9 @@ def run(recipe: Recipe, out_dir: str | Path, *, resume: bool = False, force: boo
     entries = [("load", LOAD_ID, STAGES.get("load").Config())] + [(s.stage, s.id, s.config) for s in recipe.stages]
     ctx = StageContext(recipe=recipe, artifact=None, out_dir=out, run_dir=out, records=[], artifacts={})
     redo = not resume
-    for (name, sid, conf), h in zip(entries, hashes):
+    for index, ((name, sid, conf), h) in enumerate(zip(entries, hashes), start=1):
+        if on_start:
+            on_start(index, len(entries), sid, name)
         final = out / sid
         rec = None if redo else _finished(final, h)
         if rec is not None:

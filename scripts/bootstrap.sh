@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Set up everything edgevit needs on a fresh machine: the Fashion-MNIST package, a virtual env at .venv/,
-# and edgevit installed (editable) with the extras given as arguments (default: dev).
+# Set up everything edgevit needs on a fresh machine: the Fashion-MNIST package, headless Chromium (the report test
+# renders report.html in it), a virtual env at .venv/, and edgevit installed (editable) with the extras given as
+# arguments (default: dev).
 #   bash scripts/bootstrap.sh            # .venv with edgevit[dev]
 #   EXTRAS=dev,openvino bash scripts/bootstrap.sh
 set -euo pipefail
@@ -8,10 +9,20 @@ cd "$(dirname "$0")/.."
 EXTRAS="${EXTRAS:-dev}"
 PY="${PYTHON:-python3}"
 
+# Debian packages: the dataset, headless Chromium for the report test (renders report.html, takes a screenshot),
+# and OpenSSH's server (the remote-profiling tests start one on 127.0.0.1)
+APT_PKGS=()
 if [ ! -f /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz ] && [ -z "${EDGEVIT_FASHION_MNIST_DIR:-}" ]; then
-  echo "[bootstrap] installing dataset-fashion-mnist (Debian package)"
+  APT_PKGS+=(dataset-fashion-mnist)
+fi
+if ! command -v chromium >/dev/null && ! command -v chromium-browser >/dev/null; then
+  APT_PKGS+=(chromium)
+fi
+[ -x /usr/sbin/sshd ] || APT_PKGS+=(openssh-server)
+if [ ${#APT_PKGS[@]} -gt 0 ]; then
+  echo "[bootstrap] installing ${APT_PKGS[*]} (Debian packages)"
   SUDO=""; [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null && SUDO="sudo"
-  $SUDO apt-get update -qq && $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist
+  $SUDO apt-get update -qq && $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${APT_PKGS[@]}"
 fi
 
 if [ ! -x .venv/bin/python ]; then

@@ -393,7 +393,7 @@ def test_distill_stage_writes_then_reuses_the_cache(tmp_path, teacher_available,
     from edgevit.recipe import from_raw
 
     raw = {"name": "distill-test", "model": {"name": "fmnist-vit-tiny"}, "data": {"limit": 32},
-           "stages": [{"stage": "distill", "epochs": 1, "topk": 3, "batch_size": 16,
+           "stages": [{"stage": "distill", "teacher": "fmnist-vit", "epochs": 1, "topk": 3, "batch_size": 16,
                        "cache_dir": str(tmp_path / "cache")}, {"stage": "eval"}]}
     recs = pipeline.run(from_raw(raw), tmp_path / "run1")
     d = next(r for r in recs if r["stage"] == "distill")
@@ -406,3 +406,77 @@ def test_distill_stage_writes_then_reuses_the_cache(tmp_path, teacher_available,
     raw["stages"][0]["topk"] = 2  # another fingerprint: rewritten
     recs = pipeline.run(from_raw(raw), tmp_path / "run3")
     assert next(r for r in recs if r["stage"] == "distill")["metrics"]["cache"]["reused"] is False
+
+
+def test_distill_stage_student_key_takes_the_run_model_as_teacher(tmp_path, teacher_available):
+    """`student:` set: the run's model (the load step's fmnist-vit) is the teacher; the student starts from random
+    weights with student_pretrained false; the cache epoch is replayed for a second epoch with replay_cache."""
+    if not teacher_available:
+        pytest.skip("the packaged fmnist-vit teacher weights are missing")
+    from edgevit import pipeline
+    from edgevit.errors import ConfigError
+    from edgevit.recipe import from_raw
+
+    raw = {"name": "distill-student", "model": {"name": "fmnist-vit"}, "data": {"limit": 32},
+           "stages": [{"stage": "distill", "student": "fmnist-vit-nano", "student_pretrained": False, "epochs": 2,
+                       "cache_epochs": 1, "replay_cache": True, "topk": 3, "batch_size": 16, "cache_dir": str(tmp_path / "c")}]}
+    recs = pipeline.run(from_raw(raw), tmp_path / "run")
+    m = next(r for r in recs if r["stage"] == "distill")["metrics"]
+    assert m["teacher"] == "fmnist-vit" and m["student"] == "fmnist-vit-nano"
+    assert [h["cache_epoch"] for h in m["history"]] == [0, 0]  # one stored epoch, replayed
+    raw["stages"][0].pop("student")
+    with pytest.raises(ConfigError, match="set `student:`"):
+        pipeline.run(from_raw(raw), tmp_path / "run2")
+
+
+_KILLABLE_WRITER = """
+import sys
+from edgevit.data import load_dataset
+from edgevit.methods.distill.cache import write_cache
+from edgevit.models import create
+ds = load_dataset("fashion-mnist", "train", limit=int(sys.argv[2]))
+write_cache(create("fmnist-vit"), ds, sys.argv[1], epochs=int(sys.argv[3]), topk=3, batch_size=64)
+"""
+
+
+def test_killed_cache_writer_keeps_finished_epochs(tmp_path, teacher_available):
+    """SIGKILL a real cache writer after its first epoch is listed: the rerun reuses that epoch (it does not redo
+    finished teacher work) and the result is byte-identical to an uninterrupted write."""
+    import json
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    if not teacher_available:
+        pytest.skip("the packaged fmnist-vit teacher weights are missing")
+    from edgevit.data import load_dataset
+    from edgevit.methods.distill.cache import HEADER, write_cache
+    from edgevit.models import create
+
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-c", _KILLABLE_WRITER, str(killed), "96", "200"])
+    header = killed / HEADER
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        if header.exists():
+            try:
+                h = json.loads(header.read_text())
+            except ValueError:  # never: the header is replaced atomically
+                raise AssertionError("a half-written cache header was visible") from None
+            if h["epochs"]:
+                assert h["complete"] is False
+                proc.send_signal(signal.SIGKILL)
+                break
+        time.sleep(0.02)
+    assert proc.wait(60) == -signal.SIGKILL, "the writer finished 200 epochs before it could be killed"
+    ds = load_dataset("fashion-mnist", "train", limit=96)
+    teacher = create("fmnist-vit")
+    rec = write_cache(teacher, ds, killed, epochs=2, topk=3, batch_size=64)
+    assert 0 in rec["epochs_reused"] and rec["epochs_written"] == [e for e in (0, 1) if e not in rec["epochs_reused"]]
+    fresh = write_cache(teacher, ds, tmp_path / "fresh", epochs=2, topk=3, batch_size=64)
+    assert fresh["epochs_written"] == [0, 1]
+    for e in (0, 1):
+        a = sorted((killed / f"epoch_{e:04d}").glob("*.values"))
+        b = sorted((tmp_path / "fresh" / f"epoch_{e:04d}").glob("*.values"))
+        assert a and [p.read_bytes() for p in a] == [p.read_bytes() for p in b]

@@ -71,7 +71,8 @@ def _profile(path, runtime_name, x, **options):
 
     with load_runtime(runtime_name, open_artifact(path), threads=1, **options) as rt:
         row = profile_runtime(rt, batch_sizes=(len(x),), runs=100, warmup_s=0.1, inputs=x)[0]
-        rec = profile_layers(rt, x, runs=20, latency_ms=row["median_ms"], latency_min_ms=row["min_ms"])
+        rec = profile_layers(rt, x, runs=20, latency_ms=row["median_ms"], latency_min_ms=row["min_ms"],
+                             latency_stability=row["stability"]["verdict"])
     return rec, row
 
 
@@ -93,11 +94,13 @@ def _check_blocks(rec: dict) -> None:
 
 def _check_sum(rec: dict) -> None:
     """The nodes' sum is at most the profiled runs' wall time and at least SUM_MIN_OF_FASTEST of the fastest
-    end-to-end run measured without the profiler (see the constants' comment for why no tighter two-sided bound
-    holds on a shared machine)."""
+    end-to-end run measured without the profiler — that second bound only when the end-to-end measurement was not
+    contended (its stability verdict is recorded with the profile; see the constants' comment)."""
     assert rec["sum_vs_fastest"] == pytest.approx(rec["sum_ms"] / rec["latency_min_ms"])
     assert rec["sum_ms"] <= rec["profiled_ms"] * SUM_MAX_OVER_WALL, (rec["sum_ms"], rec["profiled_ms"])
-    assert rec["sum_vs_fastest"] >= SUM_MIN_OF_FASTEST, (rec["sum_ms"], rec["latency_min_ms"])
+    assert rec["latency_stability"] in ("stable", "noisy", "contended")
+    if rec["latency_stability"] != "contended":
+        assert rec["sum_vs_fastest"] >= SUM_MIN_OF_FASTEST, (rec["sum_ms"], rec["latency_min_ms"])
 
 
 # ------------------------------------------------------------------------------------ real runtimes

@@ -53,6 +53,12 @@ RULES: tuple[Rule, ...] = (
     Rule("edgevit eval --model fmnist-vit", add=("--limit", "50")),
     Rule("edgevit export onnx", add=("--parity-samples", "16")),
     Rule("edgevit eval --artifact runs/x/model.onnx", add=("--limit", "50")),
+    Rule("edgevit profile runs/x/model.onnx --remote", skip="needs a device reachable over SSH; tests/test_remote.py "
+         "runs --remote against a real OpenSSH server on 127.0.0.1"),
+    Rule("edgevit profile runs/x/trt/ --remote", skip="needs a device with TensorRT over SSH; tests/test_remote.py "
+         "runs the bundle path through a real OpenSSH server with a stand-in trtexec"),
+    Rule("edgevit profile runs/x/model.onnx --runtime onnxruntime --until-stable", replace={"60": "1"},
+         add=FAST_PROFILE),
     Rule("edgevit profile runs/x/model.onnx", add=FAST_PROFILE),
     Rule("edgevit export openvino", add=("--parity-samples", "16"), slow=True),
     Rule("edgevit export tvm", add=("--parity-samples", "4"), slow=True),  # builds deit_tiny at 224×224

@@ -105,10 +105,18 @@ def cmd_eval(args) -> int:
 def cmd_profile(args) -> int:
     from ..errors import ConfigError
     from ..profiling.latency import profile_runtime
-    from ..profiling.tables import profile_table
+    from ..profiling.tables import profile_table, stability_lines
     from ..runtimes import check_runtime, load_runtime
 
+    if args.remote:
+        if args.per_layer or args.compare:
+            raise ConfigError("--per-layer and --compare profile on this machine; drop them with --remote (the "
+                              "device-side profile records latency, not per-node times)")
+        return _profile_remote(args)
     check_runtime_names(args.runtime)
+    if args.max_duration is not None and not args.until_stable:
+        raise ConfigError("--max-duration bounds --until-stable; add --until-stable, or drop --max-duration")
+    max_duration = UNTIL_STABLE_MAX_S if args.max_duration is None else args.max_duration
     art = artifact_from_args(args)
     names = [r.strip() for r in (args.runtime or default_runtime(art.kind)).split(",") if r.strip()]
     for rt in names:  # every runtime must load this artefact and be installed before anything is timed
@@ -131,7 +139,8 @@ def cmd_profile(args) -> int:
     for a, rt, opts in variants:
         runtime = load_runtime(rt, a, threads=args.threads, device=args.device, **opts)
         rows = profile_runtime(runtime, batch_sizes=tuple(args.batch), warmup_s=args.warmup,
-                               duration_s=args.duration, runs=args.runs, inputs=inputs)
+                               duration_s=args.duration, runs=args.runs, inputs=inputs,
+                               until_stable=args.until_stable, max_duration_s=max_duration)
         results += rows
         if args.per_layer:
             from ..profiling.layers import profile_layers
@@ -140,13 +149,16 @@ def cmd_profile(args) -> int:
                 x = inputs[:row["batch"]] if inputs is not None and len(inputs) >= row["batch"] else \
                     a.spec.example(row["batch"])
                 p = profile_layers(runtime, x, runs=args.per_layer_runs, latency_ms=row["median_ms"],
-                                   latency_min_ms=row["min_ms"])
+                                   latency_min_ms=row["min_ms"],
+                                   latency_stability=(row.get("stability") or {}).get("verdict"))
                 if len({id(v[0]) for v in variants}) > 1:  # several artefacts: say which file each column is
                     p["variant"] += f" ({a.path.name if a.path is not None else a.source})"
                 row["variant"] = p["variant"]
                 layers.append(p)
         runtime.close()
     print(profile_table(results, extra_columns=[("variant", "per-layer column")] if args.per_layer else ()))
+    for line in stability_lines(results):
+        print(line)
     for r in results:
         mix = r.get("exit_mix")
         if mix:
@@ -200,6 +212,71 @@ def _per_layer_variants(args, art, names: list[str], options: dict) -> list[tupl
     return out
 
 
+def _profile_remote(args) -> int:
+    """`edgevit profile ... --remote user@host[:port]`: measure on the device over SSH (see edgevit.profiling.remote;
+    TensorRT: the device bundle's trtexec scripts, edgevit.formats.tensorrt.remote)."""
+    import tempfile
+
+    from ..errors import ConfigError
+    from ..profiling.tables import profile_table, stability_lines
+
+    names = [r.strip() for r in (args.runtime or "").split(",") if r.strip()]
+    if not names:
+        raise ConfigError("--remote needs --runtime: onnxruntime, openvino, torch, or tensorrt (a TensorRT bundle)")
+    ssh = {"identity": args.identity, "known_hosts": args.known_hosts,
+           "accept_new_host_key": args.accept_new_host_key, "power_mode": args.power_mode,
+           "keep_remote": args.keep_remote}
+    results: list[dict] = []
+    for rt in names:
+        if rt == "tensorrt":
+            from ..formats.tensorrt.remote import profile_bundle_remote
+
+            path = args.artifact or args.target
+            if not path:
+                raise ConfigError("--runtime tensorrt --remote needs a TensorRT bundle directory (edgevit export "
+                                  "tensorrt MODEL.onnx --bundle --out DIR) or an ONNX file to bundle")
+            with tempfile.TemporaryDirectory(prefix="edgevit-bundle-") as tmp:
+                bundle = path
+                if str(path).endswith(".onnx"):  # bundle it here: ONNX + calibration cache + trtexec scripts
+                    from ..formats.tensorrt.export import export_tensorrt
+
+                    export_tensorrt(path, tmp, precision=args.trt_precision or "fp16", bundle=True, engine=False,
+                                    calib=args.data, data_dir=args.data_dir, calib_samples=100,
+                                    max_batch=max(8, *args.batch))
+                    bundle = tmp
+                duration = args.duration if args.runs is None else 3.0
+                results += profile_bundle_remote(bundle, args.remote, batch_sizes=tuple(args.batch),
+                                                 precision=args.trt_precision, duration_s=max(3.0, duration),
+                                                 energy_s=args.energy_s, **ssh)
+            continue
+        from ..profiling.remote import profile_remote
+
+        art = artifact_from_args(args)
+        inputs = None
+        if not args.random_inputs:
+            from ..data import load_dataset, preprocess
+
+            inputs = preprocess(load_dataset(args.data, args.split, data_dir=args.data_dir,
+                                             limit=max(args.batch)).images, art.spec)
+        results += profile_remote(art, args.remote, runtime=rt, batch_sizes=tuple(args.batch), inputs=inputs,
+                                  warmup_s=args.warmup, duration_s=args.duration, runs=args.runs,
+                                  threads=args.threads, device=args.device, python=args.remote_python,
+                                  tool=args.remote_tool, **ssh)
+    print(profile_table(results))
+    for line in stability_lines(results):
+        print(line)
+    for r in results:
+        for w in (r.get("jetson") or {}).get("warnings") or []:
+            print(f"warning ({r['runtime']}, batch {r['batch']}): {w}")
+        ts = (r.get("jetson") or {}).get("tegrastats") or {}
+        if ts.get("energy_mj_per_image") is not None:
+            print(f"{r['runtime']} batch {r['batch']}: {ts['input_power_mean_mw'] / 1000:.2f} W on {ts['input_rail']}, "
+                  f"{ts['energy_mj_per_image']:.3f} mJ per image ({ts['samples']} tegrastats samples)")
+    write_json_out(args.json, {"results": results})
+    return 0
+
+
+UNTIL_STABLE_MAX_S = 60.0  # --until-stable without --max-duration: seconds of timing per runtime × batch at most
 EARLY_EXIT_PROFILE_SAMPLES = 200  # real images an early-exit model is profiled over (each call takes the next)
 
 
@@ -229,15 +306,70 @@ def cmd_compress(args) -> int:
             print(f"  {s['id']:20s} {json.dumps(conf)}")
         return 0
 
-    def on_stage(sid, rec, skipped):
-        m = rec.get("metrics") or {}
-        brief = ", ".join(f"{k}={m[k]:.4g}" if isinstance(m[k], float) else f"{k}={m[k]}"
-                          for k in ("top1", "top5", "n", "max_abs_diff", "top1_agreement") if k in m)
-        print(f"[{'skip' if skipped else 'done'}] {sid:20s} {rec.get('seconds', 0):7.1f}s  {brief}", flush=True)
+    return _run_compress(args, recipe, out)
 
-    pipeline.run(recipe, out, resume=args.resume, force=args.force, on_stage=on_stage)
-    print(f"run finished: {out}  (report: {out / 'report.md'})" if (out / "report.md").exists()
-          else f"run finished: {out}")
+
+class _QuietThirdParty(logging.Filter):
+    """Terminal filter of ``edgevit compress`` without ``-v``: edgevit's warnings and errors, and other libraries'
+    errors; python warnings and other libraries' warnings go to the run's ``compress.log`` only."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name == "edgevit" or record.name.startswith("edgevit."):
+            return True
+        return record.levelno >= logging.ERROR
+
+
+def _run_compress(args, recipe, out: Path) -> int:
+    import os
+
+    from .. import pipeline
+    from ..progress import enabled, use_display
+    from .display import RunDisplay
+
+    out.mkdir(parents=True, exist_ok=True)
+    root = logging.getLogger()
+    saved = list(root.handlers)
+    display = RunDisplay(live=enabled())
+    if args.json == "-":  # stdout carries the JSON alone
+        display.out = display.console
+    console = display.log_handler(logging.INFO if args.verbose else logging.WARNING)
+    if not args.verbose:
+        console.addFilter(_QuietThirdParty())
+    logfile = logging.FileHandler(out / "compress.log", mode="a", encoding="utf-8")
+    logfile.setLevel(logging.DEBUG)
+    logfile.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root.handlers = [console, logfile]
+    logging.captureWarnings(True)
+    title = f"edgevit compress {recipe.name} → {out}"
+    ok = False
+    try:
+        with display, use_display(display):
+            records = pipeline.run(recipe, out, resume=args.resume, force=args.force, on_stage=display.on_stage,
+                                   on_start=display.on_start)
+        ok = True
+    finally:
+        root.handlers = saved
+        logging.captureWarnings(False)
+        logfile.close()
+        if not ok and display.current is not None:
+            display.print(f"stage {display.current[2]} failed; finished stages are kept in {out} "
+                          f"(log: {out / 'compress.log'}); fix the cause and rerun with --resume")
+    display.print_summary(title)
+    report = out / "report.html" if (out / "report.html").exists() else out / "report.md"
+    display.out.print(f"run finished: {out}" + (f"  (report: {report})" if report.exists() else ""), markup=False,
+                      highlight=False)
+    if args.json:
+        summary = {"run_dir": str(out), "recipe": recipe.name, "report": str(report) if report.exists() else None,
+                   "stages": [{"id": r["id"], "stage": r["stage"], "status": r.get("status"),
+                               "seconds": r.get("seconds"), "metrics": r.get("metrics"),
+                               "artifact": r.get("artifact")} for r in records]}
+        text = json.dumps(summary, indent=1, default=str) + "\n"
+        if args.json == "-":
+            sys.stdout.write(text)
+        else:
+            tmp = Path(args.json + ".tmp")
+            tmp.write_text(text)
+            os.replace(tmp, args.json)
     return 0
 
 
@@ -299,6 +431,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--duration", type=float, default=3.0, help="seconds of timed runs per batch size")
     sp.add_argument("--runs", type=positive, default=None, help="a fixed number of runs instead of --duration")
     sp.add_argument("--warmup", type=float, default=0.5, help="seconds of warm-up (at least 5 runs)")
+    sp.add_argument("--until-stable", action="store_true",
+                    help="time in windows of --duration (or --runs) until the last 3 window medians agree within 5%% "
+                         "and none was contended, at most --max-duration seconds; the row records the windows")
+    sp.add_argument("--max-duration", type=float, default=None,
+                    help="with --until-stable: seconds of timing per runtime × batch at most (default 60)")
     sp.add_argument("--threads", type=positive, default=None)
     sp.add_argument("--random-inputs", action="store_true", help="time on random tensors instead of real images")
     sp.add_argument("--precision", choices=["f32", "bf16", "f16"], default=None,
@@ -315,6 +452,25 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--per-layer-png", default=None, metavar="FILE",
                     help="with --per-layer: write the stacked bar chart (time per block per runtime) here")
     sp.add_argument("--json", help="write one entry per runtime × batch here")
+    rg = sp.add_argument_group("remote device (SSH)", "measure on a device over SSH instead of here")
+    rg.add_argument("--remote", metavar="USER@HOST[:PORT]", help="profile on this device over SSH")
+    rg.add_argument("--power-mode", help="refuse to measure unless the Jetson runs in this nvpmodel mode (name or id)")
+    rg.add_argument("--identity", metavar="FILE", help="SSH private key (default: ssh-agent, ~/.ssh/id_*)")
+    rg.add_argument("--known-hosts", metavar="FILE", help="known_hosts to check the host key against "
+                                                           "(default: ~/.ssh/known_hosts)")
+    rg.add_argument("--accept-new-host-key", action="store_true",
+                    help="trust an unknown host key on first use and add it to known_hosts (a changed key is "
+                         "always refused)")
+    rg.add_argument("--remote-python", default="python3",
+                    help="the device's Python with numpy and the runtime (default: python3)")
+    rg.add_argument("--keep-remote", action="store_true", help="leave the device's work directory")
+    rg.add_argument("--remote-tool", choices=["script", "benchmark_app"], default="script",
+                    help="what times the model on the device: edgevit's script (default; every percentile) or, "
+                         "for openvino, OpenVINO's benchmark_app (median/mean/min/max only)")
+    rg.add_argument("--trt-precision", choices=["fp32", "fp16", "int8"], default=None,
+                    help="TensorRT bundle precision to build and time (default: the bundle's)")
+    rg.add_argument("--energy-s", type=float, default=30.0,
+                    help="TensorRT: seconds of the tegrastats energy run (0 skips it)")
     sp.set_defaults(func=cmd_profile)
 
     sp = sub.add_parser("compress", help="run a recipe: the stages in order, into a run directory")
@@ -323,6 +479,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--resume", action="store_true", help="skip stages finished with the same recipe hash")
     sp.add_argument("--force", action="store_true", help="start over in an existing run directory")
     sp.add_argument("--dry-run", action="store_true", help="validate the recipe and print the plan")
+    sp.add_argument("--json", help="write a machine-readable summary of the run (stages, metrics, artefacts) here; "
+                                   "- for stdout")
     sp.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="override a recipe value, e.g. --set stages.1.opset=17 (repeatable)")
     sp.set_defaults(func=cmd_compress)

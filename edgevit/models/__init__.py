@@ -257,7 +257,8 @@ def _timm_model(name: str, *, pretrained: bool, num_classes: int | None, model_k
 
 
 def create(name_or_path: str, *, checkpoint: str | Path | None = None, pretrained: bool = False,
-           num_classes: int | None = None, arch: str | None = None, model_kwargs: dict | None = None):
+           num_classes: int | None = None, arch: str | None = None, model_kwargs: dict | None = None,
+           packaged: bool = True):
     """Build a model in eval mode with its input spec attached.
 
     - an edgevit model name (``fmnist-vit``): built and loaded with its packaged weights (if it has any);
@@ -268,6 +269,8 @@ def create(name_or_path: str, *, checkpoint: str | Path | None = None, pretraine
       ``arch`` metadata edgevit writes into safetensors files; a timm architecture's class count, input channels,
       patch and image size are read from the checkpoint's tensor shapes (:func:`timm_kwargs_from_state`);
     - ``checkpoint=`` loads those weights into the named architecture (strict; mismatches are listed);
+    - ``packaged=False``: a registered edgevit model without its packaged weights (the seeded random
+      initialisation; a from-scratch distillation student);
     - ``model_kwargs`` go to ``timm.create_model`` (they override what the checkpoint's shapes say).
 
     Raises :class:`ModelLoadError` for unknown names, unreadable or mismatching checkpoints.
@@ -319,7 +322,7 @@ def create(name_or_path: str, *, checkpoint: str | Path | None = None, pretraine
             torch.manual_seed(seed)
             model = entry.build()
         spec = entry.spec
-        if checkpoint is None and entry.weights_path() is not None:
+        if checkpoint is None and packaged and entry.weights_path() is not None:
             wp = entry.weights_path()
             if not wp.exists():
                 raise ModelLoadError(f"packaged weights of '{name}' are missing ({wp}); reinstall edgevit")
@@ -340,7 +343,7 @@ def create(name_or_path: str, *, checkpoint: str | Path | None = None, pretraine
     model.edgevit_init_seed = seed
     # no checkpoint, no packaged weights, not pretrained: the weights are the seeded random initialisation
     model.edgevit_random_weights = checkpoint is None and not pretrained and (
-        name not in MODELS or MODELS.get(name).weights_path() is None)
+        name not in MODELS or MODELS.get(name).weights_path() is None or not packaged)
     attach_spec(model, spec or input_spec_of(model))
     return model
 

@@ -5,11 +5,18 @@ Importing this package imports nothing heavy (no torch, no onnx): names load fro
 - :func:`profile_runtime` (``latency``): time a loaded runtime per batch size, median/p90/p99 and stamps.
 - :func:`time_call`, :func:`time_interleaved` (``latency``): time one callable; time several against each other in
   rotating interleaved passes (median of pass medians) on a noisy machine.
+- :func:`take_snapshot`, :func:`assess` (``stability``): the machine before/after a timed window and the verdict
+  (``stable`` / ``noisy`` / ``contended``) with its reasons in plain words.
+- :class:`PeakRss`, :func:`read_rapl`, :func:`energy_record` (``resources``): peak RSS during a window; RAPL energy
+  per inference where readable.
 - :func:`system_stamp` (``system``): CPU, cores, memory, versions, threads, Jetson power mode/clocks/temps.
 - :func:`count_macs_torch`, :func:`count_macs_onnx` (``macs``): batch-1 MACs.
 - :func:`load_profile`, :func:`list_profiles`, :data:`HARDWARE` (``hardware``): device numbers from YAML.
 - :func:`predict_latency`, :func:`predict_onnx_latency` (``roofline``): roofline predictions.
 - :func:`markdown_table`, :func:`profile_table` (``tables``).
+- :func:`profile_remote` (``remote``): the same measurement on a device over SSH (:class:`SSHSession`, ``ssh``);
+  :func:`parse_tegrastats`, :func:`parse_jetson_clocks`, :func:`summarise_tegrastats` (``jetson``);
+  :func:`parse_benchmark_app` (``benchmark_app``).
 - :func:`profile_layers`, :func:`per_layer_table`, :func:`per_layer_figure`, :func:`per_layer_png` (``layers``): per-node
   profiles of a runtime mapped to the model's blocks; the comparison table; the stacked-bar picture for reports.
 """
@@ -23,11 +30,16 @@ _EXPORTS = {
     "profile_runtime": "latency", "latency_stats": "latency", "peak_rss_mb": "latency", "time_call": "latency",
     "time_interleaved": "latency",
     "system_stamp": "system",
+    "take_snapshot": "stability", "assess": "stability",
+    "PeakRss": "resources", "read_rapl": "resources", "energy_record": "resources",
     "count_macs_torch": "macs", "count_macs_onnx": "macs", "onnx_cost": "macs",
     "HARDWARE": "hardware", "HardwareProfile": "hardware", "PowerMode": "hardware", "Quantity": "hardware",
     "load_profile": "hardware", "list_profiles": "hardware", "register_profile": "hardware",
     "predict_latency": "roofline", "predict_onnx_latency": "roofline",
     "markdown_table": "tables", "profile_table": "tables",
+    "profile_remote": "remote", "SSHSession": "ssh", "RemoteTarget": "ssh",
+    "parse_tegrastats": "jetson", "parse_jetson_clocks": "jetson", "summarise_tegrastats": "jetson",
+    "parse_benchmark_app": "benchmark_app",
     "profile_layers": "layers", "per_layer_table": "layers", "per_layer_figure": "layers", "per_layer_png": "layers",
     "per_layer_rows": "layers", "per_layer_record": "layers",
 }

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import logging
-from typing import Annotated
+from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from ..config import ConfigModel
 from ..stage import Stage, StageContext, StageOutput, register_stage
@@ -27,6 +27,34 @@ def _pick_runtime(ctx: StageContext, artifact, requested: str | None) -> str:
             return name
     raise ConfigError(f"no runtime in the recipe's runtimes {ctx.recipe.runtimes} loads a '{artifact.kind}' artefact; "
                       f"add one to 'runtimes' or set the stage's 'runtime'")
+
+
+def run_artifacts(ctx: StageContext, which: str, runtimes: list[str] | None) -> list[tuple[str, object, str]]:
+    """``(stage id, artefact, runtime)`` pairs a measuring stage covers.
+
+    ``which="current"``: the current artefact on the given runtimes (default: torch for a torch model, else every
+    recipe runtime that loads it). ``which="all"``: every distinct artefact of the run so far (the source model, each
+    distilled/converted model, cascade and export, in run order, each once) on every runtime of ``runtimes`` (default:
+    the recipe's ``runtimes`` plus torch) that loads its kind — the grid of the report's accuracy × latency plot.
+    """
+    from ..runtimes import runtime_loads
+
+    if which == "current":
+        art = ctx.artifact
+        names = runtimes or ([_pick_runtime(ctx, art, None)] if art.kind == "torch" else
+                             [r for r in ctx.recipe.runtimes if runtime_loads(r, art.kind)])
+        sid = next((k for k, a in reversed(list(ctx.artifacts.items())) if a is art), "current")
+        return [(sid, art, r) for r in names]
+    names = runtimes or list(dict.fromkeys(["torch", *ctx.recipe.runtimes]))
+    seen: set[str] = set()
+    out = []
+    for sid, art in ctx.artifacts.items():
+        key = str(art.path) if art.path is not None else f"{sid}:{id(art)}"
+        if key in seen:
+            continue
+        seen.add(key)
+        out += [(sid, art, r) for r in names if runtime_loads(r, art.kind)]
+    return out
 
 
 @register_stage
@@ -68,16 +96,30 @@ class EvalStage(Stage):
         limit: int | None = Field(None, ge=1, description="evaluate the first N images (default: data.limit)")
         batch_size: int | None = Field(None, ge=1, description="images per batch (default: data.batch_size)")
         threads: int | None = Field(None, ge=1, description="runtime threads (default: the runtime's)")
+        artifacts: Literal["current", "all"] = Field(
+            "current", description="current: the current artefact on `runtime`; all: every artefact of the run so "
+                                   "far on every recipe runtime (and torch) that loads it, one row each in `rows`")
 
     def run(self, ctx, config):
         from ..evaluate import evaluate
         from ..runtimes import load_runtime
 
+        data = ctx.dataset(config.split, limit=config.limit)
+        batch = config.batch_size or ctx.recipe.data.batch_size
+        if config.artifacts == "all":
+            rows = []
+            for sid, a, r in run_artifacts(ctx, "all", [config.runtime] if config.runtime else None):
+                with load_runtime(r, a, threads=config.threads) as runtime:
+                    m = evaluate(runtime, data, batch_size=batch)
+                rows.append({"artifact_id": sid, "artifact": a.kind, **m})
+                log.info("eval %s (%s) via %s: top-1 %.4f (n=%d)", sid, a.kind, r, m["top1"], m["n"])
+            last = rows[-1] if rows else {}
+            return StageOutput(ctx.artifact, {"rows": rows, **{k: last[k] for k in ("top1", "top5", "n")
+                                                                 if k in last}})
         art = ctx.artifact
         rt_name = _pick_runtime(ctx, art, config.runtime)
         runtime = load_runtime(rt_name, art, threads=config.threads)
-        data = ctx.dataset(config.split, limit=config.limit)
-        metrics = evaluate(runtime, data, batch_size=config.batch_size or ctx.recipe.data.batch_size)
+        metrics = evaluate(runtime, data, batch_size=batch)
         metrics["artifact"] = art.kind
         log.info("eval %s via %s: top-1 %.4f top-5 %.4f (n=%d)", art.kind, rt_name, metrics["top1"],
                  metrics["top5"], metrics["n"])
@@ -105,49 +147,70 @@ class ProfileStage(Stage):
                                                    "model's blocks; OpenVINO also in bf16 where the CPU has it; "
                                                    "metrics get `per_layer`, the stage folder per_layer.png")
         per_layer_runs: int = Field(30, ge=1, description="profiled runs per runtime × batch for per_layer")
+        artifacts: Literal["current", "all"] = Field(
+            "current", description="current: the current artefact (and the source); all: every artefact of the run "
+                                   "so far on every runtime of `runtimes` (default: recipe runtimes + torch) that "
+                                   "loads it")
+        until_stable: bool = Field(False, description="time in windows of duration_s until the last 3 window "
+                                                      "medians agree within 5% and none was contended (each row's "
+                                                      "stability.windows records how many and whether it settled)")
+        max_duration_s: float = Field(60.0, gt=0, description="with until_stable: seconds of timing per runtime × "
+                                                              "batch at most")
+
+        @model_validator(mode="after")
+        def _check_windows(self):
+            from ..profiling.latency import SETTLE_WINDOWS
+
+            if self.until_stable and self.max_duration_s < SETTLE_WINDOWS * self.duration_s:
+                raise ValueError(f"max_duration_s: with until_stable it must hold {SETTLE_WINDOWS} windows of "
+                                 f"duration_s ({SETTLE_WINDOWS} × {self.duration_s} s), got {self.max_duration_s}")
+            return self
 
     def run(self, ctx, config):
         from ..data import preprocess
         from ..profiling.latency import profile_runtime
-        from ..runtimes import load_runtime, runtime_loads
+        from ..profiling.stability import worst
+        from ..runtimes import load_runtime
 
         art = ctx.artifact
-        pairs = []
-        names = config.runtimes or ([_pick_runtime(ctx, art, None)] if art.kind == "torch" else
-                                    [r for r in ctx.recipe.runtimes if runtime_loads(r, art.kind)])
-        pairs += [(art, r) for r in names]
+        pairs = run_artifacts(ctx, config.artifacts, config.runtimes)
         src = ctx.source_artifact()
-        if config.include_source and src is not art:
-            pairs.insert(0, (src, "torch"))
+        if config.include_source and config.artifacts == "current" and src is not art:
+            pairs.insert(0, (next(iter(ctx.artifacts)), src, "torch"))
         real = preprocess(ctx.dataset(limit=max(config.batch)).images, art.spec)
-        variants = [(a, r, {}) for a, r in pairs]
+        variants = [(sid, a, r, {}) for sid, a, r in pairs]
         if config.per_layer:
             from ..profiling.layers import host_bf16
 
             bf16, why = host_bf16()
             if not bf16:
                 log.info("per-layer: no OpenVINO bf16 column (%s)", why)
-            variants = [v for a, r in pairs
-                        for v in [(a, r, {}), *([(a, r, {"precision": "bf16"})] if bf16 and r == "openvino" else [])]]
+            variants = [v for sid, a, r in pairs
+                        for v in [(sid, a, r, {}),
+                                  *([(sid, a, r, {"precision": "bf16"})] if bf16 and r == "openvino" else [])]]
         results, layers = [], []
-        for a, r, opts in variants:
+        for sid, a, r, opts in variants:
             runtime = load_runtime(r, a, threads=config.threads, **opts)
             for row in profile_runtime(runtime, batch_sizes=tuple(config.batch), warmup_s=config.warmup_s,
-                                       duration_s=config.duration_s, min_runs=config.min_runs, inputs=real):
+                                       duration_s=config.duration_s, min_runs=config.min_runs, inputs=real,
+                                       until_stable=config.until_stable, max_duration_s=config.max_duration_s):
                 row["artifact"] = a.kind
+                row["artifact_id"] = sid
                 results.append(row)
                 if config.per_layer:
                     from ..profiling.layers import profile_layers
 
                     p = profile_layers(runtime, real[:row["batch"]] if len(real) >= row["batch"] else
                                        a.spec.example(row["batch"]), runs=config.per_layer_runs,
-                                       latency_ms=row["median_ms"], latency_min_ms=row["min_ms"])
+                                       latency_ms=row["median_ms"], latency_min_ms=row["min_ms"],
+                                       latency_stability=(row.get("stability") or {}).get("verdict"))
                     p["artifact"] = a.kind
                     row["variant"] = p["variant"]
                     layers.append(p)
             runtime.close()
         predictions = _predictions(ctx, results) if ctx.recipe.targets else []
-        metrics = {"latency": results, "predictions": predictions}
+        metrics = {"latency": results, "predictions": predictions,
+                   "stability": worst([r["stability"]["verdict"] for r in results])}
         if config.per_layer:
             from ..profiling.layers import per_layer_png, per_layer_record
 

@@ -4,16 +4,19 @@ Recipe entry (every key optional; every key of :class:`~edgevit.methods.distill.
 ``min_lr``, ``clip_grad``, ``label_smoothing``, ``max_steps_per_epoch``, ... — and of
 :class:`~edgevit.methods.distill.config.AugmentConfig` — ``randaug_ops``, ``erase_area``, ``mix_prob``, ... — too)::
 
-    model: {name: fmnist-vit-tiny}       # the student (any edgevit or timm model; timm needs num_classes)
+    model: {name: fmnist-vit}            # the run's model: the teacher when `student` is set
     stages:
       - stage: distill
-        teacher: fmnist-vit
+        student: fmnist-vit-micro        # the student (any edgevit or timm model; packaged weights are its start)
+        student_pretrained: true         # start from the student's packaged weights when it has any
+        teacher: null                    # default: the run's current torch model (or set a name/checkpoint)
         epochs: 10
         topk: 10
         cache_dir: null                  # default <run dir>/distill_cache; a shared path reuses caches across runs
         limit: null                      # training samples (default: the recipe's data.limit)
 
-The cache is reused only when its fingerprint (teacher weights sha256, dataset content, transforms, K, seed)
+Without ``student`` the run's current torch model is the student and ``teacher`` must be given (the older form:
+``model: {name: fmnist-vit-tiny}`` with ``teacher: fmnist-vit``). The cache is reused only when its fingerprint (teacher weights sha256, dataset content, transforms, K, seed)
 matches and it stores enough epochs; otherwise it is (re)written. The next stages get the trained student as a
 torch artefact (``student.safetensors`` with its architecture name and input spec).
 """
@@ -46,12 +49,24 @@ class DistillStage(Stage):
 
         config_path: ClassVar[str] = "distill"
 
-        teacher: str = Field("fmnist-vit", description="teacher: edgevit/timm name or checkpoint")
+        student: str | None = Field(None, description="student architecture: edgevit/timm name or checkpoint "
+                                                      "(default: the run's current torch model is the student)")
+        student_pretrained: bool = Field(True, description="start the student from its packaged weights when it "
+                                                           "has any (false: random init, a from-scratch distillation)")
+        student_checkpoint: str | None = Field(None, description="start the student from these weights")
+        teacher: str | None = Field(None, description="teacher: edgevit/timm name or checkpoint (default with "
+                                                      "`student`: the run's current torch model)")
         teacher_checkpoint: str | None = Field(None, description="weights for the teacher")
         cache_dir: str | None = Field(None, description="cache directory (default <run>/distill_cache); reused if it "
                                                         "matches")
         limit: int | None = Field(None, ge=1, description="training samples (default data.limit)")
         split: str = Field("train", description="training split")
+        train_dir: str | None = Field(None, description="train in this folder (per-epoch checkpoint.pt) and continue "
+                                                        "from its checkpoint when it holds one with the same settings "
+                                                        "(a long distillation started elsewhere, e.g. "
+                                                        "benchmarks/train_student.sh); default: the stage folder")
+        cache_epochs: int | None = Field(None, ge=1, description="augmented epochs the cache stores (default: "
+                                                                 "epochs; fewer needs replay_cache)")
         cache_batch_size: int = Field(256, ge=1, description="teacher batch size while writing the cache")
 
         def train_config(self) -> TrainConfig:
@@ -62,36 +77,56 @@ class DistillStage(Stage):
         from pathlib import Path
 
         from ..artifact import Artifact
+        from ..errors import ConfigError
         from ..methods.distill.cache import TeacherCache, write_cache
         from ..methods.distill.trainer import train_student
         from ..models import count_params, create
 
         src = ctx.latest("torch") or ctx.source_artifact()
-        student = src.load_model()
+        if config.student is None and config.teacher is None:
+            raise ConfigError("stage 'distill': set `student:` (the run's model is then the teacher) or `teacher:` "
+                              "(the run's model is then the student)")
+        if config.student is not None:
+            student = create(config.student, checkpoint=config.student_checkpoint,
+                             packaged=config.student_pretrained)
+        else:
+            student = src.load_model()
         augment = config.augment_config()
         limit = config.limit if config.limit is not None else ctx.recipe.data.limit
         train = ctx.dataset(config.split, limit=limit)
         test = ctx.dataset()
-        teacher = create(config.teacher, checkpoint=config.teacher_checkpoint)
-        metrics: dict = {"teacher": config.teacher, "mode": config.mode}
+        if config.teacher is not None:
+            teacher = create(config.teacher, checkpoint=config.teacher_checkpoint)
+            teacher_name = config.teacher
+        else:
+            teacher, teacher_name = src.load_model(), src.source or "run model"
+        metrics: dict = {"teacher": teacher_name, "student": student.edgevit_name, "mode": config.mode}
         cache = None
         if config.mode == "cache":
             cache_dir = Path(config.cache_dir) if config.cache_dir else ctx.run_dir / "distill_cache"
-            crec = write_cache(teacher, train, cache_dir, epochs=config.epochs, topk=config.topk, seed=config.seed,
+            crec = write_cache(teacher, train, cache_dir, epochs=config.cache_epochs or config.epochs, topk=config.topk, seed=config.seed,
                                augment=augment, split=config.split, batch_size=config.cache_batch_size,
-                               overwrite=True, teacher_name=config.teacher)
+                               overwrite=True, teacher_name=teacher_name)
             metrics["cache"] = {k: crec[k] for k in ("path", "reused", "epochs_written", "epochs_reused",
                                                      "record_bytes", "values_bytes", "seconds", "teacher_calls")}
             metrics["cache"]["fingerprint_sha256"] = TeacherCache(cache_dir).header["fingerprint_sha256"]
             cache = TeacherCache(cache_dir)
         tcfg = config.train_config()
-        rec = train_student(student, out_dir=ctx.out_dir, config=tcfg, cache=cache,
+        train_dir = Path(config.train_dir) if config.train_dir else ctx.out_dir
+        rec = train_student(student, out_dir=train_dir, config=tcfg, cache=cache,
                             teacher=teacher if config.mode == "online" else None, dataset=train, test_dataset=test,
-                            augment=None if cache is not None else augment)
-        (ctx.out_dir / "checkpoint.pt").unlink(missing_ok=True)  # the artefact is student.safetensors
+                            augment=None if cache is not None else augment, resume=config.train_dir is not None)
         path = ctx.out_dir / "student.safetensors"
+        if config.train_dir:  # the shared folder keeps its checkpoint; the stage folder gets the student
+            import shutil
+
+            shutil.copyfile(train_dir / "student.safetensors", path)
+            metrics["train_dir"] = str(train_dir)
+            metrics["resumed_from_epoch"] = rec["start_epoch"]
+        else:
+            (ctx.out_dir / "checkpoint.pt").unlink(missing_ok=True)  # the artefact is student.safetensors
         art = Artifact(kind="torch", spec=student.edgevit_spec, path=path, model=student,
-                       source=student.edgevit_name, meta={"distilled_from": config.teacher})
+                       source=student.edgevit_name, meta={"distilled_from": teacher_name})
         metrics.update({"top1": rec["test_top1"], "n": rec["history"][-1]["test"]["n"] if rec["history"] else 0,
                         "teacher_calls_during_training": rec["teacher_calls"], "epochs": config.epochs,
                         "train_seconds": round(sum(h["epoch_s"] for h in rec["history"]), 3),

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from ...errors import ConfigError
+from ...progress import progress
 from .augment import AugmentConfig, augment_batch, epoch_seeds
 from .config import MODES, TrainConfig
 
@@ -249,17 +250,18 @@ def train_student(student, *, out_dir: str | Path, config: TrainConfig | None = 
         for epoch in range(start_epoch, last_epoch):
             sampler.set_epoch(epoch)
             order = np.fromiter(iter(sampler), dtype=np.int64)
-            records = (cache.epoch(epoch % cache.epochs if cfg.replay_cache else epoch)
-                       if cfg.mode == "cache" else None)
+            cache_e = epoch % cache.epochs if cache is not None and cfg.replay_cache else epoch
+            records = cache.epoch(cache_e) if cfg.mode == "cache" else None
             seeds_epoch = epoch_seeds(seed, epoch, n)
             if records is not None:
-                cache_epochs_used.append(epoch)
+                cache_epochs_used.append(cache_e)
             batches = [order[i * cfg.batch_size:(i + 1) * cfg.batch_size] for i in range(steps_per_epoch)]
             model.train()
             t_epoch = time.perf_counter()
             wait_s = teacher_s = step_s = 0.0
             loss_sum = correct = agree = seen = 0.0
             fut = pool.submit(prepare, seeds_epoch, batches[0], records)
+            bar = progress(total=steps_per_epoch, desc=f"distill epoch {epoch + 1}/{cfg.epochs}", unit="step")
             for i in range(steps_per_epoch):
                 tw = time.perf_counter()
                 b = fut.result()
@@ -290,6 +292,8 @@ def train_student(student, *, out_dir: str | Path, config: TrainConfig | None = 
                 correct += float((pred == b["labels"]).sum())
                 if "teacher_top1" in b:
                     agree += float((pred == b["teacher_top1"]).sum())
+                bar.update(1)
+            bar.close()
             epoch_s = time.perf_counter() - t_epoch
             _sync_buffers(net, info)
             rec = {"epoch": epoch + 1, "train_loss": loss_sum / seen, "train_label_acc": correct / seen,
@@ -297,7 +301,7 @@ def train_student(student, *, out_dir: str | Path, config: TrainConfig | None = 
                    "steps": steps_per_epoch, "samples_per_rank": int(seen), "epoch_s": round(epoch_s, 3),
                    "data_wait_s": round(wait_s, 3), "teacher_s": round(teacher_s, 3), "step_s": round(step_s, 3),
                    "lr_end": lr_at((epoch + 1) * steps_per_epoch - 1),
-                   "cache_epoch": epoch if records is not None else None}
+                   "cache_epoch": cache_e if records is not None else None}
             if info.is_main and test_dataset is not None:
                 rec["test"] = evaluate_model(net, test_dataset, batch_size=cfg.eval_batch_size, limit=cfg.eval_limit)
             history.append(rec)

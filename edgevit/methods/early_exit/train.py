@@ -63,19 +63,24 @@ def _lr_lambda(total: int):
 
 def _loop(model: EarlyExitViT, x: torch.Tensor, y: torch.Tensor, steps: int, batch_size: int, seed: int,
           step_fn, log_every: int, name: str) -> list[dict]:
+    from ...progress import progress
+
     gen = torch.Generator().manual_seed(seed)
     hist, step, t0 = [], 0, time.perf_counter()
+    bar = progress(total=steps, desc=name, unit="step")
     while step < steps:
         for xb, yb in _batches(x, y, batch_size, gen):
             if step >= steps:
                 break
             losses = step_fn(step, xb, yb)
             step += 1
+            bar.update(1)
             if step % log_every == 0 or step == steps:
                 rec = {"step": step, **{k: round(float(v), 5) for k, v in losses.items()},
                        "seconds": round(time.perf_counter() - t0, 1)}
                 hist.append(rec)
                 log.info("%s step %d/%d %s", name, step, steps, rec)
+    bar.close()
     return hist
 
 
