@@ -17,18 +17,19 @@ and :func:`summarize_nodes` maps every runtime node to the source module:
 3. else, when the source graph records no module paths at all, its position between the LayerNorms
    (:func:`structural_scopes`: in a pre-norm ViT block ``i`` spans norm1 → attention → norm2 → MLP, so a node is
    placed by the last LayerNorm among its ancestors);
-4. else the scope of the runtime node's neighbours (a layout reorder takes its producer's, then its consumer's).
+4. else the scope of the runtime node's neighbours (a layout reorder or a node the runtime split off takes its
+   consumer's, else its producer's).
 
 Whatever is still unplaced is reported as ``unmapped`` with its time and share — never dropped. Each node records
 how it was mapped (``mapped_by``).
 
 Groups (:func:`classify_scope`): ``embed`` (patch embedding, class token, position embedding), ``block N`` (parts
 ``attention``, ``mlp``, ``norm``, ``residual``: adds, layer scale), ``head`` (final norm, pooling, classifier),
-``unmapped``. Per group: mean ms per inference and share of the profiled sum; per profile: the sum, the wall time
-of the profiled runs, and the ratio of the sum to the end-to-end median measured without the profiler.
+``unmapped``. Per group: ms per inference and share of the profiled sum; per profile: the sum, the wall time of the
+profiled runs, and the ratio of the sum to the end-to-end median (and fastest run) measured without the profiler.
 
 Times are per inference: per node the median over the profiled runs (a run in which another process took the core
-moves no block), and a group's time is the sum of its nodes' medians, so groups add up exactly to the profile's
+moves no block; OpenVINO's counters are running averages, so there the median over chunks of 10 runs), and a group's time is the sum of its nodes' medians, so groups add up exactly to the profile's
 ``sum_ms``. The sum leaves out what happens between nodes (scheduling, the runtime's own overhead, waiting for the
 core); it is compared with the end-to-end latency measured without the profiler.
 
@@ -79,7 +80,8 @@ SUM_MAX_OVER_WALL = 1.05
 SUM_MIN_OF_FASTEST = 0.35
 METHOD = ("per-node times from the runtime's own profiler (ONNX Runtime enable_profiling, OpenVINO PERF_COUNT, "
           "torch.profiler record_function ranges per module) in a run separate from the latency measurement; per "
-          "node the median over the profiled runs; "
+          "node the median over the profiled runs (OpenVINO: over chunks of 10 runs, its counters being running "
+          "averages); "
           "nodes mapped to source modules by recorded module paths, names, fused-layer lists, the position between "
           "LayerNorms, then neighbours")
 
