@@ -17,7 +17,8 @@ def small_recipe(**over):
             {"stage": "eval"},
             {"stage": "export_onnx", "parity_samples": 16},
             {"stage": "eval", "runtime": "onnxruntime"},
-            {"stage": "profile", "batch": [1, 2], "duration_s": 0.1, "warmup_s": 0.05, "min_runs": 3},
+            {"stage": "profile", "batch": [1, 2], "duration_s": 0.1, "warmup_s": 0.05, "min_runs": 3,
+             "per_layer": True, "per_layer_runs": 5},
             {"stage": "report"},
         ],
     }
@@ -72,6 +73,11 @@ def test_profile_and_report(finished_run):
                                                         ("onnxruntime", 2)}
     for r in lat:
         assert r["median_ms"] > 0 and r["runs"] >= 3
+    layers = records[4]["metrics"]["per_layer"]  # per_layer: true: every runtime × batch, fmnist-vit-tiny's 6 blocks
+    assert {(p["runtime"], p["batch"]) for p in layers["profiles"]} == {(r, b) for r, b in
+                                                                        {(r["runtime"], r["batch"]) for r in lat}}
+    assert all(p["blocks"] == 6 for p in layers["profiles"])
+    assert (out / "04_profile" / "per_layer.png").read_bytes()[:4] == b"\x89PNG"
     md = (out / "report.md").read_text()
     assert "## Accuracy" in md and "## Latency (measured)" in md and "## Exports" in md
     doc = json.loads((out / "report.json").read_text())

@@ -114,6 +114,9 @@ def cmd_profile(args) -> int:
     from ..runtimes import check_runtime, load_runtime
 
     if args.remote:
+        if args.per_layer or args.compare:
+            raise ConfigError("--per-layer and --compare profile on this machine; drop them with --remote (the "
+                              "device-side profile records latency, not per-node times)")
         return _profile_remote(args)
     check_runtime_names(args.runtime)
     if args.max_duration is not None and not args.until_stable:
@@ -132,13 +135,33 @@ def cmd_profile(args) -> int:
         limit = max(max(args.batch), EARLY_EXIT_PROFILE_SAMPLES) if _exits_early(art) else max(args.batch)
         inputs = preprocess(load_dataset(args.data, args.split, data_dir=args.data_dir, limit=limit).images,
                             art.spec)
-    results = []
-    for rt in names:
-        runtime = load_runtime(rt, art, threads=args.threads, device=args.device, **options)
-        results += profile_runtime(runtime, batch_sizes=tuple(args.batch), warmup_s=args.warmup,
-                                   duration_s=args.duration, runs=args.runs, inputs=inputs,
-                                   until_stable=args.until_stable, max_duration_s=max_duration)
-    print(profile_table(results))
+    variants = [(art, rt, options) for rt in names]
+    if args.per_layer:
+        variants = _per_layer_variants(args, art, names, options)
+    elif args.compare:
+        raise ConfigError("--compare adds artefacts to the per-layer table: use it with --per-layer")
+    results, layers = [], []
+    for a, rt, opts in variants:
+        runtime = load_runtime(rt, a, threads=args.threads, device=args.device, **opts)
+        rows = profile_runtime(runtime, batch_sizes=tuple(args.batch), warmup_s=args.warmup,
+                               duration_s=args.duration, runs=args.runs, inputs=inputs,
+                               until_stable=args.until_stable, max_duration_s=max_duration)
+        results += rows
+        if args.per_layer:
+            from ..profiling.layers import profile_layers
+
+            for row in rows:
+                x = inputs[:row["batch"]] if inputs is not None and len(inputs) >= row["batch"] else \
+                    a.spec.example(row["batch"])
+                p = profile_layers(runtime, x, runs=args.per_layer_runs, latency_ms=row["median_ms"],
+                                   latency_min_ms=row["min_ms"],
+                                   latency_stability=(row.get("stability") or {}).get("verdict"))
+                if len({id(v[0]) for v in variants}) > 1:  # several artefacts: say which file each column is
+                    p["variant"] += f" ({a.path.name if a.path is not None else a.source})"
+                row["variant"] = p["variant"]
+                layers.append(p)
+        runtime.close()
+    print(profile_table(results, extra_columns=[("variant", "per-layer column")] if args.per_layer else ()))
     for line in stability_lines(results):
         print(line)
     for r in results:
@@ -146,8 +169,52 @@ def cmd_profile(args) -> int:
         if mix:
             shares = ", ".join(f"{lab} {v * 100:.1f}%" for lab, v in zip(mix["labels"], mix["shares"], strict=True))
             print(f"exit mix ({r['runtime']}, batch {r['batch']}, {mix['samples']} samples): {shares}")
-    write_json_out(args.json, {"results": results})
+    out = {"results": results}
+    if args.per_layer:
+        from ..profiling.layers import per_layer_png, per_layer_record, per_layer_table
+
+        for batch in args.batch:
+            print()
+            print(per_layer_table(layers, batch=batch))
+        for p in layers:
+            if p["unmapped_share"] > 0:
+                print(f"{p['variant']} batch {p['batch']}: {p['unmapped_ms']:.3g} ms ({p['unmapped_share'] * 100:.1f}%) "
+                      f"not mapped to a module")
+        out["per_layer"] = per_layer_record(layers)
+        if args.per_layer_png:
+            png = Path(args.per_layer_png)
+            png.parent.mkdir(parents=True, exist_ok=True)
+            png.write_bytes(per_layer_png(layers))
+            print(f"wrote {png}")
+    write_json_out(args.json, out)
     return 0
+
+
+def _per_layer_variants(args, art, names: list[str], options: dict) -> list[tuple]:
+    """(artefact, runtime, options) to profile per layer: each runtime on the artefact; OpenVINO also in bf16 when
+    the CPU computes bf16 natively and --precision was not given; each --compare artefact (a path: its default
+    runtime; a model name: torch)."""
+    from ..artifact import Artifact
+    from ..models import create
+    from ..profiling.layers import host_bf16
+    from ..runtimes import open_artifact
+
+    out = [(art, rt, options) for rt in names]
+    if "openvino" in names and not options.get("precision"):
+        ok, why = host_bf16()
+        if ok:
+            out.insert(names.index("openvino") + 1, (art, "openvino", {**options, "precision": "bf16"}))
+        else:
+            log.info("no OpenVINO bf16 column: %s", why)
+    for item in [c.strip() for c in (args.compare or "").split(",") if c.strip()]:
+        if Path(item).exists():
+            other = open_artifact(item)
+            out.append((other, default_runtime(other.kind), {}))
+        else:
+            model = create(item)
+            out.append((Artifact(kind="torch", spec=model.edgevit_spec, model=model, source=model.edgevit_name),
+                        "torch", {}))
+    return out
 
 
 def _profile_remote(args) -> int:
@@ -384,6 +451,16 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--precision", choices=["f32", "bf16", "f16"], default=None,
                     help="OpenVINO inference precision (default: what the IR records, else the device's default)")
     add_data_args(sp)
+    sp.add_argument("--per-layer", action="store_true",
+                    help="also profile every node (ONNX Runtime profiler, OpenVINO performance counters, "
+                         "torch.profiler) in a separate run, mapped to the model's blocks; adds OpenVINO bf16 when "
+                         "the CPU has it; the table per batch is printed and the JSON gets `per_layer`")
+    sp.add_argument("--per-layer-runs", type=positive, default=30, help="profiled runs per runtime × batch")
+    sp.add_argument("--compare", default=None, metavar="ART[,ART]",
+                    help="with --per-layer: more artefacts in the same table (an INT8 .xml/.onnx from edgevit "
+                         "quantize, or a model name such as fmnist-vit for torch)")
+    sp.add_argument("--per-layer-png", default=None, metavar="FILE",
+                    help="with --per-layer: write the stacked bar chart (time per block per runtime) here")
     sp.add_argument("--json", help="write one entry per runtime × batch here")
     rg = sp.add_argument_group("remote device (SSH)", "measure on a device over SSH instead of here")
     rg.add_argument("--remote", metavar="USER@HOST[:PORT]", help="profile on this device over SSH")

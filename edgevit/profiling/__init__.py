@@ -20,6 +20,8 @@ Importing this package imports nothing heavy (no torch, no onnx): names load fro
 - :func:`profile_remote` (``remote``): the same measurement on a device over SSH (:class:`SSHSession`, ``ssh``);
   :func:`parse_tegrastats`, :func:`parse_jetson_clocks`, :func:`summarise_tegrastats` (``jetson``);
   :func:`parse_benchmark_app` (``benchmark_app``).
+- :func:`profile_layers`, :func:`per_layer_table`, :func:`per_layer_figure`, :func:`per_layer_png` (``layers``): per-node
+  profiles of a runtime mapped to the model's blocks; the comparison table; the stacked-bar picture for reports.
 """
 
 from __future__ import annotations
@@ -43,6 +45,8 @@ _EXPORTS = {
     "profile_remote": "remote", "SSHSession": "ssh", "RemoteTarget": "ssh",
     "parse_tegrastats": "jetson", "parse_jetson_clocks": "jetson", "summarise_tegrastats": "jetson",
     "parse_benchmark_app": "benchmark_app",
+    "profile_layers": "layers", "per_layer_table": "layers", "per_layer_figure": "layers", "per_layer_png": "layers",
+    "per_layer_rows": "layers", "per_layer_record": "layers",
 }
 
 __all__ = list(_EXPORTS)

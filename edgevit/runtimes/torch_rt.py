@@ -75,6 +75,72 @@ class TorchRuntime(Runtime):
                 torch.cuda.synchronize(self._device)
             return out.float().cpu().numpy()
 
+    def profile_nodes(self, batch: np.ndarray, *, runs: int = 30, warmup: int = 5):
+        """Per-module times of ``runs`` forward passes of ``batch`` with ``torch.profiler``: forward pre-/post-hooks
+        open and close a ``record_function`` range named after each module where the model's structure changes
+        part (:func:`edgevit.profiling.layers.profiled_modules`: every block, its attention / MLP / norms, the patch
+        embedding, the final norm and head), and each run sits in one more range. A module's time is its range
+        minus the ranges nested in it (a block keeps its residual adds and layer scales); what the model's own
+        ``forward`` does outside every module (class token, position embedding, token select) and Python's overhead
+        is the run's range minus its top-level module ranges: a node with no module, reported as unmapped.
+        Returns a :class:`~edgevit.profiling.layers.NodeProfile` (no source graph: the nodes are the modules)."""
+        import os
+        import time
+
+        from ..profiling.layers import NodeProfile, NodeTiming, nested_exclusive, profiled_modules
+
+        os.environ.setdefault("KINETO_LOG_LEVEL", "5")  # no "gpuGetDeviceCount failed" from the profiler on a CPU host
+        torch = self._torch
+        self.spec.check_batch(batch, where=f"{self.name} per-layer profile")
+        names = profiled_modules([n for n, _ in self._model.named_modules() if n])
+        modules = dict(self._model.named_modules())
+        stack: list = []
+        handles = []
+
+        def pre(name):
+            def hook(_m, _a):
+                rf = torch.profiler.record_function(f"edgevit::{name}")
+                rf.__enter__()
+                stack.append(rf)
+            return hook
+
+        def post(_m, _a, _o):
+            stack.pop().__exit__(None, None, None)
+
+        for name in names:
+            handles.append(modules[name].register_forward_pre_hook(pre(name)))
+            handles.append(modules[name].register_forward_hook(post))
+        x = torch.from_numpy(np.ascontiguousarray(batch)).to(self._device, dtype=self._dtype)
+        wall = np.zeros(runs)
+        try:
+            with torch.inference_mode():
+                for _ in range(warmup):
+                    self._model(x)
+                with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+                    for r in range(runs):
+                        t0 = time.perf_counter_ns()
+                        with torch.profiler.record_function(f"edgevit::run{r}"):
+                            self._model(x)
+                            if self._device.type == "cuda":
+                                torch.cuda.synchronize(self._device)
+                        wall[r] = (time.perf_counter_ns() - t0) / 1e6
+        finally:
+            for h in handles:
+                h.remove()
+        ranges = [(e.name[len("edgevit::"):], e.time_range.start, e.time_range.end) for e in prof.events()
+                  if e.name.startswith("edgevit::")]
+        per_run = nested_exclusive(ranges, runs)
+        order = ["", *names]
+        nodes = [NodeTiming(name=n or "(model forward outside submodules)",
+                            op_type=type(modules[n]).__name__ if n else type(self._model).__name__,
+                            times_ms=per_run.get(n, np.zeros(runs)), scope=n or None,
+                            exec_type=None, precision=str(self._dtype).replace("torch.", ""))
+                 for n in order]
+        return NodeProfile(runtime=self.name, batch=int(batch.shape[0]), nodes=nodes, run_ms=wall, source_graph=None,
+                           profiler=f"torch {torch.__version__} torch.profiler (record_function per module)",
+                           precision=str(self._dtype).replace("torch.", "").replace("float32", "fp32"),
+                           info={"threads": torch.get_num_threads(), "device": str(self._device)})
+
     def describe(self) -> dict:
         d = super().describe()
         d["threads"] = self.threads if self.threads is not None else self._torch.get_num_threads()

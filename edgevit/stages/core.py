@@ -175,6 +175,11 @@ class ProfileStage(Stage):
         min_runs: int = Field(10, ge=1, description="timed runs at least, however long they take")
         threads: int | None = Field(None, ge=1, description="runtime threads (default: the runtime's)")
         include_source: bool = Field(True, description="also time the source torch model")
+        per_layer: bool = Field(False, description="also profile every node per runtime × batch (ONNX Runtime "
+                                                   "profiler, OpenVINO counters, torch.profiler), mapped to the "
+                                                   "model's blocks; OpenVINO also in bf16 where the CPU has it; "
+                                                   "metrics get `per_layer`, the stage folder per_layer.png")
+        per_layer_runs: int = Field(30, ge=1, description="profiled runs per runtime × batch for per_layer")
         artifacts: Literal["current", "all"] = Field(
             "current", description="current: the current artefact (and the source); all: every artefact of the run "
                                    "so far on every runtime of `runtimes` (default: recipe runtimes + torch) that "
@@ -211,9 +216,19 @@ class ProfileStage(Stage):
             if ctx.recipe.data.limit:
                 n = min(n, max(ctx.recipe.data.limit, max(config.batch)))
         real = preprocess(ctx.dataset(limit=n).images, art.spec)
-        results = []
-        for sid, a, r in pairs:
-            runtime = load_runtime(r, a, threads=config.threads)
+        variants = [(sid, a, r, {}) for sid, a, r in pairs]
+        if config.per_layer:
+            from ..profiling.layers import host_bf16
+
+            bf16, why = host_bf16()
+            if not bf16:
+                log.info("per-layer: no OpenVINO bf16 column (%s)", why)
+            variants = [v for sid, a, r in pairs
+                        for v in [(sid, a, r, {}),
+                                  *([(sid, a, r, {"precision": "bf16"})] if bf16 and r == "openvino" else [])]]
+        results, layers = [], []
+        for sid, a, r, opts in variants:
+            runtime = load_runtime(r, a, threads=config.threads, **opts)
             for row in profile_runtime(runtime, batch_sizes=tuple(config.batch), warmup_s=config.warmup_s,
                                        duration_s=config.duration_s, min_runs=config.min_runs, inputs=real,
                                        until_stable=config.until_stable, max_duration_s=config.max_duration_s):
@@ -223,9 +238,29 @@ class ProfileStage(Stage):
                     row["precision"] = (a.meta or {}).get("precision", "fp32")
                     row["graphs"] = (a.meta or {}).get("graphs")
                 results.append(row)
+                if config.per_layer:
+                    from ..profiling.layers import profile_layers
+
+                    p = profile_layers(runtime, real[:row["batch"]] if len(real) >= row["batch"] else
+                                       a.spec.example(row["batch"]), runs=config.per_layer_runs,
+                                       latency_ms=row["median_ms"], latency_min_ms=row["min_ms"],
+                                       latency_stability=(row.get("stability") or {}).get("verdict"))
+                    p["artifact"] = a.kind
+                    row["variant"] = p["variant"]
+                    layers.append(p)
+            runtime.close()
         predictions = _predictions(ctx, results) if ctx.recipe.targets else []
-        return StageOutput(art, {"latency": results, "predictions": predictions,
-                                 "stability": worst([r["stability"]["verdict"] for r in results])})
+        metrics = {"latency": results, "predictions": predictions,
+                   "stability": worst([r["stability"]["verdict"] for r in results])}
+        if config.per_layer:
+            from ..profiling.layers import per_layer_png, per_layer_record
+
+            metrics["per_layer"] = per_layer_record(layers)
+            try:
+                (ctx.out_dir / "per_layer.png").write_bytes(per_layer_png(layers))
+            except ImportError as exc:
+                log.warning("no per-layer plot: %s", exc)
+        return StageOutput(art, metrics)
 
 
 EXIT_MIX_IMAGES = 256  # real images a cascade is timed on (cycled), so the exit mix is the data's, not 8 images'

@@ -9,7 +9,9 @@ names the FX node that could not be translated. When it fails, ``auto`` falls ba
 exporter (``torchscript``) and records why. Opsets below 18 are produced by down-converting the opset-18
 graph, which torch does itself.
 
-After export the graph is simplified with onnxslim, the :class:`~edgevit.spec.InputSpec` is written to
+After export the graph is simplified with onnxslim; every node keeps the torch module it came from in its
+``metadata_props["edgevit.module"]`` (``blocks.3.attn.qkv``; :mod:`edgevit.formats.onnx.scopes`), which per-layer
+profiles map runtime nodes onto. The :class:`~edgevit.spec.InputSpec` is written to
 ``metadata_props["edgevit.input_spec"]`` (JSON) and the source model name to ``metadata_props["edgevit.source"]``
 so :func:`edgevit.runtimes.open_artifact` can reopen the file with its spec. Models whose weights exceed
 protobuf's 2 GB limit are saved with external data (``<name>.onnx.data`` next to the file).
@@ -44,6 +46,7 @@ from ..common import example_input, quiet, resolve_torch_source
 from ..parity import parity_inputs
 from .diagnose import BATCH_FIXED, failure_message
 from .opsets import MIN_OPSET, check_opset, opset_range
+from .scopes import collect_scopes, stamp_scopes
 
 log = logging.getLogger(__name__)
 
@@ -101,8 +104,10 @@ def export_onnx(model: Any, out_path: str | Path, *, opset: int = 18, dynamic_ba
             used, proto, fallback_reason, t_export = _export(module, example, spec, opset, dynamic_batch, exporter,
                                                              work)
             simplify_error, t_slim = None, 0.0
+            scopes = collect_scopes(proto)  # onnxslim drops node metadata: the module of every node, kept below
             if simplify:
                 proto, simplify_error, t_slim = _simplify(proto, work)
+            stamp_scopes(proto, scopes)
             _check_io_names(proto, spec, path)
             _stamp_metadata(proto, spec, source, used)
             external = _save(proto, path, work)
@@ -495,7 +500,9 @@ def export_graph(module, example, spec: InputSpec, path: str | Path, *, opset: i
     module.eval()
     with _workdir(path) as work:
         used, proto, fallback, t = _export(module, example, spec, opset, dynamic_batch, exporter, work)
+        scopes = collect_scopes(proto)
         proto, slim_err, _ = _simplify(proto, work)
+        stamp_scopes(proto, scopes)
         _check_io_names(proto, spec, path)
         _stamp_metadata(proto, spec, source, used)
         _save(proto, path, work)

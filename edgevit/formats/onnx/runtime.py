@@ -81,23 +81,8 @@ class OnnxRuntime(Runtime):
         if wanted[0] == "TensorrtExecutionProvider" and len(providers) > 1 and ":" in self.device:
             providers[1] = (providers[1], {"device_id": first_opts["device_id"]})
 
-        so = ort.SessionOptions()
-        if self.threads is not None:
-            if int(self.threads) < 0:
-                raise ConfigError(f"onnxruntime runtime: threads must be ≥ 0 (0 = onnxruntime's default), got {self.threads}")
-            so.intra_op_num_threads = int(self.threads)
-        if self.options.get("inter_op_threads") is not None:
-            so.inter_op_num_threads = int(self.options["inter_op_threads"])
-        if self.options.get("spinning") is not None:
-            # idle worker threads spin for a while after each run by default: right for one model called in a loop,
-            # wrong when several sessions take turns (an early-exit cascade), where the idle ones steal the cores
-            so.add_session_config_entry("session.intra_op.allow_spinning", "1" if self.options["spinning"] else "0")
-        level = self.options.get("graph_optimization", "all")
-        if level not in GRAPH_OPTIMIZATION_LEVELS:
-            raise ConfigError(f"onnxruntime runtime: graph_optimization '{level}' is not one of "
-                              f"{', '.join(GRAPH_OPTIMIZATION_LEVELS)}")
-        so.graph_optimization_level = getattr(ort.GraphOptimizationLevel, GRAPH_OPTIMIZATION_LEVELS[level])
-        so.log_severity_level = 3  # errors only; warnings go through our messages
+        self._providers_arg = providers
+        so = self._session_options(ort)
 
         try:
             self.session = ort.InferenceSession(str(path), sess_options=so, providers=providers)
@@ -149,6 +134,80 @@ class OnnxRuntime(Runtime):
             self._exit_output = EXIT_OUTPUT
             n_exits = len([v for v in meta.get("edgevit.thresholds", "").split(",") if v.strip()])
             self.exit_counts = np.zeros(n_exits + 1, dtype=np.int64)
+
+    def _session_options(self, ort):
+        """The ``SessionOptions`` of this runtime's options (threads, spinning, graph optimisation level)."""
+        so = ort.SessionOptions()
+        if self.threads is not None:
+            if int(self.threads) < 0:
+                raise ConfigError(f"onnxruntime runtime: threads must be ≥ 0 (0 = onnxruntime's default), got {self.threads}")
+            so.intra_op_num_threads = int(self.threads)
+        if self.options.get("inter_op_threads") is not None:
+            so.inter_op_num_threads = int(self.options["inter_op_threads"])
+        if self.options.get("spinning") is not None:
+            # idle worker threads spin for a while after each run by default: right for one model called in a loop,
+            # wrong when several sessions take turns (an early-exit cascade), where the idle ones steal the cores
+            so.add_session_config_entry("session.intra_op.allow_spinning", "1" if self.options["spinning"] else "0")
+        level = self.options.get("graph_optimization", "all")
+        if level not in GRAPH_OPTIMIZATION_LEVELS:
+            raise ConfigError(f"onnxruntime runtime: graph_optimization '{level}' is not one of "
+                              f"{', '.join(GRAPH_OPTIMIZATION_LEVELS)}")
+        so.graph_optimization_level = getattr(ort.GraphOptimizationLevel, GRAPH_OPTIMIZATION_LEVELS[level])
+        so.log_severity_level = 3  # errors only; warnings go through our messages
+        return so
+
+    def profile_nodes(self, batch: np.ndarray, *, runs: int = 30, warmup: int = 5):
+        """Per-node times of ``runs`` inferences of ``batch`` from ONNX Runtime's profiler: a second session with
+        the same options and ``enable_profiling``, whose chrome-trace JSON holds one ``<node>_kernel_time`` event
+        per node and run (``dur`` in µs) inside each ``model_run`` event. The session also writes its optimised
+        graph, so fused nodes (``node_Slice_71/GatherSliceToSplitFusion``, ``getitem_nchwc``) are mapped to the
+        source graph through their output tensors. Returns a :class:`~edgevit.profiling.layers.NodeProfile`; the
+        source graph is this file's (:func:`edgevit.formats.onnx.scopes.graph_nodes`)."""
+        import json
+        import tempfile
+        import time
+
+        import onnxruntime as ort
+
+        from ...profiling.layers import NodeProfile
+        from .scopes import graph_nodes
+
+        self.spec.check_batch(batch, where=f"{self.name} per-layer profile")
+        if self.path is None or self.path.suffix != ".onnx":
+            raise ConfigError(f"onnxruntime per-layer profiles need an .onnx file (the source graph nodes are mapped "
+                              f"onto), got {self.path}; profile the .onnx it was converted from")
+        with tempfile.TemporaryDirectory(prefix="edgevit-ortprof-") as tmp:
+            so = self._session_options(ort)
+            so.enable_profiling = True
+            so.profile_file_prefix = str(Path(tmp) / "ort")
+            optimized = Path(tmp) / "optimized.onnx"
+            so.optimized_model_filepath = str(optimized)
+            try:
+                session = ort.InferenceSession(str(self.path), sess_options=so, providers=self._providers_arg)
+            except Exception as exc:  # onnxruntime raises pybind errors
+                raise RuntimeLoadError(f"onnxruntime could not open {self.path} with profiling on "
+                                       f"({type(exc).__name__}: {str(exc)[:300]})") from exc
+            feed = {self._input_name: np.ascontiguousarray(batch)}
+            for _ in range(warmup):
+                session.run(None, feed)
+            wall = []
+            for _ in range(runs):
+                t0 = time.perf_counter_ns()
+                session.run(None, feed)
+                wall.append((time.perf_counter_ns() - t0) / 1e6)
+            trace = Path(session.end_profiling())
+            events = json.loads(trace.read_text())
+            graph = _optimized_graph(optimized)
+        nodes, trace_runs = parse_ort_trace(events, graph, skip_runs=warmup)
+        if len(trace_runs) != runs:  # the wall times no longer line up with the runs: use the profiler's own
+            log.warning("onnxruntime profile of %s: %d model_run events for %d timed runs", self.path,
+                        len(trace_runs), runs)
+        return NodeProfile(runtime=self.name, batch=int(batch.shape[0]), nodes=nodes,
+                           run_ms=np.asarray(wall if len(trace_runs) == runs else trace_runs, dtype=np.float64),
+                           source_graph=graph_nodes(self.path), profiler=f"onnxruntime {ort.__version__} profiler",
+                           precision=_onnx_precision(self.path),
+                           info={"providers": list(self.providers), "threads": self.threads,
+                                 "graph_optimization": self.options.get("graph_optimization", "all")})
 
     def _run(self, batch: np.ndarray) -> np.ndarray:
         if self.static_batch is not None and batch.shape[0] != self.static_batch:
@@ -210,3 +269,71 @@ def read_ort_metadata(path: Path) -> dict[str, str]:
             f"from the ONNX file"
         ) from exc
     return dict(sess.get_modelmeta().custom_metadata_map)
+
+
+def _optimized_graph(path: Path) -> dict[str, tuple[tuple[str, ...], tuple[str, ...]]]:
+    """``{node name: (inputs, outputs)}`` of the graph ONNX Runtime optimised and saved (empty when it could not
+    save it, e.g. nodes compiled by an execution provider)."""
+    if not path.exists():
+        return {}
+    import onnx
+
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception:  # noqa: BLE001 - the optimised graph only refines the mapping
+        return {}
+    return {n.name: (tuple(i for i in n.input if i), tuple(n.output)) for n in model.graph.node}
+
+
+def parse_ort_trace(events: list[dict], graph: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] | None = None,
+                    *, skip_runs: int = 0):
+    """``(nodes, run_ms)`` from ONNX Runtime's profiler JSON (a list of chrome-trace events): ``run_ms[r]`` the
+    ``dur`` of the r-th ``model_run`` (Session category) after the first ``skip_runs``, and one
+    :class:`~edgevit.profiling.layers.NodeTiming` per node with its ``<name>_kernel_time`` durations per run (µs →
+    ms; ``args.op_name`` is its op type, ``args.provider`` its execution provider). ``graph`` (the optimised graph's
+    ``{node: (inputs, outputs)}``) supplies the tensor names used to map fused nodes."""
+    from ...profiling.layers import NodeTiming
+
+    runs = sorted((e["ts"], e["ts"] + e["dur"]) for e in events
+                   if e.get("cat") == "Session" and e.get("name") == "model_run")[skip_runs:]
+    starts = np.array([r[0] for r in runs], dtype=np.float64)
+    per_node: dict[str, np.ndarray] = {}
+    info: dict[str, tuple[str, str | None]] = {}
+    order: list[str] = []
+    for e in events:
+        name = e.get("name", "")
+        if e.get("cat") != "Node" or not name.endswith("_kernel_time") or not runs:
+            continue
+        k = int(np.searchsorted(starts, e["ts"], side="right")) - 1
+        if k < 0 or e["ts"] > runs[k][1]:
+            continue  # a warm-up run's node
+        node = name[: -len("_kernel_time")]
+        if node not in per_node:
+            per_node[node] = np.zeros(len(runs))
+            args = e.get("args") or {}
+            info[node] = (args.get("op_name", ""), args.get("provider"))
+            order.append(node)
+        per_node[node][k] += e["dur"] / 1e3
+    graph = graph or {}
+    nodes = []
+    for node in order:
+        ins, outs = graph.get(node, ((), ()))
+        op, provider = info[node]
+        nodes.append(NodeTiming(name=node, op_type=op, times_ms=per_node[node], exec_type=provider, keys=outs,
+                                inputs=ins, outputs=outs))
+    return nodes, np.array([(b - a) / 1e3 for a, b in runs])
+
+
+def _onnx_precision(path: Path) -> str:
+    """``int8`` for a graph with QuantizeLinear / QLinear / integer MatMul nodes, ``fp16`` when its weights are
+    float16, else ``fp32``."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    ops = {n.op_type for n in model.graph.node}
+    if ops & {"QuantizeLinear", "DynamicQuantizeLinear", "QLinearMatMul", "QLinearConv", "MatMulInteger",
+              "ConvInteger"}:
+        return "int8"
+    if any(t.data_type == onnx.TensorProto.FLOAT16 for t in model.graph.initializer):
+        return "fp16"
+    return "fp32"

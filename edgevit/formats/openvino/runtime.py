@@ -58,6 +58,7 @@ log = logging.getLogger(__name__)
 OPTIONS = ("hint", "precision", "config", "shapes")
 SHAPES = ("static", "dynamic")
 MAX_STATIC_SHAPES = 4  # compiled batch sizes kept by a shapes="static" runtime (least recently used dropped)
+CHUNK = 10  # runs per per-layer measurement chunk (the counters' running totals are read before and after each)
 STATIC_AFTER = 3  # calls with one shape before a shapes="static" runtime compiles a static copy for it
 HINTS = {"latency": "LATENCY", "throughput": "THROUGHPUT"}
 PRECISIONS = {"f32": "f32", "fp32": "f32", "bf16": "bf16", "f16": "f16", "fp16": "f16", "default": None}
@@ -361,6 +362,96 @@ class OpenVinoRuntime(Runtime):
                                    f"({type(exc).__name__}: {_first_line(exc)}); re-export the model") from exc
         return np.array(out, dtype=np.float32, copy=True)
 
+    def profile_nodes(self, batch: np.ndarray, *, runs: int = 30, warmup: int = 5):
+        """Per-node times of ``runs`` inferences of ``batch`` from OpenVINO's performance counters: the model is
+        compiled again with this runtime's config plus ``PERF_COUNT`` (reshaped to the batch's static shape when the
+        runtime would do so); ``request.profiling_info`` gives every executed node's ``real_time``, its kernel
+        (``exec_type``, e.g. ``brgemm_avx512_amx_bf16``: the precision actually used) and type. The CPU plugin's
+        ``real_time`` is the node's running average over every inference of the compiled model so far, in whole
+        microseconds (measured with OpenVINO 2026.4), so per-node times are taken per chunk of :data:`CHUNK` runs
+        from the change of the running totals (average × count) across the chunk; each chunk is one entry of the
+        profile's times, its wall time the chunk's mean. The compiled model's runtime graph (``get_runtime_model()``) names the original layers fused into
+        each node (rt_info ``originalLayersNames``) and its ``runtimePrecision``. The source graph is the ONNX file's
+        nodes for a ``.onnx`` (:func:`edgevit.formats.onnx.scopes.graph_nodes`), else the IR's
+        (:func:`ir_graph_nodes`). Returns a :class:`~edgevit.profiling.layers.NodeProfile`."""
+        import time
+
+        from ...profiling.layers import NodeProfile, NodeTiming
+
+        self.spec.check_batch(batch, where=f"{self.name} per-layer profile")
+        model = self.model
+        if self.specialise:
+            model = model.clone()
+            model.reshape({model.inputs[0]: list(batch.shape)})
+        config = {**self.compile_config, "PERF_COUNT": True}
+        try:
+            compiled = self.core.compile_model(model, self.ov_device, config)
+        except Exception as exc:  # OpenVINO raises RuntimeError
+            raise RuntimeLoadError(f"OpenVINO could not compile {self.path} with PERF_COUNT on {self.ov_device} "
+                                   f"({type(exc).__name__}: {_first_line(exc)})") from exc
+        req = compiled.create_infer_request()
+        x = np.ascontiguousarray(batch)
+        done = 0  # inferences of this compiled model so far: the counters average over all of them
+
+        def totals() -> dict[str, float]:
+            """Each executed node's total time (ms) over the ``done`` inferences: its running average × count."""
+            out = {}
+            for info in req.profiling_info:
+                if str(info.status).rsplit(".", 1)[-1] == "EXECUTED":
+                    out[info.node_name] = info.real_time.total_seconds() * 1e3 * done
+                    kinds.setdefault(info.node_name, (info.node_type, info.exec_type))
+            return out
+
+        kinds: dict[str, tuple[str, str]] = {}
+        for _ in range(max(1, warmup)):
+            req.infer({0: x}, share_inputs=True)
+            done += 1
+        before = totals()
+        chunks = [min(CHUNK, runs - k) for k in range(0, runs, CHUNK)]
+        per_node: dict[str, np.ndarray] = {}
+        wall = np.zeros(len(chunks))
+        for c, n in enumerate(chunks):
+            t0 = time.perf_counter_ns()
+            for _ in range(n):
+                req.infer({0: x}, share_inputs=True)
+            wall[c] = (time.perf_counter_ns() - t0) / 1e6 / n
+            done += n
+            after = totals()
+            for name, total in after.items():
+                per_node.setdefault(name, np.zeros(len(chunks)))[c] = max(0.0, total - before.get(name, 0.0)) / n
+            before = after
+        runtime_graph = _runtime_graph(compiled)
+        for name, g in runtime_graph.items():  # nodes that did not run still connect the graph for the mapping
+            if name not in per_node and g["type"] not in ("Input", "Output", "Const"):
+                per_node[name] = np.zeros(len(chunks))
+                kinds[name] = (g["type"], None)
+        nodes = []
+        for name, times in per_node.items():
+            g = runtime_graph.get(name, {})
+            op, exec_type = kinds[name]
+            nodes.append(NodeTiming(name=name, op_type=op, times_ms=times, exec_type=exec_type,
+                                    precision=g.get("precision"), keys=g.get("originals", ()),
+                                    inputs=g.get("inputs", ()), outputs=g.get("outputs", ())))
+        order = {name: k for k, name in enumerate(runtime_graph)}
+        nodes.sort(key=lambda n: order.get(n.name, len(order)))
+        if Path(self.path).suffix == ".onnx":
+            from ..onnx.scopes import graph_nodes
+
+            source = graph_nodes(self.path)
+        else:
+            source = ir_graph_nodes(self.model)
+        used = _plain(compiled.get_property("INFERENCE_PRECISION_HINT"))
+        label = {"f32": "fp32", "f16": "fp16"}.get(str(used), str(used))  # the names edgevit's other runtimes use
+        int8 = any(o.get_type_name() == "FakeQuantize" for o in self.model.get_ordered_ops())
+        import openvino as ov
+
+        return NodeProfile(runtime=self.name, batch=int(batch.shape[0]), nodes=nodes, run_ms=wall,
+                           source_graph=source, profiler=f"OpenVINO {ov.get_version()} PERF_COUNT (CPU plugin counters)",
+                           precision=f"int8+{label}" if int8 else label,
+                           info={"ov_device": self.ov_device, "inference_precision": used, "int8": int8,
+                                 "threads": _plain(compiled.get_property("INFERENCE_NUM_THREADS")),
+                                 "static_shape": list(batch.shape) if self.specialise else None})
+
     @property
     def inference_precision(self) -> str | None:
         """The precision the compiled model computes in ('f32', 'bf16', 'f16'), as read back from OpenVINO."""
@@ -389,3 +480,44 @@ class OpenVinoRuntime(Runtime):
         self.compiled = None
         self.model = None
         self._by_shape = OrderedDict()
+
+
+def _runtime_graph(compiled: Any) -> dict[str, dict]:
+    """``{node name: {originals, precision, inputs, outputs}}`` of a compiled model's runtime graph, in execution
+    order: the original layers fused into each node (rt_info ``originalLayersNames``), its ``runtimePrecision``, and
+    input/output ids ``"<producer>:<port>"`` for mapping nodes through their neighbours."""
+    out: dict[str, dict] = {}
+    for op in compiled.get_runtime_model().get_ordered_ops():
+        rt = op.get_rt_info()
+
+        def get(key: str, _rt=rt) -> str:
+            return str(_rt[key].astype(str)) if key in _rt else ""
+
+        name = op.get_friendly_name()
+        out[name] = {
+            "originals": tuple(v for v in get("originalLayersNames").split(",") if v),
+            "precision": get("runtimePrecision") or None,
+            "type": get("layerType"),
+            "inputs": tuple(f"{v.get_node().get_friendly_name()}:{v.get_index()}" for v in
+                            (op.input_value(i) for i in range(op.get_input_size()))),
+            "outputs": tuple(f"{name}:{k}" for k in range(op.get_output_size())),
+        }
+    return out
+
+
+def ir_graph_nodes(model: Any):
+    """The ops of an ``ov.Model`` as :class:`~edgevit.profiling.layers.GraphNode` (friendly names, types, tensors
+    ``"<op>:<port>"``), in topological order; module paths come from the names (OpenVINO's torch frontend writes
+    ``__module.blocks.0.attn.qkv/aten::linear/MatMul``), not from the graph."""
+    from ...profiling.layers import GraphNode
+
+    nodes = []
+    for op in model.get_ordered_ops():
+        if op.get_type_name() in ("Constant", "Parameter", "Result"):
+            continue
+        name = op.get_friendly_name()
+        nodes.append(GraphNode(name=name, op_type=op.get_type_name(),
+                               inputs=tuple(f"{v.get_node().get_friendly_name()}:{v.get_index()}"
+                                            for v in (op.input_value(i) for i in range(op.get_input_size()))),
+                               outputs=tuple(f"{name}:{k}" for k in range(op.get_output_size()))))
+    return nodes
