@@ -127,13 +127,13 @@ def test_eval_export_eval_profile_json(tmp_path, fmnist_test_small, teacher_avai
 
 
 def test_compress_dry_run_prints_plan(capsys):
-    assert main(["compress", "examples/recipes/quickstart.yaml", "--dry-run", "--out", "/tmp/never"]) == 0
+    assert main(["compress", "examples/recipes/minimal.yaml", "--dry-run", "--out", "/tmp/never"]) == 0
     out = capsys.readouterr().out
     assert "00_load" in out and "02_export_onnx" in out and "05_report" in out
 
 
 def test_compress_bad_recipe_exit_code_and_message(tmp_path):
-    r = run_cli("compress", "examples/recipes/quickstart.yaml", "--dry-run", "--set", "stages.1.opset=high")
+    r = run_cli("compress", "examples/recipes/minimal.yaml", "--dry-run", "--set", "stages.1.opset=high")
     assert r.returncode == 2
     assert "stages.1.opset: expected an integer, got str 'high'" in r.stderr
 
@@ -166,7 +166,7 @@ def test_recipe_schema_command(tmp_path, capsys):
 
 
 def test_set_batch_zero_fails_dry_run_like_the_cli():
-    r = run_cli("compress", "examples/recipes/quickstart.yaml", "--dry-run", "--set", "stages.3.batch=[0]")
+    r = run_cli("compress", "examples/recipes/minimal.yaml", "--dry-run", "--set", "stages.3.batch=[0]")
     assert r.returncode == 2 and "stages.3.batch.0: must be ≥ 1, got 0" in r.stderr
     r = run_cli("profile", "--model", "fmnist-vit-tiny", "--batch", "0")
     assert r.returncode == 2 and "expected positive integers" in r.stderr
@@ -386,11 +386,11 @@ def test_compress_directory_as_recipe_is_a_clean_error(tmp_path, capsys):
 def test_compress_out_that_is_a_file_is_refused(tmp_path, capsys, dry_run):
     afile = tmp_path / "afile"
     afile.write_text("x")
-    args = ["compress", "examples/recipes/quickstart.yaml", "--out", str(afile)] + (["--dry-run"] * dry_run)
+    args = ["compress", "examples/recipes/minimal.yaml", "--out", str(afile)] + (["--dry-run"] * dry_run)
     assert main(args) == 2
     err = capsys.readouterr().err
     assert f"run directory {afile} exists and is a file, not a directory" in err
-    assert main(["compress", "examples/recipes/quickstart.yaml", "--out", str(afile / "run"), "--dry-run"]) == 2
+    assert main(["compress", "examples/recipes/minimal.yaml", "--out", str(afile / "run"), "--dry-run"]) == 2
     assert f"{afile} is a file" in capsys.readouterr().err
     assert afile.read_text() == "x"
 

@@ -38,7 +38,7 @@ def test_cli_opset_26_exit_2_names_the_range(capsys, tmp_path):
 def test_recipe_opset_26_fails_dry_run_with_key_path(capsys, tmp_path):
     from edgevit.cli import main
 
-    rc = main(["compress", "examples/recipes/quickstart.yaml", "--out", str(tmp_path / "run"), "--dry-run",
+    rc = main(["compress", "examples/recipes/minimal.yaml", "--out", str(tmp_path / "run"), "--dry-run",
                "--set", "stages.1.opset=26"])
     err = capsys.readouterr().err
     assert rc == 2 and "stages.1.opset" in err and f"to {_range_text()[1]}, got 26" in err
@@ -142,11 +142,11 @@ def test_recipe_openvino_opset_above_its_max_fails_dry_run(capsys, tmp_path, mon
     from edgevit.formats.onnx import opsets
 
     monkeypatch.setattr(opsets, "_openvino_max", lambda: (19, "openvino 2023.0 (test)"))
-    rc = main(["compress", "examples/recipes/quickstart.yaml", "--out", str(tmp_path / "run"), "--dry-run",
+    rc = main(["compress", "examples/recipes/minimal.yaml", "--out", str(tmp_path / "run"), "--dry-run",
                "--set", "runtimes=[openvino]", "--set", "stages.1.opset=20", "--set", "stages.2.runtime=openvino"])
     err = capsys.readouterr().err
     assert rc == 2 and "stages.1.opset" in err and "openvino" in err and "up to 19, got 20" in err, err
-    rc = main(["compress", "examples/recipes/quickstart.yaml", "--out", str(tmp_path / "run"), "--dry-run",
+    rc = main(["compress", "examples/recipes/minimal.yaml", "--out", str(tmp_path / "run"), "--dry-run",
                "--set", "runtimes=[openvino]", "--set", "stages.1.opset=19", "--set", "stages.2.runtime=openvino"])
     assert rc == 0, capsys.readouterr().err
 

@@ -124,7 +124,7 @@ def test_run_refuses_an_out_that_is_a_file(tmp_path):
 
     afile = tmp_path / "afile"
     afile.write_text("x")
-    recipe = load_recipe("examples/recipes/quickstart.yaml")
+    recipe = load_recipe("examples/recipes/minimal.yaml")
     with pytest.raises(ConfigError, match="exists and is a file, not a directory"):
         pipeline.run(recipe, afile)
     with pytest.raises(ConfigError, match="is a file; choose another --out"):
@@ -174,9 +174,9 @@ def test_partial_runs_until_only_from(tmp_path, finished_run):
 def test_cli_partial_flags_and_unknown_stage(tmp_path, capsys):
     from edgevit.cli import main
 
-    assert main(["compress", "examples/recipes/quickstart.yaml", "--out", str(tmp_path / "r"), "--dry-run",
+    assert main(["compress", "examples/recipes/minimal.yaml", "--out", str(tmp_path / "r"), "--dry-run",
                  "--until", "export_onnx"]) == 0
-    assert main(["compress", "examples/recipes/quickstart.yaml", "--out", str(tmp_path / "r"), "--dry-run",
+    assert main(["compress", "examples/recipes/minimal.yaml", "--out", str(tmp_path / "r"), "--dry-run",
                  "--from", "quantize"]) == 2
     err = capsys.readouterr().err
     assert "--from quantize: no such stage in this recipe" in err and "02_export_onnx" in err

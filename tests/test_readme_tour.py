@@ -84,7 +84,7 @@ RULES: tuple[Rule, ...] = (
     Rule("edgevit early-exit quantize", add=("--calib-samples", "32", "--parity-samples", "16"), slow=True),
     Rule("edgevit profile runs/ee/", add=FAST_PROFILE, slow=True),
     Rule("edgevit compress examples/recipes/quickstart.yaml --out runs/demo --dry-run"),
-    Rule("edgevit compress examples/recipes/quickstart.yaml --out runs/demo --set",
+    Rule("edgevit compress examples/recipes/minimal.yaml --out runs/demo --set",
          replace={"data.limit=1000": "data.limit=40"},
          add=("--set", "stages.3.duration_s=0.2", "--set", "stages.3.warmup_s=0.05", "--set", "stages.3.min_runs=3"),
          slow=True),

@@ -6,7 +6,7 @@ import yaml
 from edgevit.errors import ConfigError
 from edgevit.recipe import apply_overrides, from_raw, load_raw, load_recipe
 
-QUICKSTART = "examples/recipes/quickstart.yaml"
+QUICKSTART = "examples/recipes/minimal.yaml"
 
 
 def raw(**kw):
@@ -330,3 +330,20 @@ def test_cli_recipe_errors_name_key_path_and_allowed_values(override, expected):
         assert ("export_onnx" in allowed) if ".stage:" in expected else ("onnxruntime" in allowed)
     if "openvion" in override:
         assert "Did you mean 'openvino'" in r.stderr
+
+
+@pytest.mark.parametrize("name", ["quickstart", "edge", "minimal"])
+def test_shipped_recipes_are_valid_and_chain(name):
+    """Every shipped recipe loads, and its stages chain (the static walk of `compress --dry-run`); quickstart and
+    edge take the teacher through distill → early_exit → quantize (an INT8 cascade) → exports → eval → report."""
+    from edgevit import pipeline
+    from edgevit.recipe import load_recipe
+
+    steps = pipeline.plan(load_recipe(f"examples/recipes/{name}.yaml", []))
+    names = [s["stage"] for s in steps]
+    assert names[-1] == "report"
+    if name != "minimal":
+        assert names.index("distill") < names.index("early_exit") < names.index("quantize")
+        q = steps[names.index("quantize")]
+        assert q["reads"] == ["cascade:onnx"] and q["hands_on"] == ["cascade:onnx"]
+        assert {"export_onnx", "export_ort_mobile", "export_openvino"} <= set(names)

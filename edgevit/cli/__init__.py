@@ -308,11 +308,20 @@ def cmd_compress(args) -> int:
         if ref is not None:  # a stage name that is not in the recipe fails before anything runs (--dry-run too)
             pipeline.find_step(pipeline.steps_of(recipe), ref, flag)
     if args.dry_run:
-        print(f"recipe {args.recipe} is valid; plan for {out}:")
+        from ..stages import STAGES
+
+        print(f"recipe {args.recipe} is valid; plan for {out} (keys that differ from the stage's defaults; "
+              f"`edgevit list stages -v` lists them all):")
         for s in steps:
-            conf = {k: v for k, v in s["config"].items() if k != "stage"}
+            defaults = {}
+            if s["stage"] != "load":
+                try:
+                    defaults = STAGES.get(s["stage"]).Config().model_dump(mode="json")
+                except Exception:  # noqa: BLE001 - a stage with required keys: show every key
+                    defaults = {}
+            conf = {k: v for k, v in s["config"].items() if k != "stage" and (k not in defaults or defaults[k] != v)}
             kinds = f"{'|'.join(s['reads']) or '-'} → {'|'.join(s['hands_on'])}"
-            print(f"  {s['id']:20s} {kinds:32s} {json.dumps(conf)}")
+            print(f"  {s['id']:20s} {kinds:34s} {json.dumps(conf) if conf else ''}")
         return 0
 
     return _run_compress(args, recipe, out)
