@@ -122,7 +122,7 @@ class MatAddAttention(nn.Module):
 
     # ------------------------------------------------------------------------------------------- hash fitting
     @torch.no_grad()
-    def fit_hash(self, x: torch.Tensor, *, max_tokens: int = 512, seed: int = 0, steps: int = 20) -> None:
+    def fit_hash(self, x: torch.Tensor, *, max_tokens: int = 384, seed: int = 0, steps: int = 20) -> None:
         """Learn each head's KSH hash once on the block inputs ``x`` ``(B, N, C)`` (real images), then freeze it
         (the buffers ``anchors``, ``sigma``, ``mu``, ``hash_a``)."""
         qk = self.shared_qk(x)  # (B, H, N, d)
@@ -130,8 +130,7 @@ class MatAddAttention(nn.Module):
         for h in range(self.num_heads):
             tokens = qk[:, h].reshape(-1, self.head_dim)
             tokens = tokens[torch.randperm(len(tokens), generator=g)[:max_tokens]]
-            with torch.enable_grad():
-                fit = fit_ksh(tokens, bits=self.bits, anchors=self.num_anchors, seed=seed + h, steps=steps)
+            fit = fit_ksh(tokens, bits=self.bits, anchors=self.num_anchors, seed=seed + h, steps=steps)
             self.anchors[h] = fit["anchors"]
             self.sigma[h] = fit["sigma"]
             self.mu[h] = fit["mu"]
