@@ -263,3 +263,151 @@ def test_op_counts_and_energy(images):
     assert s["linear_shift"] <= mlp_macs
     assert energy_pj(s) < energy_pj(d)
     assert energy_pj({"multiply": 1, "add": 1, "shift": 1}) == pytest.approx(3.7 + 0.9 + 0.13)
+
+
+# ------------------------------------------------------------------------------------------------ export, CLI
+def _pow2_matmul_weights(path) -> tuple[int, int]:
+    """(MatMul/Gemm nodes with a constant weight, of which every non-zero value is a power of two)."""
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    g = onnx.load(str(path)).graph
+    inits = {i.name: numpy_helper.to_array(i) for i in g.initializer}
+    total = pow2 = 0
+    for n in g.node:
+        w = [inits[i] for i in n.input if i in inits and inits[i].ndim == 2]
+        if n.op_type in ("MatMul", "Gemm") and w:
+            total += 1
+            a = np.abs(w[0][w[0] != 0])
+            pow2 += bool(a.size) and bool(np.all(np.exp2(np.round(np.log2(a))) == a))
+    return total, pow2
+
+
+def test_onnx_export_is_power_of_two_matmul_with_parity(images, tmp_path):
+    from edgevit.formats.onnx.export import export_onnx
+
+    dense = create("fmnist-vit-nano")
+    sa = convert(dense, images[0][:16], config=ConvertConfig(mlp="shift", bits=8, softmax_blocks=[-1]))
+    path = save_shiftadd(sa, tmp_path)
+    res = export_onnx(str(path), tmp_path / "model.onnx", parity_images=images[0][:16])
+    assert res.parity.passed and res.parity.max_abs_diff < 1e-4 and res.parity.top1_agreement == 1.0
+    total, pow2 = _pow2_matmul_weights(tmp_path / "model.onnx")
+    assert pow2 == 2 * len(dense.blocks)  # fc1 + fc2 of every block; attention and head stay dense
+    assert total > pow2
+
+
+@pytest.mark.slow
+def test_openvino_export_of_converted_model(converted, images, tmp_path):
+    pytest.importorskip("openvino", reason="OpenVINO is not installed (pip extra 'openvino')")
+    from edgevit.formats.openvino.export import export_openvino
+
+    path = save_shiftadd(converted[1], tmp_path)
+    res = export_openvino(str(path), tmp_path / "ov", parity_images=images[0][:16])
+    assert res.parity.passed and res.parity.top1_agreement == 1.0
+
+
+def test_cli_convert_then_finetune(tmp_path, capsys):
+    import json
+
+    from edgevit.cli import main
+
+    out = tmp_path / "sa"
+    assert main(["shiftadd", "convert", "--model", "fmnist-vit-nano", "--attention", "matadd", "--mlp", "moe",
+                 "--alpha", "6", "4", "--bits", "8", "--calib-samples", "8", "--eval-limit", "16", "--softmax-blocks",
+                 "-1", "--out", str(out)]) == 0
+    assert "linear-layer multiplications removed" in capsys.readouterr().out
+    rec = json.loads((out / "convert.json").read_text())
+    assert rec["config"]["softmax_blocks"] == [-1] and rec["config"]["alpha"] == [6.0, 4.0]
+    assert main(["shiftadd", "finetune", str(out), "--stage", "moe", "--steps", "2", "--batch-size", "8",
+                 "--limit", "32", "--eval-limit", "16", "--json", str(tmp_path / "ft.json")]) == 0
+    ft = json.loads((tmp_path / "ft.json").read_text())
+    assert ft["steps"] == 2 and ft["lr"] == pytest.approx(2e-4 * 0.2)
+    assert "routed_shift_share" in ft["history"][-1]
+    assert create(str(out / "model.safetensors")).edgevit_shiftadd["mlp"] == "moe"
+    assert main(["shiftadd", "convert", "--model", "fmnist-vit-nano", "--attention", "softmax", "--mlp", "shift",
+                 "--calib-samples", "8", "--eval-limit", "8", "--out", str(tmp_path / "s2")]) == 0
+    capsys.readouterr()
+    assert main(["shiftadd", "finetune", str(tmp_path / "s2"), "--stage", "moe", "--steps", "1"]) == 2
+    assert "--stage attention" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------------------ TVM kernels
+def _kernel_model(images):
+    dense = create("fmnist-vit-nano")
+    return reparameterize(convert(dense, images[0][:16], config=ConvertConfig(mlp="shift", bits=8)))
+
+
+def test_kernel_ops_match_the_integer_reference_and_float_forms(images):
+    from edgevit.methods.shiftadd.kernels import matmask, matshift, use_kernels
+
+    lin = ShiftLinear.from_linear(nn.Linear(64, 32)).reparameterize()
+    x = torch.randn(10, 64) * 2
+    assert torch.allclose(matshift(x, lin.sign, lin.shift, lin.bias), lin.integer_forward(x), atol=1e-6)
+    mask = (torch.rand(3, 5, 7) > 0.5).float()
+    v = torch.randn(3, 7, 4)
+    assert torch.allclose(matmask(mask, v), mask @ v, atol=1e-6)
+    model = _kernel_model(images)
+    with torch.inference_mode():
+        ref = model(images[0][:8])
+        assert use_kernels(model, True) == 2 * len(model.blocks) + len(model.blocks)  # fc1+fc2 per block, MatAdd
+        out = model(images[0][:8])
+    assert 0 < (out - ref).abs().max() < 1e-2  # integer truncation only
+
+
+def test_relax_module_calls_the_kernels(images):
+    pytest.importorskip("tvm", reason="TVM is not installed (pip extra 'tvm')")
+    from tvm.relax.frontend.torch import from_exported_program
+
+    from edgevit.methods.shiftadd.kernels import use_kernels
+    from edgevit.methods.shiftadd.tvm_kernels import convert_map, kernel_calls, kernel_functions
+
+    model = _kernel_model(images)
+    use_kernels(model, True)
+    ep = torch.export.export(model, (images[0][:1],), strict=False)
+    assert sum("edgevit.matshift" in str(n.target) for n in ep.graph.nodes) == 2 * len(model.blocks)
+    mod = from_exported_program(ep, keep_params_as_input=False, unwrap_unit_return_tuple=True,
+                                custom_convert_map=convert_map())
+    assert kernel_calls(mod) == {"matshift": 2 * len(model.blocks), "matmask": 3 * len(model.blocks)}
+    assert kernel_functions(mod) == {"matshift": 2, "matmask": 3}  # one PrimFunc per distinct shape
+    text = mod.script()
+    assert "shift_acc" in text and "x_fixed" in text  # the TE kernel bodies, not a matmul
+    main = mod["main"].script()
+    # the shift linears' matmuls are gone: the matmuls left are the attention projections (qk, v, proj), the hash
+    # projection A(φ − μ) (bits × anchors per head) of each block, and the head
+    assert main.count("R.matmul") == 4 * len(model.blocks) + 1
+
+
+@pytest.mark.slow
+def test_tvm_library_with_kernels_matches_torch_on_real_images(images, tmp_path):
+    """Compiles the nano model with its kernels (untuned; ~1 min on 2 busy cores)."""
+    pytest.importorskip("tvm", reason="TVM is not installed (pip extra 'tvm')")
+    from edgevit.cli import main
+
+    path = save_shiftadd(_kernel_model(images), tmp_path)
+    assert main(["export", "tvm", "--model", str(path), "--kernels", "shiftadd", "--trials", "0", "--parity-samples",
+                 "16", "--out", str(tmp_path / "tvm"), "--json", str(tmp_path / "rec.json")]) == 0
+    import json
+
+    rec = json.loads((tmp_path / "rec.json").read_text())
+    assert rec["kernels"] == {"matshift": 8, "matmask": 12} and rec["top1_agreement"] == 1.0
+
+
+def test_tvm_kernels_refuse_a_model_without_shift_layers(tmp_path, capsys):
+    pytest.importorskip("tvm", reason="TVM is not installed (pip extra 'tvm')")
+    from edgevit.cli import main
+
+    assert main(["export", "tvm", "--model", "fmnist-vit-nano", "--kernels", "shiftadd", "--trials", "0",
+                 "--out", str(tmp_path)]) == 2
+    assert "no shift or MatAdd layers" in capsys.readouterr().err
+
+
+def test_op_counts_of_matadd_attention(converted, images):
+    dense, sa = converted  # 4 blocks, the last one keeps softmax; MLPs are MoE (routed tokens only)
+    c = count_ops(reparameterize(sa), images[0][:2])
+    dim, tokens, depth = dense.embed_dim, 50, len(dense.blocks)
+    matadd_proj = (depth - 1) * 3 * dim * dim * tokens  # shared qk, v, proj
+    softmax_proj = 4 * dim * dim * tokens  # qkv + proj of the last block
+    gates = depth * 2 * dim * tokens
+    routed_dense = c["linear_multiply"] - matadd_proj - softmax_proj - gates - dim * 10  # minus the head
+    assert routed_dense % (2 * dim * 2 * dim) == 0 and routed_dense >= 0  # whole tokens through the dense expert

@@ -111,13 +111,29 @@ class MatAddAttention(nn.Module):
         m = 0.5 + (codes @ codes.transpose(-2, -1)) / math.pi
         return (m @ v) / m.sum(-1, keepdim=True)
 
+    use_kernels = False  # True: the products with B through the custom operator edgevit::matmask
+
+    def angular_kernels(self, codes: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """:meth:`angular_linear` with its three products by the binary codes as ``edgevit::matmask`` calls."""
+        from .kernels import matmask
+
+        b, h, n, r = codes.shape
+        c = codes.reshape(b * h, n, r)
+        vv = v.reshape(b * h, n, -1)
+        kv = matmask(c.transpose(1, 2).contiguous(), vv)  # Bᵀ V: (bh, r, d)
+        ksum = c.sum(1).unsqueeze(-1)  # Bᵀ 1: (bh, r, 1)
+        num = 0.5 * vv.sum(1, keepdim=True) + matmask(c, kv) / math.pi
+        den = 0.5 * n + matmask(c, ksum) / math.pi
+        return (num / den).reshape(b, h, n, -1)
+
     def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None, **_: object) -> torch.Tensor:
         if attn_mask is not None:
             raise ValueError("MatAdd attention has no attention mask (linear attention over all tokens)")
         b, n, c = x.shape
         codes = self.codes(x)
         v = self.values(x)
-        out = self.angular_linear(codes, v).transpose(1, 2).reshape(b, n, c) + self.conv_v(v)
+        attend = self.angular_kernels if self.use_kernels else self.angular_linear
+        out = attend(codes, v).transpose(1, 2).reshape(b, n, c) + self.conv_v(v)
         return self.proj(out)
 
     # ------------------------------------------------------------------------------------------- hash fitting

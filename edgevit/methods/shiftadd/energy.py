@@ -89,7 +89,9 @@ def count_ops(model: nn.Module, images: torch.Tensor, *, batch_size: int = 64) -
         elif isinstance(m, MatAddAttention):
             b, n, _ = x.shape
             h, d, r, a = m.num_heads, m.head_dim, m.bits, m.num_anchors
+            skip.add(id(m.qk))  # recomputing the codes must not count the projection twice
             ones = int(m.codes(x).sum())  # set bits over batch, heads and tokens
+            skip.discard(id(m.qk))
             total.update(multiply=b * h * n * (a * d + r * a + 2 * d),
                          add=b * h * n * (2 * a * d + r * a + d) + 2 * ones * d)
         elif isinstance(m, MoEMlp):

@@ -44,18 +44,30 @@ def similarity_targets(x: torch.Tensor, k: int = TOPK_SIMILAR) -> torch.Tensor:
     return torch.sign(s + s.T)
 
 
+def farthest_points(x: torch.Tensor, k: int, *, start: int = 0) -> torch.Tensor:
+    """``k`` rows of ``x`` (n, d) chosen by farthest-point sampling from row ``start`` (spread-out anchors; repeated
+    tokens, e.g. a uniform background, are not picked twice)."""
+    idx = [start]
+    dist = (x - x[start]).pow(2).sum(-1)
+    for _ in range(k - 1):
+        j = int(dist.argmax())
+        idx.append(j)
+        dist = torch.minimum(dist, (x - x[j]).pow(2).sum(-1))
+    return x[idx].clone()
+
+
 def fit_ksh(tokens: torch.Tensor, *, bits: int = BITS, anchors: int = ANCHORS, k: int = TOPK_SIMILAR,
             steps: int = 20, seed: int = 0) -> dict[str, torch.Tensor]:
     """Learn a KSH hash on ``tokens`` (n, d) (n ≥ anchors + 2·k; ~500 real tokens is plenty).
 
     Returns ``{"anchors": (m, d), "sigma": (), "mu": (m,), "A": (bits, m)}`` (float32). Deterministic for a given
-    ``seed`` (anchor choice). Raises ``ValueError`` when there are too few tokens."""
+    ``seed`` (first anchor of the farthest-point sampling). Raises ``ValueError`` when there are too few tokens."""
     tokens = tokens.detach().float()
     n = tokens.shape[0]
     if n < anchors + 2 * k + 1:
         raise ValueError(f"KSH needs at least {anchors + 2 * k + 1} tokens to fit, got {n}")
     g = torch.Generator().manual_seed(seed)
-    anc = tokens[torch.randperm(n, generator=g)[:anchors]].clone()
+    anc = farthest_points(tokens, anchors, start=int(torch.randint(n, (1,), generator=g)))
     sigma = torch.cdist(tokens, anc).mean().clamp_min(1e-3)
     phi = rbf_features(tokens, anc, sigma)
     mu = phi.mean(0)
@@ -63,8 +75,10 @@ def fit_ksh(tokens: torch.Tensor, *, bits: int = BITS, anchors: int = ANCHORS, k
     target = similarity_targets(tokens, k)
     labelled = (target != 0).float()  # the loss counts only pairs with a target
     r = bits * target
-    gram = kbar.T @ kbar + 1e-6 * torch.eye(anchors)
-    linv = torch.linalg.inv(torch.linalg.cholesky(gram.double())).float()
+    # whitening of KᵀK (its eigen-decomposition, tiny eigenvalues floored: repeated tokens make it singular)
+    evals, evecs = torch.linalg.eigh((kbar.T @ kbar).double())
+    evals = evals.clamp_min(1e-6 * float(evals.max().clamp_min(1e-12)))
+    linv = (evecs / evals.sqrt()).T.float()  # linv @ KᵀK @ linv.T = I
     scale = 1.0 / kbar.abs().mean().clamp_min(1e-12)
     a_rows = []
     for _ in range(bits):

@@ -44,7 +44,7 @@ def quantize_weight(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 def shift_weight(sign: torch.Tensor, shift: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """The float weight ``sign·2^shift`` (exact in float32 for shift ∈ [−14, 0])."""
-    return sign.to(dtype) * torch.exp2(shift.to(dtype))
+    return sign.to(dtype) * torch.pow(2.0, shift.to(dtype))  # pow, not exp2: OpenVINO's torch frontend lacks exp2
 
 
 def fixed_point(x: torch.Tensor) -> torch.Tensor:
@@ -140,7 +140,15 @@ class ShiftLinearDeploy(nn.Module):
         """The float weight ``s·2^p`` (out, in)."""
         return shift_weight(self.sign, self.shift)
 
+    use_kernels = False  # True: the custom operator edgevit::matshift (see kernels.use_kernels)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.use_kernels:
+            from .kernels import matshift
+
+            bias = self.bias if self.bias is not None else x.new_zeros(self.out_features)
+            y = matshift(x.reshape(-1, self.in_features), self.sign, self.shift, bias)
+            return y.reshape(*x.shape[:-1], self.out_features)
         return F.linear(fixed_point(x), self.weight().to(x.dtype), None if self.bias is None else self.bias.to(x.dtype))
 
     def integer_forward(self, x: torch.Tensor) -> torch.Tensor:
