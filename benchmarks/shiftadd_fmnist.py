@@ -135,7 +135,7 @@ def main(argv=None) -> int:
              f"{first} onnxruntime (pow2 MatMul)": _ort_session(Path(sa_onnx), args.threads)}
     if args.tvm_trials is not None:
         from edgevit.formats.tvm.export import export_tvm
-        from edgevit.methods.shiftadd.kernels import use_kernels
+        from edgevit.methods.shiftadd.convert import use_kernels
         from edgevit.methods.shiftadd.tvm_kernels import convert_map
         from edgevit.runtimes import load_runtime, open_artifact
 

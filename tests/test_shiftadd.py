@@ -339,7 +339,8 @@ def _kernel_model(images):
 
 
 def test_kernel_ops_match_the_integer_reference_and_float_forms(images):
-    from edgevit.methods.shiftadd.kernels import matmask, matshift, use_kernels
+    from edgevit.methods.shiftadd.convert import use_kernels
+    from edgevit.methods.shiftadd.kernels import matmask, matshift
 
     lin = ShiftLinear.from_linear(nn.Linear(64, 32)).reparameterize()
     x = torch.randn(10, 64) * 2
@@ -359,7 +360,7 @@ def test_relax_module_calls_the_kernels(images):
     pytest.importorskip("tvm", reason="TVM is not installed (pip extra 'tvm')")
     from tvm.relax.frontend.torch import from_exported_program
 
-    from edgevit.methods.shiftadd.kernels import use_kernels
+    from edgevit.methods.shiftadd.convert import use_kernels
     from edgevit.methods.shiftadd.tvm_kernels import convert_map, kernel_calls, kernel_functions
 
     model = _kernel_model(images)
@@ -411,3 +412,34 @@ def test_op_counts_of_matadd_attention(converted, images):
     gates = depth * 2 * dim * tokens
     routed_dense = c["linear_multiply"] - matadd_proj - softmax_proj - gates - dim * 10  # minus the head
     assert routed_dense % (2 * dim * 2 * dim) == 0 and routed_dense >= 0  # whole tokens through the dense expert
+
+
+# ------------------------------------------------------------------------------------------------ recipe stage
+def test_stage_is_registered_and_validates_its_keys():
+    from edgevit.recipe import from_raw
+    from edgevit.stages import STAGES
+
+    cls = STAGES.get("shiftadd")
+    assert cls.consumes == ("torch",) and cls.produces == ("torch",)
+    with pytest.raises(ConfigError, match=r"stages\.0\.mlp: 'int8' is not allowed; allowed values: 'shift'"):
+        from_raw({"name": "x", "model": {"name": "fmnist-vit-nano"}, "stages": [{"stage": "shiftadd", "mlp": "int8"}]})
+
+
+@pytest.mark.slow
+def test_recipe_runs_shiftadd_then_exports_onnx(tmp_path):
+    from edgevit import pipeline
+    from edgevit.recipe import from_raw
+
+    raw = {"name": "sa", "model": {"name": "fmnist-vit-nano"}, "data": {"limit": 16, "batch_size": 16},
+           "runtimes": ["onnxruntime"],
+           "stages": [{"stage": "shiftadd", "mlp": "moe", "alpha": [6.0, 4.0], "bits": 8, "calib_samples": 8,
+                       "steps": 1, "batch_size": 8, "train_limit": 16, "eval_limit": 16},
+                      {"stage": "export_onnx", "parity_samples": 8}]}
+    import json
+
+    records = pipeline.run(from_raw(raw), tmp_path)
+    assert [r["id"] for r in records] == ["00_load", "01_shiftadd", "02_export_onnx"]
+    rec = json.loads((tmp_path / "01_shiftadd" / "record.json").read_text())
+    assert [f["steps"] for f in rec["metrics"]["finetune"]] == [1, 1]  # attention step, then the MoE step
+    assert create(str(tmp_path / "01_shiftadd" / "model.safetensors")).edgevit_shiftadd["mlp"] == "moe"
+    assert (tmp_path / "02_export_onnx" / "model.onnx").exists()

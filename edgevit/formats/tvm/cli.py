@@ -73,8 +73,7 @@ def _shiftadd_kernels(model: Any):
     from ...errors import ConfigError, ExportError
     from ...formats.common import resolve_torch_source
     from ...methods.shiftadd.attention import MatAddAttention
-    from ...methods.shiftadd.convert import is_shiftadd
-    from ...methods.shiftadd.kernels import use_kernels
+    from ...methods.shiftadd.convert import is_shiftadd, use_kernels
     from ...methods.shiftadd.shift import ShiftLinearDeploy
     from ...methods.shiftadd.tvm_kernels import convert_map, kernel_calls
 

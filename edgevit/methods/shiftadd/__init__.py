@@ -3,7 +3,7 @@
 Importing this package imports no torch; names load from their module on first use:
 
 - :func:`convert`, :func:`reparameterize`, :func:`to_trainable`, :func:`save_shiftadd`, :func:`is_shiftadd`
-  (``convert``); :class:`ConvertConfig`, :class:`FinetuneConfig` (``config``);
+  (``convert``), :func:`use_kernels` (``convert``); :class:`ConvertConfig`, :class:`FinetuneConfig` (``config``);
 - :class:`MatAddAttention` (``attention``), :func:`fit_ksh` (``hashing``), :class:`ShiftLinear`,
   :class:`ShiftLinearDeploy` (``shift``), :class:`MoEMlp`, :func:`balance_loss` (``moe``);
 - :func:`finetune_` (``train``), :func:`measure_expert_alpha` (``latency``), :func:`count_ops`, :func:`energy_pj`,
@@ -17,7 +17,7 @@ from typing import Any
 
 _EXPORTS = {
     "convert": "convert", "reparameterize": "convert", "to_trainable": "convert", "save_shiftadd": "convert",
-    "is_shiftadd": "convert", "ConvertConfig": "config", "FinetuneConfig": "config",
+    "is_shiftadd": "convert", "use_kernels": "convert", "ConvertConfig": "config", "FinetuneConfig": "config",
     "MatAddAttention": "attention", "fit_ksh": "hashing", "ShiftLinear": "shift", "ShiftLinearDeploy": "shift",
     "MoEMlp": "moe", "balance_loss": "moe", "finetune_": "train", "measure_expert_alpha": "latency",
     "count_ops": "energy", "energy_pj": "energy", "energy_report": "energy", "convert_run": "run",

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .hashing import ANCHORS, BITS, binary_codes, fit_ksh
+from .kernels import matmask
 
 
 class MatAddAttention(nn.Module):
@@ -115,8 +116,6 @@ class MatAddAttention(nn.Module):
 
     def angular_kernels(self, codes: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         """:meth:`angular_linear` with its three products by the binary codes as ``edgevit::matmask`` calls."""
-        from .kernels import matmask
-
         b, h, n, r = codes.shape
         c = codes.reshape(b * h, n, r)
         vv = v.reshape(b * h, n, -1)

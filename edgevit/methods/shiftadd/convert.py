@@ -168,6 +168,18 @@ def to_trainable(model: nn.Module, *, inplace: bool = False) -> nn.Module:
     return _swap(m, ShiftLinearDeploy, lambda c: c.to_trainable())
 
 
+def use_kernels(model: nn.Module, on: bool = True) -> int:
+    """Make the shift linears and MatAdd attentions of ``model`` call the custom kernels ``edgevit::matshift`` /
+    ``edgevit::matmask`` (:mod:`edgevit.methods.shiftadd.kernels`; ``on``) or their float forms; returns how many
+    modules were switched (0: the model has no ShiftAddViT layers)."""
+    n = 0
+    for m in model.modules():
+        if isinstance(m, (ShiftLinearDeploy, MatAddAttention)):
+            m.use_kernels = on
+            n += 1
+    return n
+
+
 def is_shiftadd(model: nn.Module) -> bool:
     """Whether ``model`` holds any ShiftAddViT module (shift linears, MatAdd attention, MoE)."""
     return any(isinstance(m, (ShiftLinear, ShiftLinearDeploy, MatAddAttention, MoEMlp)) for m in model.modules())

@@ -7,17 +7,15 @@ compiler (TVM: :mod:`edgevit.methods.shiftadd.tvm_kernels`) can replace by its o
 - ``edgevit::matmask(mask, x)``: ``mask`` (B, I, K) float {0, 1}, ``x`` (B, K, J) → (B, I, J):
   ``Σ_k select(mask > 0, x, 0)`` (a product with a binary operand: sums of selected rows).
 
-:func:`use_kernels` switches a converted model's :class:`ShiftLinearDeploy` and :class:`MatAddAttention` modules to
+:func:`edgevit.methods.shiftadd.convert.use_kernels` switches a converted model's :class:`ShiftLinearDeploy` and :class:`MatAddAttention` modules to
 call them (``False`` switches back to the float forms, which ONNX/OpenVINO export as power-of-two MatMuls).
 """
 
 from __future__ import annotations
 
 import torch
-from torch import nn
 
-from .shift import FRAC_BITS
-
+FRAC_BITS = 16  # fixed-point activations: 16.16 (methods.md §3)
 _INT32_MAX = 2**31 - 1
 
 
@@ -46,17 +44,3 @@ def matmask(mask: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 @matmask.register_fake
 def _(mask, x):
     return x.new_empty(mask.shape[0], mask.shape[1], x.shape[2])
-
-
-def use_kernels(model: nn.Module, on: bool = True) -> int:
-    """Make the shift linears and MatAdd attentions of ``model`` call the custom kernels (``on``) or their float
-    forms; returns how many modules were switched (0: the model has no ShiftAddViT layers)."""
-    from .attention import MatAddAttention
-    from .shift import ShiftLinearDeploy
-
-    n = 0
-    for m in model.modules():
-        if isinstance(m, (ShiftLinearDeploy, MatAddAttention)):
-            m.use_kernels = on
-            n += 1
-    return n

@@ -23,9 +23,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...errors import ModelLoadError
+from .kernels import FRAC_BITS, matshift
 
 P_MIN, P_MAX = -14, 0  # exponent range of ShiftAddViT (methods.md §3)
-FRAC_BITS = 16  # fixed-point activations: 16.16 (methods.md §3)
+__all__ = ["FRAC_BITS", "P_MAX", "P_MIN", "ShiftLinear", "ShiftLinearDeploy", "fixed_point", "quantize_weight"]
 _INT32_MAX = 2**31 - 1
 
 
@@ -144,8 +145,6 @@ class ShiftLinearDeploy(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.use_kernels:
-            from .kernels import matshift
-
             bias = self.bias if self.bias is not None else x.new_zeros(self.out_features)
             y = matshift(x.reshape(-1, self.in_features), self.sign, self.shift, bias)
             return y.reshape(*x.shape[:-1], self.out_features)
