@@ -156,15 +156,22 @@ def _swap(model: nn.Module, src: type, fn) -> nn.Module:
     return model
 
 
+def _copy(model: nn.Module) -> nn.Module:
+    for m in model.modules():
+        if isinstance(m, MoEMlp):
+            m.reset_stats()
+    return copy.deepcopy(model)
+
+
 def reparameterize(model: nn.Module, *, inplace: bool = False) -> nn.Module:
     """Every :class:`ShiftLinear` → :class:`ShiftLinearDeploy` (int8 sign and shift); same outputs."""
-    m = model if inplace else copy.deepcopy(model)
+    m = model if inplace else _copy(model)
     return _swap(m, ShiftLinear, lambda c: c.reparameterize())
 
 
 def to_trainable(model: nn.Module, *, inplace: bool = False) -> nn.Module:
     """Every :class:`ShiftLinearDeploy` → :class:`ShiftLinear` (latent weight ``s·2^p``); same outputs."""
-    m = model if inplace else copy.deepcopy(model)
+    m = model if inplace else _copy(model)
     return _swap(m, ShiftLinearDeploy, lambda c: c.to_trainable())
 
 

@@ -77,6 +77,10 @@ class MoEMlp(nn.Module):
         self.last_aux: torch.Tensor | None = None
         self.last_counts: torch.Tensor | None = None
 
+    def reset_stats(self) -> None:
+        """Drop the last pass's loss and counts (the loss holds an autograd graph, which ``copy.deepcopy`` refuses)."""
+        self.last_aux, self.last_counts = None, None
+
     @classmethod
     def from_mlp(cls, mlp: nn.Module, *, alpha: tuple[float, float] = (6.0, 4.0)) -> MoEMlp:
         return cls(copy.deepcopy(mlp), shift_mlp(mlp), mlp.fc1.in_features, alpha=alpha)

@@ -81,6 +81,8 @@ def finetune_(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *,
                 hist.append(rec)
                 log.info("finetune (%s) step %d/%d %s", config.stage, step, steps, rec)
     model.eval()
+    for m in moes:
+        m.reset_stats()
     return {"steps": steps, "samples": n, "lr": lr, "seconds": round(time.perf_counter() - t0, 1), "history": hist}
 
 
