@@ -443,3 +443,5 @@ def test_recipe_runs_shiftadd_then_exports_onnx(tmp_path):
     assert [f["steps"] for f in rec["metrics"]["finetune"]] == [1, 1]  # attention step, then the MoE step
     assert create(str(tmp_path / "01_shiftadd" / "model.safetensors")).edgevit_shiftadd["mlp"] == "moe"
     assert (tmp_path / "02_export_onnx" / "model.onnx").exists()
+    gate = rec["metrics"]["speed_gate"]
+    assert gate["kept_for_deployment"] == (gate["shiftadd_ms"] < gate["dense_ms"])

@@ -48,6 +48,7 @@ class ShiftAddStage(Stage):
         balance_weight: float = Field(0.01, ge=0, description="weight of the MoE latency-aware balance loss")
         train_limit: int | None = Field(None, ge=1, description="finetune on the first N training images")
         eval_limit: int | None = Field(1000, ge=1, description="test images for the before/after top-1")
+        gate_duration_s: float = Field(0.5, gt=0, description="timed seconds per model and pass of the speed gate")
 
         def convert_config(self) -> ConvertConfig:
             return ConvertConfig(**{n: getattr(self, n) for n in ConvertConfig.model_fields})
@@ -79,6 +80,34 @@ class ShiftAddStage(Stage):
         path = ctx.out_dir / CHECKPOINT
         model = create(str(path))
         metrics["top1"] = metrics["finetune"][-1]["top1_after"] if metrics["finetune"] else conv["top1_converted"]
+        metrics["speed_gate"] = _speed_gate(dense, model, config.gate_duration_s)
         art = Artifact(kind="torch", spec=model.edgevit_spec, path=path, model=model, source=model.edgevit_name,
                        meta={"shiftadd": model.edgevit_shiftadd})
         return StageOutput(art, metrics)
+
+
+def _speed_gate(dense, converted, duration_s: float) -> dict:
+    """Batch-1 latency of the dense and the converted torch model, interleaved (3 passes). The converted model is
+    kept for deployment only when it is faster; otherwise it is an accuracy/energy artefact (on CPU runtimes its
+    shift layers run as float GEMMs with power-of-two weights; the integer kernels need `edgevit export tvm
+    --kernels shiftadd`, and x86 INT8 GEMM is expected to be faster still: benchmarks/shiftadd_fmnist.py)."""
+    import torch
+
+    from ..profiling.latency import time_interleaved
+
+    x = dense.edgevit_spec.example(1)
+
+    def call(m):
+        def run(a):
+            with torch.inference_mode():
+                return m(torch.from_numpy(a))
+        return run
+
+    t = time_interleaved({"dense": call(dense), "shiftadd": call(converted)}, x, passes=3, duration_s=duration_s,
+                         warmup_s=0.1)
+    d, s = t["dense"]["median_ms"], t["shiftadd"]["median_ms"]
+    kept = s < d
+    return {"runtime": "torch fp32, batch 1", "dense_ms": d, "shiftadd_ms": s, "kept_for_deployment": kept,
+            "verdict": "faster than the dense model: kept for deployment" if kept else
+                       "not faster than the dense model here: kept as an accuracy/energy artefact only"}
+
