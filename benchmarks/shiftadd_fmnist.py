@@ -95,8 +95,8 @@ def main(argv=None) -> int:
         stages = ["attention"] + (["moe"] if name == "moe" else [])
         fts = []
         for stage in stages if args.steps > 0 else []:
-            fts.append(finetune_run(run, config=FinetuneConfig(stage=stage, steps=args.steps, batch_size=args.batch_size,
-                                                               lr=args.lr, log_every=10), eval_limit=256))
+            ft_cfg = FinetuneConfig(stage=stage, steps=args.steps, batch_size=args.batch_size, lr=args.lr, log_every=10)
+            fts.append(finetune_run(run, config=ft_cfg, eval_limit=256))
         model = create(str(run / "model.safetensors"))
         models[name] = model
         acc = top1(model, x, y)
@@ -157,7 +157,8 @@ def main(argv=None) -> int:
     results["speed_gate"] = {
         "best_dense": best_dense, "best_shiftadd": best_sa, "kept_for_deployment": faster,
         "verdict": (f"shift/add ({best_sa}) is faster than the best dense variant ({best_dense}): keep it" if faster
-                    else f"shift/add is NOT faster on this CPU (best {best_sa} {timing[best_sa]['median_ms']:.3f} ms vs "
+                    else f"shift/add is NOT faster on this CPU (best {best_sa} "
+                         f"{timing[best_sa]['median_ms']:.3f} ms vs "
                          f"{best_dense} {timing[best_dense]['median_ms']:.3f} ms): kept as an accuracy/energy artefact "
                          f"only")}
     results["machine"] = {"cpu": platform.processor() or platform.machine(), "threads": args.threads,
@@ -176,7 +177,8 @@ def main(argv=None) -> int:
     print("| --- | --- | --- | --- | --- |")
     print(f"| dense fmnist-vit | {teacher_top1 * 100:.2f}% | - | - | {energy['dense']['energy_uj']:.1f} µJ |")
     for n, v in results["variants"].items():
-        print(f"| {n} ({v['config']['attention']} attention, {v['config']['mlp']} MLP; {sum(v['finetune_steps'])} steps)"
+        what = f"{v['config']['attention']} attention, {v['config']['mlp']} MLP; {sum(v['finetune_steps'])} steps"
+        print(f"| {n} ({what})"
               f" | {v['top1'] * 100:.2f}% | {v['loss_pt']:.2f} pt | {v['linear_mult_removed_share'] * 100:.1f}% | "
               f"{v['energy_uj']:.1f} µJ ({v['energy_saving_share'] * 100:.1f}% less) |")
     print("\n| runtime, batch 1 | median ms | spread % |")

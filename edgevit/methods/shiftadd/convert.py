@@ -142,8 +142,8 @@ def convert(model: nn.Module, images: torch.Tensor | None = None, *, config: Con
     for attr in ("edgevit_name", "edgevit_spec", "edgevit_init_seed"):
         if hasattr(model, attr):
             setattr(out, attr, getattr(model, attr))
-    log.info("converted %d blocks: attention %s (softmax kept in %s), mlp %s", depth, config.attention,
-             sorted(keep) or "none", config.mlp)
+    log.log(logging.INFO if fit else logging.DEBUG, "converted %d blocks: attention %s (softmax kept in %s), mlp %s",
+            depth, config.attention, sorted(keep) or "none", config.mlp)
     return out.eval()
 
 

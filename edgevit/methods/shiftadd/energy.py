@@ -9,7 +9,8 @@
 - MatAdd attention: RBF features (H·N·m·d multiplies, 2·H·N·m·d additions), the hash projection (H·N·r·m MACs),
   ``BᵀV`` and ``B(BᵀV)`` (additions only: one d-vector per set bit), the 0.5·ΣV sums and the normalisation
   (2·H·N·d multiplies);
-- MoE: the gate (a Linear, counted as one) and each token's ROUTED expert only (the count the routing gives on these images).
+- MoE: the gate (a Linear, counted as one) and each token's ROUTED expert only (the count the routing gives on
+  these images).
 
 LayerNorm, GELU, softmax's exponentials and residual additions are not counted (the same in both models).
 :func:`energy_pj` prices the counts with the 45 nm, 32-bit figures in ``energy_45nm.yaml`` (multiply 3.7 pJ, add
@@ -98,8 +99,9 @@ def count_ops(model: nn.Module, images: torch.Tensor, *, batch_size: int = 64) -
             rows = x.numel() // x.shape[-1]
             counts = m.last_counts.tolist()
             total.update(_mlp_cost(m.experts[DENSE], counts[DENSE]) + _mlp_cost(m.experts[SHIFT], counts[SHIFT]))
-            total["dense_linear_multiply"] += rows * (m.experts[DENSE].fc1.in_features * m.experts[DENSE].fc1.out_features
-                                                      + m.experts[DENSE].fc2.in_features * m.experts[DENSE].fc2.out_features)
+            fc1, fc2 = m.experts[DENSE].fc1, m.experts[DENSE].fc2
+            total["dense_linear_multiply"] += rows * (fc1.in_features * fc1.out_features
+                                                      + fc2.in_features * fc2.out_features)
         elif hasattr(m, "qkv") and hasattr(m, "num_heads") and not isinstance(m, MatAddAttention):
             b, n, _ = x.shape
             macs = 2 * b * m.num_heads * n * n * m.head_dim

@@ -7,7 +7,8 @@ and hashed to ``b = 1[A(φ(x) − μ) > 0] ∈ {0, 1}^r`` (r = 16 bits).
 :func:`fit_ksh` learns ``A`` once, bit by bit, on a sample of real tokens: the pairwise targets ``S`` are +1 for each
 token's 10 most similar tokens, −1 for its 10 least similar (cosine similarity: the attention score of normalised
 queries/keys) and 0 elsewhere. Bit k maximises ``yᵀ R_{k−1} y`` with ``y = sign(K̄ a_k)`` and the residual
-``R_k = R_{k−1} − y_k y_kᵀ`` on the labelled pairs (``R_0 = r·S``): the −yᵀSy objective of KSH, minimised greedily. Each bit uses KSH's
+``R_k = R_{k−1} − y_k y_kᵀ`` on the labelled pairs (``R_0 = r·S``): the −yᵀSy objective of KSH, minimised
+greedily. Each bit uses KSH's
 spectral relaxation (the top generalised eigenvector of ``K̄ᵀ R K̄ a = λ K̄ᵀ K̄ a``) followed by gradient steps on
 the smooth surrogate ``−tanh(K̄a)ᵀ R tanh(K̄a)``. After fitting, ``A``, the anchors, ``σ`` and ``μ`` are frozen
 buffers.

@@ -7,7 +7,8 @@ compiler (TVM: :mod:`edgevit.methods.shiftadd.tvm_kernels`) can replace by its o
 - ``edgevit::matmask(mask, x)``: ``mask`` (B, I, K) float {0, 1}, ``x`` (B, K, J) → (B, I, J):
   ``Σ_k select(mask > 0, x, 0)`` (a product with a binary operand: sums of selected rows).
 
-:func:`edgevit.methods.shiftadd.convert.use_kernels` switches a converted model's :class:`ShiftLinearDeploy` and :class:`MatAddAttention` modules to
+:func:`edgevit.methods.shiftadd.convert.use_kernels` switches a converted model's :class:`ShiftLinearDeploy` and
+:class:`MatAddAttention` modules to
 call them (``False`` switches back to the float forms, which ONNX/OpenVINO export as power-of-two MatMuls).
 """
 
