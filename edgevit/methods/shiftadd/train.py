@@ -74,7 +74,7 @@ def finetune_(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *,
             step += 1
             if step % config.log_every == 0 or step == steps:
                 rec = {"step": step, "loss": round(loss.item(), 5), "ce": round(ce.item(), 5),
-                       "balance": round(float(bal), 5), "seconds": round(time.perf_counter() - t0, 1)}
+                       "balance": round(float(bal.detach()), 5), "seconds": round(time.perf_counter() - t0, 1)}
                 if moes:
                     counts = torch.stack([m.last_counts for m in moes]).sum(0).float()
                     rec["routed_shift_share"] = round(float(counts[1] / counts.sum()), 4)
