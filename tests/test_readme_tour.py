@@ -62,6 +62,7 @@ RULES: tuple[Rule, ...] = (
     Rule("edgevit profile runs/x/model.onnx", add=FAST_PROFILE),
     Rule("edgevit predict runs/x/model.onnx"),
     Rule("edgevit export openvino", add=("--parity-samples", "16"), slow=True),
+    Rule("edgevit export tvm --model runs/sa/", replace={"64": "0"}, add=("--parity-samples", "4"), slow=True),
     Rule("edgevit export tvm", add=("--parity-samples", "4"), slow=True),  # builds deit_tiny at 224×224
     Rule("edgevit export ort-mobile", add=("--parity-samples", "16")),
     # --bundle: ONNX + INT8 calibration cache + build.sh/profile.sh; builds no engine, so no TensorRT needed
@@ -81,6 +82,9 @@ RULES: tuple[Rule, ...] = (
     Rule("edgevit early-exit calibrate", add=("--heldout-limit", "128", *FAST_PROFILE), slow=True),
     Rule("edgevit early-exit export", add=("--parity-samples", "16"), slow=True),
     Rule("edgevit eval --artifact runs/ee/", add=("--limit", "50"), slow=True),
+    Rule("edgevit shiftadd convert", add=("--calib-samples", "16", "--eval-limit", "32"), slow=True),
+    Rule("edgevit shiftadd finetune", add=("--steps", "2", "--limit", "64", "--eval-limit", "32"), slow=True),
+    Rule("edgevit eval --artifact runs/sa/", add=("--limit", "20"), slow=True),
     Rule("edgevit early-exit quantize", add=("--calib-samples", "32", "--parity-samples", "16"), slow=True),
     Rule("edgevit profile runs/ee/", add=FAST_PROFILE, slow=True),
     Rule("edgevit compress examples/recipes/quickstart.yaml --out runs/demo --dry-run"),

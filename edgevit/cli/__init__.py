@@ -2,7 +2,7 @@
 each command, so ``--help`` stays fast. Shared argument helpers are in :mod:`edgevit.cli.common`, flags generated
 from config models in :mod:`edgevit.cli.flags`. ``edgevit export <format>`` is built by :mod:`edgevit.cli.export`
 from the declaration in each registered format folder (``formats/<name>/cli.py``); the method commands are
-:mod:`edgevit.cli.distill`, :mod:`edgevit.cli.early_exit` and :mod:`edgevit.cli.quantize`."""
+:mod:`edgevit.cli.distill`, :mod:`edgevit.cli.early_exit`, :mod:`edgevit.cli.quantize` and :mod:`edgevit.cli.shiftadd`."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import logging
 import sys
 from pathlib import Path
 
-from . import data, distill, early_exit, predict, quantize
+from . import data, distill, early_exit, predict, quantize, shiftadd
 from .common import (
     add_data_args,
     add_model_args,
@@ -525,7 +525,7 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_parser(sub)  # `edgevit data sample`
     predict.add_parser(sub)  # `edgevit predict m.onnx --target ... --dtype ...`
     add_export_commands(export_sub, export_cmds)  # `edgevit export <format>`, declared in each format folder's cli.py
-    for method_cli in (distill, early_exit, quantize):  # `edgevit distill ...`, `edgevit early-exit ...`, `quantize`
+    for method_cli in (distill, early_exit, quantize, shiftadd):  # `edgevit distill ...`, `edgevit early-exit ...`, `quantize`
         method_cli.add_parser(sub)
     return p
 

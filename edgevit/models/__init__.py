@@ -20,6 +20,12 @@ log = logging.getLogger(__name__)
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin")
 
+# A checkpoint of a transformed model (a method rewrote its modules) names the transform in this metadata key; the
+# transform ("module:function", called with the base model and the metadata) rebuilds the structure to load into.
+# Referenced by name so this floor imports no method.
+TRANSFORM_KEY = "edgevit.transform"
+TRANSFORMS = {"shiftadd": "edgevit.methods.shiftadd.convert:rebuild"}
+
 
 class ModelEntry:
     """A registered edgevit model: a builder, an input spec, and (optionally) packaged weights."""
@@ -335,6 +341,8 @@ def create(name_or_path: str, *, checkpoint: str | Path | None = None, pretraine
     if checkpoint is not None:
         state, meta = (ckpt_state, read_state_dict(checkpoint)[1]) if ckpt_state is not None else \
             read_state_dict(checkpoint)
+        if meta.get(TRANSFORM_KEY):
+            model = _apply_transform(model, meta, source=str(checkpoint))
         load_state_dict_strict(model, state, source=str(checkpoint))
         if "input_spec" in meta:
             spec = InputSpec.from_dict(json.loads(meta["input_spec"]))
@@ -348,15 +356,27 @@ def create(name_or_path: str, *, checkpoint: str | Path | None = None, pretraine
     return model
 
 
-def save_checkpoint(model, path: str | Path) -> Path:
-    """Write ``model``'s weights as safetensors with its architecture name and input spec as metadata, atomically
+def _apply_transform(model, meta: dict, *, source: str):
+    import importlib
+
+    name = meta[TRANSFORM_KEY]
+    if name not in TRANSFORMS:
+        raise ModelLoadError(f"{source} was written by an unknown model transform '{name}' (known: "
+                             f"{', '.join(sorted(TRANSFORMS))}); update edgevit")
+    module, _, attr = TRANSFORMS[name].partition(":")
+    return getattr(importlib.import_module(module), attr)(model, meta)
+
+
+def save_checkpoint(model, path: str | Path, *, metadata: dict[str, str] | None = None) -> Path:
+    """Write ``model``'s weights as safetensors with its architecture name and input spec as metadata (plus
+    ``metadata``, string values: a transform's :data:`TRANSFORM_KEY` and its config), atomically
     (:func:`edgevit.fileio.atomic_output`)."""
     from safetensors.torch import save_file
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     meta = {"format": "pt", "arch": str(getattr(model, "edgevit_name", "")),
-            "input_spec": json.dumps(input_spec_of(model).to_dict())}
+            "input_spec": json.dumps(input_spec_of(model).to_dict()), **(metadata or {})}
     state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
     from ..fileio import atomic_output
 

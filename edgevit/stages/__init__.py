@@ -18,6 +18,7 @@ STAGE_MODULES = [
     "edgevit.stages.core",
     "edgevit.stages.distill",
     "edgevit.stages.early_exit",
+    "edgevit.stages.shiftadd",
     "edgevit.stages.quantize",
 ]
 

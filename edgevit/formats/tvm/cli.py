@@ -8,7 +8,7 @@ when the command runs).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field
 
@@ -40,6 +40,10 @@ class TvmExportOptions(ConfigModel):
     tolerance: float | None = Field(None, description="max abs logit difference vs torch")
     parity_samples: int = Field(64, ge=1, description="real images for the parity check")
     no_parity: bool = Field(False, description="skip the parity check (not recommended)")
+    kernels: Literal["none", "shiftadd"] = Field(
+        "none", description="shiftadd: compile a ShiftAddViT model (edgevit shiftadd convert) with its matshift / "
+                            "matmask TE kernels in place of the shift linears' and MatAdd's matmuls, tuned with the "
+                            "rest (default none)")
 
 
 def run(model: Any, out: Path, options: TvmExportOptions, parity_images: Any) -> dict:
@@ -49,11 +53,48 @@ def run(model: Any, out: Path, options: TvmExportOptions, parity_images: Any) ->
     ExportError when parity fails, MissingBackendError without tvm."""
     from .export import export_tvm
 
-    return export_tvm(model, out, target=options.target, mcpu=options.mcpu, num_cores=options.num_cores,
+    convert_map, passes, found = None, [], {}
+    if options.kernels == "shiftadd":
+        model, convert_map, check = _shiftadd_kernels(model)
+        passes = [lambda mod: check(mod, found)]
+    result = export_tvm(model, out, target=options.target, mcpu=options.mcpu, num_cores=options.num_cores,
                       trials=options.trials, batch=options.batch, work_dir=options.work_dir, retune=options.retune,
                       tuning_timeout_s=options.tuning_timeout, cc=options.cc, parity=not options.no_parity,
                       parity_images=parity_images, tolerance=options.tolerance,
-                      parity_samples=options.parity_samples)
+                      parity_samples=options.parity_samples, convert_map=convert_map, extra_passes=passes)
+    if found:
+        result.fields["kernels"] = found
+    return result
+
+
+def _shiftadd_kernels(model: Any):
+    """(the model with its ShiftAddViT layers calling edgevit::matshift / edgevit::matmask, TVM converters for them).
+    Raises ConfigError when the model has no shift layers."""
+    from ...errors import ConfigError, ExportError
+    from ...formats.common import resolve_torch_source
+    from ...methods.shiftadd.attention import MatAddAttention
+    from ...methods.shiftadd.convert import is_shiftadd, use_kernels
+    from ...methods.shiftadd.shift import ShiftLinearDeploy
+    from ...methods.shiftadd.tvm_kernels import convert_map, kernel_calls
+
+    module, _, name = resolve_torch_source(model, what="TVM")
+    if not is_shiftadd(module):
+        raise ConfigError(f"--kernels shiftadd needs a ShiftAddViT model, and {name} has no shift or MatAdd layers; "
+                          f"convert it first (edgevit shiftadd convert --model {name} --out DIR) and export "
+                          f"DIR/model.safetensors, or drop --kernels")
+    use_kernels(module, True)
+    expected = {"matshift": sum(isinstance(m, ShiftLinearDeploy) for m in module.modules()),
+                "matmask": 3 * sum(isinstance(m, MatAddAttention) for m in module.modules())}
+
+    def check(mod, found: dict):
+        calls = kernel_calls(mod)
+        if calls != expected:
+            raise ExportError(f"the Relax module of {name} calls the shift/add kernels {calls}, expected {expected}: "
+                              f"some layers were not substituted")
+        found.update(calls)
+        return mod
+
+    return module, convert_map(), check
 
 
 def summary(rec: dict, options: TvmExportOptions) -> str:
@@ -64,7 +105,10 @@ def summary(rec: dict, options: TvmExportOptions) -> str:
            "extended": f"tuned {tuning.get('trials_run')} more trials in {tuning.get('tuning_time_s')} s",
            "reused": f"reused the cached tuning database ({tuning.get('trials_total')} trials), no tuning",
            "untuned": "UNTUNED (slow; use --trials)"}[tuning["status"]]
-    return f"wrote {rec['path']} ({rec['target_description']}, batch {rec['batch']}; {how}): {parity_summary(rec)}"
+    kernels = rec.get("kernels")
+    with_kernels = f"; kernels {', '.join(f'{k} ×{n}' for k, n in kernels.items())}" if kernels else ""
+    return (f"wrote {rec['path']} ({rec['target_description']}, batch {rec['batch']}; {how}{with_kernels}): "
+            f"{parity_summary(rec)}")
 
 
 COMMAND = ExportCommand(
