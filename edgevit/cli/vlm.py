@@ -56,7 +56,7 @@ def _train_config(args, method: str):
     from ..methods.vlm.train import VlmTrainConfig
 
     return VlmTrainConfig(method=method, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                          max_steps=args.max_steps, max_seconds=args.max_seconds, seed=args.seed)
+                          max_steps=args.max_steps, max_seconds=getattr(args, "max_seconds", None), seed=args.seed)
 
 
 def _finish(model, rec: dict, args, test) -> int:

@@ -66,7 +66,7 @@ def dcd_loss_rows(student: torch.Tensor, teacher: torch.Tensor, *, n: int = DCD_
     bce = F.binary_cross_entropy_with_logits(s, target, reduction="none").mean(1)
     l_ce = (h_hat * bce).sum()
     loss = alpha * l_kd + (1 - alpha) * l_ce
-    return loss, {"kd": float(l_kd), "ce": float(l_ce)}
+    return loss, {"kd": float(l_kd.detach()), "ce": float(l_ce.detach())}
 
 
 def dcd_loss(student: torch.Tensor, teacher: torch.Tensor, **kw) -> tuple[torch.Tensor, dict]:
