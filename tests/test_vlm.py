@@ -204,3 +204,43 @@ def test_cli_cache_dcd_eval_and_errors(tmp_path, capsys, pairs_small, fmnist_tes
                  str(tmp_path / "cache"), "--teacher", str(other), "--data", "fashion-mnist-pairs", "--limit", "32",
                  "--out", str(tmp_path / "s2")]) == 2
     assert "another teacher" in capsys.readouterr().err
+
+
+def test_fold_classifier_predicts_the_zero_shot_classes_and_loads_as_a_plain_model(tmp_path, fmnist_test_small):
+    from edgevit.cli import main
+    from edgevit.data import preprocess
+    from edgevit.methods.vlm.evaluate import class_text_embeddings, fit_images
+    from edgevit.methods.vlm.fold import fold_classifier, save_folded
+    from edgevit.methods.vlm.towers import save_dual_encoder
+    from edgevit.models import create
+
+    m = _small_dual()
+    images = fit_images(fmnist_test_small.images[:48], m.spec.hw)
+    zs = (m.encode_images(images) @ class_text_embeddings(m, fmnist_test_small.classes).t()).argmax(1)
+    clf = fold_classifier(m, fmnist_test_small.classes)
+    path = save_folded(clf, tmp_path / "zs.safetensors")
+    back = create(str(path))  # a plain timm ViT (28×56 input, 10 classes) any stage takes
+    with torch.no_grad():
+        logits = back(torch.from_numpy(preprocess(images, back.edgevit_spec)))
+    assert logits.shape == (48, 10) and torch.equal(logits.argmax(1), zs)
+    assert back.edgevit_spec.class_names == fmnist_test_small.classes
+    save_dual_encoder(m, tmp_path / "d")
+    assert main(["vlm", "fold-classifier", str(tmp_path / "d"), "--classes", "fashion-mnist",
+                 "--out", str(tmp_path / "cli.safetensors")]) == 0
+
+
+def test_each_tower_exports_alone_with_cosine_parity(tmp_path, pairs_small):
+    pytest.importorskip("onnxruntime")
+    import onnx
+
+    from edgevit.methods.vlm.fold import export_image_onnx, export_text_onnx
+    from edgevit.runtimes import open_artifact
+
+    _, test = pairs_small
+    m = _small_dual()
+    img = export_image_onnx(m, tmp_path / "image_tower.onnx", images=test.images[:16])
+    txt = export_text_onnx(m, tmp_path / "text_tower.onnx", texts=list(test.captions[:16]))
+    assert img["min_cosine"] > 0.9999 and txt["min_cosine"] > 0.9999 and img["n"] == txt["n"] == 16
+    assert open_artifact(tmp_path / "image_tower.onnx").task == "embedding"
+    meta = {p.key: p.value for p in onnx.load(str(tmp_path / "text_tower.onnx")).metadata_props}
+    assert meta["edgevit.task"] == "embedding" and (tmp_path / "text_tower.tokenizer" / "tokenizer.json").exists()

@@ -152,6 +152,36 @@ def timm_kwargs_from_state(arch: str, state: dict) -> dict:
     return kw
 
 
+def fit_input_size(backbone, hw: tuple[int, int]):
+    """Make a ViT take ``hw`` images (in place): edgevit's conv-stem ViTs get their 7×7 position embedding TILED
+    along the width (a 28×56 pair image: each half starts with the position embedding the 28×28 model learnt);
+    other timm models go through ``set_input_size`` (which resamples it). Returns ``backbone``."""
+    import torch
+    from torch import nn
+
+    pe = backbone.patch_embed
+    if tuple(pe.img_size) == tuple(hw):
+        return backbone
+    from .fmnist import ConvStem
+
+    if isinstance(pe, ConvStem):
+        gh, gw = hw[0] // pe.patch_size[0], hw[1] // pe.patch_size[1]
+        oh, ow = pe.grid_size
+        if gh % oh or gw % ow:
+            raise ModelLoadError(f"cannot fit a {pe.img_size} conv-stem ViT to {hw} images: the token grid {gh}×{gw} "
+                              f"is not a multiple of {oh}×{ow}")
+        prefix = backbone.num_prefix_tokens if not getattr(backbone, "no_embed_class", False) else 0
+        pos = backbone.pos_embed.data
+        grid = pos[:, prefix:].reshape(1, oh, ow, -1).repeat(1, gh // oh, gw // ow, 1).reshape(1, gh * gw, -1)
+        backbone.pos_embed = nn.Parameter(torch.cat([pos[:, :prefix], grid], 1))
+        pe.img_size, pe.grid_size, pe.num_patches = tuple(hw), (gh, gw), gh * gw
+        return backbone
+    if not hasattr(backbone, "set_input_size"):
+        raise ModelLoadError(f"{type(backbone).__name__} cannot change its input size to {hw}")
+    backbone.set_input_size(img_size=tuple(hw))
+    return backbone
+
+
 def attach_spec(model, spec: InputSpec):
     model.edgevit_spec = spec
     return model
@@ -322,6 +352,10 @@ def create(name_or_path: str, *, checkpoint: str | Path | None = None, pretraine
             torch.manual_seed(seed)
             model = entry.build()
         spec = entry.spec
+        ck_spec = json.loads(read_state_dict(checkpoint)[1].get("input_spec", "null") or "null") \
+            if checkpoint is not None and str(checkpoint).endswith(".safetensors") else None
+        if ck_spec and tuple(ck_spec["input_size"][1:]) != tuple(spec.hw):  # e.g. a 28×56 pair-image tower
+            fit_input_size(model, tuple(ck_spec["input_size"][1:]))
         if checkpoint is None and packaged and entry.weights_path() is not None:
             wp = entry.weights_path()
             if not wp.exists():

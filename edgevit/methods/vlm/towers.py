@@ -175,38 +175,11 @@ class ImageTower(nn.Module):
         return F.normalize(self.proj(f), dim=-1)
 
 
-def fit_input_size(backbone: nn.Module, hw: tuple[int, int]) -> nn.Module:
-    """Make a ViT take ``hw`` images (in place): edgevit's conv-stem ViTs get their 7×7 position embedding TILED
-    along the width (a 28×56 pair image: each half starts with the position embedding the 28×28 model learnt);
-    other timm models go through ``set_input_size`` (which resamples it). Returns ``backbone``."""
-    pe = backbone.patch_embed
-    if tuple(pe.img_size) == tuple(hw):
-        return backbone
-    from ...models.fmnist import ConvStem
-
-    if isinstance(pe, ConvStem):
-        gh, gw = hw[0] // pe.patch_size[0], hw[1] // pe.patch_size[1]
-        oh, ow = pe.grid_size
-        if gh % oh or gw % ow:
-            raise ConfigError(f"cannot fit a {pe.img_size} conv-stem ViT to {hw} images: the token grid {gh}×{gw} "
-                              f"is not a multiple of {oh}×{ow}")
-        prefix = backbone.num_prefix_tokens if not getattr(backbone, "no_embed_class", False) else 0
-        pos = backbone.pos_embed.data
-        grid = pos[:, prefix:].reshape(1, oh, ow, -1).repeat(1, gh // oh, gw // ow, 1).reshape(1, gh * gw, -1)
-        backbone.pos_embed = nn.Parameter(torch.cat([pos[:, :prefix], grid], 1))
-        pe.img_size, pe.grid_size, pe.num_patches = tuple(hw), (gh, gw), gh * gw
-        return backbone
-    if not hasattr(backbone, "set_input_size"):
-        raise ConfigError(f"{type(backbone).__name__} cannot change its input size to {hw}")
-    backbone.set_input_size(img_size=tuple(hw))
-    return backbone
-
-
 def build_image_tower(arch: str, embed_dim: int, *, image_hw: tuple[int, int] | None = None,
                       packaged: bool = True) -> tuple[ImageTower, object]:
     """An :class:`ImageTower` on the edgevit/timm model ``arch`` (with its packaged weights when ``packaged``),
     head removed, fitted to ``image_hw``. Returns ``(tower, input spec)``; the spec's output is the embedding."""
-    from ...models import create, input_spec_of
+    from ...models import create, fit_input_size, input_spec_of
 
     model = create(arch, packaged=packaged)
     spec = input_spec_of(model)
