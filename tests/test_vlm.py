@@ -244,3 +244,20 @@ def test_each_tower_exports_alone_with_cosine_parity(tmp_path, pairs_small):
     assert open_artifact(tmp_path / "image_tower.onnx").task == "embedding"
     meta = {p.key: p.value for p in onnx.load(str(tmp_path / "text_tower.onnx")).metadata_props}
     assert meta["edgevit.task"] == "embedding" and (tmp_path / "text_tower.tokenizer" / "tokenizer.json").exists()
+
+
+def test_recipe_eval_task_retrieval_and_zero_shot(tmp_path, fmnist_test_small):
+    from edgevit import pipeline
+    from edgevit.methods.vlm.towers import save_dual_encoder
+    from edgevit.recipe import from_raw
+
+    save_dual_encoder(_small_dual(), tmp_path / "d")
+    raw = {"name": "vlm", "model": {"name": "fmnist-vit-nano"}, "data": {"limit": 24, "batch_size": 24},
+           "stages": [{"stage": "eval", "task": "retrieval", "dual_encoder": str(tmp_path / "d")},
+                      {"stage": "eval", "task": "zero-shot", "dual_encoder": str(tmp_path / "d")}]}
+    records = pipeline.run(from_raw(raw), tmp_path / "run")
+    metrics = [r["metrics"] for r in records if r.get("stage") == "eval"]
+    assert metrics[0]["n_images"] == 24 and "t2i_r10" in metrics[0] and metrics[1]["n"] == 24
+    raw["stages"] = [{"stage": "eval", "task": "retrieval"}]
+    with pytest.raises(ConfigError, match="needs a dual encoder: the run's model is a classifier"):
+        pipeline.run(from_raw(raw), tmp_path / "run2")

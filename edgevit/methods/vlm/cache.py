@@ -108,7 +108,7 @@ def write_embedding_cache(teacher, data, out_dir: str | Path, *, epochs: int, se
     temb.tofile(out / "text" / "rank_00.values")
     (out / "text" / "rank_00.keys").write_text("".join(f"{t}\n" for t in texts))
     header = {"format": FORMAT, "version": FORMAT_VERSION, "record_layout": "int32 seed | float16[E] image embedding",
-              "record_bytes": dt.itemsize, "embed_dim": dim, "logit_scale": float(teacher.scale()),
+              "record_bytes": dt.itemsize, "embed_dim": dim, "logit_scale": float(teacher.scale().detach()),
               "fingerprint": fp, "epochs": epochs_meta,
               "text": {"keys": "text/rank_00.keys", "values": "text/rank_00.values", "n": len(texts),
                        "sha256": file_sha256(out / "text" / "rank_00.values")}, "complete": True}

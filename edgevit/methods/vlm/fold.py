@@ -35,7 +35,7 @@ def fold_classifier(model, classes, *, templates=None):
 
     heads = class_text_embeddings(model, list(classes), templates)  # [C, E]
     backbone = copy.deepcopy(model.image.backbone)
-    w = float(model.scale()) * heads @ model.image.proj.weight.detach()  # [C, D]
+    w = float(model.scale().detach()) * heads @ model.image.proj.weight.detach()  # [C, D]
     backbone.reset_classifier(len(classes))
     head = backbone.get_classifier()
     if not isinstance(head, nn.Linear) or head.in_features != w.shape[1]:

@@ -234,7 +234,7 @@ class DualEncoder(nn.Module):
         return {"format": FORMAT, "version": 1, "task": "embedding",
                 "image": {"arch": self.image.arch, "embed_dim": self.image.embed_dim,
                           "spec": self.spec.to_dict()},
-                "text": self.text.config(), "logit_scale": float(self.logit_scale)}
+                "text": self.text.config(), "logit_scale": float(self.logit_scale.detach())}
 
 
 # ------------------------------------------------------------------------------------- registered dual encoders
