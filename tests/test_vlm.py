@@ -261,3 +261,17 @@ def test_recipe_eval_task_retrieval_and_zero_shot(tmp_path, fmnist_test_small):
     raw["stages"] = [{"stage": "eval", "task": "retrieval"}]
     with pytest.raises(ConfigError, match="needs a dual encoder: the run's model is a classifier"):
         pipeline.run(from_raw(raw), tmp_path / "run2")
+
+
+@pytest.mark.slow  # ~80 s on the shared 2-core machine; the ONNX test above covers the same towers by default
+def test_cli_exports_both_towers_to_openvino_with_cosine_parity(tmp_path, capsys, fmnist_test_small):
+    pytest.importorskip("openvino", reason="pip install 'edgevit[openvino]'")
+    from edgevit.cli import main
+    from edgevit.methods.vlm.towers import save_dual_encoder
+
+    save_dual_encoder(_small_dual(), tmp_path / "d")
+    assert main(["vlm", "export", str(tmp_path / "d"), "--format", "openvino", "--tower", "both", "--out",
+                 str(tmp_path / "ov"), "--json", str(tmp_path / "ov.json")]) == 0
+    recs = json.loads((tmp_path / "ov.json").read_text())["towers"]
+    assert [r["tower"] for r in recs] == ["image", "text"] and all(r["min_cosine"] > 0.9999 for r in recs)
+    assert (tmp_path / "ov" / "image_tower.xml").exists() and (tmp_path / "ov" / "text_tower.xml").exists()

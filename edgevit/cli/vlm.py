@@ -57,7 +57,7 @@ def add_parser(subparsers) -> None:
                                       "cosine similarity on real images / captions")
     e.add_argument("model", help="dual encoder folder (dual_encoder.json)")
     e.add_argument("--tower", choices=("image", "text", "both"), default="both")
-    e.add_argument("--format", choices=("onnx",), default="onnx")
+    e.add_argument("--format", choices=("onnx", "openvino"), default="onnx")
     e.add_argument("--data", default="fashion-mnist-pairs", help="caption dataset whose test images and captions "
                                                                  "are the parity inputs")
     e.add_argument("--data-dir", default=None)
@@ -198,16 +198,18 @@ def cmd_export(args) -> int:
     from pathlib import Path
 
     from ..data.captions import load_caption_dataset
-    from ..methods.vlm.fold import export_image_onnx, export_text_onnx
+    from ..methods.vlm.fold import export_image_onnx, export_openvino_towers, export_text_onnx
     from ..methods.vlm.towers import load_dual_encoder
 
     model = load_dual_encoder(args.model)
     data = load_caption_dataset(args.data, "test", data_dir=args.data_dir, limit=32)
     out = Path(args.out)
     recs = []
-    if args.tower in ("image", "both"):
+    if args.format == "openvino":
+        recs = export_openvino_towers(model, out, images=data.images, texts=list(data.captions), tower=args.tower)
+    elif args.tower in ("image", "both"):
         recs.append(export_image_onnx(model, out / "image_tower.onnx", images=data.images))
-    if args.tower in ("text", "both"):
+    if args.format == "onnx" and args.tower in ("text", "both"):
         recs.append(export_text_onnx(model, out / "text_tower.onnx", texts=list(data.captions)))
     for r in recs:
         print(f"{r['tower']} tower → {r['path']}: cosine to torch ≥ {r['min_cosine']:.6f} on {r['n']} real inputs")
