@@ -78,6 +78,9 @@ def train_dual(model, data, *, config: VlmTrainConfig | None = None, teacher=Non
     cfg = config or VlmTrainConfig()
     if cfg.method != "contrastive" and teacher is None and cache is None:
         raise ConfigError(f"method '{cfg.method}' distils from a teacher: pass --teacher DIR or --cache DIR")
+    if cache is not None and int(cache.fingerprint["seed"]) != cfg.seed:
+        raise ConfigError(f"the cache {cache.path} stores augmentations of seed {cache.fingerprint['seed']}, training "
+                          f"uses seed {cfg.seed}: pass --seed {cache.fingerprint['seed']} (or rewrite the cache)")
     if data.images.ndim != 3:
         raise ConfigError(f"training needs grey images [N,H,W] of one size; {data.name} has {data.images.shape}")
     torch.manual_seed(cfg.seed)
