@@ -141,7 +141,7 @@ def train_dual(model, data, *, config: VlmTrainConfig | None = None, teacher=Non
                 else:
                     aff = affinity_loss(logits, t_logits)
                     loss = aff + cfg.contrastive_weight * clip_loss(logits)
-                    parts = {"affinity": float(aff)}
+                    parts = {"affinity": float(aff.detach())}
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 5.0)
