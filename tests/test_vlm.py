@@ -150,13 +150,11 @@ def test_embedding_cache_student_trains_with_zero_teacher_calls(tmp_path, pairs_
     online = train_dual(_small_dual(), train, config=cfg.model_copy(update={"epochs": 1}), teacher=teacher)
     assert online["teacher_calls"] == 1 and len(calls) > 0  # the counter does count real teacher runs
     # the cache holds what the teacher gives on the replayed augmentation of each sample
-    from edgevit.data import preprocess
     from edgevit.methods.distill.augment import epoch_seeds
-    from edgevit.methods.vlm.train import _augment
+    from edgevit.methods.vlm.train import batch_input
 
     idx = np.arange(8)
-    x = torch.from_numpy(preprocess(_augment(train.images[idx], epoch_seeds(0, 1, len(train))[idx])[:, 0],
-                                    teacher.spec))
+    x = batch_input(train.images[idx], epoch_seeds(0, 1, len(train))[idx], teacher.spec)
     with torch.no_grad():
         live = teacher.image(x)
     assert torch.allclose(cache.image_embeddings(1, idx), live, atol=2e-3)
@@ -277,3 +275,27 @@ def test_cli_exports_both_towers_to_openvino_with_cosine_parity(tmp_path, capsys
     recs = json.loads((tmp_path / "ov.json").read_text())["towers"]
     assert [r["tower"] for r in recs] == ["image", "text"] and all(r["min_cosine"] > 0.9999 for r in recs)
     assert (tmp_path / "ov" / "image_tower.xml").exists() and (tmp_path / "ov" / "text_tower.xml").exists()
+
+
+def test_trains_and_evaluates_on_a_coco_captions_file_of_rgb_images(tmp_path, fmnist_test_small):
+    from PIL import Image
+
+    from edgevit.data.captions import load_caption_dataset
+    from edgevit.methods.vlm.evaluate import evaluate_retrieval
+    from edgevit.methods.vlm.towers import build_dual_encoder
+    from edgevit.methods.vlm.train import VlmTrainConfig, train_dual
+
+    for i in range(16):  # real images, RGB, two sizes (as COCO photos differ in size)
+        img = np.repeat(fmnist_test_small.images[i][..., None], 3, axis=2)
+        Image.fromarray(img if i % 2 else np.pad(img, ((2, 2), (0, 0), (0, 0)))).save(tmp_path / f"{i}.jpg")
+    doc = {"images": [{"id": i, "file_name": f"{i}.jpg"} for i in range(16)],
+           "annotations": [{"image_id": i, "caption": f"a photo of item {int(fmnist_test_small.labels[i])}"}
+                           for i in range(16)]}
+    (tmp_path / "captions.json").write_text(json.dumps(doc))
+    data = load_caption_dataset(f"coco:{tmp_path / 'captions.json'}")
+    assert data.images.dtype == object
+    m = build_dual_encoder(image="fmnist-vit-nano", text={"kind": "small", "width": 32, "depth": 1, "heads": 2},
+                           embed_dim=32, packaged=False)
+    rec = train_dual(m, data, config=VlmTrainConfig(epochs=1, batch_size=16))
+    assert rec["steps"] == 1 and np.isfinite(rec["history"][0]["loss"])
+    assert evaluate_retrieval(m, data)["n_images"] == 16

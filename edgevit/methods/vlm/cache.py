@@ -67,9 +67,8 @@ def write_embedding_cache(teacher, data, out_dir: str | Path, *, epochs: int, se
     """Run the teacher dual encoder once over ``epochs`` augmented passes of ``data`` (the seeds
     :func:`~.train.train_dual` replays) and over every caption; store fp16 embeddings in ``out_dir``. Raises
     :class:`DataError` when ``out_dir`` holds another cache and not ``overwrite``."""
-    from ...data import preprocess
     from ..distill.augment import epoch_seeds
-    from .train import _augment
+    from .train import batch_input
 
     if epochs < 1:
         raise ConfigError(f"epochs must be ≥ 1, got {epochs}")
@@ -91,7 +90,7 @@ def write_embedding_cache(teacher, data, out_dir: str | Path, *, epochs: int, se
         recs = np.zeros(n, dt)
         for s in range(0, n, batch_size):
             sl = slice(s, s + batch_size)
-            x = torch.from_numpy(preprocess(_augment(data.images[sl], seeds[sl])[:, 0], teacher.spec))
+            x = batch_input(data.images[sl], seeds[sl], teacher.spec)
             recs["seed"][sl] = seeds[sl]
             recs["emb"][sl] = teacher.image(x).numpy().astype(np.float16)
         d = out / f"epoch_{e:04d}"

@@ -59,6 +59,17 @@ def _augment(images: np.ndarray, seeds: np.ndarray) -> np.ndarray:
     return x01
 
 
+def batch_input(images, seeds: np.ndarray, spec) -> torch.Tensor:
+    """The model input of a batch: grey uint8 ``[B, H, W]`` images augmented with their seeds (replayable:
+    :mod:`edgevit.methods.distill.augment`); other images (RGB, mixed sizes: COCO, Flickr30k) through the evaluation
+    preprocessing only (no augmentation)."""
+    from ...data import preprocess
+
+    if isinstance(images, np.ndarray) and images.dtype == np.uint8 and images.ndim == 3:
+        return torch.from_numpy(preprocess(_augment(images, seeds)[:, 0], spec))
+    return torch.from_numpy(preprocess(images, spec))
+
+
 def train_dual(model, data, *, config: VlmTrainConfig | None = None, teacher=None, cache=None,
                eval_data=None, on_epoch=None) -> dict:
     """Train ``model`` (a :class:`~.towers.DualEncoder`) on a :class:`~edgevit.data.captions.CaptionDataset`.
@@ -70,7 +81,6 @@ def train_dual(model, data, *, config: VlmTrainConfig | None = None, teacher=Non
     are skipped; a frozen MiniLM's caption features are computed once. Returns the training record (loss
     history, steps, seconds, teacher calls, retrieval of ``eval_data`` after each epoch).
     """
-    from ...data import preprocess
     from ..distill.augment import epoch_seeds
     from .evaluate import evaluate_retrieval
     from .towers import MiniLMTower
@@ -82,7 +92,7 @@ def train_dual(model, data, *, config: VlmTrainConfig | None = None, teacher=Non
         raise ConfigError(f"the cache {cache.path} stores augmentations of seed {cache.fingerprint['seed']}, training "
                           f"uses seed {cfg.seed}: pass --seed {cache.fingerprint['seed']} (or rewrite the cache)")
     if data.images.ndim != 3:
-        raise ConfigError(f"training needs grey images [N,H,W] of one size; {data.name} has {data.images.shape}")
+        log.info("%s: RGB or mixed-size images are trained without augmentation", data.name)
     torch.manual_seed(cfg.seed)
     first = data.first_caption()
     params = [p for p in model.parameters() if p.requires_grad]
@@ -123,7 +133,7 @@ def train_dual(model, data, *, config: VlmTrainConfig | None = None, teacher=Non
         for s in range(steps_per_epoch):
             idx = np.sort(order[s * cfg.batch_size : (s + 1) * cfg.batch_size])
             texts = _texts_of(data, idx, first, cfg.negatives)
-            x = torch.from_numpy(preprocess(_augment(data.images[idx], seeds[idx])[:, 0], model.spec))
+            x = batch_input(data.images[idx], seeds[idx], model.spec)
             logits = model.logits(model.image(x), text_emb(texts))
             if cfg.method == "contrastive":
                 loss, parts = clip_loss(logits), {}
