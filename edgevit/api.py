@@ -165,7 +165,8 @@ def early_exit(model: Any, data: Any, *, config: Any = None, blocks: list[int] |
 @dataclass(frozen=True)
 class LatencyRow:
     """One runtime × batch measurement. Times in milliseconds per call (one batch); ``throughput`` in images/s;
-    ``runs``: timed calls. ``details``: everything else measured or stamped (system, versions, input source)."""
+    ``runs``: timed calls. ``details``: everything else measured or stamped (system, versions, input source,
+    ``stability``, ``memory`` (peak RSS MiB), ``energy`` (RAPL, or why not))."""
 
     runtime: str
     batch: int
@@ -182,6 +183,17 @@ class LatencyRow:
     def from_dict(cls, d: dict) -> LatencyRow:
         keys = ("runtime", "batch", "median_ms", "p90_ms", "p99_ms", "mean_ms", "min_ms", "runs", "throughput")
         return cls(**{k: d[k] for k in keys}, details={k: v for k, v in d.items() if k not in keys})
+
+    @property
+    def stability(self) -> dict:
+        """The stability record of the timed window: ``verdict`` (``stable`` / ``noisy`` / ``contended``), ``message``
+        and the figures behind them (:func:`edgevit.profiling.stability.assess`)."""
+        return self.details.get("stability") or {}
+
+    @property
+    def verdict(self) -> str | None:
+        """``stable``, ``noisy`` or ``contended`` (None for a row read from an older file without one)."""
+        return self.stability.get("verdict")
 
     def to_dict(self) -> dict:
         """The row as ``edgevit profile --json`` writes it."""
@@ -203,14 +215,16 @@ class ProfileResult:
 
 def profile(model: Any, *, runtime: str | Sequence[str] | None = None, batch_sizes: Sequence[int] = (1,),
             inputs: np.ndarray | None = None, duration_s: float = 3.0, warmup_s: float = 0.5, runs: int | None = None,
-            threads: int | None = None, device: str = "cpu") -> ProfileResult:
+            threads: int | None = None, device: str = "cpu", until_stable: bool = False,
+            max_duration_s: float = 60.0) -> ProfileResult:
     """Latency of ``model`` per runtime and batch size: time-based warm-up, then ``duration_s`` of timed calls (or
     ``runs`` calls) per batch size.
 
     ``model``: a torch module, a model name, an exported file path or an :class:`~edgevit.artifact.Artifact`.
     ``runtime``: one name or several (default: the artefact kind's usual runtime: torch, onnxruntime, openvino...).
     ``inputs``: a real preprocessed NCHW float32 batch (rows are repeated for larger batches; random inputs are used
-    and recorded as such when None).
+    and recorded as such when None). ``until_stable``: time in windows until the spread settles, at most
+    ``max_duration_s`` per runtime × batch. Every row has a stability verdict (:attr:`LatencyRow.stability`).
 
     Raises :class:`~edgevit.errors.RegistryError` for an unknown runtime, :class:`~edgevit.errors.RuntimeLoadError`
     when a runtime cannot load the artefact, :class:`~edgevit.errors.MissingBackendError`.
@@ -227,7 +241,7 @@ def profile(model: Any, *, runtime: str | Sequence[str] | None = None, batch_siz
     for name in names:
         rt = load_runtime(name, art, threads=threads, device=device)
         for d in profile_runtime(rt, batch_sizes=tuple(batch_sizes), warmup_s=warmup_s, duration_s=duration_s,
-                                 runs=runs, inputs=inputs):
+                                 runs=runs, inputs=inputs, until_stable=until_stable, max_duration_s=max_duration_s):
             rows.append(LatencyRow.from_dict(d))
     return ProfileResult(rows)
 

@@ -103,28 +103,14 @@ def kind_of_path(path: str | Path) -> str | None:
 
 
 def write_json(path: Path, obj: Any) -> None:
-    """Write JSON atomically (temp file ``<path>.tmp`` + rename), ending with a newline.
+    """Write JSON atomically (:func:`edgevit.fileio.atomic_output`: temp file + fsync + rename), ending with a newline.
 
     Raises :class:`~edgevit.errors.ConfigError` when ``path`` is a directory (before anything is written: the
     temp file never lands beside it); a failed write removes the temp file."""
-    import os
+    from .fileio import atomic_write_text
 
-    from .errors import ConfigError
-
-    path = Path(path)
-    if path.is_dir():
-        raise ConfigError(f"cannot write JSON to {path}: it is a directory; give a file path such as "
-                          f"{path / 'result.json'}")
     text = json.dumps(obj, indent=2, default=_json_default) + "\n"  # serialise first: no temp file on a TypeError
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if tmp.is_file():
-            tmp.unlink()
-        raise
+    atomic_write_text(path, text)
 
 
 def _json_default(o):
@@ -151,4 +137,43 @@ def file_sha256(path: str | Path) -> str:
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
+    return h.hexdigest()
+
+
+def artifact_files(artifact: Artifact) -> list[Path]:
+    """The files that make up ``artifact`` on disk, in a stable order: its file plus side files (``.bin`` of an
+    OpenVINO IR, ``.onnx.data`` external weights) and, for a cascade, every graph its manifest lists (segments and
+    exits, with their side files). Empty for an artefact without a path (a live torch model)."""
+    if artifact.path is None:
+        return []
+    p = Path(artifact.path)
+    files = [p]
+    if artifact.kind == "cascade" and p.is_file():
+        manifest = json.loads(p.read_text())
+        for entry in [*manifest.get("segments", []), *manifest.get("exits", [])]:
+            if entry.get("file"):
+                files.append(p.parent / entry["file"])
+    out: list[Path] = []
+    for f in files:
+        out.append(f)
+        for side in (f.with_suffix(".bin") if f.suffix == ".xml" else None, f.with_name(f.name + ".data")):
+            if side is not None and side.is_file():
+                out.append(side)
+    return list(dict.fromkeys(out))
+
+
+def artifact_sha256(artifact: Artifact) -> str:
+    """Content hash of ``artifact``: SHA-256 over the names (relative to its folder) and :func:`file_sha256` of
+    :func:`artifact_files`, plus its kind and input spec. An artefact without files hashes its ``source`` (a model
+    name). Raises :class:`FileNotFoundError` when a listed file is missing."""
+    import hashlib
+
+    h = hashlib.sha256(json.dumps({"kind": artifact.kind, "spec": artifact.spec.to_dict(), "task": artifact.task},
+                                  sort_keys=True).encode())
+    files = artifact_files(artifact)
+    if not files:
+        h.update(f"source:{artifact.source}".encode())
+    root = Path(artifact.path).parent if artifact.path is not None else None
+    for f in files:
+        h.update(f"{f.relative_to(root) if root else f.name}:{file_sha256(f)}\n".encode())
     return h.hexdigest()

@@ -48,3 +48,22 @@ class MissingBackendError(EdgevitError, ImportError):
 
 class QuantizationError(EdgevitError, RuntimeError):
     """An INT8 quantisation pass failed, or no configuration met the accuracy budget (``.record`` holds the figures)."""
+
+
+class StageError(EdgevitError, RuntimeError):
+    """A recipe stage failed with an unexpected error. The message names the stage, the cause and the log file
+    holding the traceback; the finished stages before it are kept (``edgevit compress --resume`` continues)."""
+
+
+class StorageError(EdgevitError, OSError):
+    """The disk is full, a file-size limit was reached, or a path is not writable (the message names the path and
+    what to do). Nothing half-written is left where a later run would read it."""
+
+
+class RemoteError(EdgevitError, RuntimeError):
+    """A remote device could not be reached or logged into, or lacks what a remote profile needs (the message
+    names what to install or change)."""
+
+
+class HostKeyError(RemoteError):
+    """A device's SSH host key is not in known_hosts, or differs from the one recorded there."""

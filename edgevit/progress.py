@@ -52,7 +52,7 @@ def enabled() -> bool:
 _DISPLAY = None  # the run display installed by the CLI (``edgevit compress``), see :func:`use_display`
 
 
-class use_display:  # noqa: N801 - used as a context manager, like contextlib helpers
+class use_display:
     """Route every :func:`progress` bar of the library into ``display`` while the block runs.
 
     ``display.bar(total=, desc=, unit=)`` must return an object with ``update(n=1)``, ``set_postfix_str(s,

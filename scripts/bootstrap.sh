@@ -9,7 +9,8 @@ cd "$(dirname "$0")/.."
 EXTRAS="${EXTRAS:-dev}"
 PY="${PYTHON:-python3}"
 
-# Debian packages: the dataset, and headless Chromium for the report test (renders report.html, takes a screenshot)
+# Debian packages: the dataset, headless Chromium for the report test (renders report.html, takes a screenshot),
+# and OpenSSH's server (the remote-profiling tests start one on 127.0.0.1)
 APT_PKGS=()
 if [ ! -f /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz ] && [ -z "${EDGEVIT_FASHION_MNIST_DIR:-}" ]; then
   APT_PKGS+=(dataset-fashion-mnist)
@@ -17,6 +18,7 @@ fi
 if ! command -v chromium >/dev/null && ! command -v chromium-browser >/dev/null; then
   APT_PKGS+=(chromium)
 fi
+[ -x /usr/sbin/sshd ] || APT_PKGS+=(openssh-server)
 if [ ${#APT_PKGS[@]} -gt 0 ]; then
   echo "[bootstrap] installing ${APT_PKGS[*]} (Debian packages)"
   SUDO=""; [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null && SUDO="sudo"

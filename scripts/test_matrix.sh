@@ -12,7 +12,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY="${PYTHON:-python3}"
-EXTRAS="${MATRIX_EXTRAS:-${EXTRAS:-dev,openvino,tvm}}"
+EXTRAS="${MATRIX_EXTRAS:-${EXTRAS:-dev,openvino,tvm,remote}}"
 VENV="${MATRIX_VENV:-.venv-torch-oldest}"
 # What differs between torch releases is what torch does itself: tracing and ONNX export (dynamo), SDPA and MAC
 # counting, timm model building, preprocessing with torch ops, training steps through the public API. These files

@@ -48,6 +48,9 @@ def test_export_then_profile_typed(tmp_path, tiny_model, real_batch):
     d = prof.to_dict()["results"][0]
     assert {"median_ms", "p90_ms", "p99_ms", "mean_ms", "min_ms", "runs", "throughput", "batch", "runtime"} <= set(d)
     assert d["input_source"] == "provided"
+    for r in prof.rows:  # every measurement carries its stability verdict, in the row and its JSON
+        assert r.verdict in ("stable", "noisy", "contended") and r.stability["message"].startswith(r.verdict)
+    assert d["stability"]["verdict"] == prof.rows[0].verdict and d["memory"]["peak_rss_mb"] > 0
 
 
 def test_profile_a_torch_model_by_object(tiny_model, real_batch):

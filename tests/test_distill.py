@@ -311,7 +311,7 @@ def test_resume_continues_with_the_next_epochs_cache(real_cache, tmp_path):
                           "stop_after": 1}), cache=cache)
     assert first["cache_epochs_used"] == [0] and not first["finished"]
     second = train_student(_student(5), out_dir=tmp_path / "part", config=cfg, cache=cache, resume=True)
-    assert second["start_epoch"] == 1 and second["cache_epochs_used"] == [1] and second["finished"]
+    assert second["start_epoch"] == 1 and second["cache_epochs_used"] == [0, 1] and second["finished"]
     assert second["ranks"][0]["param_sha256"] == full["ranks"][0]["param_sha256"]
     with pytest.raises(ConfigError, match="--resume: .* batch_size=8, now batch_size=4"):
         train_student(_student(), out_dir=tmp_path / "part", config=TrainConfig(**{**cfg.__dict__, "batch_size": 4}),
@@ -427,3 +427,56 @@ def test_distill_stage_student_key_takes_the_run_model_as_teacher(tmp_path, teac
     raw["stages"][0].pop("student")
     with pytest.raises(ConfigError, match="set `student:`"):
         pipeline.run(from_raw(raw), tmp_path / "run2")
+
+
+_KILLABLE_WRITER = """
+import sys
+from edgevit.data import load_dataset
+from edgevit.methods.distill.cache import write_cache
+from edgevit.models import create
+ds = load_dataset("fashion-mnist", "train", limit=int(sys.argv[2]))
+write_cache(create("fmnist-vit"), ds, sys.argv[1], epochs=int(sys.argv[3]), topk=3, batch_size=64)
+"""
+
+
+def test_killed_cache_writer_keeps_finished_epochs(tmp_path, teacher_available):
+    """SIGKILL a real cache writer after its first epoch is listed: the rerun reuses that epoch (it does not redo
+    finished teacher work) and the result is byte-identical to an uninterrupted write."""
+    import json
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    if not teacher_available:
+        pytest.skip("the packaged fmnist-vit teacher weights are missing")
+    from edgevit.data import load_dataset
+    from edgevit.methods.distill.cache import HEADER, write_cache
+    from edgevit.models import create
+
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-c", _KILLABLE_WRITER, str(killed), "96", "200"])
+    header = killed / HEADER
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        if header.exists():
+            try:
+                h = json.loads(header.read_text())
+            except ValueError:  # never: the header is replaced atomically
+                raise AssertionError("a half-written cache header was visible") from None
+            if h["epochs"]:
+                assert h["complete"] is False
+                proc.send_signal(signal.SIGKILL)
+                break
+        time.sleep(0.02)
+    assert proc.wait(60) == -signal.SIGKILL, "the writer finished 200 epochs before it could be killed"
+    ds = load_dataset("fashion-mnist", "train", limit=96)
+    teacher = create("fmnist-vit")
+    rec = write_cache(teacher, ds, killed, epochs=2, topk=3, batch_size=64)
+    assert 0 in rec["epochs_reused"] and rec["epochs_written"] == [e for e in (0, 1) if e not in rec["epochs_reused"]]
+    fresh = write_cache(teacher, ds, tmp_path / "fresh", epochs=2, topk=3, batch_size=64)
+    assert fresh["epochs_written"] == [0, 1]
+    for e in (0, 1):
+        a = sorted((killed / f"epoch_{e:04d}").glob("*.values"))
+        b = sorted((tmp_path / "fresh" / f"epoch_{e:04d}").glob("*.values"))
+        assert a and [p.read_bytes() for p in a] == [p.read_bytes() for p in b]

@@ -357,8 +357,9 @@ def test_cli_train(tmp_path, capsys):
     assert rec["stage1"]["steps"] == 1 and rec["stage2"]["steps"] == 1
 
 
-def test_recipe_stage_then_eval(tmp_path):
-    """The early_exit stage (train a step, calibrate, export) followed by eval of the cascade on onnxruntime."""
+def test_recipe_stage_then_eval(tmp_path, caplog):
+    """The early_exit stage (train a step, calibrate, export) followed by eval of the cascade on onnxruntime; a run
+    killed after calibration resumes with the same thresholds and the same cascade bytes."""
     import yaml
 
     from edgevit import pipeline
@@ -377,6 +378,23 @@ def test_recipe_stage_then_eval(tmp_path):
     assert len(ee_rec["metrics"]["thresholds"]) == 4 and ev["metrics"]["n"] == 32
     assert (tmp_path / "out" / ee_rec["id"] / "export" / "manifest.json").exists()
     assert ee_rec["metrics"]["if_form"].endswith("cascade_if.onnx") and ee_rec["metrics"]["if_form_max_abs_diff"] < 1e-3
+
+    # killed after the thresholds were timed, during the export: the partial stage folder as the kill leaves it
+    out = tmp_path / "out"
+    stage_dir = out / ee_rec["id"]
+    shutil.rmtree(out / ev["id"])
+    shutil.rmtree(stage_dir / "export")
+    (stage_dir / "record.json").unlink()
+    (stage_dir / pipeline.STATE).write_text(json.dumps({"key": ee_rec["key"]}))
+    stage_dir.rename(out / (ee_rec["id"] + ".tmp"))
+    with caplog.at_level("INFO", logger="edgevit"):
+        again = pipeline.run(load_recipe(str(path), []), out, resume=True)
+    assert any("heads trained before the interruption" in m for m in caplog.messages)
+    assert any("thresholds calibrated before the interruption" in m for m in caplog.messages)
+    # the timed choice is the interrupted run's, and the cascade's graphs are the same bytes
+    assert again[1]["metrics"]["thresholds"] == ee_rec["metrics"]["thresholds"]
+    assert again[1]["artifact_sha256"] == ee_rec["artifact_sha256"]
+    assert pipeline.comparable_record(again[2]["metrics"]) == pipeline.comparable_record(ev["metrics"])
 
 
 # ------------------------------------------------------------------------------------------------ INT8 cascades

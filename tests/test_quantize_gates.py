@@ -64,6 +64,9 @@ def test_speed_gate_record_is_consistent(cli_run):
     assert all(c.get("why_not") for c in gate["candidates"] if not c["offered"])
     fastest = min(offered, key=lambda c: c["latency_ms"])["precision"]  # budget 100: all within budget
     assert gate["selected"] == fastest and gate["why"]
+    for c in offered:  # the interleaved timing says whether the machine let it mean anything
+        assert c["stability"]["verdict"] in ("stable", "noisy", "contended")
+        assert c["stability"]["message"].startswith(c["stability"]["verdict"])
 
 
 def test_int8_artifact_works_with_eval_and_profile(cli_run, capsys):

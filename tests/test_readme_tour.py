@@ -53,7 +53,14 @@ RULES: tuple[Rule, ...] = (
     Rule("edgevit eval --model fmnist-vit", add=("--limit", "50")),
     Rule("edgevit export onnx", add=("--parity-samples", "16")),
     Rule("edgevit eval --artifact runs/x/model.onnx", add=("--limit", "50")),
+    Rule("edgevit profile runs/x/model.onnx --remote", skip="needs a device reachable over SSH; tests/test_remote.py "
+         "runs --remote against a real OpenSSH server on 127.0.0.1"),
+    Rule("edgevit profile runs/x/trt/ --remote", skip="needs a device with TensorRT over SSH; tests/test_remote.py "
+         "runs the bundle path through a real OpenSSH server with a stand-in trtexec"),
+    Rule("edgevit profile runs/x/model.onnx --runtime onnxruntime --until-stable", replace={"60": "1"},
+         add=FAST_PROFILE),
     Rule("edgevit profile runs/x/model.onnx", add=FAST_PROFILE),
+    Rule("edgevit predict runs/x/model.onnx"),
     Rule("edgevit export openvino", add=("--parity-samples", "16"), slow=True),
     Rule("edgevit export tvm", add=("--parity-samples", "4"), slow=True),  # builds deit_tiny at 224×224
     Rule("edgevit export ort-mobile", add=("--parity-samples", "16")),
@@ -152,7 +159,8 @@ def test_every_tour_command_has_a_rule():
 
 def test_json_key_table_is_parsed():
     keys = documented_json_keys()
-    assert set(keys) == {"eval", "export onnx", "profile"}
+    assert set(keys) == {"eval", "export onnx", "profile", "predict"}
+    assert keys["predict"][0] == "predictions"
     assert keys["eval"][:3] == ["top1", "top5", "n"] and keys["profile"][0] == "results"
 
 
@@ -188,6 +196,12 @@ def test_tour_command(index, cmd, workdir, fmnist_test_small, teacher_available)
                 assert set(keys["profile"][1:]) <= set(row), f"{cmd}: missing {set(keys['profile'][1:]) - set(row)}"
                 assert row["median_ms"] <= row["p90_ms"] <= row["p99_ms"]
                 assert row["system"]["cpu"] and row["system"]["versions"]
+        elif sub == "predict":
+            rows = doc[keys["predict"][0]]
+            targets, dtypes = (args[args.index(f) + 1].split(",") for f in ("--target", "--dtype"))
+            assert [(r["target"], r["dtype"]) for r in rows] == [(t, d) for t in targets for d in dtypes]
+            for row in rows:
+                assert set(keys["predict"][1:]) <= set(row), f"{cmd}: missing {set(keys['predict'][1:]) - set(row)}"
     if args[:2] == ["edgevit", "--help"] or args[:2] == ["edgevit", "list"]:
         assert r.stdout.strip()
     if "--dry-run" in args:

@@ -151,7 +151,7 @@ def test_distill_stage_takes_every_train_and_augment_config_key():
     assert set(AugmentConfig.model_fields) <= set(cls.model_fields)
     train = {"mode": "online", "epochs": 3, "batch_size": 16, "lr": 2e-3, "min_lr": 1e-6, "weight_decay": 0.01,
              "warmup_epochs": 0.5, "clip_grad": 1.0, "label_smoothing": 0.2, "topk": 5, "seed": 7, "eval_limit": 100,
-             "eval_batch_size": 50, "stop_after": 2, "max_steps_per_epoch": 4}
+             "eval_batch_size": 50, "stop_after": 2, "max_steps_per_epoch": 4, "replay_cache": True}
     augment = {"crop_padding": 1, "hflip_prob": 0.0, "randaug_n": 1, "randaug_m": 5.0, "randaug_mstd": 0.0,
                "randaug_prob": 1.0, "randaug_ops": ["rotate", "invert"], "erase_prob": 0.0,
                "erase_area": [0.1, 0.2], "erase_aspect": [0.5, 2.0], "mixup_alpha": 0.2, "cutmix_alpha": 1.0,

@@ -1,5 +1,5 @@
 """edgevit.report on a real run: `edgevit compress` of a small recipe on the tiny model (eval → ONNX export → eval →
-INT8 quantize → early exits → eval and profile of every artefact × runtime → report), then report.md, report.json
+early exits → INT8 cascade → eval and profile of every artefact × runtime → report), then report.md, report.json
 and report.html are read back as a user reads them and every number is checked against the stage records
 (`<run>/<id>/record.json`, documented in the README) and the stages' side records (quantize.json,
 calibration.json). report.html is rendered in headless Chromium (Debian package `chromium`): a screenshot shows the
@@ -34,18 +34,18 @@ RECIPE = {
         {"stage": "eval"},
         {"stage": "export_onnx", "parity_samples": 16},
         {"stage": "eval", "runtime": "onnxruntime"},
-        {"stage": "quantize", "backend": "onnxruntime", "calib_samples": 16, "max_attempts": 2, "smooth_quant": "off",
-         "latency_s": 0.1, "runtimes": ["onnxruntime"], "sensitivity_samples": 8},
         {"stage": "early_exit", "steps": 1, "batch_size": 32, "train_limit": 64, "heldout_limit": 60,
          "latency_duration_s": 0.02, "exporter": "torchscript", "parity_samples": 16, "budget": 2.0},
+        {"stage": "quantize", "backend": "onnxruntime", "calib_samples": 16, "max_attempts": 2, "smooth_quant": "off",
+         "latency_s": 0.1, "runtimes": ["onnxruntime"], "sensitivity_samples": 8},  # every graph of the cascade
         {"stage": "eval", "artifacts": "all"},  # every artefact × every runtime that loads it
         {"stage": "profile", "artifacts": "all", "batch": [1, 2], **FAST_PROFILE},
         {"stage": "report", "title": "tiny report"},
     ]}
-IDS = ["00_load", "01_eval", "02_export_onnx", "03_eval", "04_quantize", "05_early_exit", "06_eval", "07_profile",
+IDS = ["00_load", "01_eval", "02_export_onnx", "03_eval", "04_early_exit", "05_quantize", "06_eval", "07_profile",
        "08_report"]
 PRODUCERS = {"00_load": ("torch", "torch"), "02_export_onnx": ("onnx", "onnxruntime"),
-             "04_quantize": ("onnx", "onnxruntime"), "05_early_exit": ("cascade", "cascade[onnxruntime]")}
+             "04_early_exit": ("cascade", "cascade[onnxruntime]"), "05_quantize": ("cascade", "cascade[onnxruntime]")}
 CHROMIUM = next((p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None)
 needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="headless Chromium is not installed (Debian package "
                                     "`chromium`; scripts/bootstrap.sh installs it for `make test`)")
@@ -154,7 +154,7 @@ def test_export_table_equals_the_export_records(run_dir):
     assert int(row["bytes"].replace(",", "")) == m["file_size"] == (run_dir / "02_export_onnx/model.onnx").stat().st_size
     assert _same(row["max |Δ|"], m["max_abs_diff"]) and m["max_abs_diff"] < 1e-3
     assert _same(row["cosine"], m["cosine"]) and _same(row["top-1 agreement"], m["top1_agreement"])
-    assert set(rows) == {"02_export_onnx", "04_quantize", "05_early_exit"}  # every stage with a parity record
+    assert set(rows) == {"02_export_onnx", "04_early_exit", "05_quantize"}  # every stage with a parity record
 
 
 def test_latency_table_equals_the_profile_records(run_dir):
@@ -204,14 +204,19 @@ def test_lineage_and_deltas_equal_the_records(run_dir, doc):
     nodes = {n["id"]: n for n in doc["artifacts"]}
     # one artefact per producing stage; each stage's parent is what it consumed
     assert {k: n["parent"] for k, n in nodes.items()} == {"00_load": None, "02_export_onnx": "00_load",
-                                                         "04_quantize": "02_export_onnx", "05_early_exit": "00_load"}
+                                                         "04_early_exit": "00_load", "05_quantize": "04_early_exit"}
     assert {k: n["kind"] for k, n in nodes.items()} == {k: kind for k, (kind, _) in PRODUCERS.items()}
     # each artefact's top-1 and latency on its runtime: the rows of the eval and profile over every artefact
     top1 = {r["artifact_id"]: r["top1"] for r in records["06_eval"]["metrics"]["rows"]}
     best = {k: _b1_mean(records, k) for k in PRODUCERS}
     size = {"00_load": (run_dir / "00_load/model.safetensors").stat().st_size,
-            "02_export_onnx": (run_dir / "02_export_onnx/model.onnx").stat().st_size,
-            "04_quantize": (run_dir / "04_quantize/model_selected.onnx").stat().st_size}
+            "02_export_onnx": (run_dir / "02_export_onnx/model.onnx").stat().st_size}
+    # a cascade's size is its manifest and every graph it lists
+    for k in ("04_early_exit", "05_quantize"):
+        mpath = run_dir / k / records[k]["artifact"]["path"]
+        manifest = json.loads(mpath.read_text())
+        files = ["manifest.json"] + [e["file"] for e in manifest["segments"] + manifest["exits"]]
+        size[k] = sum((mpath.parent / f).stat().st_size for f in files)
     for k, n in nodes.items():
         assert n["best_runtime"] == PRODUCERS[k][1]
         assert analysis_top1(n) == top1[k]
@@ -223,14 +228,11 @@ def test_lineage_and_deltas_equal_the_records(run_dir, doc):
             assert n["vs_parent"]["top1_pt"] == pytest.approx((top1[k] - top1[p]) * 100)
             assert n["vs_parent"]["best"]["speedup"] == pytest.approx(best[p] / best[k])
             assert n["vs_source"]["best"]["speedup"] == pytest.approx(best["00_load"] / best[k])
-    # INT8 vs its float parent on the same runtime
-    assert nodes["04_quantize"]["vs_parent"]["latency"]["onnxruntime"]["speedup"] == pytest.approx(
-        best["02_export_onnx"] / best["04_quantize"])
-    assert nodes["04_quantize"]["vs_parent"]["bytes_ratio"] == pytest.approx(size["04_quantize"] / size["02_export_onnx"])
-    # the cascade's size is its manifest and every graph it lists
-    manifest = json.loads((run_dir / "05_early_exit/export/manifest.json").read_text())
-    files = ["manifest.json"] + [e["file"] for e in manifest["segments"] + manifest["exits"]]
-    assert nodes["05_early_exit"]["bytes"] == sum((run_dir / "05_early_exit/export" / f).stat().st_size for f in files)
+    # the INT8 cascade vs its float parent cascade on the same runtime
+    rt = "cascade[onnxruntime]"
+    assert nodes["05_quantize"]["vs_parent"]["latency"][rt]["speedup"] == pytest.approx(
+        best["04_early_exit"] / best["05_quantize"])
+    assert nodes["05_quantize"]["vs_parent"]["bytes_ratio"] == pytest.approx(size["05_quantize"] / size["04_early_exit"])
     # the table shows the same numbers
     rows = {r["step"]: r for r in _tables((run_dir / "report.md").read_text())["What each step bought"]}
     assert set(rows) == set(nodes)
@@ -251,8 +253,8 @@ def test_headline_and_pareto_equal_the_records(doc):
     src = min((("00_load", "torch"), ("02_export_onnx", "onnxruntime")),
               key=lambda t: nodes[t[0]]["latency"][t[1]]["mean_ms"])
     assert (h["source"]["node"], h["source"]["runtime"]) == src
-    assert (h["final"]["node"], h["final"]["runtime"]) == ("05_early_exit", "cascade[onnxruntime]")
-    s_ms, f_ms = nodes[src[0]]["latency"][src[1]]["mean_ms"], nodes["05_early_exit"]["latency"][h["final"]["runtime"]][
+    assert (h["final"]["node"], h["final"]["runtime"]) == ("05_quantize", "cascade[onnxruntime]")
+    s_ms, f_ms = nodes[src[0]]["latency"][src[1]]["mean_ms"], nodes["05_quantize"]["latency"][h["final"]["runtime"]][
         "mean_ms"]
     assert h["source"]["latency_ms"] == s_ms and h["final"]["latency_ms"] == f_ms
     assert h["speedup"] == pytest.approx(s_ms / f_ms)
@@ -267,9 +269,9 @@ def test_headline_and_pareto_equal_the_records(doc):
 
 
 def test_rejections_come_from_the_quantize_and_early_exit_records(run_dir, doc):
-    q = json.loads((run_dir / "04_quantize/quantize.json").read_text())
+    q = json.loads((run_dir / "05_quantize/quantize.json").read_text())
     gate = q["speed_gate"]
-    rej = [r for r in doc["rejections"] if r["stage"] == "04_quantize"]
+    rej = [r for r in doc["rejections"] if r["stage"] == "05_quantize"]
     not_kept = [c for c in gate["candidates"] if c["precision"] != gate["selected"]]
     assert len(not_kept) >= 1
     for c in not_kept:
@@ -278,9 +280,9 @@ def test_rejections_come_from_the_quantize_and_early_exit_records(run_dir, doc):
         assert r.get("latency_ms") == c.get("latency_ms")
     failed = [a for a in q["attempts"] if not a["passed"]]
     assert len([r for r in rej if r["candidate"].startswith("INT8 attempt")]) == len(failed)
-    ee = _records(run_dir)["05_early_exit"]["metrics"]
+    ee = _records(run_dir)["04_early_exit"]["metrics"]
     off = [k for k, t in enumerate(ee["thresholds"]) if t == 1.0]  # confidence: 1.0 never fires
-    assert [r["candidate"].split(" (")[0] for r in doc["rejections"] if r["stage"] == "05_early_exit"] == \
+    assert [r["candidate"].split(" (")[0] for r in doc["rejections"] if r["stage"] == "04_early_exit"] == \
         [f"exit {k + 1}" for k in off]
     rows = _tables((run_dir / "report.md").read_text()).get("Rejected candidates", [])
     assert [(r["stage"], r["candidate"], r["rejected by"]) for r in rows] == \
@@ -288,9 +290,11 @@ def test_rejections_come_from_the_quantize_and_early_exit_records(run_dir, doc):
 
 
 def test_cascade_exits_equal_the_calibration(run_dir, doc):
-    cal = json.loads((run_dir / "05_early_exit/calibration.json").read_text())
-    (c,) = doc["cascades"]
-    assert c["node"] == "05_early_exit" and len(c["exits"]) == len(cal["thresholds"]) + 1
+    cal = json.loads((run_dir / "04_early_exit/calibration.json").read_text())
+    # the early-exit cascade and its INT8 copy (same thresholds, found through its parent)
+    assert [c["node"] for c in doc["cascades"]] == ["04_early_exit", "05_quantize"]
+    c = doc["cascades"][0]
+    assert len(c["exits"]) == len(cal["thresholds"]) + 1
     assert [e["share_calibration"] for e in c["exits"]] == cal["share"]
     # leaving at exit k costs the segments up to k and every head that runs up to k (a never-firing head is skipped)
     active = [t != 1.0 for t in cal["thresholds"]]
@@ -302,7 +306,7 @@ def test_cascade_exits_equal_the_calibration(run_dir, doc):
     (src,) = c["measured_sources"]
     assert src == "cascade[onnxruntime] (profile 07_profile)"
     assert [e["share_measured"][src] for e in c["exits"]] == mix["shares"]
-    rows = _tables((run_dir / "report.md").read_text())["Early exits of 05_early_exit"]
+    rows = _tables((run_dir / "report.md").read_text())["Early exits of 04_early_exit"]
     assert [r["exit"] for r in rows] == [e["label"] for e in c["exits"]]
     for r, e in zip(rows, c["exits"]):
         assert _same(r["latency to leave (ms)"], e["latency_ms"])
@@ -409,7 +413,7 @@ def test_plots_render_with_real_content(run_dir, tmp_path):
 
     html = (run_dir / "report.html").read_text()
     srcs = re.findall(r'src="data:image/png;base64,([^"]+)"', html)
-    assert len(srcs) == 3  # accuracy × latency, the cascade's exits, latency per runtime
+    assert len(srcs) == 4  # accuracy × latency, the exits of each cascade (early exit, its INT8 copy), latency
     for s in srcs:
         img = _decode(base64.b64decode(s))
         assert img.shape[0] >= 300 and img.shape[1] >= 500
@@ -421,7 +425,7 @@ def test_plots_render_with_real_content(run_dir, tmp_path):
         Image.new("RGB", (w, h), "white").save(buf, format="PNG")
         blank = blank.replace(s, base64.b64encode(buf.getvalue()).decode())
     (tmp_path / "blank.html").write_text(blank)
-    size = "--window-size=1280,7000"  # the page is about 5,200 px tall: the whole of it is in the screenshot
+    size = "--window-size=1280,9000"  # the page is about 6,000 px tall: the whole of it is in the screenshot
     _chromium(tmp_path, f"--screenshot={tmp_path / 'page.png'}", size, (run_dir / "report.html").as_uri())
     _chromium(tmp_path, f"--screenshot={tmp_path / 'blank.png'}", size, (tmp_path / "blank.html").as_uri())
     page, ref = _decode((tmp_path / "page.png").read_bytes()), _decode((tmp_path / "blank.png").read_bytes())
@@ -429,7 +433,7 @@ def test_plots_render_with_real_content(run_dir, tmp_path):
     assert np.flatnonzero((page < 245).any(axis=(1, 2))).max() < page.shape[0] - 100, "page taller than the window"
     diff = np.abs(page - ref).sum(axis=2) > 30
     rows = np.flatnonzero(diff.any(axis=1))
-    assert diff.sum() > 50_000, "the figures were not drawn"  # three plots of ~700×400 px of lines and text
+    assert diff.sum() > 50_000, "the figures were not drawn"  # four plots of ~700×400 px of lines and text
     # the region that changed is the figures: a varied picture in the real screenshot, white in the blank one
     region = page[rows.min():rows.max() + 1]
     assert region.std() > 20 and len(np.unique(region.reshape(-1, 3), axis=0)) > 200

@@ -12,7 +12,7 @@ import logging
 import sys
 from pathlib import Path
 
-from . import data, distill, early_exit, quantize, vlm
+from . import data, distill, early_exit, predict, quantize, vlm
 from .common import (
     add_data_args,
     add_model_args,
@@ -40,6 +40,11 @@ def cmd_list(args) -> int:
         for name, cls in STAGES.items():
             print(f"{name:16s} {cls.description}")
             if args.verbose:
+                reads = ", ".join(cls.consumes) or "the current artefact, any kind"
+                hands = ", ".join(cls.produces) or "its input, unchanged"
+                print(f"    reads {reads} → hands on {hands}{' (a new model)' if cls.new_model else ''}")
+                for kind, why in cls.cannot_take.items():
+                    print(f"    cannot take {kind}: {why}")
                 for f in describe_fields(cls.Config):
                     print(f"    {f['name']}: {f['type']} = {f['default']!r}  {f['help']}")
     elif what == "runtimes":
@@ -86,13 +91,6 @@ def cmd_eval(args) -> int:
         from .vlm import cmd_eval_dual
 
         return cmd_eval_dual(args)
-    if args.model:
-        from ..errors import ConfigError
-        from ..methods.vlm.towers import is_dual_encoder_dir
-
-        if is_dual_encoder_dir(args.model):
-            raise ConfigError(f"{args.model} is a dual encoder: evaluate it with --task retrieval (caption data) "
-                              f"or --task zero-shot (class prompts)")
     from ..data import load_dataset
     from ..evaluate import evaluate
     from ..runtimes import load_runtime
@@ -114,11 +112,17 @@ def cmd_eval(args) -> int:
 
 
 def cmd_profile(args) -> int:
+    from ..errors import ConfigError
     from ..profiling.latency import profile_runtime
-    from ..profiling.tables import profile_table
+    from ..profiling.tables import profile_table, stability_lines
     from ..runtimes import check_runtime, load_runtime
 
+    if args.remote:
+        return _profile_remote(args)
     check_runtime_names(args.runtime)
+    if args.max_duration is not None and not args.until_stable:
+        raise ConfigError("--max-duration bounds --until-stable; add --until-stable, or drop --max-duration")
+    max_duration = UNTIL_STABLE_MAX_S if args.max_duration is None else args.max_duration
     art = artifact_from_args(args)
     names = [r.strip() for r in (args.runtime or default_runtime(art.kind)).split(",") if r.strip()]
     for rt in names:  # every runtime must load this artefact and be installed before anything is timed
@@ -136,8 +140,11 @@ def cmd_profile(args) -> int:
     for rt in names:
         runtime = load_runtime(rt, art, threads=args.threads, device=args.device, **options)
         results += profile_runtime(runtime, batch_sizes=tuple(args.batch), warmup_s=args.warmup,
-                                   duration_s=args.duration, runs=args.runs, inputs=inputs)
+                                   duration_s=args.duration, runs=args.runs, inputs=inputs,
+                                   until_stable=args.until_stable, max_duration_s=max_duration)
     print(profile_table(results))
+    for line in stability_lines(results):
+        print(line)
     for r in results:
         mix = r.get("exit_mix")
         if mix:
@@ -147,6 +154,71 @@ def cmd_profile(args) -> int:
     return 0
 
 
+def _profile_remote(args) -> int:
+    """`edgevit profile ... --remote user@host[:port]`: measure on the device over SSH (see edgevit.profiling.remote;
+    TensorRT: the device bundle's trtexec scripts, edgevit.formats.tensorrt.remote)."""
+    import tempfile
+
+    from ..errors import ConfigError
+    from ..profiling.tables import profile_table, stability_lines
+
+    names = [r.strip() for r in (args.runtime or "").split(",") if r.strip()]
+    if not names:
+        raise ConfigError("--remote needs --runtime: onnxruntime, openvino, torch, or tensorrt (a TensorRT bundle)")
+    ssh = {"identity": args.identity, "known_hosts": args.known_hosts,
+           "accept_new_host_key": args.accept_new_host_key, "power_mode": args.power_mode,
+           "keep_remote": args.keep_remote}
+    results: list[dict] = []
+    for rt in names:
+        if rt == "tensorrt":
+            from ..formats.tensorrt.remote import profile_bundle_remote
+
+            path = args.artifact or args.target
+            if not path:
+                raise ConfigError("--runtime tensorrt --remote needs a TensorRT bundle directory (edgevit export "
+                                  "tensorrt MODEL.onnx --bundle --out DIR) or an ONNX file to bundle")
+            with tempfile.TemporaryDirectory(prefix="edgevit-bundle-") as tmp:
+                bundle = path
+                if str(path).endswith(".onnx"):  # bundle it here: ONNX + calibration cache + trtexec scripts
+                    from ..formats.tensorrt.export import export_tensorrt
+
+                    export_tensorrt(path, tmp, precision=args.trt_precision or "fp16", bundle=True, engine=False,
+                                    calib=args.data, data_dir=args.data_dir, calib_samples=100,
+                                    max_batch=max(8, *args.batch))
+                    bundle = tmp
+                duration = args.duration if args.runs is None else 3.0
+                results += profile_bundle_remote(bundle, args.remote, batch_sizes=tuple(args.batch),
+                                                 precision=args.trt_precision, duration_s=max(3.0, duration),
+                                                 energy_s=args.energy_s, **ssh)
+            continue
+        from ..profiling.remote import profile_remote
+
+        art = artifact_from_args(args)
+        inputs = None
+        if not args.random_inputs:
+            from ..data import load_dataset, preprocess
+
+            inputs = preprocess(load_dataset(args.data, args.split, data_dir=args.data_dir,
+                                             limit=max(args.batch)).images, art.spec)
+        results += profile_remote(art, args.remote, runtime=rt, batch_sizes=tuple(args.batch), inputs=inputs,
+                                  warmup_s=args.warmup, duration_s=args.duration, runs=args.runs,
+                                  threads=args.threads, device=args.device, python=args.remote_python,
+                                  tool=args.remote_tool, **ssh)
+    print(profile_table(results))
+    for line in stability_lines(results):
+        print(line)
+    for r in results:
+        for w in (r.get("jetson") or {}).get("warnings") or []:
+            print(f"warning ({r['runtime']}, batch {r['batch']}): {w}")
+        ts = (r.get("jetson") or {}).get("tegrastats") or {}
+        if ts.get("energy_mj_per_image") is not None:
+            print(f"{r['runtime']} batch {r['batch']}: {ts['input_power_mean_mw'] / 1000:.2f} W on {ts['input_rail']}, "
+                  f"{ts['energy_mj_per_image']:.3f} mJ per image ({ts['samples']} tegrastats samples)")
+    write_json_out(args.json, {"results": results})
+    return 0
+
+
+UNTIL_STABLE_MAX_S = 60.0  # --until-stable without --max-duration: seconds of timing per runtime × batch at most
 EARLY_EXIT_PROFILE_SAMPLES = 200  # real images an early-exit model is profiled over (each call takes the next)
 
 
@@ -169,11 +241,15 @@ def cmd_compress(args) -> int:
     recipe = load_recipe(args.recipe, args.set)
     out = pipeline.check_run_dir(args.out or recipe.output or f"runs/{recipe.name}")
     steps = pipeline.plan(recipe)
+    for flag, ref in (("--until", args.until), ("--only", args.only), ("--from", args.from_stage)):
+        if ref is not None:  # a stage name that is not in the recipe fails before anything runs (--dry-run too)
+            pipeline.find_step(pipeline.steps_of(recipe), ref, flag)
     if args.dry_run:
         print(f"recipe {args.recipe} is valid; plan for {out}:")
         for s in steps:
             conf = {k: v for k, v in s["config"].items() if k != "stage"}
-            print(f"  {s['id']:20s} {json.dumps(conf)}")
+            kinds = f"{'|'.join(s['reads']) or '-'} → {'|'.join(s['hands_on'])}"
+            print(f"  {s['id']:20s} {kinds:32s} {json.dumps(conf)}")
         return 0
 
     return _run_compress(args, recipe, out)
@@ -214,7 +290,8 @@ def _run_compress(args, recipe, out: Path) -> int:
     ok = False
     try:
         with display, use_display(display):
-            records = pipeline.run(recipe, out, resume=args.resume, force=args.force, on_stage=display.on_stage,
+            records = pipeline.run(recipe, out, resume=args.resume, force=args.force, until=args.until,
+                                   only=args.only, from_stage=args.from_stage, on_stage=display.on_stage,
                                    on_start=display.on_start)
         ok = True
     finally:
@@ -305,19 +382,54 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--duration", type=float, default=3.0, help="seconds of timed runs per batch size")
     sp.add_argument("--runs", type=positive, default=None, help="a fixed number of runs instead of --duration")
     sp.add_argument("--warmup", type=float, default=0.5, help="seconds of warm-up (at least 5 runs)")
+    sp.add_argument("--until-stable", action="store_true",
+                    help="time in windows of --duration (or --runs) until the last 3 window medians agree within 5%% "
+                         "and none was contended, at most --max-duration seconds; the row records the windows")
+    sp.add_argument("--max-duration", type=float, default=None,
+                    help="with --until-stable: seconds of timing per runtime × batch at most (default 60)")
     sp.add_argument("--threads", type=positive, default=None)
     sp.add_argument("--random-inputs", action="store_true", help="time on random tensors instead of real images")
     sp.add_argument("--precision", choices=["f32", "bf16", "f16"], default=None,
                     help="OpenVINO inference precision (default: what the IR records, else the device's default)")
     add_data_args(sp)
     sp.add_argument("--json", help="write one entry per runtime × batch here")
+    rg = sp.add_argument_group("remote device (SSH)", "measure on a device over SSH instead of here")
+    rg.add_argument("--remote", metavar="USER@HOST[:PORT]", help="profile on this device over SSH")
+    rg.add_argument("--power-mode", help="refuse to measure unless the Jetson runs in this nvpmodel mode (name or id)")
+    rg.add_argument("--identity", metavar="FILE", help="SSH private key (default: ssh-agent, ~/.ssh/id_*)")
+    rg.add_argument("--known-hosts", metavar="FILE", help="known_hosts to check the host key against "
+                                                           "(default: ~/.ssh/known_hosts)")
+    rg.add_argument("--accept-new-host-key", action="store_true",
+                    help="trust an unknown host key on first use and add it to known_hosts (a changed key is "
+                         "always refused)")
+    rg.add_argument("--remote-python", default="python3",
+                    help="the device's Python with numpy and the runtime (default: python3)")
+    rg.add_argument("--keep-remote", action="store_true", help="leave the device's work directory")
+    rg.add_argument("--remote-tool", choices=["script", "benchmark_app"], default="script",
+                    help="what times the model on the device: edgevit's script (default; every percentile) or, "
+                         "for openvino, OpenVINO's benchmark_app (median/mean/min/max only)")
+    rg.add_argument("--trt-precision", choices=["fp32", "fp16", "int8"], default=None,
+                    help="TensorRT bundle precision to build and time (default: the bundle's)")
+    rg.add_argument("--energy-s", type=float, default=30.0,
+                    help="TensorRT: seconds of the tegrastats energy run (0 skips it)")
     sp.set_defaults(func=cmd_profile)
 
     sp = sub.add_parser("compress", help="run a recipe: the stages in order, into a run directory")
     sp.add_argument("recipe", help="recipe YAML (e.g. examples/recipes/quickstart.yaml)")
     sp.add_argument("--out", help="run directory (default: the recipe's output, else runs/<name>)")
-    sp.add_argument("--resume", action="store_true", help="skip stages finished with the same recipe hash")
-    sp.add_argument("--force", action="store_true", help="start over in an existing run directory")
+    sp.add_argument("--resume", action="store_true",
+                    help="continue a run: skip each finished stage whose config, input artefact and library versions "
+                         "are unchanged; a killed stage continues from its checkpoints")
+    sp.add_argument("--force", action="store_true",
+                    help="start over in an existing run directory; with --resume: accept a changed recipe and redo "
+                         "the stages it changes")
+    part = sp.add_mutually_exclusive_group()
+    part.add_argument("--until", metavar="STAGE", help="run up to and including STAGE (an id such as 03_quantize, "
+                                                       "or a stage name that occurs once); implies --resume")
+    part.add_argument("--only", metavar="STAGE", help="run just STAGE again on an existing run (earlier stages must "
+                                                      "be finished); implies --resume")
+    part.add_argument("--from", dest="from_stage", metavar="STAGE",
+                      help="run STAGE and every later stage again (earlier stages must be finished); implies --resume")
     sp.add_argument("--dry-run", action="store_true", help="validate the recipe and print the plan")
     sp.add_argument("--json", help="write a machine-readable summary of the run (stages, metrics, artefacts) here; "
                                    "- for stdout")
@@ -333,6 +445,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.set_defaults(func=cmd_recipe_schema)
 
     data.add_parser(sub)  # `edgevit data sample`
+    predict.add_parser(sub)  # `edgevit predict m.onnx --target ... --dtype ...`
     add_export_commands(export_sub, export_cmds)  # `edgevit export <format>`, declared in each format folder's cli.py
     for method_cli in (distill, early_exit, quantize, vlm):  # `edgevit distill ...`, `edgevit early-exit ...`, `quantize`
         method_cli.add_parser(sub)

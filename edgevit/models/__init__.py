@@ -388,7 +388,8 @@ def create(name_or_path: str, *, checkpoint: str | Path | None = None, pretraine
 
 
 def save_checkpoint(model, path: str | Path) -> Path:
-    """Write ``model``'s weights as safetensors with its architecture name and input spec as metadata."""
+    """Write ``model``'s weights as safetensors with its architecture name and input spec as metadata, atomically
+    (:func:`edgevit.fileio.atomic_output`)."""
     from safetensors.torch import save_file
 
     path = Path(path)
@@ -396,8 +397,30 @@ def save_checkpoint(model, path: str | Path) -> Path:
     meta = {"format": "pt", "arch": str(getattr(model, "edgevit_name", "")),
             "input_spec": json.dumps(input_spec_of(model).to_dict())}
     state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(path), metadata=meta)
+    from ..fileio import atomic_output
+
+    with atomic_output(path) as tmp:  # all-or-nothing: a killed run never leaves a truncated checkpoint
+        save_file(state, str(tmp), metadata=meta)
+        canonical_safetensors_header(tmp)
     return path
+
+
+def canonical_safetensors_header(path: str | Path) -> None:
+    """Rewrite a safetensors file's JSON header with its keys sorted, in place, so equal tensors and metadata give
+    equal bytes (the writer emits the metadata map in hash order, which changes from one process to the next).
+    The header keeps its length (the same JSON, reordered), so the tensor offsets stay valid; a header that would
+    not fit is left as written."""
+    import struct
+
+    with open(path, "r+b") as f:
+        (n,) = struct.unpack("<Q", f.read(8))
+        raw = f.read(n)
+        header = json.loads(raw)
+        text = json.dumps(header, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+        if len(text) > n:
+            return
+        f.seek(8)
+        f.write(text + b" " * (n - len(text)))
 
 
 def count_params(model) -> int:

@@ -6,16 +6,16 @@ at most ``max_runs``). A runtime's ``run`` returns host arrays, so on a GPU it h
 the times are end-to-end (input check, host→device copy, compute, device→host copy).
 
 Reported: median (the headline number), p90, p99, mean, min, max, std, the count of runs, throughput
-(batch / median), which inputs were used, peak RSS, artefact size, parameter count and MACs where known, and the
-system stamp (versions, threads, CPU, Jetson power mode). Per-layer profiles belong in a separate run.
+(batch / median), which inputs were used, a stability verdict of the timed window (:mod:`.stability`: is this
+number the model's, or the machine's?), peak RSS during the window and energy per inference where RAPL is readable
+(:mod:`.resources`), artefact size, parameter count and MACs where known, and the system stamp (versions, threads,
+CPU, Jetson power mode). Per-layer profiles belong in a separate run.
 """
 
 from __future__ import annotations
 
 import gc
 import logging
-import resource
-import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -24,6 +24,8 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigError, InputSpecError
+from .resources import PeakRss, RaplReading, energy_record, lifetime_peak_rss_mb, read_rapl
+from .stability import Snapshot, assess, take_snapshot
 from .system import system_stamp
 
 log = logging.getLogger(__name__)
@@ -34,7 +36,8 @@ METHOD = ("time.perf_counter_ns around each runtime.run(batch) call (includes th
 
 def profile_runtime(runtime, *, batch_sizes: Sequence[int] = (1,), warmup_s: float = 0.5, min_warmup: int = 5,
                     runs: int | None = None, duration_s: float = 3.0, min_runs: int = 10, max_runs: int = 10000,
-                    inputs: np.ndarray | None = None, progress: bool | None = None) -> list[dict]:
+                    inputs: np.ndarray | None = None, progress: bool | None = None, until_stable: bool = False,
+                    max_duration_s: float = 60.0) -> list[dict]:
     """Time ``runtime.run`` at each batch size; one result dict per batch size.
 
     ``inputs`` — a real, preprocessed NCHW batch (preferred; rows are repeated to fill larger batches). An
@@ -47,8 +50,24 @@ def profile_runtime(runtime, *, batch_sizes: Sequence[int] = (1,), warmup_s: flo
     number of timed calls; otherwise calls repeat for ``duration_s`` (at least ``min_runs``, at most
     ``max_runs``). ``progress`` shows a tqdm bar over the timed runs (default: on a terminal unless
     ``EDGEVIT_PROGRESS=0``, see :mod:`edgevit.progress`).
+
+    Every row carries ``stability`` (:func:`edgevit.profiling.stability.assess`: ``verdict`` ``stable`` / ``noisy`` /
+    ``contended``, a plain-words ``message``, load average, steal, run-queue wait, spread, frequency and temperature
+    of the timed window), ``memory`` (peak RSS of this process during the batch's warm-up and timed calls, MiB;
+    :class:`~edgevit.profiling.resources.PeakRss`; ``peak_rss_mb`` repeats its peak) and ``energy`` (RAPL energy per
+    inference where the host exposes it, else the reason; :func:`~edgevit.profiling.resources.energy_record`).
+
+    ``until_stable``: time in windows of ``duration_s`` (or ``runs`` calls) until the medians of the last
+    :data:`SETTLE_WINDOWS` windows agree within :data:`SETTLE_TOLERANCE` and none of them was contended, or until
+    ``max_duration_s`` of timing has passed; the row's statistics, stability and energy are those of the last
+    :data:`SETTLE_WINDOWS` windows, and ``stability["windows"]`` records ``count``, ``settled`` and every window's
+    median. Raises :class:`ConfigError` when ``max_duration_s`` cannot hold :data:`SETTLE_WINDOWS` windows.
     """
     batch_sizes = _check_args(batch_sizes, warmup_s, min_warmup, runs, duration_s, min_runs, max_runs)
+    if until_stable and (max_duration_s <= 0 or (runs is None and max_duration_s < SETTLE_WINDOWS * duration_s)):
+        raise ConfigError(f"until_stable needs max_duration_s ≥ {SETTLE_WINDOWS} windows of duration_s "
+                          f"({SETTLE_WINDOWS} × {duration_s} s), got max_duration_s={max_duration_s}: raise it or "
+                          f"shorten duration_s")
     spec = runtime.spec
     if inputs is not None:
         inputs = _check_inputs(inputs, spec)
@@ -71,12 +90,17 @@ def profile_runtime(runtime, *, batch_sizes: Sequence[int] = (1,), warmup_s: flo
             run, source = _cycling(runtime, inputs, batch), f"{source}, cycling through all {len(inputs)} images"
         log.info("profiling %s (%s) batch %d: warm-up %.2fs/≥%d, %s", info.get("runtime"), model_info["model"],
                  batch, warmup_s, min_warmup, f"{runs} runs" if runs else f"{duration_s}s/≥{min_runs} runs")
+        peak = PeakRss()
+        peak.start()
         warm_n, warm_s = _warmup(run, x, warmup_s, min_warmup)
         gc.collect()
         counts0 = _exit_counts(runtime)
-        times_ns = _measure(run, x, runs=runs, duration_s=duration_s, min_runs=min_runs, max_runs=max_runs,
-                            progress=progress, label=f"{info.get('runtime')} b{batch}")
+        times_ns, stability, energy = _timed_windows(
+            run, x, batch, runs=runs, duration_s=duration_s, min_runs=min_runs, max_runs=max_runs,
+            progress=progress, label=f"{info.get('runtime')} b{batch}", until_stable=until_stable,
+            max_duration_s=max_duration_s)
         counts1 = _exit_counts(runtime)
+        memory = peak.stop()
         row = {
             "model": model_info["model"],
             "runtime": info.get("runtime"),
@@ -88,15 +112,20 @@ def profile_runtime(runtime, *, batch_sizes: Sequence[int] = (1,), warmup_s: flo
             **({"exit_mix": _exit_mix(counts0, counts1)} if early_exit else {}),
             "warmup": {"runs": warm_n, "seconds": round(warm_s, 4), "warmup_s": warmup_s, "min_warmup": min_warmup},
             "settings": {"runs": runs, "duration_s": None if runs else duration_s, "min_runs": min_runs,
-                         "max_runs": max_runs},
+                         "max_runs": max_runs, "until_stable": until_stable,
+                         "max_duration_s": max_duration_s if until_stable else None},
             "method": METHOD,
-            "peak_rss_mb": peak_rss_mb(),
+            "stability": stability,
+            "peak_rss_mb": memory["peak_rss_mb"],
+            "memory": memory,
+            "energy": energy,
             **{k: v for k, v in model_info.items() if k != "model"},
             "runtime_info": info,
             "system": stamp,
         }
-        log.info("%s batch %d: median %.3f ms, p90 %.3f ms over %d runs", row["runtime"], batch, row["median_ms"],
-                 row["p90_ms"], row["runs"])
+        log.log(logging.WARNING if stability["verdict"] == "contended" else logging.INFO,
+                "%s batch %d: median %.3f ms, p90 %.3f ms over %d runs; %s", row["runtime"], batch, row["median_ms"],
+                row["p90_ms"], row["runs"], stability["message"])
         results.append(row)
     return results
 
@@ -163,12 +192,15 @@ def time_call(run: Callable[[np.ndarray], Any], x: np.ndarray, *, warmup_s: floa
               runs: int | None = None, duration_s: float = 1.0, min_runs: int = 10, max_runs: int = 100000,
               label: str = "call") -> dict:
     """:func:`latency_stats` of ``run(x)`` timed with the profiler's method (time-based warm-up, then timed calls for
-    ``duration_s`` or a fixed number of ``runs``). For what is not a whole runtime: one graph of a cascade, a
+    ``duration_s`` or a fixed number of ``runs``), with the ``stability`` record of the timed window
+    (:func:`~edgevit.profiling.stability.assess`). For what is not a whole runtime: one graph of a cascade, a
     compiled function, a C-extension call."""
     _check_args((1,), warmup_s, min_warmup, runs, duration_s, min_runs, max_runs)
     _warmup(run, x, warmup_s, min_warmup)
-    return latency_stats(_measure(run, x, runs=runs, duration_s=duration_s, min_runs=min_runs, max_runs=max_runs,
-                                  progress=False, label=label))
+    before = take_snapshot()
+    t = _measure(run, x, runs=runs, duration_s=duration_s, min_runs=min_runs, max_runs=max_runs, progress=False,
+                 label=label)
+    return {**latency_stats(t), "stability": assess(before, take_snapshot(), t)}
 
 
 def time_interleaved(calls: Mapping[str, Callable[[np.ndarray], Any]], x: np.ndarray | Mapping[str, np.ndarray], *,
@@ -178,7 +210,9 @@ def time_interleaved(calls: Mapping[str, Callable[[np.ndarray], Any]], x: np.nda
     call is warmed up and timed for ``duration_s`` in turn (the order rotates every round, so no call always runs
     first or after the same neighbour). Per call: ``median_ms`` = the median of the per-pass medians (the headline;
     robust to a slow pass caused by another tenant), ``pass_medians_ms``, ``spread_pct`` ((max − min) / median of
-    the pass medians, how much the machine drifted), and the pooled :func:`latency_stats` of every timed call.
+    the pass medians, how much the machine drifted), the pooled :func:`latency_stats` of every timed call, and the
+    ``stability`` record (:func:`~edgevit.profiling.stability.assess`) of the whole interleaved run for that call's
+    pooled timings (a ``contended`` machine makes the comparison worthless, whatever the rotation).
 
     ``x``: one input for all calls, or ``{name: input}``.
     """
@@ -191,6 +225,7 @@ def time_interleaved(calls: Mapping[str, Callable[[np.ndarray], Any]], x: np.nda
     inputs = {n: (x[n] if isinstance(x, Mapping) else x) for n in names}
     pooled: dict[str, list[np.ndarray]] = {n: [] for n in names}
     medians: dict[str, list[float]] = {n: [] for n in names}
+    before = take_snapshot()
     for p in range(passes):
         order = names[p % len(names):] + names[:p % len(names)]
         for n in order:
@@ -199,12 +234,14 @@ def time_interleaved(calls: Mapping[str, Callable[[np.ndarray], Any]], x: np.nda
                          progress=False, label=n)
             pooled[n].append(t)
             medians[n].append(float(np.median(t)) / 1e6)
+    after = take_snapshot()
     out = {}
     for n in names:
         m = float(np.median(medians[n]))
+        t = np.concatenate(pooled[n])
         out[n] = {"median_ms": m, "pass_medians_ms": medians[n], "passes": passes,
                   "spread_pct": (max(medians[n]) - min(medians[n])) / m * 100 if m > 0 else None,
-                  "pooled": latency_stats(np.concatenate(pooled[n]))}
+                  "pooled": latency_stats(t), "stability": assess(before, after, t)}
     return out
 
 
@@ -228,9 +265,54 @@ def latency_stats(times_ns: Sequence[int] | np.ndarray, batch: int = 1) -> dict:
 
 
 def peak_rss_mb() -> float:
-    """Peak resident set size of this process so far, in MiB (includes everything loaded before profiling)."""
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return rss / 2**20 if sys.platform == "darwin" else rss / 2**10  # bytes on macOS, KiB on Linux
+    """Peak resident set size of this process since it started, in MiB (includes everything loaded before profiling;
+    a profile row's ``memory`` holds the peak during its own window)."""
+    return lifetime_peak_rss_mb()
+
+
+SETTLE_WINDOWS = 3  # --until-stable: the last this many windows must agree ...
+SETTLE_TOLERANCE = 0.05  # ... their medians within 5% ((max − min) / median of the window medians), none contended
+
+
+def _timed_windows(run, x: np.ndarray, batch: int, *, runs: int | None, duration_s: float, min_runs: int,
+                   max_runs: int, progress: bool | None, label: str, until_stable: bool,
+                   max_duration_s: float) -> tuple[np.ndarray, dict, dict]:
+    """The timed calls of one batch size with the machine's state around them: (times in ns, stability, energy).
+    One window, or with ``until_stable`` windows until the spread settles (see :func:`profile_runtime`)."""
+    windows: list[tuple[Snapshot, RaplReading, np.ndarray, Snapshot, RaplReading]] = []
+    medians: list[float] = []
+    verdicts: list[str] = []
+    start = time.monotonic()
+    settled = False
+    while True:
+        s0, e0 = take_snapshot(), read_rapl()
+        t = _measure(run, x, runs=runs, duration_s=duration_s, min_runs=min_runs, max_runs=max_runs,
+                     progress=progress, label=label if not until_stable else f"{label} window {len(windows) + 1}")
+        e1, s1 = read_rapl(), take_snapshot()
+        windows.append((s0, e0, t, s1, e1))
+        if not until_stable:
+            break
+        medians.append(float(np.median(t)) / 1e6)
+        verdicts.append(assess(s0, s1, t)["verdict"])
+        last = medians[-SETTLE_WINDOWS:]
+        if len(last) == SETTLE_WINDOWS:
+            settled = ((max(last) - min(last)) / float(np.median(last)) <= SETTLE_TOLERANCE
+                       and "contended" not in verdicts[-SETTLE_WINDOWS:])
+        elapsed = time.monotonic() - start
+        if settled or elapsed + (s1.t - s0.t) > max_duration_s:
+            break
+        log.info("%s: window %d median %.3f ms (%s); not settled yet, measuring again", label, len(windows),
+                 medians[-1], verdicts[-1])
+    used = windows[-SETTLE_WINDOWS:] if until_stable else windows
+    times = np.concatenate([w[2] for w in used])
+    info = None
+    if until_stable:
+        info = {"count": len(windows), "settled": settled, "used": len(used), "medians_ms": medians,
+                "verdicts": verdicts, "tolerance": SETTLE_TOLERANCE, "max_duration_s": max_duration_s,
+                "seconds": time.monotonic() - start}
+    stability = assess(used[0][0], used[-1][3], times, windows=info)
+    energy = energy_record(used[0][1], used[-1][4], len(times), batch)
+    return times, stability, energy
 
 
 # ------------------------------------------------------------------------------------------------ internals

@@ -179,9 +179,10 @@ def onnx_cost(path: str | Path, *, strict: bool = False) -> dict:
     """Per-node cost of an ONNX model at batch 1, for MAC counts and a per-node roofline.
 
     Returns ``{"macs", "macs_by_op", "weight_bytes", "weight_elements", "weight_itemsize",
-    "nodes": [{"name", "op", "macs", "bytes"}], "skipped"}``
+    "nodes": [{"name", "op", "macs", "bytes", "inputs", "outputs", "input_shapes", "const_inputs"}], "skipped"}``
     where a node's ``bytes`` is the size of its inputs and outputs (weights included) — the traffic it would
-    cause without fusion or cache reuse.
+    cause without fusion or cache reuse; ``input_shapes`` holds each input's shape (None where unknown) and
+    ``const_inputs`` whether each input is a weight (an initializer or a ``Constant`` node's output).
     """
     import onnx
 
@@ -206,6 +207,7 @@ def onnx_cost(path: str | Path, *, strict: bool = False) -> dict:
         shapes[vi.name] = _shape_of(vi)
         elem[vi.name] = vi.type.tensor_type.elem_type
     weight_bytes = weight_elems = 0
+    consts = {init.name for init in g.initializer}
     for init in g.initializer:
         shapes[init.name] = tuple(int(d) for d in init.dims)
         elem[init.name] = init.data_type
@@ -217,6 +219,7 @@ def onnx_cost(path: str | Path, *, strict: bool = False) -> dict:
                 if attr.name == "value" and attr.t is not None:
                     shapes[node.output[0]] = tuple(int(d) for d in attr.t.dims)
                     elem[node.output[0]] = attr.t.data_type
+                    consts.add(node.output[0])
 
     def nbytes(name: str) -> int:
         s = shapes.get(name)
@@ -233,7 +236,10 @@ def onnx_cost(path: str | Path, *, strict: bool = False) -> dict:
         if macs:
             by_op[node.op_type] = by_op.get(node.op_type, 0) + macs
         moved = sum(nbytes(n) for n in node.input if n) + sum(nbytes(n) for n in node.output if n)
-        nodes.append({"name": name, "op": node.op_type, "macs": macs, "bytes": moved})
+        nodes.append({"name": name, "op": node.op_type, "macs": macs, "bytes": moved,
+                      "inputs": list(node.input), "outputs": list(node.output),
+                      "input_shapes": [shapes.get(n) if n else None for n in node.input],
+                      "const_inputs": [bool(n) and n in consts for n in node.input]})
     if skipped:
         msg = (f"{path}: {len(skipped)} node(s) with unknown shapes were not counted: {', '.join(skipped[:5])}"
                + (f" … (+{len(skipped) - 5} more)" if len(skipped) > 5 else ""))

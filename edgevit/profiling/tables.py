@@ -56,8 +56,46 @@ def markdown_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str | tu
     return "\n".join([line([h for _, h in cols]), sep, *(line(r) for r in cells)])
 
 
+def stability_cell(row: Mapping[str, Any]) -> str | None:
+    """The stability verdict of a row for a table cell (``noisy``, ``contended (settled)``...); None without one."""
+    st = row.get("stability")
+    if not isinstance(st, Mapping) or not st.get("verdict"):
+        return None
+    win = st.get("windows")
+    if isinstance(win, Mapping):
+        return f"{st['verdict']} ({'settled' if win.get('settled') else 'not settled'}, {win.get('count')} windows)"
+    return str(st["verdict"])
+
+
+def stability_lines(results: Sequence[Mapping[str, Any]]) -> list[str]:
+    """One line per row that is not ``stable``: ``runtime batch N: <message>`` (the plain-words reason)."""
+    out = []
+    for r in results:
+        st = r.get("stability")
+        if isinstance(st, Mapping) and st.get("verdict") not in (None, "stable"):
+            out.append(f"{r.get('runtime')} batch {r.get('batch')}: {st.get('message')}")
+    return out
+
+
+# derived cells: (key, header, value of a row); shown when any row has a value
+DERIVED_COLUMNS: tuple[tuple[str, str, Any], ...] = (
+    ("peak_rss", "peak RSS MiB", lambda r: (r.get("memory") or {}).get("peak_rss_mb", r.get("peak_rss_mb"))),
+    ("mj_per_image", "mJ/img", lambda r: (r.get("energy") or {}).get("millijoules_per_image")),
+    ("verdict", "stability", stability_cell),
+)
+
+
 def profile_table(results: Sequence[Mapping[str, Any]], *, extra_columns: Sequence[str | tuple[str, str]] = ()) -> str:
     """The latency table of :func:`~edgevit.profiling.latency.profile_runtime` results (any number of runtimes),
-    one row per runtime × batch; columns without any value (e.g. no model names) are left out."""
-    cols = [c for c in PROFILE_COLUMNS if c[0] not in ("model", "device") or any(r.get(c[0]) for r in results)]
-    return markdown_table(results, [*cols, *extra_columns])
+    one row per runtime × batch, with peak RSS, energy per image and the stability verdict where measured; columns
+    without any value (e.g. no model names, no RAPL) are left out."""
+    cols: list[str | tuple[str, str]] = [c for c in PROFILE_COLUMNS
+                                         if c[0] not in ("model", "device") or any(r.get(c[0]) for r in results)]
+    rows = [dict(r) for r in results]
+    for key, header, value in DERIVED_COLUMNS:
+        vals = [value(r) for r in results]
+        if any(v is not None for v in vals):
+            for row, v in zip(rows, vals):
+                row[key] = v
+            cols.append((key, header))
+    return markdown_table(rows, [*cols, *extra_columns])

@@ -38,7 +38,8 @@ LATENCY_COLS = [("stage", "stage"), ("artifact", "artefact"), ("runtime", "runti
                 ("median_ms", "median ms"), ("p90_ms", "p90 ms"), ("p99_ms", "p99 ms"), ("mean_ms", "mean ms"),
                 ("runs", "runs"), ("throughput", "img/s"), ("stability", "stability")]
 PREDICTION_COLS = [("target", "target"), ("mode", "mode"), ("dtype", "dtype"), ("latency_ms", "predicted ms"),
-                   ("bound", "bound"), ("measured_ms", "measured ms"), ("error_pct", "error %")]
+                   ("bound", "bound"), ("expected_error_pct", "expected |error| %"), ("measured_ms", "measured ms"),
+                   ("error_pct", "error %")]
 STEP_COLS = [("id", "step"), ("stage", "stage"), ("kind", "kind"), ("parent", "parent"), ("top1", "top-1 %"),
              ("top1_vs_parent", "Δ top-1 vs parent (pt)"), ("top1_vs_source", "Δ top-1 vs source (pt)"),
              ("best", "best runtime: latency"), ("speedup_vs_parent", "speed-up vs parent"),
@@ -388,7 +389,10 @@ def _render(doc: dict, recipe, records: list[dict]) -> _Page:
     if s["predictions"]:
         pg.heading("Predicted latency (roofline over the ONNX graph; not measured)")
         pg.table(s["predictions"], PREDICTION_COLS)
-        pg.para("Efficiency 1.0 assumed unless stated: predictions are floors. 'error %' compares the prediction for "
+        pg.para("Efficiency 1.0 assumed unless stated: predictions are floors. The detected host uses efficiency "
+                "factors fitted on this CPU where they exist; 'expected |error| %' is their median error on models not "
+                "used in fitting ('—': untested, e.g. every other machine). 'bound' says where the predicted time goes: "
+                "compute, memory or per-node launch overhead. 'error %' compares the prediction for "
                 "the detected host (this machine) with the measured median where both exist; every other target is a "
                 "prediction for another machine, never compared with this machine's measurements.", small=True)
     _environment(pg, doc["environment"])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from ..config import ConfigModel
 from ..stage import Stage, StageContext, StageOutput, register_stage
@@ -13,20 +13,46 @@ from ..stage import Stage, StageContext, StageOutput, register_stage
 log = logging.getLogger(__name__)
 
 
+def _runs(name: str, artifact) -> bool:
+    """Whether runtime ``name`` runs ``artifact``: it loads its kind and, for an artefact made of graphs (a cascade,
+    ``meta["graphs"]``), also the graphs' kind (onnxruntime runs ONNX and ORT graphs, openvino IR and ONNX)."""
+    from ..runtimes import get_runtime_class, runtime_loads
+
+    if not runtime_loads(name, artifact.kind):
+        return False
+    graphs = (artifact.meta or {}).get("graphs")
+    return graphs is None or graphs in get_runtime_class(name).kinds or artifact.kind in get_runtime_class(name).kinds
+
+
 def _pick_runtime(ctx: StageContext, artifact, requested: str | None) -> str:
-    """The runtime for ``artifact``: the requested one, else the first recipe runtime that loads its kind."""
+    """The runtime for ``artifact``: the requested one, else the first recipe runtime that runs it (:func:`_runs`)."""
     from ..errors import ConfigError
-    from ..runtimes import runtime_loads
 
     if requested:
         return requested
     if artifact.kind == "torch":
         return "torch"
     for name in ctx.recipe.runtimes:
-        if runtime_loads(name, artifact.kind):
+        if _runs(name, artifact):
             return name
-    raise ConfigError(f"no runtime in the recipe's runtimes {ctx.recipe.runtimes} loads a '{artifact.kind}' artefact; "
-                      f"add one to 'runtimes' or set the stage's 'runtime'")
+    graphs = (artifact.meta or {}).get("graphs")
+    what = f"'{artifact.kind}' artefact" + (f" of {graphs} graphs" if graphs else "")
+    raise ConfigError(f"no runtime in the recipe's runtimes {ctx.recipe.runtimes} runs a {what}; add one to "
+                      f"'runtimes' (e.g. {'openvino' if graphs == 'openvino' else 'onnxruntime'}) or set the stage's "
+                      f"'runtime'")
+
+
+def exit_rates(runtime) -> dict | None:
+    """The exit mix a runtime that exits early counted (the cascade, the If form): ``{"shares": [per exit, the last
+    the final head], "samples", "labels", "mean_exit"}``; None for other runtimes."""
+    counts = getattr(runtime, "exit_counts", None)
+    if counts is None:
+        return None
+    total = int(sum(int(c) for c in counts))
+    k = len(counts)
+    return {"shares": [int(c) / total if total else 0.0 for c in counts], "samples": total,
+            "labels": [f"exit {i + 1}" for i in range(k - 1)] + ["final"],
+            "mean_exit": sum(i * int(c) for i, c in enumerate(counts)) / total if total else None}
 
 
 def run_artifacts(ctx: StageContext, which: str, runtimes: list[str] | None) -> list[tuple[str, object, str]]:
@@ -37,12 +63,10 @@ def run_artifacts(ctx: StageContext, which: str, runtimes: list[str] | None) -> 
     distilled/converted model, cascade and export, in run order, each once) on every runtime of ``runtimes`` (default:
     the recipe's ``runtimes`` plus torch) that loads its kind — the grid of the report's accuracy × latency plot.
     """
-    from ..runtimes import runtime_loads
-
     if which == "current":
         art = ctx.artifact
         names = runtimes or ([_pick_runtime(ctx, art, None)] if art.kind == "torch" else
-                             [r for r in ctx.recipe.runtimes if runtime_loads(r, art.kind)])
+                             [r for r in ctx.recipe.runtimes if _runs(r, art)])
         sid = next((k for k, a in reversed(list(ctx.artifacts.items())) if a is art), "current")
         return [(sid, art, r) for r in names]
     names = runtimes or list(dict.fromkeys(["torch", *ctx.recipe.runtimes]))
@@ -53,7 +77,7 @@ def run_artifacts(ctx: StageContext, which: str, runtimes: list[str] | None) -> 
         if key in seen:
             continue
         seen.add(key)
-        out += [(sid, art, r) for r in names if runtime_loads(r, art.kind)]
+        out += [(sid, art, r) for r in names if _runs(r, art)]
     return out
 
 
@@ -64,6 +88,8 @@ class LoadStage(Stage):
     name = "load"
     description = "build the recipe's model (edgevit/timm name or checkpoint) and save it as safetensors"
     produces = ("torch",)
+    libraries = ("torch", "timm", "numpy")
+    new_model = True
 
     class Config(ConfigModel):
         """No keys: the model comes from the recipe's ``model`` section."""
@@ -123,6 +149,9 @@ class EvalStage(Stage):
             for sid, a, r in run_artifacts(ctx, "all", [config.runtime] if config.runtime else None):
                 with load_runtime(r, a, threads=config.threads) as runtime:
                     m = evaluate(runtime, data, batch_size=batch)
+                    rates = exit_rates(runtime)
+                if rates is not None:
+                    m.update({"exit_rates": rates, "precision": (a.meta or {}).get("precision", "fp32")})
                 rows.append({"artifact_id": sid, "artifact": a.kind, **m})
                 log.info("eval %s (%s) via %s: top-1 %.4f (n=%d)", sid, a.kind, r, m["top1"], m["n"])
             last = rows[-1] if rows else {}
@@ -133,6 +162,10 @@ class EvalStage(Stage):
         runtime = load_runtime(rt_name, art, threads=config.threads)
         metrics = evaluate(runtime, data, batch_size=batch)
         metrics["artifact"] = art.kind
+        rates = exit_rates(runtime)
+        if rates is not None:  # measured on the evaluation images: where they left the cascade
+            metrics["exit_rates"] = rates
+            metrics["precision"] = (art.meta or {}).get("precision", "fp32")
         log.info("eval %s via %s: top-1 %.4f top-5 %.4f (n=%d)", art.kind, rt_name, metrics["top1"],
                  metrics["top5"], metrics["n"])
         return StageOutput(art, metrics)
@@ -180,10 +213,25 @@ class ProfileStage(Stage):
             "current", description="current: the current artefact (and the source); all: every artefact of the run "
                                    "so far on every runtime of `runtimes` (default: recipe runtimes + torch) that "
                                    "loads it")
+        until_stable: bool = Field(False, description="time in windows of duration_s until the last 3 window "
+                                                      "medians agree within 5% and none was contended (each row's "
+                                                      "stability.windows records how many and whether it settled)")
+        max_duration_s: float = Field(60.0, gt=0, description="with until_stable: seconds of timing per runtime × "
+                                                              "batch at most")
+
+        @model_validator(mode="after")
+        def _check_windows(self):
+            from ..profiling.latency import SETTLE_WINDOWS
+
+            if self.until_stable and self.max_duration_s < SETTLE_WINDOWS * self.duration_s:
+                raise ValueError(f"max_duration_s: with until_stable it must hold {SETTLE_WINDOWS} windows of "
+                                 f"duration_s ({SETTLE_WINDOWS} × {self.duration_s} s), got {self.max_duration_s}")
+            return self
 
     def run(self, ctx, config):
         from ..data import preprocess
         from ..profiling.latency import profile_runtime
+        from ..profiling.stability import worst
         from ..runtimes import load_runtime
 
         art = ctx.artifact
@@ -191,53 +239,58 @@ class ProfileStage(Stage):
         src = ctx.source_artifact()
         if config.include_source and config.artifacts == "current" and src is not art:
             pairs.insert(0, (next(iter(ctx.artifacts)), src, "torch"))
-        real = preprocess(ctx.dataset(limit=max(config.batch)).images, art.spec)
+        n = max(config.batch)
+        if any(a.kind == "cascade" for _, a, _ in pairs):  # timed calls cycle through the images: a real exit mix
+            n = max(n, EXIT_MIX_IMAGES)
+            if ctx.recipe.data.limit:
+                n = min(n, max(ctx.recipe.data.limit, max(config.batch)))
+        real = preprocess(ctx.dataset(limit=n).images, art.spec)
         results = []
         for sid, a, r in pairs:
             runtime = load_runtime(r, a, threads=config.threads)
             for row in profile_runtime(runtime, batch_sizes=tuple(config.batch), warmup_s=config.warmup_s,
-                                       duration_s=config.duration_s, min_runs=config.min_runs, inputs=real):
+                                       duration_s=config.duration_s, min_runs=config.min_runs, inputs=real,
+                                       until_stable=config.until_stable, max_duration_s=config.max_duration_s):
                 row["artifact"] = a.kind
                 row["artifact_id"] = sid
+                if a.kind == "cascade":
+                    row["precision"] = (a.meta or {}).get("precision", "fp32")
+                    row["graphs"] = (a.meta or {}).get("graphs")
                 results.append(row)
         predictions = _predictions(ctx, results) if ctx.recipe.targets else []
-        return StageOutput(art, {"latency": results, "predictions": predictions})
+        return StageOutput(art, {"latency": results, "predictions": predictions,
+                                 "stability": worst([r["stability"]["verdict"] for r in results])})
 
 
+EXIT_MIX_IMAGES = 256  # real images a cascade is timed on (cycled), so the exit mix is the data's, not 8 images'
 LOCAL_PROFILE = "host"  # THIS machine, detected at run time: the only profile checked against measurement
 
 
 def _predictions(ctx: StageContext, results: list[dict]) -> list[dict]:
-    """Roofline predictions (per ONNX node, batch 1) for the recipe's targets (other machines: predictions only)
-    and for the detected host (``host``), the latter with its error against the measured batch-1 median of the
-    ONNX artefact and labelled with the detected CPU (``host (AMD EPYC (Zen 4), 2 cores, AVX-512/VNNI/BF16)``)."""
-    from ..errors import EdgevitError
-    from ..profiling.hardware import load_profile
-    from ..profiling.roofline import predict_onnx_latency
+    """Predictions (per ONNX node, batch 1; :func:`edgevit.profiling.predictor.predict`) for the recipe's targets
+    (other machines: predictions only, error unknown) and for the detected host (``host``), the latter with fitted
+    factors and their held-out error where this CPU has them, its error against the measured batch-1 median of the
+    ONNX artefact, and labelled with the detected CPU (``host (AMD EPYC (Zen 4), 2 cores, AVX-512/VNNI/BF16)``)."""
+    from ..profiling.predictor import predict
 
-    onnx = ctx.latest("onnx")
+    # the ONNX file the profile measured (the newest, over every artefact), else that of the run's current model;
+    # never one of a model a later method replaced (its prediction would be compared with nothing measured)
+    timed = [r.get("artifact_id") for r in results if r.get("artifact") == "onnx"]
+    onnx_id = next((k for k in reversed(list(ctx.artifacts)) if k in timed), None)
+    onnx = ctx.artifacts[onnx_id] if onnx_id is not None else ctx.current("onnx")
     if onnx is None:
-        log.warning("roofline predictions need an ONNX artefact: add an export_onnx stage before profile")
+        log.warning("roofline predictions need an ONNX file of the run's current model: add an export_onnx stage "
+                    "before profile (a cascade has none: its graphs are predicted only through profile's "
+                    "measurements)")
         return []
-    measured = next((r["median_ms"] for r in results if r.get("artifact") == "onnx" and r["batch"] == 1), None)
-    host = load_profile(LOCAL_PROFILE)
+    measured = next((r["median_ms"] for r in results if r.get("artifact") == "onnx" and r["batch"] == 1
+                     and r.get("artifact_id", onnx_id) == onnx_id), None)
     out = []
-    for target in dict.fromkeys([*ctx.recipe.targets, LOCAL_PROFILE]):
-        is_host = target == LOCAL_PROFILE
-        for dtype in ("fp32", "fp16", "int8"):
-            try:
-                p = predict_onnx_latency(onnx.path, host if is_host else target, dtype,
-                                         measured_ms=measured if is_host and dtype == "fp32" else None)
-            except (EdgevitError, KeyError, ValueError) as exc:
-                log.info("no %s prediction for %s: %s", dtype, target, exc)
-                continue
-            p["target"] = target
-            if is_host:
-                p["target_label"] = host.label
-                p["cpu_model"] = host.cpu_model
-                if dtype == "fp32":
-                    p["measured_ms"] = measured
-            out.append(p)
+    for p in predict(onnx.path, [*ctx.recipe.targets, LOCAL_PROFILE], ("fp32", "fp16", "int8"), measured_ms=measured):
+        if p.get("error"):
+            log.info("no %s prediction for %s: %s", p["dtype"], p["target"], p["error"])
+            continue
+        out.append(p)
     return out
 
 
@@ -247,6 +300,8 @@ class ReportStage(Stage):
 
     name = "report"
     description = "report.json + report.md + report.html (with a latency plot) of the whole run"
+    libraries = ()  # edgevit's own rendering of the records
+    reads_records = True
 
     class Config(ConfigModel):
         title: str | None = Field(None, description="report title (default: the recipe's name)")

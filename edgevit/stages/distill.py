@@ -18,11 +18,14 @@ Recipe entry (every key optional; every key of :class:`~edgevit.methods.distill.
 Without ``student`` the run's current torch model is the student and ``teacher`` must be given (the older form:
 ``model: {name: fmnist-vit-tiny}`` with ``teacher: fmnist-vit``). The cache is reused only when its fingerprint (teacher weights sha256, dataset content, transforms, K, seed)
 matches and it stores enough epochs; otherwise it is (re)written. The next stages get the trained student as a
-torch artefact (``student.safetensors`` with its architecture name and input spec).
+torch artefact (``student.safetensors`` with its architecture name and input spec). A run killed mid-training
+continues with ``edgevit compress --resume`` from the last finished epoch (``checkpoint.pt`` in the stage folder),
+with the same final weights as an uninterrupted run.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 from typing import ClassVar
 
@@ -42,6 +45,9 @@ class DistillStage(Stage):
     description = "write/reuse a sparse top-K teacher cache, then train the model from it (TinyViT)"
     consumes = ("torch",)
     produces = ("torch",)
+    libraries = ("torch", "timm", "numpy")
+    resumable = True  # a killed run continues from the last epoch's checkpoint.pt in the stage folder
+    new_model = True
 
     class Config(AugmentKeys, TrainConfig):
         """Every key of :class:`~edgevit.methods.distill.config.TrainConfig` and of
@@ -77,21 +83,20 @@ class DistillStage(Stage):
         from pathlib import Path
 
         from ..artifact import Artifact
+        from ..errors import ConfigError
         from ..methods.distill.cache import TeacherCache, write_cache
         from ..methods.distill.trainer import train_student
         from ..models import count_params, create
 
-        from ..errors import ConfigError
-
-        src = ctx.latest("torch") or ctx.source_artifact()
+        src = ctx.consumed(self, config)
         if config.student is None and config.teacher is None:
             raise ConfigError("stage 'distill': set `student:` (the run's model is then the teacher) or `teacher:` "
                               "(the run's model is then the student)")
         if config.student is not None:
             student = create(config.student, checkpoint=config.student_checkpoint,
                              packaged=config.student_pretrained)
-        else:
-            student = src.load_model()
+        else:  # train a copy: the earlier artefact stays what its files hold
+            student = copy.deepcopy(src.load_model())
         augment = config.augment_config()
         limit = config.limit if config.limit is not None else ctx.recipe.data.limit
         train = ctx.dataset(config.split, limit=limit)
@@ -114,9 +119,11 @@ class DistillStage(Stage):
             cache = TeacherCache(cache_dir)
         tcfg = config.train_config()
         train_dir = Path(config.train_dir) if config.train_dir else ctx.out_dir
+        # the pipeline keeps the stage folder from a killed run only when the resume key matches: continue its epochs
         rec = train_student(student, out_dir=train_dir, config=tcfg, cache=cache,
                             teacher=teacher if config.mode == "online" else None, dataset=train, test_dataset=test,
-                            augment=None if cache is not None else augment, resume=config.train_dir is not None)
+                            augment=None if cache is not None else augment,
+                            resume=config.train_dir is not None or (train_dir / "checkpoint.pt").exists())
         path = ctx.out_dir / "student.safetensors"
         if config.train_dir:  # the shared folder keeps its checkpoint; the stage folder gets the student
             import shutil

@@ -23,8 +23,11 @@ recipe's ``runtimes`` that runs its graphs (onnxruntime, openvino), or on the ru
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import json
 import logging
+import shutil
 from typing import Literal
 
 from pydantic import Field, model_validator
@@ -43,6 +46,13 @@ class EarlyExitStage(Stage):
     description = "LGViT early exits: train heads (2 stages), calibrate thresholds on held-out data, export a cascade"
     consumes = ("torch",)
     produces = ("cascade",)
+    libraries = ("torch", "timm", "numpy", "onnx", "onnxscript", "onnxslim", "onnxruntime", "openvino")
+    resumable = True  # a killed run keeps its trained heads and calibrated thresholds (the stage folder's files)
+    new_model = True
+
+    @classmethod
+    def hands_on(cls, config, kind: str) -> tuple[str, ...]:
+        return (f"cascade:{config.format}",)
 
     class Config(TrainConfig):
         """Every :class:`~edgevit.methods.early_exit.config.TrainConfig` key plus calibration and export keys."""
@@ -77,16 +87,31 @@ class EarlyExitStage(Stage):
             return TrainConfig(**values)
 
     def run(self, ctx: StageContext, config: Config) -> StageOutput:
-        from ..methods.early_exit.run import calibrate_run, export_run, train_run
+        from ..methods.early_exit.run import CALIBRATION, CHECKPOINT, calibrate_run, export_run, train_run
 
-        src = ctx.latest("torch") or ctx.source_artifact()
+        src = ctx.consumed(self, config)
         d = ctx.recipe.data
         tc = config.train_config()
-        tr = train_run(src.load_model(), ctx.out_dir, data=d.name, data_dir=d.data_dir, holdout=config.holdout,
-                       limit=config.train_limit, config=tc)
-        cal = calibrate_run(ctx.out_dir, budget=config.budget, runtime=config.runtime, criterion=config.criterion,
-                            heldout_limit=config.heldout_limit, duration_s=config.latency_duration_s,
-                            exporter=config.exporter)
+        # the pipeline keeps this folder from a killed run only when the resume key matches: each finished phase
+        # (train.json is written after the checkpoint, calibration.json after the timing) is reused, so a resumed
+        # run keeps the thresholds the interrupted one measured instead of timing again
+        out = ctx.out_dir
+        if (out / "train.json").is_file() and (out / CHECKPOINT).is_file():
+            tr = json.loads((out / "train.json").read_text())
+            log.info("early exits: heads trained before the interruption (%s), not training again", out / CHECKPOINT)
+        else:
+            tr = train_run(copy.deepcopy(src.load_model()), out, data=d.name, data_dir=d.data_dir,
+                           holdout=config.holdout, limit=config.train_limit, config=tc)
+        if (out / CALIBRATION).is_file():
+            cal = json.loads((out / CALIBRATION).read_text())
+            log.info("early exits: thresholds calibrated before the interruption (%s), not timing again",
+                     out / CALIBRATION)
+        else:
+            shutil.rmtree(out / "calibration_graphs", ignore_errors=True)
+            cal = calibrate_run(out, budget=config.budget, runtime=config.runtime, criterion=config.criterion,
+                                heldout_limit=config.heldout_limit, duration_s=config.latency_duration_s,
+                                exporter=config.exporter)
+        shutil.rmtree(out / "export", ignore_errors=True)  # a killed export starts over
         images = ctx.dataset(limit=config.parity_samples).images
         exp = export_run(ctx.out_dir, ctx.out_dir / "export", format=config.format, criterion=config.criterion,
                          parity_samples=config.parity_samples, parity_images=images, exporter=config.exporter,

@@ -59,7 +59,12 @@ def _export_graph(module, example, spec, path: Path, *, opset: int, source: str,
     return export_graph(module, example, spec, path, opset=opset, source=source, exporter=exporter)
 
 
-def _to_openvino(onnx_path: Path, xml_path: Path, spec, source: str) -> None:
+def graph_to_openvino(onnx_path: Path, xml_path: Path, spec, source: str | None, *,
+                      compress_to_fp16: bool = False) -> dict:
+    """One cascade graph (ONNX, float or INT8 QDQ; or an IR, re-saved) → OpenVINO IR ``xml_path`` (+ ``.bin``) with
+    ``openvino.convert_model``, its input/output named by ``spec`` and edgevit's rt_info (input spec, source);
+    ``compress_to_fp16`` stores the weights as float16. Returns ``{"converted_from": "onnx" | "openvino",
+    "compress_to_fp16"}``. Raises :class:`~edgevit.errors.ExportError` when OpenVINO cannot convert it."""
     import json
 
     from ..._optional import require
@@ -68,7 +73,8 @@ def _to_openvino(onnx_path: Path, xml_path: Path, spec, source: str) -> None:
     ov = require("openvino", extra="openvino", feature="OpenVINO cascade export")
     with quiet():
         try:
-            model = ov.convert_model(str(onnx_path))
+            model = ov.Core().read_model(str(onnx_path)) if str(onnx_path).endswith(".xml") else \
+                ov.convert_model(str(onnx_path))
         except Exception as exc:  # OpenVINO raises RuntimeError / OpConversionFailure
             raise ExportError(f"OpenVINO could not convert the cascade graph {onnx_path.name} ({type(exc).__name__}: "
                               f"{str(exc).splitlines()[0][:300]}); export with format='onnx' and run it with "
@@ -76,8 +82,10 @@ def _to_openvino(onnx_path: Path, xml_path: Path, spec, source: str) -> None:
     model.inputs[0].get_tensor().set_names({spec.input_name})
     model.outputs[0].get_tensor().set_names({spec.output_name})
     model.set_rt_info(json.dumps(spec.to_dict()), ["edgevit", "input_spec"])
-    model.set_rt_info(source, ["edgevit", "source"])
-    ov.save_model(model, str(xml_path), compress_to_fp16=False)
+    model.set_rt_info(source or "", ["edgevit", "source"])
+    ov.save_model(model, str(xml_path), compress_to_fp16=compress_to_fp16)
+    return {"converted_from": "openvino" if str(onnx_path).endswith(".xml") else "onnx",
+            "compress_to_fp16": compress_to_fp16}
 
 
 def _graph_spec(spec, inp: str, out: str):
@@ -175,7 +183,7 @@ def export_cascade(model: Any, out_dir: str | Path, *, format: str = "onnx", thr
             graph_parity.append((name, inputs[k + 1].numpy(), ref, gspec))
         if format == "openvino":
             for name, *_rest, gspec in graph_parity:
-                _to_openvino(onnx_dir / f"{name}.onnx", out / f"{name}.xml", gspec, source)
+                graph_to_openvino(onnx_dir / f"{name}.onnx", out / f"{name}.xml", gspec, source)
     finally:
         if format != "onnx":
             shutil.rmtree(onnx_dir, ignore_errors=True)
@@ -240,7 +248,7 @@ def export_cascade(model: Any, out_dir: str | Path, *, format: str = "onnx", thr
     log.info("exported the early-exit cascade of %s (%d segments, %d exits, %s) to %s in %.1f s", source,
              len(seg_entries), len(exit_entries), format, out, seconds)
     art = _artifact(path, spec, source)
-    art.meta.update({"backend": format, "exits": len(exit_entries)})
+    art.meta.update({"backend": format, "graphs": format, "exits": len(exit_entries)})
     return ExportResult(artifact=art, parity=checked, seconds=seconds, versions=library_versions(), fields=record)
 
 

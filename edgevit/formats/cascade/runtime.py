@@ -27,12 +27,12 @@ from ...artifact import Artifact
 from ...errors import ConfigError, RuntimeLoadError
 from ...format_registry import kind_of_path
 from ...runtimes.base import Runtime
-from .spec import MANIFEST_FORMAT
+from .spec import GRAPH_BACKENDS, MANIFEST_FORMAT
 from .thresholds import active_heads, check_thresholds, exit_mask
 
 log = logging.getLogger(__name__)
 
-DEFAULT_BACKEND = {"onnx": "onnxruntime", "openvino": "openvino"}
+DEFAULT_BACKEND = GRAPH_BACKENDS
 OWN_OPTIONS = ("backend", "thresholds", "criterion")
 
 

@@ -7,7 +7,10 @@ from ...format_registry import FormatSpec
 MANIFEST = "manifest.json"
 MANIFEST_FORMAT = "edgevit-early-exit-cascade"  # the manifest's "format" field
 IF_FORM_KEY = "edgevit.early_exit_form"  # ONNX metadata: "if" marks the single-graph If form (batch 1)
-IF_EXIT_OUTPUT = "edgevit_exit"  # the If form's second output: the exit taken (0-based; the number of exits = final)
+IF_EXIT_OUTPUT = "edgevit_exit"
+# manifest "backend" (the graphs' format) → the runtime that runs its graphs (the cascade runtime's default backend)
+GRAPH_BACKENDS = {"onnx": "onnxruntime", "openvino": "openvino", "ort": "onnxruntime"}
+GRAPH_SUFFIXES = {"onnx": ".onnx", "openvino": ".xml", "ort": ".ort"}  # the If form's second output: the exit taken (0-based; the number of exits = final)
 
 SPEC = FormatSpec(
     name="cascade", kind="cascade", suffixes=(MANIFEST,),

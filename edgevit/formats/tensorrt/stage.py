@@ -5,7 +5,7 @@ Importable without TensorRT (imported inside ``run``)."""
 from __future__ import annotations
 
 import logging
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field, model_validator
 
@@ -24,6 +24,16 @@ class ExportTensorRTStage(Stage):
                    "profile scripts, preflight) and an engine where TensorRT exists")
     consumes = ("onnx",)
     produces = ("tensorrt",)
+    cannot_take: ClassVar[dict[str, str]] = {
+        "cascade": "its device bundle and engine hold one network with one optimisation profile and one INT8 "
+                   "calibration cache computed from images, while a cascade is several graphs fed tokens; export the "
+                   "cascade with export_onnx (its ONNX graphs build on the device with trtexec one by one)",
+    }
+
+    @classmethod
+    def hands_on(cls, config, kind: str) -> tuple[str | None, ...]:
+        """The engine where one is built; without one (bundle only) the run's artefact is handed on unchanged."""
+        return {True: ("tensorrt",), False: (None,)}.get(config.engine, ("tensorrt", None))
 
     class Config(ConfigModel):
         precision: Literal["fp32", "fp16", "int8"] = Field("fp16", description="engine precision")
@@ -53,7 +63,7 @@ class ExportTensorRTStage(Stage):
         from ...data import calibration_subset, preprocess
         from .export import export_tensorrt
 
-        onnx_art = ctx.consumed(self)
+        onnx_art = ctx.consumed(self, config)
         d = ctx.recipe.data
         split = config.calib_split or d.calib_split
         calib_ds = ctx.dataset(split)
@@ -61,13 +71,13 @@ class ExportTensorRTStage(Stage):
         where = {"dataset": calib_ds.name, "split": split, "samples": len(sub), "seed": 0,
                  "selection": "edgevit.data.calibration_subset (class-balanced, deterministic)"
                               + (f" of the first {d.limit} samples (recipe data.limit)" if d.limit else "")}
-        src = ctx.latest("torch") or ctx.source_artifact()
+        src = ctx.current("torch")
         parity = preprocess(ctx.dataset(limit=config.parity_samples).images, onnx_art.spec)
         result = export_tensorrt(onnx_art, ctx.out_dir, precision=config.precision, bundle=config.bundle,
                                  engine=config.engine, calib_images=sub, calib_description=where,
                                  min_batch=config.min_batch, opt_batch=config.opt_batch, max_batch=config.max_batch,
                                  trt_version=config.trt_version, workspace_mib=config.workspace_mib,
-                                 torch_model=src.load_model() if src.kind == "torch" else None,
+                                 torch_model=src.load_model() if src is not None else None,
                                  parity_images=parity, parity_samples=config.parity_samples,
                                  calibration_method=config.calib_method)
         # a bundle alone is not an artefact a runtime here can load: the run then continues as it was

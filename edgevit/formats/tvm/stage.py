@@ -16,7 +16,7 @@ recipe's ``runtimes`` lists it — with their batch sizes set to the compiled on
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, ClassVar
 
 from pydantic import Field, model_validator
 
@@ -34,6 +34,13 @@ class ExportTvmStage(Stage):
     description = "torch → TVM library (.so) for a CPU/GPU target, MetaSchedule-tuned (cached), parity vs torch"
     consumes = ("torch",)
     produces = ("tvm",)
+    cannot_take: ClassVar[dict[str, str]] = {
+        "cascade": "the TVM exporter compiles a torch module (torch.export → Relax) into one library of one static "
+                   "batch, while a cascade is several graphs whose batch shrinks as images exit; export the cascade "
+                   "with export_openvino, export_onnx or export_ort_mobile",
+        "onnx": "the TVM exporter compiles the torch model; an ONNX file (an INT8 one from quantize) is not its input",
+        "openvino": "the TVM exporter compiles the torch model, not an OpenVINO IR",
+    }
 
     class Config(ConfigModel):
         target: str | dict[str, Any] = Field("llvm", description="llvm (this CPU), cuda, or a TVM target dict such "
@@ -58,7 +65,7 @@ class ExportTvmStage(Stage):
         from ...data import preprocess
         from .export import export_tvm
 
-        src = ctx.latest("torch") or ctx.source_artifact()
+        src = ctx.consumed(self, config)
         images = ctx.dataset(limit=config.parity_samples).images
         result = export_tvm(src, ctx.out_dir, target=config.target, mcpu=config.mcpu,
                             trials=config.trials, batch=config.batch, work_dir=config.work_dir, retune=config.retune,

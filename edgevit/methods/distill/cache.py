@@ -255,6 +255,33 @@ def _read_header(path: Path) -> dict | None:
         return None
 
 
+def _write_header(out: Path, fp: dict, dt, keep: dict[int, dict], *, done: list[int], world_size: int,
+                  complete: bool) -> dict:
+    """Write the cache header listing the stored epochs ``done`` (``keep``: entries of epochs reused from an older
+    header); ``complete`` false while epochs are still being written (readers refuse such a cache, writers resume
+    after its last listed epoch). Atomic (temp file + rename)."""
+    from ...artifact import write_json
+    from ...versions import library_versions
+
+    header = {
+        "format": FORMAT, "version": FORMAT_VERSION, "record_layout": RECORD_LAYOUT,
+        "record_bytes": dt.itemsize, "fingerprint": fp,
+        "fingerprint_sha256": hashlib.sha256(json.dumps(fp, sort_keys=True).encode()).hexdigest(),
+        "epochs": [], "world_size_written": world_size, "complete": complete,
+        "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "versions": library_versions(),
+    }
+    for e in done:
+        if e in keep:
+            header["epochs"].append(keep[e])
+            continue
+        files = [json.loads(p.read_text()) for p in sorted((out / _epoch_dir(e)).glob("rank_*.json"))]
+        header["epochs"].append({"epoch": e, "files": [{k: f[k] for k in ("keys", "values", "n", "sha256")}
+                                                       for f in files],
+                                 "seconds": max(f["seconds"] for f in files)})
+    write_json(out / HEADER, header)
+    return header
+
+
 def write_cache(teacher, dataset, out_dir: str | Path, *, epochs: int, topk: int | None = None, seed: int = 0,
                 augment: AugmentConfig | None = None, split: str = "train", batch_size: int = 512,
                 overwrite: bool = False, teacher_name: str | None = None, spec=None, dist_info=None) -> dict:
@@ -268,6 +295,7 @@ def write_cache(teacher, dataset, out_dir: str | Path, *, epochs: int, topk: int
     """
     import torch
 
+    from ...artifact import write_json
     from . import distributed
     from .targets import teacher_calls, teacher_topk
 
@@ -294,6 +322,10 @@ def write_cache(teacher, dataset, out_dir: str | Path, *, epochs: int, topk: int
     out = Path(out_dir)
     fp = make_fingerprint(teacher, dataset, split=split, topk=topk, seed=seed, augment=augment,
                           num_classes=num_classes, teacher_name=teacher_name)
+    if info.is_main and out.is_dir():
+        from ...fileio import remove_partials
+
+        remove_partials(out)  # what a killed write left (never read: the header is written last, all-or-nothing)
     old = _read_header(out)
     keep: dict[int, dict] = {}
     if old is not None:
@@ -352,34 +384,20 @@ def write_cache(teacher, dataset, out_dir: str | Path, *, epochs: int, topk: int
         meta = {"keys": f"{_epoch_dir(e)}/{stem}.keys", "values": f"{_epoch_dir(e)}/{stem}.values",
                 "n": len(mine), "sha256": file_sha256(d / (stem + ".values")),
                 "seconds": round(time.perf_counter() - t0, 3)}
-        (d / (stem + ".json")).write_text(json.dumps(meta) + "\n")
+        write_json(d / (stem + ".json"), meta)
         if info.is_main:  # one epoch line per run, not one per rank
             log.info("cache epoch %d/%d: %d records per rank (%d ranks) in %.1f s", e + 1, epochs, len(mine),
                      info.world_size, meta["seconds"])
-    distributed.barrier(info)
+        distributed.barrier(info)
+        if info.is_main:  # each finished epoch is durable: a killed writer resumes after it
+            header = _write_header(out, fp, dt, keep, done=sorted([*keep, *todo[:todo.index(e) + 1]]),
+                                   world_size=info.world_size, complete=False)
     seconds = time.perf_counter() - t_start
-    from ...versions import library_versions
-
-    header = {
-        "format": FORMAT, "version": FORMAT_VERSION, "record_layout": RECORD_LAYOUT,
-        "record_bytes": dt.itemsize, "fingerprint": fp,
-        "fingerprint_sha256": hashlib.sha256(json.dumps(fp, sort_keys=True).encode()).hexdigest(),
-        "epochs": [], "world_size_written": info.world_size, "complete": True,
-        "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "versions": library_versions(),
-    }
-    for e in range(epochs):
-        if e in keep:
-            header["epochs"].append(keep[e])
-            continue
-        files = [json.loads(p.read_text()) for p in sorted((out / _epoch_dir(e)).glob("rank_*.json"))]
-        header["epochs"].append({"epoch": e, "files": [{k: f[k] for k in ("keys", "values", "n", "sha256")}
-                                                       for f in files],
-                                 "seconds": max(f["seconds"] for f in files)})
+    header = None
     if info.is_main:
-        from ...artifact import write_json
-
-        write_json(out / HEADER, header)
+        header = _write_header(out, fp, dt, keep, done=list(range(epochs)), world_size=info.world_size, complete=True)
     distributed.barrier(info)
+    header = header or _read_header(out)
     value_bytes = sum(f["n"] for ep in header["epochs"] for f in ep["files"]) * dt.itemsize
     return {
         "path": str(out), "fingerprint": fp, "epochs": epochs, "epochs_written": todo,

@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -102,6 +101,8 @@ def train_student(student, *, out_dir: str | Path, config: TrainConfig | None = 
     import torch
     import torch.distributed as dist
 
+    from ...faults import kill_point
+    from ...fileio import atomic_output
     from ...models import save_checkpoint
     from . import distributed
     from .cache import model_input
@@ -203,6 +204,8 @@ def train_student(student, *, out_dir: str | Path, config: TrainConfig | None = 
                                   f"{key}={cfg.model_dump().get(key)!r}; use the same settings or a new --out")
         net.load_state_dict(ck["model"])
         opt.load_state_dict(ck["optimizer"])
+        if "rng" in ck:  # dropout / stochastic depth continue the uninterrupted run's random stream
+            torch.set_rng_state(ck["rng"])
         start_epoch, history = int(ck["epoch"]), json.loads(ck["history"])
         log.info("resumed %s after epoch %d", ckpt_path, start_epoch)
     elif resume:
@@ -245,7 +248,6 @@ def train_student(student, *, out_dir: str | Path, config: TrainConfig | None = 
     calls0 = teacher_calls()
     pool = ThreadPoolExecutor(max_workers=1)
     last_epoch = cfg.epochs if cfg.stop_after is None else min(cfg.epochs, start_epoch + cfg.stop_after)
-    cache_epochs_used: list[int] = []
     try:
         for epoch in range(start_epoch, last_epoch):
             sampler.set_epoch(epoch)
@@ -253,8 +255,6 @@ def train_student(student, *, out_dir: str | Path, config: TrainConfig | None = 
             cache_e = epoch % cache.epochs if cache is not None and cfg.replay_cache else epoch
             records = cache.epoch(cache_e) if cfg.mode == "cache" else None
             seeds_epoch = epoch_seeds(seed, epoch, n)
-            if records is not None:
-                cache_epochs_used.append(cache_e)
             batches = [order[i * cfg.batch_size:(i + 1) * cfg.batch_size] for i in range(steps_per_epoch)]
             model.train()
             t_epoch = time.perf_counter()
@@ -310,14 +310,19 @@ def train_student(student, *, out_dir: str | Path, config: TrainConfig | None = 
                          rec["train_loss"], rec["train_label_acc"],
                          f"test top-1 {rec['test']['top1']:.4f}, " if "test" in rec else "", epoch_s)
                 out.mkdir(parents=True, exist_ok=True)
-                tmp = ckpt_path.with_suffix(".tmp")
-                torch.save({"model": net.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch + 1,
-                            "history": json.dumps(history), "config": json.dumps(cfg.model_dump())}, tmp)
-                os.replace(tmp, ckpt_path)
+                # the weights first, then the checkpoint that says which epoch they belong to: each write is
+                # all-or-nothing, and a kill between the two is repaired below (the final weights are rewritten)
                 save_checkpoint(net, out / "student.safetensors")
+                with atomic_output(ckpt_path) as tmp:
+                    torch.save({"model": net.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch + 1,
+                                "history": json.dumps(history), "config": json.dumps(cfg.model_dump()),
+                                "rng": torch.get_rng_state()}, tmp)
+                kill_point(f"distill:epoch:{epoch + 1}")
             distributed.barrier(info)
     finally:
         pool.shutdown(wait=True)
+    if info.is_main and start_epoch >= last_epoch and ckpt_path.exists():
+        save_checkpoint(net, out / "student.safetensors")  # resumed after the last epoch: the file matches the weights
 
     from .cache import weights_sha256
 
@@ -331,7 +336,9 @@ def train_student(student, *, out_dir: str | Path, config: TrainConfig | None = 
         "mode": cfg.mode, "student": getattr(net, "edgevit_name", type(net).__name__),
         "params": sum(p.numel() for p in net.parameters()), "config": cfg.model_dump(), "augment": augment.to_dict(),
         "num_samples": n, "num_classes": num_classes, "topk": topk if cfg.mode != "labels" else None,
-        "cache": str(cache.path) if cache is not None else None, "cache_epochs_used": cache_epochs_used,
+        "cache": str(cache.path) if cache is not None else None,
+        # every epoch trained from cache records, those before a resume too (as an uninterrupted run records them)
+        "cache_epochs_used": [h["cache_epoch"] for h in history if h.get("cache_epoch") is not None],
         "start_epoch": start_epoch, "epochs_done": len(history), "history": history,
         "test_top1": next((h["test"]["top1"] for h in reversed(history) if "test" in h), None),
         "teacher_calls": int(sum(r["teacher_calls"] for r in ranks)), "ranks": ranks,

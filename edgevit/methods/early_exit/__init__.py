@@ -8,7 +8,8 @@ Importing this package imports no torch; names load from their module on first u
   criteria, :mod:`edgevit.formats.cascade.thresholds`);
 - :func:`export_cascade`, :class:`CascadeRuntime`, :func:`read_manifest`, :func:`build_if_graph`: the cascade
   format (:mod:`edgevit.formats.cascade`), re-exported here;
-- :func:`quantize_cascade`, :func:`compare_cascades` (``quantize``): INT8 segments and heads;
+- :func:`quantize_cascade`, :func:`quantize_cascade_gated` (``quantize``): INT8 segments and heads (the latter
+  accuracy- and speed-gated, the ``quantize`` stage on a cascade); :func:`compare_cascades` (the cascade format);
 - :func:`train_run`, :func:`calibrate_run`, :func:`export_run` (``run``: the CLI's steps on a run folder).
 """
 
@@ -26,7 +27,8 @@ _EXPORTS = {
     "CascadeRuntime": "edgevit.formats.cascade.runtime", "read_manifest": "edgevit.formats.cascade.runtime",
     "exit_blocks": "heads", "head_plan": "heads",
     "train_run": "run", "calibrate_run": "run", "export_run": "run",
-    "quantize_cascade": "quantize", "compare_cascades": "quantize", "build_if_graph": "edgevit.formats.cascade.if_form",
+    "quantize_cascade": "quantize", "quantize_cascade_gated": "quantize",
+    "compare_cascades": "edgevit.formats.cascade.convert", "build_if_graph": "edgevit.formats.cascade.if_form",
 }
 __all__ = list(_EXPORTS)
 

@@ -218,7 +218,12 @@ def save_early_exit(model: EarlyExitViT, path: str | Path, *, extra: dict | None
     if spec is not None:
         meta["input_spec"] = json.dumps(spec.to_dict())
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    save_file(state, str(path), metadata=meta)
+    from ...fileio import atomic_output
+    from ...models import canonical_safetensors_header
+
+    with atomic_output(path) as tmp:  # all-or-nothing, and the same bytes for the same weights
+        save_file(state, str(tmp), metadata=meta)
+        canonical_safetensors_header(tmp)
     return path
 
 

@@ -67,7 +67,10 @@ class SpeedGate(Measurer):
             r = res[c["precision"]]
             c["latency_alone_ms"] = c["latency_ms"]
             c.update({"latency_ms": r["median_ms"], "p90_ms": r["pooled"]["p90_ms"], "pass_medians_ms":
-                      r["pass_medians_ms"], "spread_pct": r["spread_pct"]})
+                      r["pass_medians_ms"], "spread_pct": r["spread_pct"],
+                      "stability": {k: r["stability"][k] for k in ("verdict", "message")}})
+            if r["stability"]["verdict"] == "contended":
+                log.warning("speed gate timing of %s: %s", c["precision"], r["stability"]["message"])
 
     def _variant(self, prec: str, art: Artifact, label: str) -> dict:
         """``art`` compiled to compute its float parts in ``prec`` (OpenVINO only): accuracy and latency."""
