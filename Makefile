@@ -1,7 +1,7 @@
 # Both targets set up everything themselves (dataset package, .venv, pip extras) on a fresh machine.
 .PHONY: quickstart test test-matrix test-all lint bench
 
-EXTRAS ?= dev,openvino,tvm,remote
+EXTRAS ?= dev,openvino,tvm,remote,vlm
 
 quickstart:            ## install, then run `edgevit compress` on the shipped quickstart recipe
 	EXTRAS=$(EXTRAS) bash scripts/bootstrap.sh

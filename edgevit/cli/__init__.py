@@ -12,7 +12,7 @@ import logging
 import sys
 from pathlib import Path
 
-from . import data, distill, early_exit, predict, quantize, shiftadd
+from . import data, distill, early_exit, predict, quantize, shiftadd, vlm
 from .common import (
     add_data_args,
     add_model_args,
@@ -87,6 +87,10 @@ def cmd_list(args) -> int:
 
 
 def cmd_eval(args) -> int:
+    if args.task != "classification":
+        from .vlm import cmd_eval_dual
+
+        return cmd_eval_dual(args)
     from ..data import load_dataset
     from ..evaluate import evaluate
     from ..runtimes import load_runtime
@@ -434,6 +438,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_data_args(sp)
     sp.add_argument("--precision", choices=["f32", "bf16", "f16"], default=None,
                     help="OpenVINO inference precision (default: what the IR records, else the device's default)")
+    sp.add_argument("--task", choices=("classification", "retrieval", "zero-shot"), default="classification",
+                    help="classification (top-1/top-5, default); retrieval: R@1/5/10 image→text and text→image of a "
+                         "dual encoder on caption data; zero-shot: its top-1 from class prompts")
+    sp.add_argument("--image-root", default=None, help="folder of the images named in a captions JSON (retrieval)")
     sp.add_argument("--json", help="write the figures (top1, top5, n) to this file")
     sp.set_defaults(func=cmd_eval)
 
@@ -525,7 +533,7 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_parser(sub)  # `edgevit data sample`
     predict.add_parser(sub)  # `edgevit predict m.onnx --target ... --dtype ...`
     add_export_commands(export_sub, export_cmds)  # `edgevit export <format>`, declared in each format folder's cli.py
-    for method_cli in (distill, early_exit, quantize, shiftadd):  # `edgevit distill ...`, `edgevit early-exit ...`, `quantize`
+    for method_cli in (distill, early_exit, quantize, shiftadd, vlm):  # `edgevit distill ...`, `edgevit early-exit ...`, ...
         method_cli.add_parser(sub)
     return p
 

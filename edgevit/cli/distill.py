@@ -54,6 +54,9 @@ def add_parser(subparsers) -> None:
     sub = p.add_subparsers(dest="distill_command", metavar="ACTION", required=True)
 
     c = sub.add_parser("cache", help="run the teacher once over every augmented epoch; store top-K + seeds")
+    c.add_argument("--kind", choices=("logits", "embedding"), default="logits",
+                   help="logits: sparse top-K of a classifier (default); embedding: fp16 image and text embeddings of "
+                        "a dual-encoder teacher (--teacher DIR, --data fashion-mnist-pairs)")
     c.add_argument("--teacher", default="fmnist-vit", help="edgevit/timm model name or checkpoint (default fmnist-vit)")
     c.add_argument("--checkpoint", default=None, help="weights for --teacher")
     _add_data_args(c)
@@ -71,6 +74,11 @@ def add_parser(subparsers) -> None:
 
     t = sub.add_parser("train", help="train a student from the cache (or online KD / labels, for comparison)")
     t.add_argument("--student", required=True, help="edgevit model (fmnist-vit-tiny) or timm name (tiny_vit_5m_224)")
+    t.add_argument("--method", choices=("tinyvit", "dcd", "contrastive", "affinity"), default="tinyvit",
+                   help="tinyvit: a classifier from sparse teacher logits (default); dcd / contrastive / affinity: a "
+                        "dual-encoder student (--student clip-fmnist-tiny) from a dual-encoder teacher or embedding "
+                        "cache, on a caption dataset")
+    t.add_argument("--image-root", default=None, help="folder of the images named in a captions JSON")
     t.add_argument("--mode", choices=("cache", "online", "labels"), default="cache",
                    help="targets: the stored teacher top-K (default), the teacher run online, or the labels")
     t.add_argument("--cache", default=None, help="cache directory (mode cache; with online/labels it fixes the "
@@ -105,6 +113,10 @@ def add_parser(subparsers) -> None:
 
 
 def cmd_cache(args) -> int:
+    if args.kind == "embedding":
+        from .vlm import cmd_embedding_cache
+
+        return cmd_embedding_cache(args)
     from ..data import load_dataset
     from ..methods.distill import distributed
     from ..methods.distill.cache import write_cache
@@ -130,6 +142,10 @@ def cmd_cache(args) -> int:
 
 
 def cmd_train(args) -> int:
+    if args.method != "tinyvit":
+        from .vlm import cmd_distill_dual
+
+        return cmd_distill_dual(args)
     import torch
 
     from ..data import load_dataset

@@ -20,6 +20,8 @@ from ..spec import InputSpec
 log = logging.getLogger(__name__)
 
 DATASETS = ("fashion-mnist", "imagefolder")
+# image–caption datasets (dual encoders, retrieval): edgevit.data.captions.load_caption_dataset
+CAPTION_DATASETS = ("fashion-mnist-captions", "fashion-mnist-pairs", "coco:FILE.json", "karpathy:FILE.json")
 
 
 @dataclass
@@ -52,6 +54,9 @@ def load_dataset(name_or_path: str = "fashion-mnist", split: str = "test", *, da
 
         images, labels = fashion_mnist.load(split, path=data_dir, limit=limit)
         return ArrayDataset(images, labels, fashion_mnist.CLASSES, "fashion-mnist")
+    if name_or_path in ("fashion-mnist-pairs", "fashion-mnist-captions") or name_or_path.endswith(".json"):
+        raise DataError(f"'{name_or_path}' is an image–caption dataset, not a classification one: use it with "
+                        f"--task retrieval (edgevit eval --task retrieval --data {name_or_path}) or the vlm commands")
     path = Path(name_or_path)
     if path.is_dir():
         root = path / split if (path / split).is_dir() else path
@@ -86,13 +91,18 @@ def load_image_folder(root: str | os.PathLike, *, limit: int | None = None) -> A
     for f, _ in files:
         with Image.open(f) as img:
             images.append(np.asarray(img.convert("RGB"), dtype=np.uint8))
-    if len({a.shape for a in images}) == 1:
-        stacked = np.stack(images)
-    else:
-        stacked = np.empty(len(images), dtype=object)
-        stacked[:] = images
-    return ArrayDataset(stacked, np.array([c for _, c in files], dtype=np.int64), tuple(classes),
+    return ArrayDataset(stack_images(images), np.array([c for _, c in files], dtype=np.int64), tuple(classes),
                         f"imagefolder:{root}")
+
+
+def stack_images(images: list[np.ndarray]) -> np.ndarray:
+    """One ``[N, H, W(, C)]`` array when every image has the same shape, else a 1-D object array of the images
+    (slicing and indexing work the same; :func:`preprocess` takes both)."""
+    if images and len({a.shape for a in images}) == 1:
+        return np.stack(images)
+    stacked = np.empty(len(images), dtype=object)
+    stacked[:] = images
+    return stacked
 
 
 IMAGE_FILE_SUFFIXES = (".pgm", ".ppm", ".pnm", ".png", ".bmp", ".tif", ".tiff")

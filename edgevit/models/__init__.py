@@ -158,6 +158,36 @@ def timm_kwargs_from_state(arch: str, state: dict) -> dict:
     return kw
 
 
+def fit_input_size(backbone, hw: tuple[int, int]):
+    """Make a ViT take ``hw`` images (in place): edgevit's conv-stem ViTs get their 7×7 position embedding TILED
+    along the width (a 28×56 pair image: each half starts with the position embedding the 28×28 model learnt);
+    other timm models go through ``set_input_size`` (which resamples it). Returns ``backbone``."""
+    import torch
+    from torch import nn
+
+    pe = backbone.patch_embed
+    if tuple(pe.img_size) == tuple(hw):
+        return backbone
+    from .fmnist import ConvStem
+
+    if isinstance(pe, ConvStem):
+        gh, gw = hw[0] // pe.patch_size[0], hw[1] // pe.patch_size[1]
+        oh, ow = pe.grid_size
+        if gh % oh or gw % ow:
+            raise ModelLoadError(f"cannot fit a {pe.img_size} conv-stem ViT to {hw} images: the token grid {gh}×{gw} "
+                              f"is not a multiple of {oh}×{ow}")
+        prefix = backbone.num_prefix_tokens if not getattr(backbone, "no_embed_class", False) else 0
+        pos = backbone.pos_embed.data
+        grid = pos[:, prefix:].reshape(1, oh, ow, -1).repeat(1, gh // oh, gw // ow, 1).reshape(1, gh * gw, -1)
+        backbone.pos_embed = nn.Parameter(torch.cat([pos[:, :prefix], grid], 1))
+        pe.img_size, pe.grid_size, pe.num_patches = tuple(hw), (gh, gw), gh * gw
+        return backbone
+    if not hasattr(backbone, "set_input_size"):
+        raise ModelLoadError(f"{type(backbone).__name__} cannot change its input size to {hw}")
+    backbone.set_input_size(img_size=tuple(hw))
+    return backbone
+
+
 def attach_spec(model, spec: InputSpec):
     model.edgevit_spec = spec
     return model
@@ -285,6 +315,11 @@ def create(name_or_path: str, *, checkpoint: str | Path | None = None, pretraine
         raise ModelLoadError("no model given: pass a model name or a checkpoint path")
     name = str(name_or_path)
     meta: dict = {}
+    if name not in MODELS and (Path(name) / "dual_encoder.json").is_file():
+        raise ModelLoadError(f"{name} is a dual image–text encoder (two towers), not a classifier: export its towers "
+                             f"with `edgevit vlm export {name} --tower image|text|both --format onnx|openvino`, "
+                             f"evaluate it with `edgevit eval --model {name} --task retrieval|zero-shot`, or fold it "
+                             f"into a classifier with `edgevit vlm fold-classifier {name} --out FILE.safetensors`")
     if name not in MODELS and Path(name).is_dir():  # a stage folder (runs/x/00_load/): the checkpoint inside it
         name = str(checkpoint_in_dir(Path(name)))
     if name not in MODELS and _is_path(name):
@@ -328,6 +363,10 @@ def create(name_or_path: str, *, checkpoint: str | Path | None = None, pretraine
             torch.manual_seed(seed)
             model = entry.build()
         spec = entry.spec
+        ck_spec = json.loads(read_state_dict(checkpoint)[1].get("input_spec", "null") or "null") \
+            if checkpoint is not None and str(checkpoint).endswith(".safetensors") else None
+        if ck_spec and tuple(ck_spec["input_size"][1:]) != tuple(spec.hw):  # e.g. a 28×56 pair-image tower
+            fit_input_size(model, tuple(ck_spec["input_size"][1:]))
         if checkpoint is None and packaged and entry.weights_path() is not None:
             wp = entry.weights_path()
             if not wp.exists():

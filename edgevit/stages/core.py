@@ -125,10 +125,22 @@ class EvalStage(Stage):
         artifacts: Literal["current", "all"] = Field(
             "current", description="current: the current artefact on `runtime`; all: every artefact of the run so "
                                    "far on every recipe runtime (and torch) that loads it, one row each in `rows`")
+        task: Literal["classification", "retrieval", "zero-shot"] = Field(
+            "classification", description="classification: top-1/top-5 of the artefact; retrieval: R@1/5/10 "
+                                          "image→text and text→image of the dual encoder `dual_encoder` on the "
+                                          "caption dataset `captions`; zero-shot: its top-1 on the recipe's data "
+                                          "from class prompts")
+        dual_encoder: str | None = Field(None, description="retrieval / zero-shot: a dual-encoder folder "
+                                                           "(dual_encoder.json) or a registered dual encoder")
+        captions: str = Field("fashion-mnist-pairs", description="retrieval: the caption dataset (fashion-mnist-pairs,"
+                                                                 " fashion-mnist-captions, coco:FILE, karpathy:FILE)")
 
     def run(self, ctx, config):
         from ..evaluate import evaluate
         from ..runtimes import load_runtime
+
+        if config.task != "classification":
+            return self._run_dual(ctx, config)
 
         data = ctx.dataset(config.split, limit=config.limit)
         batch = config.batch_size or ctx.recipe.data.batch_size
@@ -157,6 +169,28 @@ class EvalStage(Stage):
         log.info("eval %s via %s: top-1 %.4f top-5 %.4f (n=%d)", art.kind, rt_name, metrics["top1"],
                  metrics["top5"], metrics["n"])
         return StageOutput(art, metrics)
+
+
+    def _run_dual(self, ctx, config):
+        from ..errors import ConfigError
+        from ..methods.vlm.evaluate import evaluate_retrieval, evaluate_zero_shot
+        from ..methods.vlm.towers import load_dual_encoder
+
+        if not config.dual_encoder:
+            raise ConfigError(f"eval task '{config.task}' needs a dual encoder: the run's model is a classifier; set "
+                              f"`dual_encoder: DIR` (a folder written by `edgevit vlm train-teacher` or "
+                              f"`edgevit distill train --method dcd`)")
+        model = load_dual_encoder(config.dual_encoder)
+        if config.task == "zero-shot":
+            metrics = evaluate_zero_shot(model, ctx.dataset(config.split, limit=config.limit))
+        else:
+            from ..data.captions import load_caption_dataset
+
+            data = load_caption_dataset(config.captions, config.split or ctx.recipe.data.eval_split,
+                                        data_dir=ctx.recipe.data.data_dir, limit=config.limit or ctx.recipe.data.limit)
+            metrics = evaluate_retrieval(model, data)
+        metrics["dual_encoder"] = str(config.dual_encoder)
+        return StageOutput(ctx.artifact, metrics)
 
 
 @register_stage

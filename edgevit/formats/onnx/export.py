@@ -93,6 +93,7 @@ def export_onnx(model: Any, out_path: str | Path, *, opset: int = 18, dynamic_ba
         raise ConfigError(f"parity_samples must be ≥ 1, got {parity_samples}")
 
     module, spec, source = _resolve_model(model)
+    task = getattr(module, "edgevit_task", DEFAULT_TASK)  # an image tower of a dual encoder: "embedding"
     path = _resolve_out_path(out_path, source)
     images, described = parity_inputs(parity_images, spec, what="ONNX") if parity else (None, None)
     example = example_input(module, spec, batch=2 if dynamic_batch else 1)
@@ -109,7 +110,7 @@ def export_onnx(model: Any, out_path: str | Path, *, opset: int = 18, dynamic_ba
                 proto, simplify_error, t_slim = _simplify(proto, work)
             stamp_scopes(proto, scopes)
             _check_io_names(proto, spec, path)
-            _stamp_metadata(proto, spec, source, used)
+            _stamp_metadata(proto, spec, source, used, task=task)
             external = _save(proto, path, work)
             actual_opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
             if actual_opset != opset:
@@ -142,7 +143,7 @@ def export_onnx(model: Any, out_path: str | Path, *, opset: int = 18, dynamic_ba
             checked = result
     finally:
         module.train(was_training)
-    result = ExportResult(artifact=Artifact(kind="onnx", spec=spec, path=path, source=source), parity=checked,
+    result = ExportResult(artifact=Artifact(kind="onnx", spec=spec, path=path, source=source, task=task), parity=checked,
                           seconds=time.perf_counter() - t0, versions=record["versions"], fields=record)
     log.info("exported %s to %s (%s exporter, opset %s, %.1f MB, max |diff| %s) in %.1f s", source, path, used,
              record["opset"], record["file_size"] / 1e6, checked and checked.max_abs_diff, result.seconds)
@@ -456,10 +457,10 @@ def _check_io_names(proto, spec: InputSpec, path: Path) -> None:
                           f"exporter (exporter='dynamo' or 'torchscript')")
 
 
-def _stamp_metadata(proto, spec: InputSpec, source: str, exporter: str) -> None:
+def _stamp_metadata(proto, spec: InputSpec, source: str, exporter: str, *, task: str = DEFAULT_TASK) -> None:
     props = {p.key: p.value for p in proto.metadata_props}
     props.update({SPEC_KEY: json.dumps(spec.to_dict()), SOURCE_KEY: source, "edgevit.exporter": exporter,
-                  TASK_KEY: DEFAULT_TASK})
+                  TASK_KEY: task})
     del proto.metadata_props[:]
     for k, v in props.items():
         entry = proto.metadata_props.add()

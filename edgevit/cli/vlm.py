@@ -1,0 +1,217 @@
+"""Dual image–text encoders on the command line (heavy imports inside the commands).
+
+    edgevit vlm train-teacher --image-tower fmnist-vit --text-tower minilm-l6 --data fashion-mnist-pairs --out runs/clip-t/
+    edgevit distill cache --kind embedding --teacher runs/clip-t/ --data fashion-mnist-pairs --epochs N --out cache-e/
+    edgevit distill train --method dcd|contrastive|affinity --student clip-fmnist-tiny --teacher runs/clip-t/ --out runs/s/
+    edgevit eval --model runs/s/ --task retrieval|zero-shot --data fashion-mnist-pairs|fashion-mnist
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+from .common import positive, write_json_out
+
+log = logging.getLogger(__name__)
+
+
+def _add_train_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", default="fashion-mnist-pairs", help="caption dataset: fashion-mnist-pairs (default), "
+                                                                 "fashion-mnist-captions, coco:FILE.json, karpathy:FILE.json")
+    p.add_argument("--data-dir", default=None, help="directory of the Fashion-MNIST IDX files")
+    p.add_argument("--image-root", default=None, help="folder of the images named in a captions JSON")
+    p.add_argument("--limit", type=positive, default=None, help="training images (pairs) to use")
+    p.add_argument("--eval-limit", type=positive, default=1000, help="test images evaluated after each epoch")
+    p.add_argument("--epochs", type=positive, default=1)
+    p.add_argument("--batch-size", type=positive, default=128)
+    p.add_argument("--lr", type=float, default=5e-4)
+    p.add_argument("--max-steps", type=positive, default=None, help="cap on the steps per epoch (short runs)")
+    p.add_argument("--max-seconds", type=float, default=None, help="stop training after this many seconds")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", help="write the training record here")
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser("vlm", help="dual image–text encoders: train a LiT-style teacher")
+    sub = p.add_subparsers(dest="vlm_command", metavar="ACTION", required=True)
+    t = sub.add_parser("train-teacher", help="LiT-style teacher: frozen pretrained text tower, image tower "
+                                             "initialised from a trained classifier, CLIP loss")
+    t.add_argument("--image-tower", default="fmnist-vit", help="edgevit/timm model whose weights start the image tower")
+    t.add_argument("--text-tower", default="minilm-l6", choices=("minilm-l6", "small"))
+    t.add_argument("--embed-dim", type=positive, default=256)
+    _add_train_args(t)
+    t.add_argument("--out", required=True, help="output folder (dual_encoder.json + one safetensors per tower)")
+    t.set_defaults(func=cmd_train_teacher)
+
+    f = sub.add_parser("fold-classifier", help="image tower + class-text embeddings → a plain classifier "
+                                               "(safetensors) that eval, export, quantize and compress take")
+    f.add_argument("model", help="dual encoder folder (dual_encoder.json)")
+    f.add_argument("--classes", default="fashion-mnist",
+                   help="fashion-mnist, or class names separated by commas ('cat,dog,bird')")
+    f.add_argument("--out", required=True, help="output .safetensors file")
+    f.add_argument("--json", help="write the record (classes, zero-shot vs folded agreement) here")
+    f.set_defaults(func=cmd_fold)
+
+    e = sub.add_parser("export", help="export each tower alone (an embedding artefact) as ONNX, with parity by "
+                                      "cosine similarity on real images / captions")
+    e.add_argument("model", help="dual encoder folder (dual_encoder.json)")
+    e.add_argument("--tower", choices=("image", "text", "both"), default="both")
+    e.add_argument("--format", choices=("onnx", "openvino"), default="onnx")
+    e.add_argument("--data", default="fashion-mnist-pairs", help="caption dataset whose test images and captions "
+                                                                 "are the parity inputs")
+    e.add_argument("--data-dir", default=None)
+    e.add_argument("--out", required=True, help="output folder (image_tower.onnx, text_tower.onnx + tokenizer)")
+    e.add_argument("--json", help="write the parity records here")
+    e.set_defaults(func=cmd_export)
+
+
+def load_caption_data(args, split: str, *, limit=None):
+    from ..data.captions import load_caption_dataset
+
+    return load_caption_dataset(args.data, split, data_dir=args.data_dir, limit=limit,
+                                image_root=getattr(args, "image_root", None))
+
+
+def _train_config(args, method: str):
+    from ..methods.vlm.train import VlmTrainConfig
+
+    return VlmTrainConfig(method=method, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                          max_steps=args.max_steps, max_seconds=getattr(args, "max_seconds", None), seed=args.seed)
+
+
+def _finish(model, rec: dict, args, test) -> int:
+    from ..methods.vlm.evaluate import evaluate_retrieval
+    from ..methods.vlm.towers import save_dual_encoder
+
+    rec["test"] = evaluate_retrieval(model, test)
+    save_dual_encoder(model, args.out, extra={"train": {k: v for k, v in rec.items() if k != "test"},
+                                              "test": rec["test"]})
+    r = rec["test"]
+    print(f"{rec['method']}: {rec['steps']} steps in {rec['seconds']:.0f} s, teacher calls {rec['teacher_calls']}; "
+          f"{test.name} ({r['n_images']} images): i2t R@1/5/10 {r['i2t_r1']:.3f}/{r['i2t_r5']:.3f}/{r['i2t_r10']:.3f}"
+          f", t2i {r['t2i_r1']:.3f}/{r['t2i_r5']:.3f}/{r['t2i_r10']:.3f}; saved {args.out}")
+    write_json_out(args.json, rec)
+    return 0
+
+
+def cmd_train_teacher(args) -> int:
+    from ..methods.vlm.towers import build_dual_encoder
+    from ..methods.vlm.train import train_dual
+
+    train = load_caption_data(args, "train", limit=args.limit)
+    test = load_caption_data(args, "test", limit=args.eval_limit)
+    model = build_dual_encoder(image=args.image_tower, text=args.text_tower, embed_dim=args.embed_dim,
+                               image_hw=train.image_hw)
+    rec = train_dual(model, train, config=_train_config(args, "contrastive"))
+    return _finish(model, rec, args, test)
+
+
+# ------------------------------------------------------------------ hooks of `distill cache|train` and `eval`
+def cmd_embedding_cache(args) -> int:
+    """``edgevit distill cache --kind embedding``."""
+    from ..methods.vlm.cache import write_embedding_cache
+    from ..methods.vlm.towers import load_dual_encoder
+
+    teacher = load_dual_encoder(args.teacher)
+    data = load_caption_data(args, args.split, limit=args.limit)
+    rec = write_embedding_cache(teacher, data, args.out, epochs=args.epochs, seed=args.seed,
+                                batch_size=args.batch_size, overwrite=args.overwrite)
+    print(f"embedding cache {rec['path']}: {rec['epochs']} epochs × {rec['num_samples']} images "
+          f"({rec['record_bytes']} B each) + {rec['texts']} captions in {rec['seconds']:.1f} s")
+    write_json_out(args.json, rec)
+    return 0
+
+
+def cmd_distill_dual(args) -> int:
+    """``edgevit distill train --method dcd|contrastive|affinity``: a dual-encoder student."""
+    from ..errors import ConfigError
+    from ..methods.vlm.cache import EmbeddingCache
+    from ..methods.vlm.towers import build_dual_encoder, load_dual_encoder
+    from ..methods.vlm.train import train_dual
+
+    if args.method != "contrastive" and not (args.teacher or args.cache):
+        raise ConfigError(f"--method {args.method} needs --teacher DIR (a dual encoder) or --cache DIR")
+    data_name = args.data if args.data != "fashion-mnist" else "fashion-mnist-pairs"
+    args.data = data_name
+    train = load_caption_data(args, args.split, limit=args.limit)
+    test = load_caption_data(args, "test", limit=args.eval_limit or 1000)
+    cache = teacher = None
+    if args.cache:
+        cache = EmbeddingCache(args.cache)
+        cache.check(data=train, seed=args.seed)
+        if args.teacher:  # only checked against the cache, never run
+            cache.check(teacher=load_dual_encoder(args.teacher))
+    elif args.teacher:
+        teacher = load_dual_encoder(args.teacher)
+    student = build_dual_encoder(args.student, image_hw=train.image_hw, packaged=False)
+    cfg = _train_config(args, args.method)
+    rec = train_dual(student, train, config=cfg, teacher=teacher, cache=cache)
+    return _finish(student, rec, args, test)
+
+
+def cmd_eval_dual(args) -> int:
+    """``edgevit eval --task retrieval|zero-shot --model DIR``."""
+    from ..data import load_dataset
+    from ..errors import ConfigError
+    from ..methods.vlm.evaluate import evaluate_retrieval, evaluate_zero_shot
+    from ..methods.vlm.towers import load_dual_encoder
+
+    if getattr(args, "artifact", None):
+        raise ConfigError(f"--task {args.task} evaluates a dual encoder: pass --model DIR (a folder with "
+                          f"dual_encoder.json)")
+    model = load_dual_encoder(args.model)
+    if args.task == "retrieval":
+        name = args.data if args.data != "fashion-mnist" else "fashion-mnist-pairs"
+        args.data = name
+        res = evaluate_retrieval(model, load_caption_data(args, args.split, limit=args.limit))
+        print(f"{res['data']}: i2t R@1/5/10 {res['i2t_r1']:.3f}/{res['i2t_r5']:.3f}/{res['i2t_r10']:.3f}, "
+              f"t2i {res['t2i_r1']:.3f}/{res['t2i_r5']:.3f}/{res['t2i_r10']:.3f} "
+              f"({res['n_images']} images, {res['n_texts']} texts, {res['seconds']:.1f} s)")
+    else:
+        res = evaluate_zero_shot(model, load_dataset(args.data, args.split, data_dir=args.data_dir, limit=args.limit))
+        print(f"zero-shot top-1 {res['top1'] * 100:.2f}%  n={res['n']}  ({res['seconds']:.1f} s)")
+    res["model"] = str(args.model)
+    write_json_out(args.json, res)
+    return 0
+
+
+def cmd_fold(args) -> int:
+    from ..data import fashion_mnist
+    from ..methods.vlm.fold import fold_classifier, save_folded
+    from ..methods.vlm.towers import load_dual_encoder
+
+    model = load_dual_encoder(args.model)
+    classes = fashion_mnist.CLASSES if args.classes == "fashion-mnist" else \
+        tuple(c.strip() for c in args.classes.split(",") if c.strip())
+    clf = fold_classifier(model, classes)
+    path = save_folded(clf, args.out)
+    rec = {"path": str(path), "classes": list(classes), "arch": clf.edgevit_name,
+           "input_size": list(clf.edgevit_spec.input_size)}
+    print(f"folded {args.model} into a {len(classes)}-class classifier ({clf.edgevit_name}, input "
+          f"{'x'.join(map(str, clf.edgevit_spec.input_size))}): {path}")
+    write_json_out(args.json, rec)
+    return 0
+
+
+def cmd_export(args) -> int:
+    from pathlib import Path
+
+    from ..data.captions import load_caption_dataset
+    from ..methods.vlm.fold import export_image_onnx, export_openvino_towers, export_text_onnx
+    from ..methods.vlm.towers import load_dual_encoder
+
+    model = load_dual_encoder(args.model)
+    data = load_caption_dataset(args.data, "test", data_dir=args.data_dir, limit=32)
+    out = Path(args.out)
+    recs = []
+    if args.format == "openvino":
+        recs = export_openvino_towers(model, out, images=data.images, texts=list(data.captions), tower=args.tower)
+    elif args.tower in ("image", "both"):
+        recs.append(export_image_onnx(model, out / "image_tower.onnx", images=data.images))
+    if args.format == "onnx" and args.tower in ("text", "both"):
+        recs.append(export_text_onnx(model, out / "text_tower.onnx", texts=list(data.captions)))
+    for r in recs:
+        print(f"{r['tower']} tower → {r['path']}: cosine to torch ≥ {r['min_cosine']:.6f} on {r['n']} real inputs")
+    write_json_out(args.json, {"towers": recs})
+    return 0

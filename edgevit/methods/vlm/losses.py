@@ -1,0 +1,89 @@
+"""Losses for dual encoders: CLIP, DCD (specs/methods.md §4), TinyCLIP affinity mimicking (§5).
+
+Score matrices are scaled similarities ``[B, M]``: row i = image i against M texts, whose first B columns are the
+images' own captions in order (column i is image i's positive); further columns are extra (hard negative)
+captions.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+DCD_CANDIDATES = 8  # the positive + the teacher's 7 hardest negatives (DCD reference)
+DCD_ALPHA = 0.2  # weight of the KD term
+DCD_T = 1.0
+
+
+def clip_loss(logits: torch.Tensor) -> torch.Tensor:
+    """CLIP's symmetric InfoNCE on ``[B, M]`` (M ≥ B): image→text over all M texts, text→image over the B
+    positives' columns. Mean over the batch, averaged over both directions."""
+    b = logits.shape[0]
+    target = torch.arange(b, device=logits.device)
+    return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits[:, :b].t(), target))
+
+
+def candidates(teacher: torch.Tensor, n: int = DCD_CANDIDATES) -> torch.Tensor:
+    """int64 ``[B, n]``: per row the positive (column i) then the ``n − 1`` columns the TEACHER scores highest
+    among the negatives (its hard negatives). ``teacher``: ``[B, M]`` scores, M ≥ n."""
+    b, m = teacher.shape
+    n = min(n, m)
+    masked = teacher.detach().clone()
+    rows = torch.arange(b, device=teacher.device)
+    masked[rows, rows] = float("-inf")
+    hard = masked.topk(n - 1, dim=1).indices
+    return torch.cat([rows[:, None], hard], 1)
+
+
+def dcd_weights(teacher_cand: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(ĥ, w)`` of DCD from the teacher's candidate scores ``[B, n]``: ``p = softmax``, ``h_i = Σ p log p``
+    (≤ 0), ``ĥ_i = h_i / Σ_batch h`` (sums to 1), ``w = softmax_i((1 − ĥ_i)²)`` (the KD weights; larger for
+    samples the teacher is confident on)."""
+    p = teacher_cand.softmax(1)
+    h = (p * p.clamp_min(1e-12).log()).sum(1)
+    h_hat = h / h.sum().clamp(max=-1e-12)
+    w = ((1 - h_hat) ** 2).softmax(0)
+    return h_hat.detach(), w.detach()
+
+
+def dcd_loss_rows(student: torch.Tensor, teacher: torch.Tensor, *, n: int = DCD_CANDIDATES, alpha: float = DCD_ALPHA,
+                  temperature: float = DCD_T) -> tuple[torch.Tensor, dict]:
+    """DCD on one direction. ``student``, ``teacher``: ``[B, M]`` scores (row i's positive at column i).
+
+    Candidates are picked by the teacher (:func:`candidates`); BOTH score sets are gathered with the same (the
+    student's) candidate indices, so candidate j means the same caption for both, wherever the positive ranks
+    for the teacher. ``L_kd = T² Σ_i w_i · mean_j (s_ij/T − t_ij/T)²`` (a PER-SAMPLE MSE: with a batch-mean MSE
+    the weights would not matter), ``L_ce = Σ_i ĥ_i · BCEWithLogits(s_i, [1, 0, …, 0])``,
+    ``L = α L_kd + (1 − α) L_ce``. Returns ``(loss, parts)``."""
+    idx = candidates(teacher, n)
+    s = student.gather(1, idx)
+    t = teacher.detach().gather(1, idx)
+    h_hat, w = dcd_weights(t)
+    mse = ((s / temperature - t / temperature) ** 2).mean(1)
+    l_kd = temperature**2 * (w * mse).sum()
+    target = torch.zeros_like(s)
+    target[:, 0] = 1.0
+    bce = F.binary_cross_entropy_with_logits(s, target, reduction="none").mean(1)
+    l_ce = (h_hat * bce).sum()
+    loss = alpha * l_kd + (1 - alpha) * l_ce
+    return loss, {"kd": float(l_kd.detach()), "ce": float(l_ce.detach())}
+
+
+def dcd_loss(student: torch.Tensor, teacher: torch.Tensor, **kw) -> tuple[torch.Tensor, dict]:
+    """DCD on in-batch similarity matrices, both directions averaged: image→text on ``[B, M]``, text→image on the
+    transposed positive block ``[B, B]``."""
+    b = student.shape[0]
+    l1, p1 = dcd_loss_rows(student, teacher, **kw)
+    l2, p2 = dcd_loss_rows(student[:, :b].t(), teacher[:, :b].t(), **kw)
+    return 0.5 * (l1 + l2), {k: 0.5 * (p1[k] + p2[k]) for k in p1}
+
+
+def affinity_loss(student: torch.Tensor, teacher: torch.Tensor, *, temperature: float = 1.0) -> torch.Tensor:
+    """TinyCLIP affinity mimicking: soft cross-entropy from the teacher's in-batch image→text (over all M) and
+    text→image (over the B positives) distributions to the student's, averaged over both directions."""
+    b = student.shape[0]
+
+    def soft_ce(s, t):
+        return -(t.detach().div(temperature).softmax(1) * s.div(temperature).log_softmax(1)).sum(1).mean()
+
+    return 0.5 * (soft_ce(student, teacher) + soft_ce(student[:, :b].t(), teacher[:, :b].t()))
