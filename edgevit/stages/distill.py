@@ -133,6 +133,7 @@ class DistillStage(Stage):
             metrics["resumed_from_epoch"] = rec["start_epoch"]
         else:
             (ctx.out_dir / "checkpoint.pt").unlink(missing_ok=True)  # the artefact is student.safetensors
+        student.eval()  # trained in train mode; the artefact is for inference
         art = Artifact(kind="torch", spec=student.edgevit_spec, path=path, model=student,
                        source=student.edgevit_name, meta={"distilled_from": teacher_name})
         metrics.update({"top1": rec["test_top1"], "n": rec["history"][-1]["test"]["n"] if rec["history"] else 0,
