@@ -102,7 +102,7 @@ def tour_commands() -> list[str]:
     block = re.search(r"```bash\n(.*?)```", section, flags=re.DOTALL)
     assert block, "README: no ```bash block under '## Five-minute tour'"
     cmds = []
-    for line in block.group(1).splitlines():
+    for line in re.sub(r"\\\n\s*", " ", block.group(1)).splitlines():  # join `\` continuation lines
         cmd = " ".join(shlex.split(line, comments=True))
         if cmd:
             cmds.append(cmd)
