@@ -25,6 +25,7 @@ ends with the same artefact bytes as an uninterrupted run, and the same records 
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import json
@@ -426,8 +427,10 @@ def run(recipe: Recipe, out_dir: str | Path, *, resume: bool = False, force: boo
     partial = until is not None or only is not None or from_stage is not None
     resume = resume or partial
     try:
-        return _run(recipe, out, steps, resume=resume, force=force, first=first, last=last, rerun=rerun,
-                    on_stage=on_stage, on_start=on_start)
+        out.mkdir(parents=True, exist_ok=True)
+        with run_lock(out):
+            return _run(recipe, out, steps, resume=resume, force=force, first=first, last=last, rerun=rerun,
+                        on_stage=on_stage, on_start=on_start)
     except OSError as exc:  # outside a stage: the run directory itself, its recipe copy, a record
         if isinstance(exc, EdgevitError):
             raise
@@ -435,6 +438,31 @@ def run(recipe: Recipe, out_dir: str | Path, *, resume: bool = False, force: boo
         if msg is None:
             raise
         raise StorageError(f"run directory {out}: {msg}; then rerun with --resume") from exc
+
+
+LOCK = ".lock"
+
+
+@contextlib.contextmanager
+def run_lock(out: Path):
+    """Hold an exclusive lock on the run directory ``out`` (``fcntl.flock`` on ``out/.lock``, released when the
+    process ends, even by SIGKILL) while a run writes into it. Raises :class:`ConfigError` naming the other
+    process's pid when another run holds it: two runs in one directory would delete each other's stages."""
+    import fcntl
+
+    fd = os.open(out / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            other = os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
+            raise ConfigError(f"run directory {out} is in use by another edgevit run (pid {other}); wait for it to "
+                              f"finish (or stop it), or choose another --out") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock
 
 
 def _run(recipe: Recipe, out: Path, steps: list[Step], *, resume: bool, force: bool, first: int, last: int,

@@ -358,3 +358,33 @@ def test_file_size_limit_mid_stage_in_a_child_process(tmp_path, finished_run):
     seen, cb = _seen()
     pipeline.run(from_raw(small_recipe()), out, only="02_export_onnx", on_stage=cb)
     assert seen[-1] == ("02_export_onnx", False) and not (out / "02_export_onnx.error.log").exists()
+
+
+def test_two_runs_in_one_directory_are_refused(tmp_path):
+    """A second run in a run directory another process is writing into is refused, naming that process."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from edgevit import pipeline
+    from edgevit.errors import ConfigError
+    from edgevit.recipe import from_raw
+
+    out = tmp_path / "run"
+    out.mkdir()
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; from pathlib import Path; from edgevit.pipeline import run_lock\n"
+        "with run_lock(Path(sys.argv[1])):\n    print('locked', flush=True); time.sleep(60)"), str(out)],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        raw = {"name": "lock", "model": {"name": "fmnist-vit-nano"}, "data": {"limit": 8}, "stages": [{"stage": "eval"}]}
+        with pytest.raises(ConfigError, match=f"in use by another edgevit run \\(pid {holder.pid}\\)"):
+            pipeline.run(from_raw(raw), out)
+    finally:
+        holder.kill()
+        holder.wait()
+    time.sleep(0.1)
+    with pipeline.run_lock(out):  # released when the holder died (SIGKILL)
+        assert (out / pipeline.LOCK).read_text().strip() == str(os.getpid())
