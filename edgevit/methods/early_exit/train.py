@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...errors import ConfigError
+from ..schedule import warmup_cosine
 from .config import TrainConfig
 from .heads import GlobalAggregationHead, LocalPerceptionHead
 from .model import EarlyExitViT, attach_exits
@@ -48,17 +49,6 @@ def _steps_for(n: int, batch_size: int, epochs: float, cap: int | None) -> int:
     per_epoch = max(1, n // batch_size)
     steps = math.ceil(epochs * per_epoch)
     return min(steps, cap) if cap is not None else steps
-
-
-def _lr_lambda(total: int):
-    warm = max(1, total // 20)
-
-    def f(step: int) -> float:
-        if step < warm:
-            return (step + 1) / warm
-        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warm) / max(1, total - warm))))
-
-    return f
 
 
 def _loop(model: EarlyExitViT, x: torch.Tensor, y: torch.Tensor, steps: int, batch_size: int, seed: int,
@@ -108,7 +98,7 @@ def train_stage1_(model: EarlyExitViT, data, *, config: TrainConfig | None = Non
     opt = torch.optim.AdamW([{"params": model.backbone.parameters(), "lr": config.lr_backbone},
                              {"params": model.heads.parameters(), "lr": config.lr_heads}],
                             weight_decay=config.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(steps))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(steps))
     weights = [float(b) for b in model.exit_blocks]
     depth = float(model.depth)
     model.train()
@@ -187,7 +177,7 @@ def train_stage2_(model: EarlyExitViT, data, *, config: TrainConfig | None = Non
     for p in model.heads.parameters():
         p.requires_grad_(True)
     opt = torch.optim.AdamW(model.heads.parameters(), lr=config.lr_heads, weight_decay=config.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(steps))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(steps))
     model.backbone.eval()  # frozen: no BatchNorm statistics updates, no dropout
     model.heads.train()
 

@@ -17,23 +17,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..schedule import warmup_cosine
 from .config import FinetuneConfig
 from .moe import MoEMlp
 
 log = logging.getLogger(__name__)
 
 MOE_LR_FACTOR = 0.2  # stage 2 of the recipe finetunes "at a lower lr" (methods.md §3)
-
-
-def _lr_lambda(total: int):
-    warm = max(1, total // 20)
-
-    def f(step: int) -> float:
-        if step < warm:
-            return (step + 1) / warm
-        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warm) / max(1, total - warm))))
-
-    return f
 
 
 def finetune_(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *,
@@ -52,7 +42,7 @@ def finetune_(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *,
     lr = config.lr * (MOE_LR_FACTOR if config.stage == "moe" else 1.0)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=config.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(steps))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(steps))
     gen = torch.Generator().manual_seed(config.seed)
     hist: list[dict] = []
     t0 = time.perf_counter()
