@@ -27,7 +27,7 @@ def test_compress_prints_one_line_per_stage_a_summary_and_json(tmp_path, teacher
     recipe.write_text(RECIPE)
     out = tmp_path / "run"
     r = subprocess.run([sys.executable, "-m", "edgevit", "compress", str(recipe), "--out", str(out), "--json",
-                        str(tmp_path / "s.json")], capture_output=True, text=True, timeout=300, check=False)
+                        str(tmp_path / "new" / "s.json")], capture_output=True, text=True, timeout=300, check=False)
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
     assert lines[0].startswith("[1/3] done 00_load") and "1.69 M parameters" in lines[0]
@@ -39,7 +39,7 @@ def test_compress_prints_one_line_per_stage_a_summary_and_json(tmp_path, teacher
     assert "INFO" not in r.stderr and "onnx_ir" not in r.stderr and "Warning" not in r.stderr, r.stderr
     log_text = (out / "compress.log").read_text()
     assert "01_eval: running" in log_text  # edgevit's INFO lines are in the run's log
-    summary = json.loads((tmp_path / "s.json").read_text())
+    summary = json.loads((tmp_path / "new" / "s.json").read_text())  # its folder is created
     assert [s["id"] for s in summary["stages"]] == ["00_load", "01_eval", "02_report"]
     ev = json.loads((out / "01_eval" / "record.json").read_text())
     assert summary["stages"][1]["metrics"]["top1"] == ev["metrics"]["top1"]
@@ -48,7 +48,8 @@ def test_compress_prints_one_line_per_stage_a_summary_and_json(tmp_path, teacher
     r = subprocess.run([sys.executable, "-m", "edgevit", "compress", str(recipe), "--out", str(out), "--resume",
                         "--json", "-"], capture_output=True, text=True, timeout=300, check=False)
     assert r.returncode == 0, r.stderr
-    assert json.loads(r.stdout)["stages"][1]["id"] == "01_eval"
+    stages = json.loads(r.stdout)["stages"]
+    assert stages[1]["id"] == "01_eval" and stages[1]["status"] == "skipped"
     assert "skip 01_eval" in r.stderr
 
 

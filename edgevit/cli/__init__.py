@@ -374,22 +374,24 @@ def _run_compress(args, recipe, out: Path) -> int:
         root.handlers = saved
         logging.captureWarnings(False)
         logfile.close()
-        if not ok and display.current is not None:
-            display.print(f"stage {display.current[2]} failed; finished stages are kept in {out} "
-                          f"(log: {out / 'compress.log'}); fix the cause and rerun with --resume")
+        if not ok:
+            display.print(f"(the run's log: {out / 'compress.log'})")
     display.print_summary(title)
     report = out / "report.html" if (out / "report.html").exists() else out / "report.md"
     display.out.print(f"run finished: {out}" + (f"  (report: {report})" if report.exists() else ""), markup=False,
                       highlight=False)
     if args.json:
+        skipped = {row["id"] for row in display.rows if row["status"].startswith("skipped")}
         summary = {"run_dir": str(out), "recipe": recipe.name, "report": str(report) if report.exists() else None,
-                   "stages": [{"id": r["id"], "stage": r["stage"], "status": r.get("status"),
+                   "stages": [{"id": r["id"], "stage": r["stage"],
+                               "status": "skipped" if r["id"] in skipped else r.get("status"),
                                "seconds": r.get("seconds"), "metrics": r.get("metrics"),
                                "artifact": r.get("artifact")} for r in records]}
         text = json.dumps(summary, indent=1, default=str) + "\n"
         if args.json == "-":
             sys.stdout.write(text)
         else:
+            Path(args.json).parent.mkdir(parents=True, exist_ok=True)
             tmp = Path(args.json + ".tmp")
             tmp.write_text(text)
             os.replace(tmp, args.json)

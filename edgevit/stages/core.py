@@ -67,7 +67,7 @@ def run_artifacts(ctx: StageContext, which: str, runtimes: list[str] | None) -> 
         art = ctx.artifact
         names = runtimes or ([_pick_runtime(ctx, art, None)] if art.kind == "torch" else
                              [r for r in ctx.recipe.runtimes if _runs(r, art)])
-        sid = next((k for k, a in reversed(list(ctx.artifacts.items())) if a is art), "current")
+        sid = next((k for k, a in ctx.artifacts.items() if a is art), "current")  # the stage that made it
         return [(sid, art, r) for r in names]
     names = runtimes or list(dict.fromkeys(["torch", *ctx.recipe.runtimes]))
     seen: set[str] = set()

@@ -34,6 +34,7 @@ class ShiftAddStage(Stage):
     description = "ShiftAddViT: MatAdd attention + power-of-two shift MLPs (or a [dense, shift] MoE); convert, finetune"
     consumes = ("torch",)
     produces = ("torch",)
+    new_model = True  # a converted model: files exported from the model before it are never handed on
 
     class Config(ConvertConfig):
         """Every :class:`~edgevit.methods.shiftadd.config.ConvertConfig` key plus the finetuning keys."""
