@@ -379,7 +379,7 @@ def _stage_failed(out: Path, tmp: Path, step: Step, exc: Exception, done: list[s
     log_path = _write_error_log(out, step, exc)
     kept = f"the finished stages ({', '.join(done)}) are intact in {out}" if done else f"nothing had finished in {out}"
     tb = f"the traceback is in {log_path}" if log_path else "the traceback could not be written (see above)"
-    tail = f"; {kept}; {tb}. Fix the cause, then rerun with --resume to continue from {step.id}"
+    tail = f"\n{kept}; {tb}. Fix the cause, then rerun with --resume to continue from {step.id}"
     head = f"stage {step.id} ({step.name}) failed: "
     cause = _storage_cause(exc)
     if cause is not None:

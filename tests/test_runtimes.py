@@ -277,7 +277,7 @@ def test_check_runtime_kind_and_availability():
     from edgevit.runtimes import check_runtime, get_runtime_class, runtime_loads
 
     assert not runtime_loads("torch", "onnx")
-    with pytest.raises(RuntimeLoadError, match="runtime 'torch' loads torch artefacts, but x.onnx is a 'onnx'"):
+    with pytest.raises(RuntimeLoadError, match="runtime 'torch' loads torch artefacts, but x.onnx is an 'onnx'"):
         check_runtime("torch", "onnx", "x.onnx")
     assert check_runtime("torch", "torch") is get_runtime_class("torch")
     ok, _ = get_runtime_class("tensorrt").availability()
