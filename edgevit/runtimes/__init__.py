@@ -256,7 +256,7 @@ def check_runtime(name: str, kind: str, where: str | Path = "the artefact") -> t
         hint = (f"Runtimes that load '{kind}' artefacts: {', '.join(others)}." if others
                 else f"No registered runtime loads '{kind}' artefacts.")
         raise RuntimeLoadError(
-            f"runtime '{name}' loads {', '.join(cls.kinds)} artefacts, but {where} is {"an" if kind[:1] in "aeiou" else "a"} '{kind}' artefact. {hint} "
+            f"runtime '{name}' loads {', '.join(cls.kinds)} artefacts, but {where} is {'an' if kind[:1] in 'aeiou' else 'a'} '{kind}' artefact. {hint} "
             f"Or export the model to a format '{name}' loads: {_export_hint(cls.kinds)}."
         )
     ok, why = cls.availability()
