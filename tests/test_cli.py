@@ -276,10 +276,10 @@ _EXPORT_FLAGS = {
                   "workspace_mib": 1024, "parity_samples": 64, "opset": 18}),
     "tvm": (["--model", "--checkpoint", "--arch", "--pretrained", "--out", "--target", "--mcpu", "--num-cores",
              "--trials", "--batch", "--work-dir", "--retune", "--tuning-timeout", "--cc", "--tolerance",
-             "--parity-samples", "--no-parity", "--data", "--data-dir", "--split", "--limit", "--json"],
-            ["--model", "--out"], {},
+             "--parity-samples", "--no-parity", "--kernels", "--data", "--data-dir", "--split", "--limit", "--json"],
+            ["--model", "--out"], {"--kernels": ["none", "shiftadd"]},
             {"target": "llvm", "trials": 256, "batch": 1, "tuning_timeout": 60.0, "parity_samples": 64,
-             "data": "fashion-mnist", "split": "test"}),
+             "kernels": "none", "data": "fashion-mnist", "split": "test"}),
 }
 
 

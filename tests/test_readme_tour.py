@@ -163,7 +163,7 @@ def test_every_tour_command_has_a_rule():
 
 def test_json_key_table_is_parsed():
     keys = documented_json_keys()
-    assert set(keys) == {"eval", "export onnx", "profile", "predict"}
+    assert set(keys) == {"eval", "export onnx", "profile", "profile --per-layer", "predict"}
     assert keys["predict"][0] == "predictions"
     assert keys["eval"][:3] == ["top1", "top5", "n"] and keys["profile"][0] == "results"
 
@@ -209,7 +209,7 @@ def test_tour_command(index, cmd, workdir, fmnist_test_small, teacher_available)
     if args[:2] == ["edgevit", "--help"] or args[:2] == ["edgevit", "list"]:
         assert r.stdout.strip()
     if "--dry-run" in args:
-        assert "02_export_onnx" in r.stdout and not (workdir / "runs" / "demo").exists()
+        assert "06_export_onnx" in r.stdout and "05_quantize          cascade:onnx → cascade:onnx" in r.stdout and not (workdir / "runs" / "demo").exists()
     if "--out" in args and "--dry-run" not in args:
         out = workdir / args[args.index("--out") + 1]
         assert out.exists(), f"{cmd}: --out {out} was not written"
