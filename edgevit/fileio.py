@@ -34,6 +34,7 @@ def atomic_output(path: str | Path, *, fsync: bool = True) -> Iterator[Path]:
         kill_point(f"write:{path.name}", partial_file=tmp)  # tests: die mid-write, leaving half the bytes
         if fsync:
             _fsync(tmp)
+        os.chmod(tmp, _FILE_MODE)  # what open() would give (safetensors writes 0600 files)
         os.replace(tmp, path)
         if fsync:
             _fsync(path.parent)
@@ -41,6 +42,15 @@ def atomic_output(path: str | Path, *, fsync: bool = True) -> Iterator[Path]:
         if tmp.is_file():
             tmp.unlink()
         raise
+
+
+def _default_file_mode() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+_FILE_MODE = _default_file_mode()
 
 
 def _fsync(path: Path) -> None:

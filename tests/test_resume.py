@@ -182,3 +182,16 @@ def test_comparable_record_drops_only_timings_and_run_history():
                                        "cache": {"reused": True, "path": "x"}, "export_time_s": 2.0}}
     assert pipeline.comparable_record(rec) == {"metrics": {"top1": 0.5, "latency": [{"batch": 1}],
                                                            "cache": {"path": "x"}}}
+
+
+def test_atomic_files_get_the_usual_permissions(tmp_path):
+    """Files written through atomic_output have the mode open() would give under the umask (safetensors alone
+    writes 0600 files, unreadable by the other users of a shared model folder)."""
+    import os
+
+    from edgevit.models import create, save_checkpoint
+
+    mask = os.umask(0)
+    os.umask(mask)
+    p = save_checkpoint(create("fmnist-vit-nano"), tmp_path / "m.safetensors")
+    assert p.stat().st_mode & 0o777 == 0o666 & ~mask
