@@ -209,7 +209,7 @@ def test_tour_command(index, cmd, workdir, fmnist_test_small, teacher_available)
     if args[:2] == ["edgevit", "--help"] or args[:2] == ["edgevit", "list"]:
         assert r.stdout.strip()
     if "--dry-run" in args:
-        assert "06_export_onnx" in r.stdout and "05_quantize          cascade:onnx → cascade:onnx" in r.stdout and not (workdir / "runs" / "demo").exists()
+        assert "07_export_onnx" in r.stdout and "06_quantize          cascade:onnx → cascade:onnx" in r.stdout and not (workdir / "runs" / "demo").exists()
     if "--out" in args and "--dry-run" not in args:
         out = workdir / args[args.index("--out") + 1]
         assert out.exists(), f"{cmd}: --out {out} was not written"
