@@ -609,3 +609,30 @@ def test_torch_model_over_ssh_goes_as_a_torch_export_archive(sshd, fmnist_test_s
     assert [r["batch"] for r in rows] == [1, 3] and all(r["runs"] == 5 for r in rows)
     assert rows[0]["runtime_info"]["runtime"] == "torch" and rows[0]["runtime_info"]["threads"] == 1
     assert rows[0]["params"] == sum(p.numel() for p in model.parameters())
+
+
+def test_a_port_that_is_not_ssh_is_named_as_such(tmp_path, capsys, tiny_onnx):
+    """A port that answers but is not sshd (here a plain TCP server that sends an HTTP line): one clear error, no
+    paramiko traceback on the terminal."""
+    import socket
+    import threading
+
+    from edgevit.cli import main
+
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(1)
+    port = srv.getsockname()[1]
+
+    def serve():
+        conn, _ = srv.accept()
+        conn.sendall(b"HTTP/1.0 400 Bad Request\r\n\r\n")
+        conn.close()
+
+    threading.Thread(target=serve, daemon=True).start()
+    onnx = tiny_onnx[0]
+    rc = main(["profile", str(onnx), "--runtime", "onnxruntime", "--remote", f"nobody@127.0.0.1:{port}",
+               "--known-hosts", str(tmp_path / "kh")])
+    err = capsys.readouterr().err
+    srv.close()
+    assert rc == 2 and "not as an SSH server" in err and "Traceback" not in err and "paramiko" not in err, err

@@ -127,6 +127,9 @@ class SSHSession:
                 log.warning("ignoring unreadable %s: %s", SYSTEM_KNOWN_HOSTS, exc)
         client.set_missing_host_key_policy(_HostKeyPolicy(self))
         user = t.user or _local_user()
+        # paramiko logs each failed handshake as a traceback on its own logger; the errors below say what happened
+        quiet = logging.getLogger("paramiko.transport")
+        level, quiet.level = quiet.level, logging.CRITICAL
         try:
             client.connect(t.host, port=t.port, username=user,
                            key_filename=str(self.identity) if self.identity else None,
@@ -167,11 +170,16 @@ class SSHSession:
                               f"(sudo systemctl start ssh) and listening on port {t.port}?") from exc
         except paramiko.SSHException as exc:
             client.close()
+            if "banner" in str(exc).lower():
+                raise RemoteError(f"{t.host}:{t.port} answered, but not as an SSH server ({exc}): check the port "
+                                  f"(sshd's is usually 22; user@host:PORT)") from exc
             raise RemoteError(f"SSH to {t} failed: {exc}. If the identity file is encrypted, load it into "
                               f"ssh-agent (ssh-add FILE) and leave out --identity") from exc
         except OSError as exc:
             client.close()
             raise RemoteError(f"cannot reach {t.host}:{t.port}: {exc.strerror or exc}") from exc
+        finally:
+            quiet.setLevel(level)
         return client
 
     def _accept(self, hostname: str, key) -> None:
