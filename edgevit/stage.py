@@ -223,6 +223,26 @@ def _config_or_none(cls: type[Stage]) -> Any:
         return None
 
 
+def _check_runtime_loads(where: str, name: str, config: Any, kinds) -> None:
+    """A measuring stage (eval, profile) of the current artefact that names its runtime(s): each must load the kind
+    the artefact will have, else :class:`~edgevit.errors.ConfigError` before anything runs."""
+    if config is None or getattr(config, "artifacts", "current") != "current":
+        return
+    names = [config.runtime] if isinstance(getattr(config, "runtime", None), str) else \
+        list(getattr(config, "runtimes", None) or [])
+    if not names:
+        return
+    from .errors import ConfigError
+    from .runtimes import runtime_loads
+
+    for r in names:
+        bad = sorted(k for k in kinds if not runtime_loads(r, k.split(":")[0]))
+        if bad:
+            raise ConfigError(f"{where} ({name}): runtime '{r}' does not load the run's current artefact there "
+                              f"({', '.join(describe_kind(k) for k in bad)}); pick a runtime that does "
+                              f"(`edgevit list runtimes`), or leave `runtime` out to use the recipe's")
+
+
 def _reads(cls: type[Stage], config: Any) -> tuple[str, ...]:
     return cls.reads(config) if config is not None else cls.consumes
 
@@ -299,6 +319,7 @@ def check_chain(entries: list[tuple[str, str, Any]], *, start: tuple[str, ...] =
         wanted = _reads(cls, config)
         if not wanted:
             inputs = reps[-1][0]
+            _check_runtime_loads(where, name, config, inputs)
         else:
             certain = [i for i, (ks, _, _) in enumerate(reps) if all(reads_kind(wanted, k) for k in ks)]
             if not certain:

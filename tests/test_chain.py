@@ -281,3 +281,16 @@ def test_nncf_route_with_the_speed_gate(chained, tmp_path):
     fastest = min(gate["candidates"], key=lambda c: c["latency_ms"])["precision"]
     assert gate["selected"] == fastest and q["artifact"]["meta"]["precision"] == fastest
     assert q["artifact"]["meta"]["graphs"] == "openvino" and records[3]["metrics"]["runtime"] == "cascade[openvino]"
+
+
+def test_a_named_runtime_that_cannot_load_the_artefact_is_refused_before_running(tmp_path):
+    """`eval` with `runtime: tvm` after export_onnx: refused by the static check, not after the export ran."""
+    from edgevit.errors import ConfigError
+    from edgevit.recipe import from_raw
+
+    raw = {"name": "rt", "model": {"name": "fmnist-vit-nano"}, "data": {"limit": 8},
+           "stages": [{"stage": "export_onnx"}, {"stage": "eval", "runtime": "tvm"}]}
+    with pytest.raises(ConfigError, match=r"stages.1 \(eval\): runtime 'tvm' does not load .*onnx"):
+        from_raw(raw)
+    raw["stages"][1]["runtime"] = "onnxruntime"
+    from_raw(raw)  # fine

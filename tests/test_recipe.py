@@ -251,14 +251,14 @@ def test_typo_still_gets_key_path_and_allowed_keys():
 # ------------------------------------------------------------------------- coercion as a user meets it: --set + CLI
 def test_set_values_are_read_as_yaml_and_typed():
     r = load_recipe(QUICKSTART, ["stages.3.batch=[1, 16]", "stages.1.simplify=false", "stages.1.tolerance=1e-3",
-                                 "stages.3.duration_s=1", "data.limit=null", "stages.2.runtime=torch",
+                                 "stages.3.duration_s=1", "data.limit=null", "stages.2.runtime=openvino",
                                  "targets=[raspberry-pi-5]"])
     exp, prof = r.stages[1].config, r.stages[3].config
     assert prof.batch == [1, 16] and all(type(b) is int for b in prof.batch)
     assert exp.simplify is False and exp.opset == 18  # untouched keys keep the file's values
     assert exp.tolerance == 0.001 and type(exp.tolerance) is float  # YAML 1.2 float without a dot
     assert prof.duration_s == 1.0 and type(prof.duration_s) is float  # an integer is a valid float
-    assert r.data.limit is None and r.stages[2].config.runtime == "torch" and r.targets == ["raspberry-pi-5"]
+    assert r.data.limit is None and r.stages[2].config.runtime == "openvino" and r.targets == ["raspberry-pi-5"]
     assert load_recipe(QUICKSTART, ["stages.3.batch=8"]).stages[3].config.batch == [8]  # one value for a list
 
 
