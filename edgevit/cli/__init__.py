@@ -63,10 +63,10 @@ def cmd_list(args) -> int:
         if not args.timm:
             print("(any timm model name also works; `edgevit list models --timm` lists them)")
     elif what == "exporters":
-        from ..format_registry import exporters
+        from .export import export_commands
 
-        for n in sorted(exporters()):
-            print(n)
+        for c in sorted(export_commands(), key=lambda c: c.name):  # the names `edgevit export NAME` takes
+            print(f"{c.name:12s} {c.help}")
     elif what == "targets":
         from ..profiling.hardware import HOST_NAME, list_profiles, load_profile
 
