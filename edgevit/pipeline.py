@@ -275,7 +275,8 @@ def check_same_recipe(out: Path, recipe: Recipe, steps: list[Step], *, rerun: se
         if first is not None and any(i >= first for i in finished):
             stale.append((path, a, b))
     if stale:
-        done = ", ".join(old_ids[i] for i in sorted(finished))
+        dependent = {i for p, _, _ in stale for i in finished if i >= _affected_step(p)}
+        done = ", ".join(old_ids[i] for i in sorted(dependent))
         lines = "\n".join(f"  {p}{_step_of(p, steps)}: {_short(a)} → {_short(b)}" for p, a, b in stale)
         raise ConfigError(
             f"--resume: {out} was run with another recipe; these keys differ and finished stages ({done}) depend "
