@@ -111,8 +111,9 @@ def test_resume_redoes_from_changed_stage(tmp_path, finished_run):
     shutil.copytree(src, out)
     changed = from_raw(apply_overrides(small_recipe(), ["stages.3.batch=[1]"]))
     # another recipe for finished stages: refused, listing the key, its stage and the values
-    with pytest.raises(ConfigError, match=r"(?s)stages\.3\.batch \(04_profile\): \[1, 2\] → \[1\].*--force"):
+    with pytest.raises(ConfigError, match=r"(?s)stages\.3\.batch \(04_profile\): \[1, 2\] → \[1\].*--force") as e:
         pipeline.run(changed, out, resume=True)
+    assert "finished stages (04_profile, 05_report) depend" in str(e.value)  # not the stages before it
     seen = []
     pipeline.run(changed, out, resume=True, force=True,
                  on_stage=lambda sid, rec, skipped: seen.append((sid, skipped)))
