@@ -59,6 +59,10 @@ RULES: tuple[Rule, ...] = (
          "runs the bundle path through a real OpenSSH server with a stand-in trtexec"),
     Rule("edgevit profile runs/x/model.onnx --runtime onnxruntime --until-stable", replace={"60": "1"},
          add=FAST_PROFILE),
+    # the INT8 IR comes from the (slow) quantize command; the default run compares torch only
+    # (tests/test_per_layer.py compares an INT8 model)
+    Rule("edgevit profile runs/x/model.onnx --runtime onnxruntime,openvino --batch 1,8 --per-layer",
+         replace={"fmnist-vit,runs/q/model_int8.xml": "fmnist-vit"}, add=FAST_PROFILE),
     Rule("edgevit profile runs/x/model.onnx", add=FAST_PROFILE),
     Rule("edgevit predict runs/x/model.onnx"),
     Rule("edgevit export openvino", add=("--parity-samples", "16"), slow=True),
@@ -195,7 +199,9 @@ def test_tour_command(index, cmd, workdir, fmnist_test_small, teacher_available)
         elif sub == "profile":
             rows = doc[keys["profile"][0]]
             batches = [int(b) for b in args[args.index("--batch") + 1].split(",")]
-            assert [row["batch"] for row in rows] == batches
+            runtimes = args[args.index("--runtime") + 1].split(",")
+            assert sorted({row["batch"] for row in rows}) == sorted(batches)  # every batch, for every runtime
+            assert {row["runtime"] for row in rows} >= set(runtimes) and len(rows) >= len(batches) * len(runtimes)
             for row in rows:
                 assert set(keys["profile"][1:]) <= set(row), f"{cmd}: missing {set(keys['profile'][1:]) - set(row)}"
                 assert row["median_ms"] <= row["p90_ms"] <= row["p99_ms"]
