@@ -37,29 +37,43 @@ def _shapes(type_shapes: Sequence[Mapping[str, Sequence[int]]] | None) -> list[t
     return out
 
 
+def kernels_by_run(events: Sequence[Mapping], *, skip_runs: int = 0) -> tuple[list[tuple[float, float]], list[list]]:
+    """The one reading of onnxruntime's profiler JSON (chrome-trace events) that the per-node tools share:
+    ``(runs, kernels)`` with ``runs`` the ``(start, end)`` µs of each ``model_run`` (Session category) in time
+    order after the first ``skip_runs``, and ``kernels[r]`` the ``<node>_kernel_time`` events (Node category) that
+    fall inside run ``r``, in the events' order. Kernels outside every kept run (warm-up) are left out."""
+    runs = sorted((float(e["ts"]), float(e["ts"]) + float(e["dur"])) for e in events
+                  if e.get("cat") == "Session" and e.get("name") == "model_run")[skip_runs:]
+    starts = np.array([r[0] for r in runs], dtype=np.float64)
+    kernels: list[list] = [[] for _ in runs]
+    for e in events:
+        if not runs or e.get("cat") != "Node" or not str(e.get("name", "")).endswith(KERNEL_SUFFIX):
+            continue
+        i = int(np.searchsorted(starts, e["ts"], side="right")) - 1
+        if i >= 0 and e["ts"] <= runs[i][1]:
+            kernels[i].append(e)
+    return runs, kernels
+
+
 def parse_ort_profile(events: Sequence[Mapping]) -> list[list[dict]]:
     """onnxruntime profiler events → one list per ``model_run`` of its kernels, in execution order:
     ``{"name", "op", "class", "input_shapes", "us"}`` (``class``: :func:`~edgevit.profiling.roofline.op_class`).
 
     Raises :class:`ConfigError` when the events hold no ``model_run`` (not an onnxruntime profile, or a session
     that never ran)."""
-    runs = sorted((e for e in events if e.get("cat") == "Session" and e.get("name") == "model_run"),
-                  key=lambda e: e["ts"])
+    runs, kernels = kernels_by_run(events)
     if not runs:
         raise ConfigError("no 'model_run' events in the profile: not an onnxruntime profile, or no run was profiled")
-    starts = np.array([r["ts"] for r in runs], dtype=np.float64)
-    ends = starts + np.array([r["dur"] for r in runs], dtype=np.float64)
-    out: list[list[dict]] = [[] for _ in runs]
-    for e in sorted((e for e in events if e.get("cat") == "Node" and str(e.get("name", "")).endswith(KERNEL_SUFFIX)),
-                    key=lambda e: e["ts"]):
-        i = int(np.searchsorted(starts, e["ts"], side="right")) - 1
-        if i < 0 or e["ts"] > ends[i]:
-            continue  # a kernel outside every timed run (should not happen): left out
-        args = e.get("args") or {}
-        op = str(args.get("op_name", ""))
-        shapes = _shapes(args.get("input_type_shape"))
-        out[i].append({"name": e["name"][:-len(KERNEL_SUFFIX)], "op": op, "class": op_class(op, shapes),
-                       "input_shapes": shapes, "us": float(e["dur"])})
+    out: list[list[dict]] = []
+    for run in kernels:
+        rows = []
+        for e in sorted(run, key=lambda e: e["ts"]):
+            args = e.get("args") or {}
+            op = str(args.get("op_name", ""))
+            shapes = _shapes(args.get("input_type_shape"))
+            rows.append({"name": e["name"][:-len(KERNEL_SUFFIX)], "op": op, "class": op_class(op, shapes),
+                         "input_shapes": shapes, "us": float(e["dur"])})
+        out.append(rows)
     return out
 
 

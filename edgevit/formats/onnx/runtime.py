@@ -293,27 +293,21 @@ def parse_ort_trace(events: list[dict], graph: dict[str, tuple[tuple[str, ...], 
     ms; ``args.op_name`` is its op type, ``args.provider`` its execution provider). ``graph`` (the optimised graph's
     ``{node: (inputs, outputs)}``) supplies the tensor names used to map fused nodes."""
     from ...profiling.layers import NodeTiming
+    from ...profiling.ort_nodes import KERNEL_SUFFIX, kernels_by_run
 
-    runs = sorted((e["ts"], e["ts"] + e["dur"]) for e in events
-                   if e.get("cat") == "Session" and e.get("name") == "model_run")[skip_runs:]
-    starts = np.array([r[0] for r in runs], dtype=np.float64)
+    runs, kernels = kernels_by_run(events, skip_runs=skip_runs)
     per_node: dict[str, np.ndarray] = {}
     info: dict[str, tuple[str, str | None]] = {}
     order: list[str] = []
-    for e in events:
-        name = e.get("name", "")
-        if e.get("cat") != "Node" or not name.endswith("_kernel_time") or not runs:
-            continue
-        k = int(np.searchsorted(starts, e["ts"], side="right")) - 1
-        if k < 0 or e["ts"] > runs[k][1]:
-            continue  # a warm-up run's node
-        node = name[: -len("_kernel_time")]
-        if node not in per_node:
-            per_node[node] = np.zeros(len(runs))
-            args = e.get("args") or {}
-            info[node] = (args.get("op_name", ""), args.get("provider"))
-            order.append(node)
-        per_node[node][k] += e["dur"] / 1e3
+    for k, run in enumerate(kernels):
+        for e in run:
+            node = e["name"][: -len(KERNEL_SUFFIX)]
+            if node not in per_node:
+                per_node[node] = np.zeros(len(runs))
+                args = e.get("args") or {}
+                info[node] = (args.get("op_name", ""), args.get("provider"))
+                order.append(node)
+            per_node[node][k] += e["dur"] / 1e3
     graph = graph or {}
     nodes = []
     for node in order:
