@@ -131,6 +131,26 @@ def find_step(steps: list[Step], ref: str, flag: str) -> Step:
 
 
 # ----------------------------------------------------------------------------------------------- keys
+def select_steps(steps: list[Step], *, until: str | None = None, only: str | None = None,
+                 from_stage: str | None = None) -> tuple[int, int, set[int]]:
+    """``(first, last, rerun)``: the step indices a partial run walks (inclusive) and those it redoes even when
+    finished (``--only``: that stage; ``--from``: it and every later one). Shared by :func:`run` and
+    ``edgevit compress --dry-run``, so the plan printed is the plan run. Raises :class:`ConfigError` for more than
+    one of the three, or a stage reference that is not in the recipe."""
+    if sum(x is not None for x in (until, only, from_stage)) > 1:
+        raise ConfigError("--until, --only and --from are exclusive; give one of them")
+    first, last, rerun = 0, len(steps) - 1, set()
+    if until is not None:
+        last = find_step(steps, until, "--until").index
+    if only is not None:
+        first = last = find_step(steps, only, "--only").index
+        rerun = {first}
+    if from_stage is not None:
+        first = find_step(steps, from_stage, "--from").index
+        rerun = set(range(first, len(steps)))
+    return first, last, rerun
+
+
 def _sha(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
 
@@ -414,17 +434,7 @@ def run(recipe: Recipe, out_dir: str | Path, *, resume: bool = False, force: boo
     out = check_run_dir(out_dir)
     plan(recipe)  # the stages chain (checked when the recipe was read; again for a Recipe built in Python)
     steps = steps_of(recipe)
-    if sum(x is not None for x in (until, only, from_stage)) > 1:
-        raise ConfigError("--until, --only and --from are exclusive; give one of them")
-    first, last, rerun = 0, len(steps) - 1, set()
-    if until is not None:
-        last = find_step(steps, until, "--until").index
-    if only is not None:
-        first = last = find_step(steps, only, "--only").index
-        rerun = {first}
-    if from_stage is not None:
-        first = find_step(steps, from_stage, "--from").index
-        rerun = set(range(first, len(steps)))
+    first, last, rerun = select_steps(steps, until=until, only=only, from_stage=from_stage)
     partial = until is not None or only is not None or from_stage is not None
     resume = resume or partial
     try:

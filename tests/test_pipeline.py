@@ -2,6 +2,7 @@ import json
 import shutil
 
 import pytest
+import yaml
 
 from edgevit import pipeline
 from edgevit.errors import ConfigError, EdgevitError
@@ -177,10 +178,34 @@ def test_cli_partial_flags_and_unknown_stage(tmp_path, capsys):
 
     assert main(["compress", "examples/recipes/minimal.yaml", "--out", str(tmp_path / "r"), "--dry-run",
                  "--until", "export_onnx"]) == 0
+    plan = {ln.split()[1]: ln.split()[0] for ln in capsys.readouterr().out.splitlines() if ln.startswith("  ")
+            and ln.split()[1][:2].isdigit()}  # the dry run prints what the same flags would run
+    assert plan == {"00_load": "run", "01_eval": "run", "02_export_onnx": "run", "03_eval": "skip",
+                    "04_profile": "skip", "05_report": "skip"}, plan
     assert main(["compress", "examples/recipes/minimal.yaml", "--out", str(tmp_path / "r"), "--dry-run",
                  "--from", "quantize"]) == 2
     err = capsys.readouterr().err
     assert "--from quantize: no such stage in this recipe" in err and "02_export_onnx" in err
+
+
+def test_dry_run_shows_what_resume_and_from_would_do(tmp_path, finished_run, capsys):
+    from edgevit.cli import main
+
+    src, _ = finished_run
+    out = _copy(src, tmp_path / "copy")
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(yaml.safe_dump(small_recipe()))
+    assert main(["compress", str(recipe), "--out", str(out), "--dry-run", "--from", "profile"]) == 0
+    plan = {ln.split()[1]: ln.split()[0] for ln in capsys.readouterr().out.splitlines() if ln.startswith("  ")
+            and ln.split()[1][:2].isdigit()}
+    assert plan == {"00_load": "use", "01_eval": "use", "02_export_onnx": "use", "03_eval": "use",
+                    "04_profile": "redo", "05_report": "redo"}, plan
+    assert main(["compress", str(recipe), "--out", str(out), "--dry-run", "--resume"]) == 0
+    plan = {ln.split()[1]: ln.split()[0] for ln in capsys.readouterr().out.splitlines() if ln.startswith("  ")
+            and ln.split()[1][:2].isdigit()}
+    assert set(plan.values()) == {"reuse?"}, plan
+    assert main(["compress", str(recipe), "--out", str(tmp_path / "new"), "--dry-run", "--only", "report"]) == 0
+    assert "MISSING 04_profile" in capsys.readouterr().out
 
 
 def test_changed_library_version_redoes_the_stage_with_a_notice(tmp_path, finished_run, caplog):

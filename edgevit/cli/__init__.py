@@ -308,15 +308,27 @@ def cmd_compress(args) -> int:
     recipe = load_recipe(args.recipe, args.set)
     out = pipeline.check_run_dir(args.out or recipe.output or f"runs/{recipe.name}")
     steps = pipeline.plan(recipe)
-    for flag, ref in (("--until", args.until), ("--only", args.only), ("--from", args.from_stage)):
-        if ref is not None:  # a stage name that is not in the recipe fails before anything runs (--dry-run too)
-            pipeline.find_step(pipeline.steps_of(recipe), ref, flag)
+    # a stage name that is not in the recipe, or two of --until/--only/--from, fail before anything runs (--dry-run too)
+    first, last, rerun = pipeline.select_steps(pipeline.steps_of(recipe), until=args.until, only=args.only,
+                                               from_stage=args.from_stage)
     if args.dry_run:
         from ..stages import STAGES
 
+        partial = args.until is not None or args.only is not None or args.from_stage is not None
+        resume = args.resume or partial
         print(f"recipe {args.recipe} is valid; plan for {out} (keys that differ from the stage's defaults; "
               f"`edgevit list stages -v` lists them all):")
-        for s in steps:
+        for i, s in enumerate(steps):
+            if i < first:  # --only/--from read the finished stages before theirs
+                action = "use" if pipeline.read_record(out / s["id"]) is not None else "MISSING"
+            elif i > last:
+                action = "skip"  # after --until/--only
+            elif i in rerun:
+                action = "redo"
+            elif resume and pipeline.read_record(out / s["id"]) is not None:
+                action = "reuse?"  # reused when its resume key still matches, redone otherwise
+            else:
+                action = "run"
             defaults = {}
             if s["stage"] != "load":
                 try:
@@ -325,7 +337,10 @@ def cmd_compress(args) -> int:
                     defaults = {}
             conf = {k: v for k, v in s["config"].items() if k != "stage" and (k not in defaults or defaults[k] != v)}
             kinds = f"{'|'.join(s['reads']) or '-'} → {'|'.join(s['hands_on'])}"
-            print(f"  {s['id']:20s} {kinds:34s} {json.dumps(conf) if conf else ''}")
+            print(f"  {action:6s} {s['id']:20s} {kinds:34s} {json.dumps(conf) if conf else ''}")
+        print("  (run: runs; redo: reruns though finished; reuse?: finished in the run directory, reused when its "
+              "resume key still matches; use: a finished earlier stage --only/--from reads; MISSING: not finished, "
+              "so --only/--from would stop; skip: after --until/--only)")
         return 0
 
     return _run_compress(args, recipe, out)
