@@ -181,14 +181,15 @@ def _busy_loops(n: int) -> list[subprocess.Popen]:
 
 
 @linux_only
-def test_busy_loops_on_every_core_make_the_verdict_contended(ort_one_thread):
+def test_busy_loops_on_every_core_make_the_verdict_contended(ort_one_thread, caplog):
     from edgevit.profiling import profile_runtime
 
     cores = len(os.sched_getaffinity(0))
     n = 2 * cores + 2
     procs = _busy_loops(n)
     try:
-        (row,) = profile_runtime(ort_one_thread, **FAST)
+        with caplog.at_level("INFO", logger="edgevit.profiling.latency"):
+            (row,) = profile_runtime(ort_one_thread, **FAST, warn=False)
     finally:
         for p in procs:
             p.kill()
@@ -203,6 +204,26 @@ def test_busy_loops_on_every_core_make_the_verdict_contended(ort_one_thread):
     assert "these numbers are not this model's latency" in s["message"]
     assert s["procs_running"]["after"] >= n  # the loops were runnable during the window
     assert f"on {os.cpu_count()} core" in s["message"]  # the load average, named with the CPU count
+    # warn=False (the profile stage, which sums up its rows in one warning): the row's message is logged at INFO
+    (rec,) = [r for r in caplog.records if "contended" in r.getMessage()]
+    assert rec.levelname == "INFO"
+
+
+def test_profile_stage_sums_up_contended_rows_in_one_warning(caplog):
+    from edgevit.stages.core import _warn_contended
+
+    msg = ("contended: this process waited for a CPU 87% of the time it was ready to run (load average 9.9 on 2 "
+           "cores) during the timed window; these numbers are not this model's latency. Measure again")
+    rows = [{"artifact_id": "00_load", "runtime": "torch", "batch": b, "stability": {"verdict": v, "message": msg}}
+            for b, v in ((1, "contended"), (8, "stable"), (16, "contended"))]
+    with caplog.at_level("WARNING", logger="edgevit.stages.core"):
+        _warn_contended(rows)
+        _warn_contended(rows[1:2])  # nothing contended: nothing said
+    (rec,) = caplog.records
+    text = rec.getMessage()
+    assert text.startswith("profile: 2 of 3 latency rows were timed on a contended machine (00_load/torch b1, "
+                           "00_load/torch b16)"), text
+    assert "waited for a CPU 87%" in text and "--only profile" in text and "these numbers" not in text
 
 
 @linux_only

@@ -37,7 +37,7 @@ METHOD = ("time.perf_counter_ns around each runtime.run(batch) call (includes th
 def profile_runtime(runtime, *, batch_sizes: Sequence[int] = (1,), warmup_s: float = 0.5, min_warmup: int = 5,
                     runs: int | None = None, duration_s: float = 3.0, min_runs: int = 10, max_runs: int = 10000,
                     inputs: np.ndarray | None = None, progress: bool | None = None, until_stable: bool = False,
-                    max_duration_s: float = 60.0) -> list[dict]:
+                    max_duration_s: float = 60.0, warn: bool = True) -> list[dict]:
     """Time ``runtime.run`` at each batch size; one result dict per batch size.
 
     ``inputs`` — a real, preprocessed NCHW batch (preferred; rows are repeated to fill larger batches). An
@@ -56,6 +56,9 @@ def profile_runtime(runtime, *, batch_sizes: Sequence[int] = (1,), warmup_s: flo
     of the timed window), ``memory`` (peak RSS of this process during the batch's warm-up and timed calls, MiB;
     :class:`~edgevit.profiling.resources.PeakRss`; ``peak_rss_mb`` repeats its peak) and ``energy`` (RAPL energy per
     inference where the host exposes it, else the reason; :func:`~edgevit.profiling.resources.energy_record`).
+
+    ``warn``: log a contended row as a warning (default); a caller that summarises many rows passes False and
+    the row is logged at INFO.
 
     ``until_stable``: time in windows of ``duration_s`` (or ``runs`` calls) until the medians of the last
     :data:`SETTLE_WINDOWS` windows agree within :data:`SETTLE_TOLERANCE` and none of them was contended, or until
@@ -123,7 +126,7 @@ def profile_runtime(runtime, *, batch_sizes: Sequence[int] = (1,), warmup_s: flo
             "runtime_info": info,
             "system": stamp,
         }
-        log.log(logging.WARNING if stability["verdict"] == "contended" else logging.INFO,
+        log.log(logging.WARNING if warn and stability["verdict"] == "contended" else logging.INFO,
                 "%s batch %d: median %.3f ms, p90 %.3f ms over %d runs; %s", row["runtime"], batch, row["median_ms"],
                 row["p90_ms"], row["runs"], stability["message"])
         results.append(row)

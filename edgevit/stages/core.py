@@ -265,7 +265,8 @@ class ProfileStage(Stage):
             runtime = load_runtime(r, a, threads=config.threads, **opts)
             for row in profile_runtime(runtime, batch_sizes=tuple(config.batch), warmup_s=config.warmup_s,
                                        duration_s=config.duration_s, min_runs=config.min_runs, inputs=real,
-                                       until_stable=config.until_stable, max_duration_s=config.max_duration_s):
+                                       until_stable=config.until_stable, max_duration_s=config.max_duration_s,
+                                       warn=False):  # one summary warning below, not one per row
                 row["artifact"] = a.kind
                 row["artifact_id"] = sid
                 if a.kind == "cascade":
@@ -283,6 +284,7 @@ class ProfileStage(Stage):
                     row["variant"] = p["variant"]
                     layers.append(p)
             runtime.close()
+        _warn_contended(results)
         predictions = _predictions(ctx, results) if ctx.recipe.targets else []
         metrics = {"latency": results, "predictions": predictions,
                    "stability": worst([r["stability"]["verdict"] for r in results])}
@@ -295,6 +297,18 @@ class ProfileStage(Stage):
             except ImportError as exc:
                 log.warning("no per-layer plot: %s", exc)
         return StageOutput(art, metrics)
+
+
+def _warn_contended(rows: list[dict]) -> None:
+    """One warning for every contended latency row of a profile stage (each row's own message is in the log)."""
+    bad = [r for r in rows if (r.get("stability") or {}).get("verdict") == "contended"]
+    if not bad:
+        return
+    names = ", ".join(f"{r.get('artifact_id', '?')}/{r['runtime']} b{r['batch']}" for r in bad[:4])
+    more = f" and {len(bad) - 4} more" if len(bad) > 4 else ""
+    log.warning("profile: %d of %d latency rows were timed on a contended machine (%s%s): %s Re-run the stage on a "
+                "quiet machine (`edgevit compress RECIPE --out RUN --only profile`) or set until_stable: true",
+                len(bad), len(rows), names, more, bad[0]["stability"]["message"].split("; these numbers")[0] + ".")
 
 
 EXIT_MIX_IMAGES = 256  # real images a cascade is timed on (cycled), so the exit mix is the data's, not 8 images'
