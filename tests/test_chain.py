@@ -294,3 +294,35 @@ def test_a_named_runtime_that_cannot_load_the_artefact_is_refused_before_running
         from_raw(raw)
     raw["stages"][1]["runtime"] = "onnxruntime"
     from_raw(raw)  # fine
+
+
+def test_a_changed_budget_recalibrates_without_training_the_heads_again(chained, tmp_path, monkeypatch):
+    """Only calibration keys changed (budget): the early_exit stage runs again (another key) but reuses the heads
+    its previous folder trained from the same model, data and training keys; a training key change trains."""
+    from safetensors.torch import load_file
+
+    from edgevit import pipeline
+    from edgevit.methods.early_exit import run as ee_run
+
+    src, rec = chained
+    sid = rec["early_exit"]["id"]
+    out = tmp_path / "rebudget"
+    out.mkdir()
+    for d in ("00_load", sid):
+        shutil.copytree(src / d, out / d)
+    old = load_file(out / sid / "early_exit.safetensors")
+
+    def no_training(*a, **k):
+        raise AssertionError("the heads were trained again")
+
+    monkeypatch.setattr(ee_run, "train_run", no_training)
+    (r,) = [x for x in pipeline.run(recipe([{**EE, "budget": 0.0}]), out, resume=True) if x["stage"] == "early_exit"]
+    tr = json.loads((out / sid / "train.json").read_text())
+    assert tr["reused_from"] == sid and tr["train_fingerprint"]
+    new = load_file(out / sid / "early_exit.safetensors")
+    assert old.keys() == new.keys() and all((old[k] == new[k]).all() for k in old)
+    assert r["config"]["budget"] == 0.0
+    cal = json.loads((out / sid / "calibration.json").read_text())
+    assert cal["budget_pt"] == 0.0
+    with pytest.raises(Exception, match="the heads were trained again"):  # a training key changed: trains
+        pipeline.run(recipe([{**EE, "budget": 0.0, "alpha": 0.5}]), out, resume=True, force=True)

@@ -28,10 +28,12 @@ import dataclasses
 import json
 import logging
 import shutil
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, model_validator
 
+from ..artifact import file_sha256, write_json
 from ..methods.early_exit.config import TrainConfig
 from ..stage import Stage, StageContext, StageOutput, register_stage
 
@@ -96,12 +98,17 @@ class EarlyExitStage(Stage):
         # (train.json is written after the checkpoint, calibration.json after the timing) is reused, so a resumed
         # run keeps the thresholds the interrupted one measured instead of timing again
         out = ctx.out_dir
+        fingerprint = _train_fingerprint(src, d, config, tc)
         if (out / "train.json").is_file() and (out / CHECKPOINT).is_file():
             tr = json.loads((out / "train.json").read_text())
             log.info("early exits: heads trained before the interruption (%s), not training again", out / CHECKPOINT)
+        elif (tr := _reuse_training(out, fingerprint)) is not None:
+            pass
         else:
             tr = train_run(copy.deepcopy(src.load_model()), out, data=d.name, data_dir=d.data_dir,
                            holdout=config.holdout, limit=config.train_limit, config=tc)
+            tr["train_fingerprint"] = fingerprint
+            write_json(out / "train.json", tr)
         if (out / CALIBRATION).is_file():
             cal = json.loads((out / CALIBRATION).read_text())
             log.info("early exits: thresholds calibrated before the interruption (%s), not timing again",
@@ -130,3 +137,44 @@ class EarlyExitStage(Stage):
             metrics["if_form"] = if_form["path"]
             metrics["if_form_max_abs_diff"] = if_form["parity_vs_cascade"]["max_abs_diff"]
         return StageOutput(art, metrics, parity=par)
+
+
+def _train_fingerprint(src, data, config, train_config: TrainConfig) -> str | None:
+    """What the trained heads depend on: the input model's file, the data and split, every training key and the
+    versions of the libraries that train. None (never reused) for an input without a file."""
+    import hashlib
+
+    from ..config import to_dict
+    from ..versions import library_versions
+
+    if src.path is None or not Path(src.path).is_file():
+        return None
+    versions = library_versions()
+    parts = {"model": file_sha256(src.path), "data": [data.name, data.data_dir], "holdout": config.holdout,
+             "train_limit": config.train_limit, "train": to_dict(train_config),
+             "libraries": {k: versions.get(k) for k in ("torch", "timm", "numpy")}}
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _reuse_training(out: Path, fingerprint: str | None) -> dict | None:
+    """The heads of this stage's previous finished folder (``<id>`` beside ``<id>.tmp``), copied into ``out``, when
+    they were trained from the same fingerprint: a recipe change to calibration or export keys only (``budget``,
+    ``criterion``, ``runtime``, ``if_form``, ...) recalibrates without training again. None otherwise."""
+    from ..methods.early_exit.run import CHECKPOINT
+
+    prev = out.with_name(out.name.removesuffix(".tmp"))
+    if fingerprint is None or prev == out:
+        return None
+    try:
+        tr = json.loads((prev / "train.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if tr.get("train_fingerprint") != fingerprint or not (prev / CHECKPOINT).is_file():
+        return None
+    shutil.copy2(prev / CHECKPOINT, out / CHECKPOINT)
+    tr["checkpoint"] = str(out / CHECKPOINT)
+    tr["reused_from"] = prev.name
+    write_json(out / "train.json", tr)
+    log.info("early exits: the heads in %s were trained from the same model, data and training keys; reusing them "
+             "(only calibration or export keys changed)", prev)
+    return tr
