@@ -8,6 +8,7 @@ Stages must be importable without torch or any backend: heavy imports go inside 
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -209,7 +210,15 @@ def _kinds_phrase(kinds) -> str:
 def _same_artifact(a: Artifact, b: Artifact) -> bool:
     if a is b:
         return True
-    return a.kind == b.kind and a.path is not None and b.path is not None and str(a.path) == str(b.path)
+    return a.kind == b.kind and a.path is not None and b.path is not None and artifact_file_key(a) == artifact_file_key(b)
+
+
+def artifact_file_key(art: Artifact) -> str | None:
+    """The artefact's file as one canonical string (``run/04_eval/../03_distill/x`` and ``run/03_distill/x`` are one
+    file), or None for an in-memory artefact."""
+    if art.path is None:
+        return None
+    return os.path.realpath(art.path)
 
 
 def _article(kind: str) -> str:

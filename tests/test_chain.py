@@ -136,6 +136,27 @@ def test_run_time_hands_each_stage_the_artefact_of_the_current_model(tmp_path):
         ctx.consumed(STAGES.get("export_tvm"), STAGES.get("export_tvm").Config())
 
 
+def test_all_artifacts_measures_one_file_reached_by_two_paths_once(tmp_path):
+    """A measuring stage hands its input on; a resumed record names it relative to its own folder
+    (``04_eval/../03_distill/student.safetensors``): ``artifacts: all`` must still time that file once."""
+    from edgevit.artifact import Artifact
+    from edgevit.spec import InputSpec
+    from edgevit.stages import StageContext
+    from edgevit.stages.core import run_artifacts
+
+    spec = InputSpec((1, 28, 28), (0.5,), (0.5,))
+    (tmp_path / "03_distill").mkdir()
+    (tmp_path / "04_eval").mkdir()
+    (tmp_path / "03_distill" / "student.safetensors").write_bytes(b"x")
+    art = {"03_distill": Artifact(kind="torch", spec=spec, path=tmp_path / "03_distill" / "student.safetensors"),
+           "04_eval": Artifact(kind="torch", spec=spec, path=tmp_path / "04_eval/../03_distill/student.safetensors")}
+    ctx = StageContext(recipe=from_raw({"name": "x", "model": {"name": "fmnist-vit-tiny"}, "runtimes": [],
+                                        "stages": [{"stage": "eval"}]}),
+                       artifact=art["04_eval"], out_dir=tmp_path, run_dir=tmp_path,
+                       records=[{"id": k, "stage": k[3:]} for k in art], artifacts=art)
+    assert run_artifacts(ctx, "all", ["torch"]) == [("03_distill", art["03_distill"], "torch")]
+
+
 # ------------------------------------------------------------------------------------------ a real chained run
 
 

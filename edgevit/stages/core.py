@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 from pydantic import Field, model_validator
 
 from ..config import ConfigModel
-from ..stage import Stage, StageContext, StageOutput, register_stage
+from ..stage import Stage, StageContext, StageOutput, artifact_file_key, register_stage
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +73,7 @@ def run_artifacts(ctx: StageContext, which: str, runtimes: list[str] | None) -> 
     seen: set[str] = set()
     out = []
     for sid, art in ctx.artifacts.items():
-        key = str(art.path) if art.path is not None else f"{sid}:{id(art)}"
+        key = artifact_file_key(art) or f"{sid}:{id(art)}"  # one file reached by two paths is measured once
         if key in seen:
             continue
         seen.add(key)
