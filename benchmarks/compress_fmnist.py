@@ -82,7 +82,7 @@ def final_label(arts) -> str:
     return kept[-1][0]
 
 
-def runtimes_for(art, onnx_dir: Path, threads: int):
+def runtimes_for(art, onnx_dir: Path, threads: int, parity_images):
     """``[(runtime name, Runtime)]`` for one artefact: torch models on torch, ONNX Runtime and OpenVINO (through an
     ONNX export written once into ``onnx_dir``), cascades on every runtime that hosts them."""
     from edgevit.api import export
@@ -96,7 +96,7 @@ def runtimes_for(art, onnx_dir: Path, threads: int):
         pairs.append(("torch", load_runtime("torch", art, threads=threads)))
         onnx = onnx_dir / f"{Path(art.path).parent.name}.onnx"
         if not onnx.exists():
-            export(art.load_model(), "onnx", out=onnx)
+            export(art.load_model(), "onnx", out=onnx, parity_images=parity_images)
         for name in ("onnxruntime", "openvino"):
             pairs.append((name, load_runtime(name, onnx, threads=threads)))
     else:
@@ -132,12 +132,12 @@ def main(argv=None) -> int:
 
     pairs = []  # (label, stage id, runtime name, Runtime)
     for label, sid, art in arts:
-        for name, rt in runtimes_for(art, onnx_dir, args.threads):
+        for name, rt in runtimes_for(art, onnx_dir, args.threads, data.images[:64]):
             pairs.append((label, sid, name, rt))
     for _, _, _, rt in pairs:  # warm-up
         for i in range(min(args.warmup, n)):
             rt.run(x[i:i + 1])
-        if hasattr(rt, "exit_counts"):
+        if getattr(rt, "exit_counts", None) is not None:
             rt.exit_counts[:] = 0
 
     times = {k: np.zeros(n) for k in range(len(pairs))}
@@ -162,7 +162,7 @@ def main(argv=None) -> int:
         row = {"artifact": label, "stage_id": sid, "runtime": name, "top1": float((preds[k] == y).mean()),
                "mean_ms": float(t.mean()), "median_ms": float(np.median(t)), "p90_ms": float(np.percentile(t, 90)),
                "n": int(n)}
-        if hasattr(rt, "exit_counts"):
+        if getattr(rt, "exit_counts", None) is not None:
             counts = np.asarray(rt.exit_counts, dtype=float)
             row["exit_rates"] = [round(float(v), 4) for v in counts / max(counts.sum(), 1)]
         rows.append(row)
