@@ -332,3 +332,18 @@ def test_tensorrt_refuses_asymmetric_qdq_and_builds_no_engine_without_tensorrt(s
         export_tensorrt_cascade(small_cascade[0], tmp_path / "x", bundle=False)
     with pytest.raises(ConfigError, match="needs real calibration images"):
         export_tensorrt_cascade(small_cascade[0], tmp_path / "y", precision="int8")
+
+
+def test_cli_export_tensorrt_takes_a_cascade_manifest(small_cascade, tmp_path, capsys):
+    from edgevit.cli import main
+
+    manifest = str(small_cascade[0])
+    assert main(["export", "tensorrt", manifest, "--precision", "fp16", "--out", str(tmp_path / "x")]) == 2
+    assert "--bundle" in capsys.readouterr().err  # no TensorRT here: an engine build is refused before any work
+    assert main(["export", "tensorrt", manifest, "--bundle", "--precision", "fp16", "--max-batch", "4",
+                 "--out", str(tmp_path / "b"), "--json", str(tmp_path / "r.json")]) == 0
+    assert "bundle of the early-exit cascade" in capsys.readouterr().out
+    rec = json.loads((tmp_path / "r.json").read_text())
+    assert rec["kind"] == "cascade" and {g["mode"] for g in rec["bundle"]["graphs"]} == {"fp16"}
+    assert all("--fp16" in g["command"] and "tokens:4x50x96" in g["command"] or g["name"] == "segment_0"
+               for g in rec["bundle"]["graphs"])
