@@ -163,7 +163,8 @@ def _artifact_in_dir(d: Path) -> Path:
     if fmt == BUNDLE_FORMAT and (d / "engines" / MANIFEST).is_file():  # the bundle of an early-exit cascade
         cascade = d / "engines" / MANIFEST
         try:
-            entries = [*json.loads(cascade.read_text())["segments"], *json.loads(cascade.read_text())["exits"]]
+            cm = json.loads(cascade.read_text())
+            entries = [*cm["segments"], *cm["exits"]]
         except (OSError, ValueError, KeyError, TypeError):
             entries = []
         if entries and all((cascade.parent / e.get("file", "")).is_file() for e in entries):
