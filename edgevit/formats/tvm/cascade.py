@@ -16,8 +16,9 @@ fmnist-vit-tiny graphs: batches 1, 3 and 8 through one library match onnxruntime
 
 No MetaSchedule tuning: it tunes static shapes, and these graphs have a symbolic batch, so a tuning database would
 not apply (``trials`` > 0 is recorded as a warning and ignored). Untuned CPU code is slower than onnxruntime /
-OpenVINO (numbers in BENCHMARKS.md); the cascade on TVM is there for targets those runtimes do not cover. Compiling
-the nine graphs of a four-exit fmnist-vit-tiny cascade took ~25 s on 2 busy cores (FP32), ~40 s (INT8 QDQ).
+OpenVINO (measured: 4× per image at batch 1, 10× in batches of 100; BENCHMARKS.md); the cascade on TVM is there for
+targets those runtimes do not cover. Compiling the nine graphs of a four-exit cascade on 2 busy cores took 23 s
+(FP32) and 46 s (INT8 QDQ) for fmnist-vit-tiny, 52 s and 78 s for fmnist-vit-micro (load average 10).
 
 INT8 QDQ graphs: TVM's ONNX importer maps ``QuantizeLinear``/``DequantizeLinear`` to ``relax.quantize`` /
 ``relax.dequantize``, which legalize to float arithmetic with the same rounding and saturation: the library

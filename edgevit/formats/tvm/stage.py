@@ -98,6 +98,9 @@ class ExportTvmStage(Stage):
     def _cascade(self, ctx: StageContext, config: Config, src, images) -> StageOutput:
         from .cascade import export_tvm_cascade
 
+        if config.batch != 1:
+            log.warning("export_tvm: batch %d does not apply to a cascade: its libraries take any batch (symbolic)",
+                        config.batch)
         result = export_tvm_cascade(src.path, ctx.out_dir / "cascade", target=config.target, mcpu=config.mcpu,
                                     trials=config.trials, parity_images=images)
         result.artifact.source = src.source
