@@ -347,3 +347,19 @@ def test_cli_export_tensorrt_takes_a_cascade_manifest(small_cascade, tmp_path, c
     assert rec["kind"] == "cascade" and {g["mode"] for g in rec["bundle"]["graphs"]} == {"fp16"}
     assert all("--fp16" in g["command"] and "tokens:4x50x96" in g["command"] or g["name"] == "segment_0"
                for g in rec["bundle"]["graphs"])
+
+
+def test_cli_export_tvm_cascade(small_cascade, tmp_path, capsys):
+    pytest.importorskip("tvm", reason="apache-tvm is not installed (pip install 'edgevit[tvm]')")
+    from edgevit.cli import main
+
+    manifest = str(small_cascade[0])
+    assert main(["export", "tvm", "--out", str(tmp_path / "x")]) == 2
+    assert "either --model NAME" in capsys.readouterr().err
+    assert main(["export", "tvm", "--model", "fmnist-vit-tiny", "--cascade", manifest, "--out", str(tmp_path / "x")]) == 2
+    assert main(["export", "tvm", "--cascade", manifest, "--parity-samples", "16", "--out", str(tmp_path / "t"),
+                 "--json", str(tmp_path / "r.json")]) == 0
+    assert "wrote the TVM cascade" in capsys.readouterr().out
+    rec = json.loads((tmp_path / "r.json").read_text())
+    assert rec["backend"] == "tvm" and rec["n"] == 16 and rec["exit_agreement"] == 1.0
+    assert (tmp_path / "t" / "segment_0.so").exists() and (tmp_path / "t" / "segment_0.so.tvm.json").exists()
