@@ -349,14 +349,25 @@ def test_cli_export_tensorrt_takes_a_cascade_manifest(small_cascade, tmp_path, c
                for g in rec["bundle"]["graphs"])
 
 
-def test_cli_export_tvm_cascade(small_cascade, tmp_path, capsys):
-    pytest.importorskip("tvm", reason="apache-tvm is not installed (pip install 'edgevit[tvm]')")
+def test_cli_export_tvm_needs_one_source(small_cascade, tmp_path, capsys):
     from edgevit.cli import main
 
     manifest = str(small_cascade[0])
     assert main(["export", "tvm", "--out", str(tmp_path / "x")]) == 2
     assert "either --model NAME" in capsys.readouterr().err
     assert main(["export", "tvm", "--model", "fmnist-vit-tiny", "--cascade", manifest, "--out", str(tmp_path / "x")]) == 2
+    assert "not both" in capsys.readouterr().err
+    assert main(["export", "tvm", "--cascade", manifest, "--no-parity", "--out", str(tmp_path / "x")]) == 2
+    assert "always checked" in capsys.readouterr().err and not (tmp_path / "x").exists()
+
+
+@pytest.mark.slow
+def test_cli_export_tvm_cascade(small_cascade, tmp_path, capsys):
+    """The whole CLI route (the compile itself is the export_tvm stage's, tested by default above)."""
+    pytest.importorskip("tvm", reason="apache-tvm is not installed (pip install 'edgevit[tvm]')")
+    from edgevit.cli import main
+
+    manifest = str(small_cascade[0])
     assert main(["export", "tvm", "--cascade", manifest, "--parity-samples", "16", "--out", str(tmp_path / "t"),
                  "--json", str(tmp_path / "r.json")]) == 0
     assert "wrote the TVM cascade" in capsys.readouterr().out
