@@ -43,12 +43,13 @@ def recipe(stages, **over):
       r"before stages\.0")),
     ([{"stage": "export_onnx"}, {"stage": "quantize", "backend": "onnxruntime"}, {"stage": "distill"}],
      r"stages\.2 \(distill\).*needs a torch artefact.*got onnx \(from stages\.1 'quantize'\)"),
-    # a cascade into a format that cannot hold it: the stage's own reason is quoted
-    ([{"stage": "early_exit"}, {"stage": "export_tvm"}],
-     (r"stages\.1 \(export_tvm\).*needs a torch artefact.*got cascade \(onnx graphs\).*cannot take a cascade.*static "
-      r"batch")),
-    ([{"stage": "early_exit"}, {"stage": "export_tensorrt"}],
-     r"stages\.1 \(export_tensorrt\).*needs an onnx artefact.*got cascade \(onnx graphs\).*cannot take a cascade"),
+    # a cascade in a form a format cannot read: the stage's own reason is quoted
+    ([{"stage": "early_exit", "format": "openvino"}, {"stage": "export_tvm"}],
+     (r"stages\.1 \(export_tvm\).*needs a torch or cascade \(onnx graphs\).*got cascade \(openvino graphs\).*cannot "
+      r"take a cascade \(openvino graphs\) artefact: TVM compiles a cascade from its ONNX graphs")),
+    ([{"stage": "early_exit", "format": "openvino"}, {"stage": "export_tensorrt"}],
+     (r"stages\.1 \(export_tensorrt\).*needs an onnx or cascade \(onnx graphs\).*got cascade \(openvino graphs\)"
+      r".*TensorRT builds engines from ONNX graphs")),
     # an IR cascade cannot become ONNX again
     ([{"stage": "early_exit", "format": "openvino"}, {"stage": "export_onnx"}],
      (r"stages\.1 \(export_onnx\).*needs a torch or cascade \(onnx graphs\).*got cascade \(openvino graphs\).*cannot be "
@@ -88,6 +89,16 @@ def test_chains_that_work_and_the_kinds_each_stage_reads():
                                   {"stage": "export_ort_mobile"}, {"stage": "export_openvino", "from_onnx": True}]))
     assert [s["reads"] for s in steps[1:]] == [["torch"], ["onnx"], ["onnx"], ["onnx"]]
     assert steps[2]["hands_on"] == ["onnx", "tensorrt"]
+    # a cascade goes through export_tvm (one library per graph) and export_tensorrt (a bundle): both read the ONNX
+    # cascade, which still stands for the model after them
+    steps = pipeline.plan(recipe([EE, {"stage": "export_tvm"}, {"stage": "export_tensorrt"},
+                                  {"stage": "export_openvino"}, {"stage": "quantize", "backend": "onnxruntime"},
+                                  {"stage": "export_tvm"}]))
+    assert [(s["stage"], s["reads"], s["hands_on"]) for s in steps[2:]] == [
+        ("export_tvm", ["cascade:onnx"], ["cascade:tvm"]),
+        ("export_tensorrt", ["cascade:onnx"], ["cascade:tensorrt", "cascade:tvm"]),  # engines only with TensorRT
+        ("export_openvino", ["cascade:onnx"], ["cascade:openvino"]),
+        ("quantize", ["cascade:onnx"], ["cascade:onnx"]), ("export_tvm", ["cascade:onnx"], ["cascade:tvm"])]
 
 
 def test_dry_run_rejects_a_recipe_that_cannot_chain(tmp_path, capsys):
@@ -96,11 +107,12 @@ def test_dry_run_rejects_a_recipe_that_cannot_chain(tmp_path, capsys):
     from edgevit.cli import main
 
     path = tmp_path / "r.yaml"
-    path.write_text(yaml.safe_dump({"model": "fmnist-vit-tiny", "stages": [{"stage": "early_exit"},
+    path.write_text(yaml.safe_dump({"model": "fmnist-vit-tiny", "stages": [{"stage": "early_exit",
+                                                                           "format": "openvino"},
                                                                           {"stage": "export_tvm"}]}))
     assert main(["compress", str(path), "--out", str(tmp_path / "run"), "--dry-run"]) == 2
     err = capsys.readouterr().err
-    assert "stages.1 (export_tvm)" in err and "needs a torch artefact" in err and "cascade" in err
+    assert "stages.1 (export_tvm)" in err and "needs a torch or cascade (onnx graphs)" in err and "openvino" in err
     assert not (tmp_path / "run").exists()
     path.write_text(yaml.safe_dump({"model": "fmnist-vit-tiny", "stages": [{"stage": "early_exit"},
                                                                           {"stage": "quantize"}, "eval"]}))
@@ -110,7 +122,8 @@ def test_dry_run_rejects_a_recipe_that_cannot_chain(tmp_path, capsys):
     assert main(["list", "stages", "-v"]) == 0
     out = capsys.readouterr().out
     assert "reads torch, onnx, openvino, cascade → hands on onnx, openvino, cascade (a new model)" in out
-    assert "cannot take cascade: the TVM exporter compiles a torch module" in out
+    assert "cannot take cascade:openvino: TVM compiles a cascade from its ONNX graphs" in out
+    assert "export_tvm" in out and "reads torch, cascade → hands on tvm, cascade" in out
 
 
 def test_run_time_hands_each_stage_the_artefact_of_the_current_model(tmp_path):
@@ -132,8 +145,16 @@ def test_run_time_hands_each_stage_the_artefact_of_the_current_model(tmp_path):
     ov = STAGES.get("export_openvino")
     assert ctx.consumed(ov, ov.Config()) is art["03_export_openvino"]
     assert ctx.current("torch") is None and ctx.latest("torch") is art["00_load"]
-    with pytest.raises(ConfigError, match="'export_tvm' reads a torch artefact.*cannot take a cascade"):
-        ctx.consumed(STAGES.get("export_tvm"), STAGES.get("export_tvm").Config())
+    tvm = STAGES.get("export_tvm")
+    assert ctx.consumed(tvm, tvm.Config()) is art["02_early_exit"]  # the ONNX cascade, compiled graph by graph
+    # with only the IR cascade in the run, the stage says why it cannot take it
+    ir_only = {k: art[k] for k in ("00_load", "03_export_openvino")}
+    ctx = StageContext(recipe=None, artifact=art["03_export_openvino"], out_dir=tmp_path, run_dir=tmp_path,
+                       records=[{"id": "00_load", "stage": "load"}, {"id": "03_export_openvino", "stage": "early_exit"}],
+                       artifacts=ir_only)
+    with pytest.raises(ConfigError, match=r"'export_tvm' reads a torch or cascade \(onnx graphs\) artefact.*cannot "
+                                          r"take a cascade \(openvino graphs\)"):
+        ctx.consumed(tvm, tvm.Config())
 
 
 def test_all_artifacts_measures_one_file_reached_by_two_paths_once(tmp_path):

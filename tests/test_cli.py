@@ -276,8 +276,9 @@ _EXPORT_FLAGS = {
                   "workspace_mib": 1024, "parity_samples": 64, "opset": 18}),
     "tvm": (["--model", "--checkpoint", "--arch", "--pretrained", "--out", "--target", "--mcpu", "--num-cores",
              "--trials", "--batch", "--work-dir", "--retune", "--tuning-timeout", "--cc", "--tolerance",
-             "--parity-samples", "--no-parity", "--kernels", "--data", "--data-dir", "--split", "--limit", "--json"],
-            ["--model", "--out"], {"--kernels": ["none", "shiftadd"]},
+             "--parity-samples", "--no-parity", "--cascade", "--kernels", "--data", "--data-dir", "--split", "--limit",
+             "--json"],
+            ["--out"], {"--kernels": ["none", "shiftadd"]},  # --model or --cascade (an early-exit cascade)
             {"target": "llvm", "trials": 256, "batch": 1, "tuning_timeout": 60.0, "parity_samples": 64,
              "kernels": "none", "data": "fashion-mnist", "split": "test"}),
 }

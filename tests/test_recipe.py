@@ -346,4 +346,10 @@ def test_shipped_recipes_are_valid_and_chain(name):
         assert names.index("distill") < names.index("early_exit") < names.index("quantize")
         q = steps[names.index("quantize")]
         assert q["reads"] == ["cascade:onnx"] and q["hands_on"] == ["cascade:onnx"]
-        assert {"export_onnx", "export_ort_mobile", "export_openvino"} <= set(names)
+        assert {"export_onnx", "export_ort_mobile", "export_openvino", "export_tensorrt"} <= set(names)
+        # the TensorRT bundle takes the float cascade (TensorRT rejects onnxruntime's asymmetric uint8 Q/DQ)
+        assert names.index("early_exit") < names.index("export_tensorrt") < names.index("quantize")
+        assert steps[names.index("export_tensorrt")]["reads"] == ["cascade:onnx"]
+    if name == "edge":  # every graph of the final cascade → TVM
+        tvm = steps[names.index("export_tvm")]
+        assert names.index("quantize") < names.index("export_tvm") and tvm["reads"] == ["cascade:onnx"]

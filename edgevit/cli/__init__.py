@@ -107,6 +107,13 @@ def cmd_eval(args) -> int:
     res = evaluate(runtime, data, batch_size=args.batch_size)
     res["artifact"] = str(art.path) if art.path else art.source
     print(f"top-1 {res['top1'] * 100:.2f}%  top-5 {res['top5'] * 100:.2f}%  n={res['n']}  ({rt}, {res['seconds']:.1f} s)")
+    from ..stages.core import exit_rates
+
+    rates = exit_rates(runtime)  # a cascade (or the If form): the exit mix measured on this data
+    if rates is not None:
+        res["exit_rates"] = rates
+        print("exits: " + ", ".join(f"{label} {share * 100:.1f}%" for label, share in zip(rates["labels"],
+                                                                                        rates["shares"])))
     write_json_out(args.json, res)
     return 0
 

@@ -160,6 +160,20 @@ def _artifact_in_dir(d: Path) -> Path:
     # any other manifest.json (a TensorRT device bundle's, another tool's) is not an artefact
     found = sorted(f for f in d.iterdir()
                    if f.is_file() and f != manifest and kind_of_path(f) is not None)
+    if fmt == BUNDLE_FORMAT and (d / "engines" / MANIFEST).is_file():  # the bundle of an early-exit cascade
+        cascade = d / "engines" / MANIFEST
+        try:
+            cm = json.loads(cascade.read_text())
+            entries = [*cm["segments"], *cm["exits"]]
+        except (OSError, ValueError, KeyError, TypeError):
+            entries = []
+        if entries and all((cascade.parent / e.get("file", "")).is_file() for e in entries):
+            log.info("%s is a TensorRT cascade bundle: using its engine cascade, %s", d, cascade)
+            return cascade
+        raise RuntimeLoadError(
+            f"{d} is the TensorRT device bundle of an early-exit cascade: copy it to the device and run build.sh "
+            f"there (it builds every engine into engines/), then pass {cascade}. Here, its ONNX cascade "
+            f"{d / 'onnx' / MANIFEST} runs on onnxruntime")
     if fmt == BUNDLE_FORMAT:
         engines = [f for f in found if kind_of_path(f) == "tensorrt"]
         if len(engines) == 1:

@@ -141,7 +141,8 @@ def copy_cascade(manifest: str | Path, out_dir: str | Path) -> Path:
     for entry in graph_files(m):
         f = src / entry["file"]
         shutil.copyfile(f, out / entry["file"])
-        for side in (f.with_suffix(".bin"), f.with_name(f.name + ".data")):
+        for side in (f.with_suffix(".bin"), f.with_name(f.name + ".data"), f.with_name(f.name + ".tvm.json"),
+                     f.with_name(f.name + ".spec.json")):
             if side.exists():
                 shutil.copyfile(side, out / side.name)
     shutil.copyfile(src / MANIFEST, out / MANIFEST)

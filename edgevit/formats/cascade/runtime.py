@@ -1,11 +1,12 @@
 """The cascade runtime: run an exported early-exit cascade (``manifest.json``) with per-sample exit.
 
 Registered as runtime ``cascade`` for artefacts of kind ``cascade`` (a file named ``manifest.json``). The segments
-and heads run on a backend runtime — ``onnxruntime`` or ``openvino`` (or any registered runtime that loads the
-graphs' files) — given as ``backend=`` (``edgevit eval --artifact .../manifest.json --runtime openvino`` passes it
-through :func:`edgevit.runtimes.load_runtime`); by default the manifest's own (``onnx`` → onnxruntime, ``openvino``
-→ openvino). Other options go to the backend (``precision``, ``hint``, ``graph_optimization`` …), and
-``thresholds=`` / ``criterion=`` override the manifest's.
+and heads run on a backend runtime — ``onnxruntime``, ``openvino``, ``tvm`` (one library per graph, symbolic batch)
+or ``tensorrt`` (engines built on the device), or any registered runtime that loads the graphs' files — given as
+``backend=`` (``edgevit eval --artifact .../manifest.json --runtime openvino`` passes it through
+:func:`edgevit.runtimes.load_runtime`); by default the manifest's own (``onnx`` → onnxruntime, ``openvino`` →
+openvino, ``tvm`` → tvm, ``tensorrt`` → tensorrt). Other options go to the backend (``precision``, ``hint``,
+``graph_optimization`` …), and ``thresholds=`` / ``criterion=`` override the manifest's.
 
 ``run(batch)`` returns the logits of each sample's exit; :meth:`CascadeRuntime.run_with_exits` also returns the exit
 index (``K`` = final head). Exited samples leave the batch: later segments run only on the rest. Heads whose
@@ -64,6 +65,9 @@ def read_manifest(path: str | Path) -> dict:
                                    f"{i} (exits must be listed in order, one after each segment but the last)")
     for what, entry in [("segment", s) for s in segs] + [("exit head", e) for e in exits]:
         f = entry.get("file")
+        if f and f.endswith(".engine") and not (path.parent / f).exists():
+            raise RuntimeLoadError(f"{path}: the TensorRT engine {f} of {what} '{entry.get('name')}' is not built yet; "
+                                   f"engines are built on the device: run the bundle's build.sh there first")
         if not f or not (path.parent / f).exists():
             raise RuntimeLoadError(f"{path}: the manifest names {what} '{entry.get('name')}' with file {f!r}, which "
                                    f"does not exist in {path.parent}; copy the whole export folder, or re-export")
@@ -117,7 +121,8 @@ class CascadeRuntime(Runtime):
         base = Path(m["_dir"])
         self.backend = self.options.get("backend") or DEFAULT_BACKEND.get(m.get("backend"), "onnxruntime")
         if self.backend == "cascade":
-            raise ConfigError("cascade runtime: backend must be a runtime that runs the graphs (onnxruntime, openvino)")
+            raise ConfigError("cascade runtime: backend must be a runtime that runs the graphs (onnxruntime, openvino, "
+                              "tvm, tensorrt)")
         self.criterion = self.options.get("criterion") or m["criterion"]
         th = self.options.get("thresholds")
         self.set_thresholds(m["thresholds"] if th is None else th)

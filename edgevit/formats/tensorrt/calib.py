@@ -314,7 +314,8 @@ def activation_ranges(onnx_path: str | Path, images: np.ndarray, *, method: str 
     """Per-tensor ``amax`` of an ONNX graph on preprocessed calibration images (see the module docstring).
 
     ``images`` are float32 NCHW batches already preprocessed to the model's input spec (real data: the ranges
-    are only as good as the data). Returns ``{"amax": {tensor: amax}, "tensors": {tensor: {amax, max_abs,
+    are only as good as the data), or for a graph of an early-exit cascade the real inputs it receives (the tokens
+    ``[N, T, D]`` that the segment before it outputs on real images). Returns ``{"amax": {tensor: amax}, "tensors": {tensor: {amax, max_abs,
     kind, clipped_fraction}}, "method", "n", "input", "zero_tensors", "seconds"}``; ``kind`` is ``input``,
     ``activation`` or ``constant``. Tensors that are all zeros get ``amax = 1.0`` (any scale represents zero
     exactly) and are listed in ``zero_tensors``.
@@ -326,9 +327,10 @@ def activation_ranges(onnx_path: str | Path, images: np.ndarray, *, method: str 
     if method == "percentile" and not 0 < percentile <= 100:
         raise ConfigError(f"calibration percentile must lie in (0, 100], got {percentile}")
     images = np.asarray(images)
-    if images.dtype != np.float32 or images.ndim != 4 or len(images) == 0:
-        raise DataError(f"calibration images must be a non-empty float32 NCHW array (preprocessed with "
-                        f"edgevit.data.preprocess), got {images.dtype} {images.shape}")
+    if images.dtype != np.float32 or images.ndim < 2 or len(images) == 0:
+        raise DataError(f"calibration inputs must be a non-empty float32 batch of the graph's input: NCHW images "
+                        f"preprocessed with edgevit.data.preprocess, or the tokens a cascade graph receives "
+                        f"[N, T, D]; got {images.dtype} {images.shape}")
     t0 = time.perf_counter()
     sess = _ExposedSession(Path(onnx_path))
     if sess.static_batch:  # a fixed-batch graph runs in chunks of exactly that size; the tail is padded

@@ -73,8 +73,9 @@ def check(model_given: bool, out: Path | None, options: TensorRTExportOptions) -
 
 
 def run(source: Any, out: Path, options: TensorRTExportOptions, parity_images: Any = None) -> dict:
-    """Build the engine and/or device bundle in the directory ``out`` from ``source`` (an ONNX file's Path, or a
-    torch classifier exported to ``out`` as ONNX first with ``options.opset``); calibration images come from
+    """Build the engine and/or device bundle in the directory ``out`` from ``source`` (an ONNX file's Path, an
+    early-exit cascade's ``manifest.json``, or a torch classifier exported to ``out`` as ONNX first with
+    ``options.opset``); calibration images come from
     ``options.calib``, parity images from the test split of the same dataset (``parity_images`` is unused). Returns the
     record (bundle, calibration, preflight, engine with its parity vs ONNX, precision)."""
     from ...data import load_dataset
@@ -82,6 +83,19 @@ def run(source: Any, out: Path, options: TensorRTExportOptions, parity_images: A
 
     # the CLI chooses the parity data (the library takes it as an argument): the --calib dataset's test split
     parity = load_dataset(options.calib, "test", data_dir=options.data_dir, limit=options.parity_samples)
+    if isinstance(source, Path) and source.name == "manifest.json":  # an early-exit cascade: one build per graph
+        from ...data import calibration_subset
+        from .cascade import export_tensorrt_cascade
+
+        calib = None
+        if options.precision == "int8":
+            ds = load_dataset(options.calib, options.calib_split, data_dir=options.data_dir)
+            calib = calibration_subset(ds, options.calib_samples)
+        return export_tensorrt_cascade(source, out, precision=options.precision, bundle=options.bundle,
+                                       engine=False if options.no_engine else None, calib_images=calib,
+                                       calibration_method=options.calib_method, opt_batch=options.opt_batch,
+                                       max_batch=options.max_batch, trt_version=options.trt_version,
+                                       workspace_mib=options.workspace_mib, parity_images=parity)
     onnx_path, onnx_parity = source, None
     if not isinstance(source, Path):
         from ..onnx.export import export_onnx
@@ -99,6 +113,12 @@ def run(source: Any, out: Path, options: TensorRTExportOptions, parity_images: A
 
 
 def summary(rec: dict, options: TensorRTExportOptions) -> str:
+    if rec.get("kind") == "cascade":
+        graphs = rec["bundle"]["graphs"] if rec["bundle"] else []
+        modes = ", ".join(sorted({g["mode"] for g in graphs}))
+        return (f"wrote the TensorRT bundle of the early-exit cascade {rec['bundle']['dir'] if rec['bundle'] else ''}"
+                f" ({len(graphs)} graphs, {modes}, batch 1..{options.max_batch}); "
+                + ("engines built here" if rec["engine"] else "on the device run build.sh (engines → engines/)"))
     parts = []
     if rec["bundle"]:
         cal = rec["calibration"]

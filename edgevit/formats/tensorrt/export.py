@@ -411,12 +411,15 @@ def _make_calibrator(trt, cache: bytes | None, images: np.ndarray | None, cache_
 
 def build_engine(onnx_path: str | Path, engine_path: str | Path, *, precision: str = "fp16", shapes: dict,
                  input_name: str, calib_cache: str | Path | None = None, calib_images: np.ndarray | None = None,
-                 timing_cache: str | Path | None = None, workspace_mib: int = 1024) -> dict:
+                 timing_cache: str | Path | None = None, workspace_mib: int = 1024,
+                 explicit_quantization: bool = False, fp16: bool = True) -> dict:
     """Build and serialise a TensorRT engine with the TensorRT Python API (TensorRT 10; 8.6 works too).
 
     ``shapes`` holds the optimisation profile (``min``/``opt``/``max`` NCHW lists). For INT8, ``calib_cache``
     (edgevit's cache, re-tagged for the installed TensorRT) is handed to an ``IInt8EntropyCalibrator2``; without
-    it the calibrator feeds ``calib_images`` one at a time. The timing cache is read from and written back to
+    it the calibrator feeds ``calib_images`` one at a time. ``explicit_quantization``: the ONNX graph carries Q/DQ
+    nodes (symmetric INT8), whose scales TensorRT uses; INT8 is enabled without a calibrator (``precision`` must be
+    ``int8``); ``fp16=False`` keeps an INT8 build's float leftovers in FP32. The timing cache is read from and written back to
     ``timing_cache``. Raises :class:`MissingBackendError` without TensorRT and :class:`ExportError` naming the
     parser's errors when the ONNX file does not parse.
     """
@@ -439,13 +442,17 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, *, precision: s
                           + ". Run the preflight (edgevit export tensorrt --preflight) to see unsupported operators.")
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_mib) << 20)
-    if precision in ("fp16", "int8"):
+    if explicit_quantization and precision != "int8":
+        raise ConfigError(f"explicit quantization (Q/DQ graph) builds INT8 engines; got precision {precision!r}")
+    if precision == "fp16" or (precision == "int8" and fp16):
         config.set_flag(trt.BuilderFlag.FP16)
     profile = builder.create_optimization_profile()
     profile.set_shape(input_name, tuple(shapes["min"]), tuple(shapes["opt"]), tuple(shapes["max"]))
     config.add_optimization_profile(profile)
     cache_used = None
-    if precision == "int8":
+    if explicit_quantization:  # Q/DQ scales from the graph: INT8 kernels on, no calibrator
+        config.set_flag(trt.BuilderFlag.INT8)
+    elif precision == "int8":
         config.set_flag(trt.BuilderFlag.INT8)
         blob = None
         if calib_cache is not None and Path(calib_cache).exists():

@@ -1,4 +1,6 @@
-"""Stage ``export_tensorrt``: the run's ONNX file → TensorRT device bundle and, where TensorRT is installed, an engine.
+"""Stage ``export_tensorrt``: the run's ONNX file → TensorRT device bundle and, where TensorRT is installed, an engine;
+an early-exit cascade of ONNX graphs → a cascade bundle (one trtexec build per graph, batch 1..max_batch) and, where
+TensorRT is installed, the engine cascade (:mod:`edgevit.formats.tensorrt.cascade`).
 
 Importable without TensorRT (imported inside ``run``)."""
 
@@ -21,19 +23,30 @@ class ExportTensorRTStage(Stage):
 
     name = "export_tensorrt"
     description = ("ONNX → TensorRT device bundle (ONNX, INT8 calibration cache from real data, trtexec build/"
-                   "profile scripts, preflight) and an engine where TensorRT exists")
-    consumes = ("onnx",)
-    produces = ("tensorrt",)
+                   "profile scripts, preflight) and an engine where TensorRT exists; an ONNX cascade: one build per "
+                   "graph (batch 1..max_batch, Q/DQ graphs explicitly quantised) + the cascade manifest")
+    consumes = ("onnx", "cascade")
+    produces = ("tensorrt", "cascade")
     cannot_take: ClassVar[dict[str, str]] = {
-        "cascade": "its device bundle and engine hold one network with one optimisation profile and one INT8 "
-                   "calibration cache computed from images, while a cascade is several graphs fed tokens; export the "
-                   "cascade with export_onnx (its ONNX graphs build on the device with trtexec one by one)",
+        "cascade:openvino": "TensorRT builds engines from ONNX graphs, and OpenVINO IR cannot be turned back into "
+                            "ONNX; keep an ONNX cascade in the run (early_exit format: onnx; quantize with backend "
+                            "onnxruntime)",
+        "cascade:ort": "TensorRT builds engines from ONNX graphs, not ORT-format ones; put export_tensorrt before "
+                       "export_ort_mobile",
+        "cascade:tvm": "TensorRT builds engines from ONNX graphs, not TVM libraries; put export_tensorrt before "
+                       "export_tvm",
     }
 
     @classmethod
+    def reads(cls, config) -> tuple[str, ...]:
+        return ("onnx", "cascade:onnx")
+
+    @classmethod
     def hands_on(cls, config, kind: str) -> tuple[str | None, ...]:
-        """The engine where one is built; without one (bundle only) the run's artefact is handed on unchanged."""
-        return {True: ("tensorrt",), False: (None,)}.get(config.engine, ("tensorrt", None))
+        """The engine (an engine cascade) where one is built; without one (bundle only) the run's artefact is
+        handed on unchanged."""
+        built = "cascade:tensorrt" if kind.startswith("cascade") else "tensorrt"
+        return {True: (built,), False: (None,)}.get(config.engine, (built, None))
 
     class Config(ConfigModel):
         precision: Literal["fp32", "fp16", "int8"] = Field("fp16", description="engine precision")
@@ -59,11 +72,9 @@ class ExportTensorRTStage(Stage):
                 raise ValueError("nothing to do: bundle: false and engine: false")
             return self
 
-    def run(self, ctx, config) -> StageOutput:
-        from ...data import calibration_subset, preprocess
-        from .export import export_tensorrt
+    def _calibration(self, ctx, config):
+        from ...data import calibration_subset
 
-        onnx_art = ctx.consumed(self, config)
         d = ctx.recipe.data
         split = config.calib_split or d.calib_split
         calib_ds = ctx.dataset(split)
@@ -71,6 +82,32 @@ class ExportTensorRTStage(Stage):
         where = {"dataset": calib_ds.name, "split": split, "samples": len(sub), "seed": 0,
                  "selection": "edgevit.data.calibration_subset (class-balanced, deterministic)"
                               + (f" of the first {d.limit} samples (recipe data.limit)" if d.limit else "")}
+        return sub, where
+
+    def _cascade(self, ctx, config, src) -> StageOutput:
+        from .cascade import export_tensorrt_cascade
+
+        sub, where = self._calibration(ctx, config) if config.precision == "int8" else (None, None)
+        if config.min_batch != 1:
+            log.warning("export_tensorrt: min_batch %d ignored for a cascade: exits shrink the batch, so every graph's "
+                        "profile starts at batch 1", config.min_batch)
+        result = export_tensorrt_cascade(src.path, ctx.out_dir, precision=config.precision, bundle=config.bundle,
+                                         engine=config.engine, calib_images=sub, calib_description=where,
+                                         calibration_method=config.calib_method, opt_batch=config.opt_batch,
+                                         max_batch=config.max_batch, trt_version=config.trt_version,
+                                         workspace_mib=config.workspace_mib,
+                                         parity_images=ctx.dataset(limit=config.parity_samples).images)
+        art = result.artifact if result.fields["engine"] else ctx.artifact
+        return StageOutput(art, result.to_dict(), parity=result.parity)
+
+    def run(self, ctx, config) -> StageOutput:
+        from ...data import preprocess
+        from .export import export_tensorrt
+
+        onnx_art = ctx.consumed(self, config)
+        if onnx_art.kind == "cascade":
+            return self._cascade(ctx, config, onnx_art)
+        sub, where = self._calibration(ctx, config)
         src = ctx.current("torch")
         parity = preprocess(ctx.dataset(limit=config.parity_samples).images, onnx_art.spec)
         result = export_tensorrt(onnx_art, ctx.out_dir, precision=config.precision, bundle=config.bundle,

@@ -1,5 +1,5 @@
 """``edgevit export tvm``: torch model → TVM library (.so), MetaSchedule-tuned with a cached database, parity
-checked — the command's declaration.
+checked; or an early-exit cascade (``--cascade``) → one library per graph — the command's declaration.
 
 :mod:`edgevit.cli.export` builds the parser from :data:`COMMAND`; importable without torch or tvm (both are imported
 when the command runs).
@@ -40,18 +40,40 @@ class TvmExportOptions(ConfigModel):
     tolerance: float | None = Field(None, description="max abs logit difference vs torch")
     parity_samples: int = Field(64, ge=1, description="real images for the parity check")
     no_parity: bool = Field(False, description="skip the parity check (not recommended)")
+    cascade: str | None = Field(None, description="an early-exit cascade's manifest.json (ONNX graphs) instead of "
+                                                  "--model: every graph → a library with a symbolic batch (untuned; "
+                                                  "--trials and --batch do not apply), parity vs the ONNX cascade")
     kernels: Literal["none", "shiftadd"] = Field(
         "none", description="shiftadd: compile a ShiftAddViT model (edgevit shiftadd convert) with its matshift / "
                             "matmask TE kernels in place of the shift linears' and MatAdd's matmuls, tuned with the "
                             "rest (default none)")
 
 
+def check(model_given: bool, out: Path | None, options: TvmExportOptions) -> None:
+    """Exactly one source: ``--model`` or ``--cascade`` (ConfigError otherwise)."""
+    from ...errors import ConfigError
+
+    if model_given == bool(options.cascade):
+        raise ConfigError("edgevit export tvm needs either --model NAME (a torch model) or --cascade "
+                          "DIR/manifest.json (an early-exit cascade), not both and not neither")
+    if options.cascade and options.no_parity:
+        raise ConfigError("--no-parity: a TVM cascade is always checked against its ONNX cascade on real images")
+
+
 def run(model: Any, out: Path, options: TvmExportOptions, parity_images: Any) -> dict:
     """Compile ``model`` (a torch classifier) to a TVM library at ``out`` (a directory or a path ending in .so),
     tuned with up to ``options.trials`` MetaSchedule trials and checked on ``parity_images`` (a dataset; None skips
-    parity); returns the export record (path, target_description, batch, tuning, max_abs_diff, ...). Raises
-    ExportError when parity fails, MissingBackendError without tvm."""
+    parity); returns the export record (path, target_description, batch, tuning, max_abs_diff, ...). With
+    ``options.cascade`` (and no model) every graph of that cascade is compiled into the folder ``out``
+    (:func:`edgevit.formats.tvm.cascade.export_tvm_cascade`). Raises ExportError when parity fails,
+    MissingBackendError without tvm."""
     from .export import export_tvm
+
+    if options.cascade:
+        from .cascade import export_tvm_cascade
+
+        return export_tvm_cascade(options.cascade, out, target=options.target, mcpu=options.mcpu,
+                                  num_cores=options.num_cores, trials=0, parity_images=parity_images)
 
     convert_map, passes, found = None, [], {}
     if options.kernels == "shiftadd":
@@ -100,6 +122,11 @@ def _shiftadd_kernels(model: Any):
 def summary(rec: dict, options: TvmExportOptions) -> str:
     from ..parity import parity_summary
 
+    if rec.get("format") == "cascade":
+        return (f"wrote the TVM cascade {rec['path']} ({len(rec['graphs'])} libraries, symbolic batch, "
+                f"{rec['target_description']}, UNTUNED, compiled in {rec['compile_time_s']} s): exit agreement "
+                f"{rec['exit_agreement'] * 100:.1f}% vs the ONNX cascade; {parity_summary(rec)}")
+
     tuning = rec["tuning"]
     how = {"tuned": f"tuned {tuning.get('trials_run')} trials in {tuning.get('tuning_time_s')} s",
            "extended": f"tuned {tuning.get('trials_run')} more trials in {tuning.get('tuning_time_s')} s",
@@ -112,14 +139,17 @@ def summary(rec: dict, options: TvmExportOptions) -> str:
 
 
 COMMAND = ExportCommand(
-    name="tvm", source="model", options=TvmExportOptions, run=run, summary=summary,
+    name="tvm", source="optional-model", options=TvmExportOptions, run=run, summary=summary, check=check,
     help="torch → TVM library (.so) for this CPU (or a given target), MetaSchedule-tuned, parity checked",
     description="Compile a model with TVM (Relax) for one static batch size, tune its kernels with MetaSchedule "
                 "(the database is cached per model shapes + target and reused by later exports), and check the "
                 "library against torch on real images. Writes model.so, model.so.tvm.json (target, CPU "
                 "features, tuning) and model.so.spec.json, so `edgevit eval --artifact model.so --batch-size B` "
                 "and `edgevit profile model.so --batch B` work on it. Untuned CPU libraries are slow: real "
-                "budgets are ~1000-2000 trials for DeiT-Tiny (about 25 min on 2 cores).",
-    out_help="output directory (writes model.so there) or a path ending in .so",
+                "budgets are ~1000-2000 trials for DeiT-Tiny (about 25 min on 2 cores). --cascade "
+                "DIR/manifest.json compiles every graph of an early-exit cascade instead (symbolic batch, "
+                "untuned), runnable with `edgevit eval --artifact OUT/manifest.json`.",
+    out_help="output directory (writes model.so there, or a cascade's libraries and manifest.json) or a path ending "
+             "in .so",
     json_help="write the export record (target, tuning, max_abs_diff, ...) here",
 )

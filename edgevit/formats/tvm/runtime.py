@@ -9,7 +9,9 @@ re-exported to the same path in this process is really reloaded) and start a ``r
 Needs the TVM runtime only (no torch).
 
 A library is compiled for one batch size (``batch`` in its metadata, also ``static_batch`` here); another batch
-raises :class:`InputSpecError` saying which batch it was built for. ``threads`` sizes TVM's thread pool
+raises :class:`InputSpecError` saying which batch it was built for. ``batch: null`` marks a library with a symbolic
+batch (a graph of a TVM cascade, ``cascade_graph: true``, whose input is tokens rather than images): it runs any
+batch of its compiled ``input_shape``. ``threads`` sizes TVM's thread pool
 (process-wide, like TVM_NUM_THREADS).
 """
 
@@ -118,9 +120,11 @@ class TvmRuntime(Runtime):
                                    f"(edgevit export tvm)")
         self.meta = read_tvm_metadata(path)
         check_host(self.meta, path)
-        self.static_batch = int(self.meta["batch"])
+        # None: a symbolic batch (the graphs of a TVM cascade, edgevit.formats.tvm.cascade) runs any batch size
+        self.static_batch = None if self.meta["batch"] is None else int(self.meta["batch"])
         shape = self.meta.get("input_shape")
-        if shape and tuple(shape[1:]) != tuple(self.spec.input_size):
+        self.input_shape = tuple(shape[1:]) if shape else None
+        if shape and not self.meta.get("cascade_graph") and tuple(shape[1:]) != tuple(self.spec.input_size):
             raise RuntimeLoadError(f"tvm runtime: {path} was compiled for inputs {tuple(shape[1:])} but the input "
                                    f"spec says {tuple(self.spec.input_size)}; re-export the model")
 
@@ -160,7 +164,10 @@ class TvmRuntime(Runtime):
         self._tvm = tvm
 
     def _run(self, batch: np.ndarray) -> np.ndarray:
-        if batch.shape[0] != self.static_batch:
+        if self.input_shape is not None and tuple(batch.shape[1:]) != self.input_shape:
+            raise InputSpecError(f"{self.name} runtime: {self.path} was compiled for inputs [n, "
+                                 f"{', '.join(map(str, self.input_shape))}], got {list(batch.shape)}")
+        if self.static_batch is not None and batch.shape[0] != self.static_batch:
             raise InputSpecError(
                 f"{self.name} runtime: {self.path} was compiled for batch size {self.static_batch} (TVM libraries "
                 f"have a static shape), got a batch of {batch.shape[0]}. Run batches of exactly {self.static_batch}: "
