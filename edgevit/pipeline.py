@@ -170,7 +170,8 @@ def stage_key(step: Step, recipe: Recipe, inputs: list[str], records: list[dict]
     cls = step.cls
     parts: dict[str, Any] = {
         "stage": step.name, "stage_version": cls.version, "config": to_dict(step.config),
-        "context": {"data": to_dict(recipe.data), "runtimes": list(recipe.runtimes), "targets": list(recipe.targets)},
+        "context": {k: v for k, v in {"data": to_dict(recipe.data), "runtimes": list(recipe.runtimes),
+                                      "targets": list(recipe.targets)}.items() if k in cls.reads_context},
         "inputs": inputs, "libraries": stage_libraries(cls),
     }
     if step.index == 0:

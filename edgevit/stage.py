@@ -134,6 +134,9 @@ class Stage:
     libraries: ClassVar[tuple[str, ...] | None] = None
     resumable: ClassVar[bool] = False
     reads_records: ClassVar[bool] = False
+    # the recipe-level sections the output depends on (part of the resume key): adding a runtime or a target to the
+    # recipe redoes the stages that measure on them, not a distillation
+    reads_context: ClassVar[tuple[str, ...]] = ("data", "runtimes", "targets")
     new_model: ClassVar[bool] = False
     cannot_take: ClassVar[dict[str, str]] = {}
 

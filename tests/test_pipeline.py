@@ -208,6 +208,17 @@ def test_dry_run_shows_what_resume_and_from_would_do(tmp_path, finished_run, cap
     assert "MISSING 04_profile" in capsys.readouterr().out
 
 
+def test_a_new_target_redoes_only_the_stages_that_read_targets(tmp_path, finished_run):
+    """The resume key holds only the recipe sections a stage reads (Stage.reads_context): a target added to the
+    recipe redoes the profile (its predictions) and the report, not the load, the export or the evaluations."""
+    src, _ = finished_run
+    out = _copy(src, tmp_path / "copy")
+    seen, cb = _seen()
+    pipeline.run(from_raw(small_recipe(targets=["raspberry-pi-5"])), out, resume=True, force=True, on_stage=cb)
+    assert dict(seen) == {"00_load": True, "01_eval": True, "02_export_onnx": True, "03_eval": True,
+                          "04_profile": False, "05_report": False}, seen
+
+
 def test_changed_library_version_redoes_the_stage_with_a_notice(tmp_path, finished_run, caplog):
     src, _ = finished_run
     out = _copy(src, tmp_path / "copy")

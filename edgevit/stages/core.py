@@ -89,6 +89,7 @@ class LoadStage(Stage):
     description = "build the recipe's model (edgevit/timm name or checkpoint) and save it as safetensors"
     produces = ("torch",)
     libraries = ("torch", "timm", "numpy")
+    reads_context = ()  # the recipe's model section only (in the key of the first step)
     new_model = True
 
     class Config(ConfigModel):
@@ -114,6 +115,7 @@ class EvalStage(Stage):
 
     name = "eval"
     description = "top-1/top-5 of the current artefact through a runtime"
+    reads_context = ("data", "runtimes")  # not the targets (predictions are the profile stage's)
 
     class Config(ConfigModel):
         runtime: str | None = Field(None, description="runtime (default: torch, or the first recipe runtime that "

@@ -45,6 +45,7 @@ class DistillStage(Stage):
     description = "write/reuse a sparse top-K teacher cache, then train the model from it (TinyViT)"
     consumes = ("torch",)
     produces = ("torch",)
+    reads_context = ("data",)  # its images (parity, calibration, training), not the recipe runtimes/targets
     libraries = ("torch", "timm", "numpy")
     resumable = True  # a killed run continues from the last epoch's checkpoint.pt in the stage folder
     new_model = True

@@ -48,6 +48,7 @@ class EarlyExitStage(Stage):
     description = "LGViT early exits: train heads (2 stages), calibrate thresholds on held-out data, export a cascade"
     consumes = ("torch",)
     produces = ("cascade",)
+    reads_context = ("data",)  # its images (parity, calibration, training), not the recipe runtimes/targets
     libraries = ("torch", "timm", "numpy", "onnx", "onnxscript", "onnxslim", "onnxruntime", "openvino")
     resumable = True  # a killed run keeps its trained heads and calibrated thresholds (the stage folder's files)
     new_model = True

@@ -43,6 +43,7 @@ class QuantizeStage(Stage):
     # cascade stays a cascade (every graph INT8)
     consumes = ("torch", "onnx", "openvino", "cascade")
     produces = ("onnx", "openvino", "cascade")
+    reads_context = ("data",)  # its images (parity, calibration, training), not the recipe runtimes/targets
     new_model = True
 
     cannot_take: ClassVar[dict[str, str]] = {"cascade:ort": "an ORT-format cascade is a frozen runtime format; put quantize before "

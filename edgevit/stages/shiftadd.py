@@ -34,6 +34,7 @@ class ShiftAddStage(Stage):
     description = "ShiftAddViT: MatAdd attention + power-of-two shift MLPs (or a [dense, shift] MoE); convert, finetune"
     consumes = ("torch",)
     produces = ("torch",)
+    reads_context = ("data",)  # its images (parity, calibration, training), not the recipe runtimes/targets
     new_model = True  # a converted model: files exported from the model before it are never handed on
 
     class Config(ConvertConfig):

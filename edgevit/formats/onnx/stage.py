@@ -29,6 +29,7 @@ class ExportOnnxStage(Stage):
                    "copied, and with if_form one graph with If nodes")
     consumes = ("torch", "cascade")
     produces = ("onnx", "cascade")
+    reads_context = ("data",)  # its images (parity, calibration, training), not the recipe runtimes/targets
     libraries = ("torch", "timm", "numpy", "onnx", "onnxscript", "onnxslim", "onnxruntime")
     cannot_take: ClassVar[dict[str, str]] = {
         "cascade:openvino": "OpenVINO IR graphs cannot be turned back into ONNX; export the cascade as ONNX "

@@ -39,6 +39,7 @@ class ExportOpenVinoStage(Stage):
                    "every graph → IR, checked against its source")
     consumes = ("torch", "onnx", "cascade")
     produces = ("openvino", "cascade")
+    reads_context = ("data",)  # its images (parity, calibration, training), not the recipe runtimes/targets
 
     cannot_take: ClassVar[dict[str, str]] = {"cascade:ort": "OpenVINO does not read ORT-format graphs; put export_openvino before "
                                   "export_ort_mobile"}

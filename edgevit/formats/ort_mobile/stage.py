@@ -28,6 +28,7 @@ class ExportOrtMobileStage(Stage):
                    "ONNX cascade: every graph → .ort")
     consumes = ("onnx", "cascade")
     produces = ("ort", "cascade")
+    reads_context = ("data",)  # its images (parity, calibration, training), not the recipe runtimes/targets
     cannot_take: ClassVar[dict[str, str]] = {"cascade:openvino": "the ORT converter reads ONNX graphs, and OpenVINO IR cannot be turned back "
                                        "into ONNX; put export_ort_mobile before export_openvino (or quantize with an "
                                        "ONNX backend)"}

@@ -27,6 +27,7 @@ class ExportTensorRTStage(Stage):
                    "graph (batch 1..max_batch, Q/DQ graphs explicitly quantised) + the cascade manifest")
     consumes = ("onnx", "cascade")
     produces = ("tensorrt", "cascade")
+    reads_context = ("data",)  # its images (parity, calibration, training), not the recipe runtimes/targets
     cannot_take: ClassVar[dict[str, str]] = {
         "cascade:openvino": "TensorRT builds engines from ONNX graphs, and OpenVINO IR cannot be turned back into "
                             "ONNX; keep an ONNX cascade in the run (early_exit format: onnx; quantize with backend "

@@ -44,6 +44,7 @@ class ExportTvmStage(Stage):
                    "ONNX cascade: every graph → a library with a symbolic batch, parity vs the source cascade")
     consumes = ("torch", "cascade")
     produces = ("tvm", "cascade")
+    reads_context = ("data",)  # its images (parity, calibration, training), not the recipe runtimes/targets
     cannot_take: ClassVar[dict[str, str]] = {
         "cascade:openvino": "TVM compiles a cascade from its ONNX graphs, and OpenVINO IR cannot be turned back into "
                             "ONNX; keep an ONNX cascade in the run (early_exit format: onnx; quantize with backend "
