@@ -417,3 +417,25 @@ def test_export_peak_memory_under_three_times_weights():
     row = run_variant(320, "dynamo", True, timeout=900)
     assert row["weight_bytes"] >= 300e6 and row["simplified"] is True
     assert row["added_mb"] * 1e6 < 3 * row["weight_bytes"], row
+
+
+def test_quiet_sends_native_output_to_the_debug_log(capfd, caplog):
+    """What native code writes straight to file descriptors 1 and 2 (TVM's C++ LOG(WARNING), printf) goes to the
+    run's log, not the terminal; Python-level prints too; the descriptors work again afterwards."""
+    import ctypes
+    import os
+
+    from edgevit.formats.common import quiet
+
+    libc = ctypes.CDLL(None)
+    with caplog.at_level("DEBUG", logger="edgevit.formats.common"), quiet():
+        os.write(2, b"[native] Warning: fast mode segfaults\n")
+        libc.printf(b"[native] buffered printf\n")
+        print("python print")
+    out, err = capfd.readouterr()
+    assert "native" not in out + err and "python print" not in out + err, (out, err)
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    assert "[native] Warning: fast mode segfaults" in logged and "[native] buffered printf" in logged
+    assert "python print" in logged
+    os.write(2, b"after\n")
+    assert capfd.readouterr().err == "after\n"

@@ -53,16 +53,58 @@ def example_input(module, spec: InputSpec, *, batch: int):
 
 @contextlib.contextmanager
 def quiet() -> Iterator[None]:
-    """Route the exporters' and converters' stdout chatter and warnings to the debug log."""
+    """Route the exporters' and converters' output to the debug log: Python warnings, ``sys.stdout``/``sys.stderr``,
+    and what native code (TVM's C++ ``LOG(WARNING)``, OpenVINO, onnxruntime) writes straight to file descriptors
+    1 and 2, which a Python-level redirect does not see. The run's log keeps it all; the terminal stays quiet."""
     buf = io.StringIO()
-    with warnings.catch_warnings(record=True) as caught, contextlib.redirect_stdout(buf), \
-            contextlib.redirect_stderr(buf):
+    with warnings.catch_warnings(record=True) as caught, _native_output() as native, \
+            contextlib.redirect_stdout(buf), contextlib.redirect_stderr(buf):
         warnings.simplefilter("always")
         yield
     for w in caught:
         log.debug("exporter warning: %s: %s", w.category.__name__, str(w.message)[:500])
-    if buf.getvalue().strip():
-        log.debug("exporter output:\n%s", buf.getvalue().strip())
+    text = (buf.getvalue() + native.getvalue()).strip()
+    if text:
+        log.debug("exporter output:\n%s", text[-20000:])
+
+
+@contextlib.contextmanager
+def _native_output() -> Iterator[io.StringIO]:
+    """Point file descriptors 1 and 2 at a temporary file for the block (process-wide); the text is in the
+    yielded buffer afterwards. Where the descriptors cannot be duplicated (an embedding without them), a no-op."""
+    import os
+    import sys
+    import tempfile
+
+    out = io.StringIO()
+    with tempfile.TemporaryFile(mode="w+b") as tmp:
+        saved = []
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        for fd in (1, 2):
+            try:
+                saved.append((fd, os.dup(fd)))
+                os.dup2(tmp.fileno(), fd)
+            except OSError:
+                break
+        try:
+            yield out
+        finally:
+            _flush_c_stdio()
+            for fd, dup in reversed(saved):
+                os.dup2(dup, fd)
+                os.close(dup)
+            tmp.seek(0)
+            out.write(tmp.read().decode("utf-8", "replace"))
+
+
+def _flush_c_stdio() -> None:
+    """``fflush(NULL)``: native code's buffered ``printf`` output lands in the redirected file, not after it."""
+    import ctypes
+
+    with contextlib.suppress(Exception):
+        ctypes.CDLL(None).fflush(None)
 
 
 def first_lines(exc: BaseException, n: int = 3, limit: int = 600) -> str:

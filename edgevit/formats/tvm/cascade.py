@@ -99,8 +99,9 @@ def compile_onnx_graph(onnx_path: str | Path, library: str | Path, spec, *, tgt,
         with quiet(), tgt:
             mod = tvm.transform.Sequential([T.DecomposeOpsForInference(), T.CanonicalizeBindings(),
                                             relax.get_pipeline("zero")])(mod)
-        executable = tvm.compile(mod, target=tgt)
-        executable.export_library(str(library))
+        with quiet():  # TVM's C++ warnings (topi "fast mode" gathers) go to the log, not the terminal
+            executable = tvm.compile(mod, target=tgt)
+            executable.export_library(str(library))
     except Exception as exc:  # TVM raises TVMError / InternalError from C++
         raise ExportError(f"TVM could not compile the cascade graph {onnx_path.name} for {describe_target(tdict)} "
                           f"({type(exc).__name__}: {first_lines(exc)})") from exc

@@ -61,7 +61,7 @@ from ...errors import ConfigError, ExportError, ParityError
 from ...results import ExportResult, ParityRecord
 from ...spec import InputSpec
 from ...versions import library_versions
-from ..common import first_lines
+from ..common import first_lines, quiet
 from ..parity import parity_inputs
 from .spec import FORMAT, metadata_path
 from .tuning import copy_database, default_cache_dir, lower_and_tune
@@ -132,13 +132,14 @@ def export_tvm(source: Any, out_dir: str | Path, *, target: Any = "llvm", trials
                                   timeout_s=tuning_timeout_s, seed=seed, name=name)
     t = time.perf_counter()
     try:
-        executable = tvm.compile(mod, target=tgt)
-        fcompile = None
-        if cc:
-            from tvm.support.cc import cross_compiler
+        with quiet():  # TVM's C++ warnings go to the log, not the terminal
+            executable = tvm.compile(mod, target=tgt)
+            fcompile = None
+            if cc:
+                from tvm.support.cc import cross_compiler
 
-            fcompile = cross_compiler(cc)
-        executable.export_library(str(path), fcompile=fcompile)
+                fcompile = cross_compiler(cc)
+            executable.export_library(str(path), fcompile=fcompile)
     except Exception as exc:  # TVM raises TVMError / ValueError / InternalError from C++
         raise ExportError(f"TVM could not compile {name} for {describe_target(tdict)} "
                           f"({type(exc).__name__}: {first_lines(exc)}). If an extra pass produced the failing "
@@ -235,7 +236,6 @@ def _import(module, spec: InputSpec, batch: int, convert_map: dict | None, name:
 
     import torch
 
-    from ..common import quiet
 
     t = time.perf_counter()
     params = list(module.parameters())
