@@ -240,6 +240,14 @@ def test_tensorrt_cascade_bundle_content(trt_stage, small_cascade):
     subprocess.run(["bash", "-n", str(b / "build.sh")], check=True)
 
 
+def test_the_run_display_says_what_the_bundle_holds(trt_stage):
+    from edgevit.cli.display import stage_brief
+
+    out, _ = trt_stage
+    line = stage_brief({"stage": "export_tensorrt", "metrics": out.metrics})
+    assert line.startswith("device bundle: 5 graph(s), int8, TensorRT ") and line.endswith("build.sh on the device")
+
+
 def test_tensorrt_cascade_build_script_runs_every_graph(trt_stage, tmp_path):
     from edgevit.formats.cascade.runtime import read_manifest
     from edgevit.runtimes import _check_path

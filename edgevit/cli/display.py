@@ -69,6 +69,15 @@ def stage_brief(rec: dict) -> str:
         agree = m.get("top1_agreement")
         parts.append(f"parity max|Δ| {_fmt(m['max_abs_diff'])}"
                      + (f", top-1 agreement {_pct(agree)} (n={m.get('n', '?')})" if agree is not None else ""))
+    if m.get("format") == "tensorrt":
+        if m.get("engine"):
+            parts.append(f"{m.get('precision', '')} engine built with TensorRT {(m.get('tensorrt') or {}).get('version_or_reason', '')}")
+        elif m.get("bundle"):
+            files = (m["bundle"] or {}).get("files") or []
+            graphs = sum(f.startswith("onnx/") and f.endswith(".onnx") for f in files)
+            trt = (m.get("tensorrt") or {}).get("target_version")
+            parts.append(f"device bundle: {graphs or 1} graph(s), {m.get('precision', '')}"
+                         + (f", TensorRT {trt}" if trt else "") + "; run its build.sh on the device")
     if stage == "report":
         files = m.get("files") or {}
         parts.append(", ".join(sorted(files)) if files else "")
