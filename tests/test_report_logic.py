@@ -281,11 +281,34 @@ def test_cascades_per_exit_rates_and_latency():
     assert [e["share_calibration"] for e in fp["exits"]] == [0.4, 0.3, 0.0, 0.1, 0.2]
     assert [e["heldout_top1"] for e in fp["exits"]] == [0.7, 0.8, 0.85, 0.87, 0.89]
     # measured exit rates: the eval of the FP32 cascade, the profile of the INT8 one
-    assert fp["measured_sources"] == ["cascade (eval 02_eval)"]
-    assert i8["measured_sources"] == ["cascade (profile 04_profile)"]
-    assert [e["share_measured"]["cascade (profile 04_profile)"] for e in i8["exits"]] == [0.5, 0.2, 0.0, 0.1, 0.2]
+    assert fp["measured_sources"] == ["01_early_exit cascade (eval 02_eval)"]
+    assert i8["measured_sources"] == ["03_quantize cascade (profile 04_profile)"]
+    assert [e["share_measured"]["03_quantize cascade (profile 04_profile)"] for e in i8["exits"]] == [0.5, 0.2, 0.0,
+                                                                                                       0.1, 0.2]
+    assert fp["nodes"] == ["01_early_exit"] and i8["nodes"] == ["03_quantize"]
     rej = analysis.rejections(records)
     assert [(x["stage"], x["gate"]) for x in rej] == [("01_early_exit", "accuracy")] and "exit 3" in rej[0]["candidate"]
+
+
+def test_copies_of_one_cascade_share_one_exit_section():
+    """An export of the INT8 cascade to another format (same calibration, thresholds, precision) is listed under the
+    INT8 cascade's section, with its own measured exit rates, not as a section of its own."""
+    records = _cascade_records()
+    ov = art("cascade", "cascade/manifest.json", precision="int8", graphs="openvino")
+    ov_abs = art("cascade", "/runs/x/05_export_openvino/cascade/manifest.json", precision="int8", graphs="openvino")
+    mix = {"shares": [0.6, 0.1, 0.0, 0.1, 0.2], "samples": 100}
+    records += [rec("05_export_openvino", "export_openvino", ov, {"format": "cascade"}, input="03_quantize"),
+                rec("06_profile", "profile", ov_abs, {"latency": [lat(ov_abs["path"], "cascade[openvino]", 1.2,
+                                                                      exit_mix=mix)]})]
+    nodes = analysis.artifacts(records)
+    cs = analysis.cascades(records, nodes)
+    assert [c["node"] for c in cs] == ["01_early_exit", "03_quantize"]
+    i8 = cs[1]
+    assert i8["nodes"] == ["03_quantize", "05_export_openvino"]
+    assert i8["parity_vs_fp32"]["exit_agreement"] == 0.97  # the INT8 cascade's own record leads its section
+    src = "05_export_openvino cascade[openvino] (profile 06_profile)"
+    assert src in i8["measured_sources"] and [e["share_measured"][src] for e in i8["exits"]] == [0.6, 0.1, 0.0, 0.1,
+                                                                                                  0.2]
 
 
 def _write(records, tmp_path):

@@ -337,7 +337,9 @@ def _render(doc: dict, recipe, records: list[dict]) -> _Page:
                   doc["rejections"]], REJECT_COLS)
 
     for c in doc["cascades"]:
-        pg.heading(f"Early exits of {c['node']}", anchor=f"cascade-{c['node']}")
+        copies = c.get("nodes", [c["node"]])[1:]
+        pg.heading(f"Early exits of {c['node']}" + (f" and its copies ({', '.join(copies)})" if copies else ""),
+                   anchor=f"cascade-{c['node']}")
         pg.para(f"Thresholds calibrated in {c.get('calibrated_in')} ({c.get('criterion')} criterion) on "
                 f"{c.get('calibration_runtime')}: held-out top-1 {_pct(c.get('heldout_top1'))}% vs the final head's "
                 f"{_pct(c.get('heldout_final_top1'))}%, expected {_ms(c.get('expected_ms'))} vs "

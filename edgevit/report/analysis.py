@@ -498,9 +498,11 @@ def _quantize_rejections(rec: dict, run_dir: Path | None) -> list[dict]:
 
 
 def cascades(records: list[dict], nodes: list[dict], run_dir: Path | None = None) -> list[dict]:
-    """Per cascade artefact: per exit its block, threshold, held-out top-1, calibration share, measured shares
-    (per runtime, from profile rows' ``exit_mix`` and eval records that carry one) and the batch-1 latency of
-    leaving there (segments + heads up to it, from the calibration's per-graph timings on its runtime)."""
+    """Per cascade: per exit its block, threshold, held-out top-1, calibration share, measured shares (per
+    artefact × runtime, from profile rows' ``exit_mix`` and eval records that carry one) and the batch-1 latency of
+    leaving there (segments + heads up to it, from the calibration's per-graph timings on its runtime). Copies of one
+    cascade (its exports to other formats, the FP32 cascade a speed gate kept: same calibration, thresholds and
+    precision) are one entry; ``nodes`` lists them, ``node`` is the first."""
     from ..formats.cascade.thresholds import active_heads
     from ..methods.early_exit.thresholds import path_costs
 
@@ -537,10 +539,10 @@ def cascades(records: list[dict], nodes: list[dict], run_dir: Path | None = None
         measured: dict[str, dict] = {}
         for rt, lat in (n.get("latency") or {}).items():
             if lat.get("exit_mix"):
-                measured[f"{rt} (profile {lat['from']})"] = lat["exit_mix"]
+                measured[f"{n['id']} {rt} (profile {lat['from']})"] = lat["exit_mix"]
         for rt, t in (n.get("top1") or {}).items():
             if t.get("exit_mix"):
-                measured[f"{rt} (eval {t['from']})"] = t["exit_mix"]
+                measured[f"{n['id']} {rt} (eval {t['from']})"] = t["exit_mix"]
         exits = []
         for i in range(k + 1):
             exits.append({
@@ -553,13 +555,24 @@ def cascades(records: list[dict], nodes: list[dict], run_dir: Path | None = None
                 "share_measured": {src: (mix.get("shares") or [None] * (k + 1))[i] for src, mix in measured.items()},
             })
         own = (by_id.get(n["id"]) or {}).get("metrics") or {}
-        out.append({"node": n["id"], "calibrated_in": (cal_rec or {}).get("id"), "criterion": crit,
+        group = ((cal_rec or {}).get("id"), tuple(th), n.get("precision") or "fp32")
+        same = next((c for c in out if c["_group"] == group), None)
+        if same is not None:  # a copy of a cascade already listed (an export, the kept FP32 of quantize): one section
+            same["nodes"].append(n["id"])
+            same["measured_sources"] += list(measured)
+            for e, mine in zip(same["exits"], exits):
+                e["share_measured"].update(mine["share_measured"])
+            continue
+        out.append({"node": n["id"], "nodes": [n["id"]], "_group": group,
+                    "calibrated_in": (cal_rec or {}).get("id"), "criterion": crit,
                     "parity_vs_fp32": own.get("parity_vs_fp32"),  # an INT8 copy against its FP32 cascade
                     "calibration_runtime": cal.get("runtime") or ((cal_rec or {}).get("config") or {}).get("runtime"),
                     "expected_ms": cal.get("expected_ms"), "segments_only_ms": cal.get("segments_only_ms"),
                     "heldout_top1": cal.get("heldout_top1", cal.get("top1")),
                     "heldout_final_top1": cal.get("heldout_final_top1", cal.get("final_top1")),
                     "measured_sources": list(measured), "exits": exits})
+    for c in out:
+        del c["_group"]
     return out
 
 
