@@ -67,7 +67,9 @@ def run_artifacts(run_dir: Path) -> list[tuple[str, str, object]]:
             if_path = Path(rec["metrics"]["if_form"])
             if not if_path.is_absolute():
                 if_path = d / if_path.name
-            label = out[-1][0] if out[-1][2].kind == "cascade" else "cascade"
+            # the cascade the pipeline handed to that export: the latest one it kept (not a variant the gate rejected)
+            label = next((lab for lab, _, a in reversed(out) if a.kind == "cascade" and "rejected" not in lab),
+                         "cascade")
             out.append((f"{label}, If form", rec["id"],
                         Artifact(kind="onnx", path=if_path, spec=art.spec, meta={"if_form": True})))
     if not out:
@@ -78,7 +80,7 @@ def run_artifacts(run_dir: Path) -> list[tuple[str, str, object]]:
 def final_label(arts) -> str:
     """The artefact the run hands on at its end (the latest one the pipeline selected, not a rejected variant);
     its If form counts as the same model run another way."""
-    kept = [a for a in arts if "rejected" not in a[0]]
+    kept = [a for a in arts if "rejected" not in a[0] and "If form" not in a[0]]
     return kept[-1][0]
 
 
