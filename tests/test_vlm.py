@@ -233,7 +233,7 @@ def test_each_tower_exports_alone_with_cosine_parity(tmp_path, pairs_small):
     pytest.importorskip("onnxruntime")
     import onnx
 
-    from edgevit.methods.vlm.fold import export_image_onnx, export_text_onnx
+    from edgevit.methods.vlm.deploy import export_image_onnx, export_text_onnx
     from edgevit.runtimes import open_artifact
 
     _, test = pairs_small

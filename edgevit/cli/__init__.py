@@ -542,7 +542,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra and not getattr(args, "forwards_flags", False):  # what parse_args does
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.extra_flags = extra  # an alias command (vlm export) hands them on to the command it stands for
     level = logging.WARNING if args.quiet else (logging.DEBUG if args.verbose > 1 else logging.INFO)
     # edgevit's own messages at `level`; other libraries' (onnx_ir's hundreds of "Replaced initializer" lines,
     # onnxscript, nncf) only from -v on

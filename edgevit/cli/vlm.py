@@ -53,17 +53,19 @@ def add_parser(subparsers) -> None:
     f.add_argument("--json", help="write the record (classes, zero-shot vs folded agreement) here")
     f.set_defaults(func=cmd_fold)
 
-    e = sub.add_parser("export", help="export each tower alone (an embedding artefact) as ONNX, with parity by "
-                                      "cosine similarity on real images / captions")
+    e = sub.add_parser("export", help="alias of `edgevit export FORMAT --model DIR --tower T` (its further flags are "
+                                      "handed on): each tower alone (an embedding artefact), parity by cosine "
+                                      "similarity on real images / captions")
     e.add_argument("model", help="dual encoder folder (dual_encoder.json)")
     e.add_argument("--tower", choices=("image", "text", "both"), default="both")
-    e.add_argument("--format", choices=("onnx", "openvino"), default="onnx")
+    e.add_argument("--format", choices=("onnx", "openvino", "tvm"), default="onnx")
     e.add_argument("--data", default="fashion-mnist-pairs", help="caption dataset whose test images and captions "
                                                                  "are the parity inputs")
     e.add_argument("--data-dir", default=None)
-    e.add_argument("--out", required=True, help="output folder (image_tower.onnx, text_tower.onnx + tokenizer)")
+    e.add_argument("--out", required=True, help="output folder (image_tower.*, text_tower.* + tokenizer, towers.json)")
     e.add_argument("--json", help="write the parity records here")
-    e.set_defaults(func=cmd_export)
+    e.set_defaults(func=cmd_export, forwards_flags=True)  # any further flag of `edgevit export FORMAT` (--trials 0
+    # --batch 8 for tvm, --classes, --gallery, --parity-samples, ...) is handed on
 
 
 def load_caption_data(args, split: str, *, limit=None):
@@ -195,23 +197,12 @@ def cmd_fold(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from pathlib import Path
+    """``edgevit vlm export DIR --format F --tower T ...``: an alias of ``edgevit export F --model DIR --tower T
+    ...`` (the same parser and code; any further flags of that command follow)."""
+    from . import build_parser
 
-    from ..data.captions import load_caption_dataset
-    from ..methods.vlm.fold import export_image_onnx, export_openvino_towers, export_text_onnx
-    from ..methods.vlm.towers import load_dual_encoder
-
-    model = load_dual_encoder(args.model)
-    data = load_caption_dataset(args.data, "test", data_dir=args.data_dir, limit=32)
-    out = Path(args.out)
-    recs = []
-    if args.format == "openvino":
-        recs = export_openvino_towers(model, out, images=data.images, texts=list(data.captions), tower=args.tower)
-    elif args.tower in ("image", "both"):
-        recs.append(export_image_onnx(model, out / "image_tower.onnx", images=data.images))
-    if args.format == "onnx" and args.tower in ("text", "both"):
-        recs.append(export_text_onnx(model, out / "text_tower.onnx", texts=list(data.captions)))
-    for r in recs:
-        print(f"{r['tower']} tower → {r['path']}: cosine to torch ≥ {r['min_cosine']:.6f} on {r['n']} real inputs")
-    write_json_out(args.json, {"towers": recs})
-    return 0
+    argv = ["export", args.format, "--model", args.model, "--tower", args.tower, "--out", args.out,
+            "--data", args.data, *(["--data-dir", args.data_dir] if args.data_dir else []),
+            *(["--json", args.json] if args.json else []), *getattr(args, "extra_flags", [])]
+    forwarded = build_parser().parse_args(argv)
+    return int(forwarded.func(forwarded) or 0)

@@ -122,4 +122,5 @@ COMMAND = ExportCommand(
                 "budgets are ~1000-2000 trials for DeiT-Tiny (about 25 min on 2 cores).",
     out_help="output directory (writes model.so there) or a path ending in .so",
     json_help="write the export record (target, tuning, max_abs_diff, ...) here",
+    towers=True,
 )
