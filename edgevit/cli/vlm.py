@@ -160,8 +160,11 @@ def cmd_eval_dual(args) -> int:
     from ..methods.vlm.towers import load_dual_encoder
 
     if getattr(args, "artifact", None):
-        raise ConfigError(f"--task {args.task} evaluates a dual encoder: pass --model DIR (a folder with "
-                          f"dual_encoder.json)")
+        if args.task == "zero-shot":
+            return _eval_deployed_zero_shot(args)
+        raise ConfigError(f"--task {args.task} needs both towers of a dual encoder: pass --model DIR (a folder with "
+                          f"dual_encoder.json); an exported image tower alone does zero-shot (--task zero-shot) "
+                          f"with the class embeddings stored next to it")
     model = load_dual_encoder(args.model)
     if args.task == "retrieval":
         name = args.data if args.data != "fashion-mnist" else "fashion-mnist-pairs"
@@ -174,6 +177,27 @@ def cmd_eval_dual(args) -> int:
         res = evaluate_zero_shot(model, load_dataset(args.data, args.split, data_dir=args.data_dir, limit=args.limit))
         print(f"zero-shot top-1 {res['top1'] * 100:.2f}%  n={res['n']}  ({res['seconds']:.1f} s)")
     res["model"] = str(args.model)
+    write_json_out(args.json, res)
+    return 0
+
+
+def _eval_deployed_zero_shot(args) -> int:
+    """``edgevit eval --artifact image_tower.onnx --task zero-shot``: the exported image tower on its runtime + the
+    class-text embeddings stored beside it (no text tower runs)."""
+    from ..data import load_dataset
+    from ..methods.vlm.deploy import read_text_embeddings, zero_shot_deployed
+    from ..runtimes import load_runtime, open_artifact
+    from .common import default_runtime
+
+    store = read_text_embeddings(args.artifact)  # ModelLoadError saying how to make them when there are none
+    art = open_artifact(args.artifact)
+    rt = args.runtime or default_runtime(art.kind)
+    data = load_dataset(args.data, args.split, data_dir=args.data_dir, limit=args.limit)
+    with load_runtime(rt, art, threads=args.threads, device=args.device) as runtime:
+        res = zero_shot_deployed(runtime, data, store=store, batch_size=args.batch_size)
+    res["artifact"] = str(args.artifact)
+    print(f"zero-shot top-1 {res['top1'] * 100:.2f}%  n={res['n']}  ({rt}, image tower + {len(store['class_names'])} "
+          f"stored class embeddings, no text tower; {res['seconds']:.1f} s)")
     write_json_out(args.json, res)
     return 0
 
