@@ -197,7 +197,7 @@ def test_cli_cache_dcd_eval_and_errors(tmp_path, capsys, pairs_small, fmnist_tes
     assert main(["eval", "--model", str(tmp_path / "s"), "--limit", "10"]) == 2
     assert "--task retrieval" in capsys.readouterr().err
     assert main(["export", "onnx", "--model", str(tmp_path / "s"), "--out", str(tmp_path / "x.onnx")]) == 2
-    assert "edgevit vlm export" in capsys.readouterr().err
+    assert "pass --tower image, --tower text or --tower both" in capsys.readouterr().err
     other = tmp_path / "other"
     save_dual_encoder(_small_dual_other(), other)
     assert main(["distill", "train", "--method", "dcd", "--student", "clip-fmnist-tiny", "--cache",

@@ -63,6 +63,15 @@ def add_export_command(export_subparsers, command: ExportCommand) -> argparse.Ar
     return p
 
 
+def run_export_argv(argv: list[str]) -> int:
+    """Parse ``argv`` as ``edgevit export FORMAT ...`` (every registered format's flags) and run it: the one
+    implementation behind aliases such as ``edgevit vlm export``."""
+    parser = argparse.ArgumentParser(prog="edgevit export")
+    sub = parser.add_subparsers(dest="format", metavar="FORMAT", required=True)
+    add_export_commands(sub)
+    return run_export_command(parser.parse_args(argv))
+
+
 def _action_dest(command: ExportCommand) -> str:
     return command.action.flag.lstrip("-").replace("-", "_")
 

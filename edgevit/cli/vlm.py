@@ -223,10 +223,9 @@ def cmd_fold(args) -> int:
 def cmd_export(args) -> int:
     """``edgevit vlm export DIR --format F --tower T ...``: an alias of ``edgevit export F --model DIR --tower T
     ...`` (the same parser and code; any further flags of that command follow)."""
-    from . import build_parser
+    from .export import run_export_argv
 
-    argv = ["export", args.format, "--model", args.model, "--tower", args.tower, "--out", args.out,
+    argv = [args.format, "--model", args.model, "--tower", args.tower, "--out", args.out,
             "--data", args.data, *(["--data-dir", args.data_dir] if args.data_dir else []),
             *(["--json", args.json] if args.json else []), *getattr(args, "extra_flags", [])]
-    forwarded = build_parser().parse_args(argv)
-    return int(forwarded.func(forwarded) or 0)
+    return run_export_argv(argv)

@@ -622,7 +622,9 @@ def tower_targets(path: str | Path, *, runtimes: list[str] | None = None) -> lis
                           or (t.tower == "image" and _image_runtime_loads(r, t.artifact.kind))]
         out = [t for t in out if t.runtimes]
         if not out:
-            raise ConfigError(f"no tower of {path} runs on {', '.join(runtimes)}")
+            raise ConfigError(f"no tower of {path} runs on {', '.join(runtimes)}: a dual-encoder folder runs its "
+                              f"towers in torch; export them for another runtime first (edgevit export onnx|openvino|"
+                              f"tvm --model DIR --tower both --out OUT) and profile OUT")
     return out
 
 
