@@ -180,6 +180,31 @@ def test_recipe_chain_refuses_vlm_methods_on_a_classifier_and_classifier_stages_
         from_raw({"model": {"name": "fmnist-vit-nano"}, "stages": [{"stage": "export_towers"}]})
 
 
+def test_stored_class_and_gallery_embeddings_answer_without_the_text_tower(tmp_path, fmnist_test_small):
+    from edgevit.data.captions import fashion_mnist_pairs
+    from edgevit.methods.vlm.deploy import read_text_embeddings, top_captions, write_text_embeddings
+    from edgevit.methods.vlm.train import VlmTrainConfig, train_dual
+
+    m = _small_dual()
+    train_dual(m, fashion_mnist_pairs("train", num_pairs=32, seed=1), config=VlmTrainConfig(epochs=2, batch_size=16))
+    test = fashion_mnist_pairs("test", num_pairs=12, seed=0)
+    gallery = list(test.captions[:12])
+    rec = write_text_embeddings(m, tmp_path / "image_tower.text_embeddings.safetensors",
+                                classes=["t-shirt", "bag"], gallery=gallery)
+    assert rec == {"path": rec["path"], "classes": 2, "gallery": 12}
+    store = read_text_embeddings(rec["path"])
+    assert store["class_names"] == ("t-shirt", "bag") and store["gallery_texts"] == gallery
+    assert np.allclose(store["gallery"], m.text.encode(gallery).numpy(), atol=1e-6)
+    img = m.encode_images(test.images[:3]).numpy()
+    hits = top_captions(img, store, k=4)
+    sims = img @ m.text.encode(gallery).numpy().T
+    assert [[c for c, _ in h] for h in hits] == [[gallery[j] for j in np.argsort(-s, kind="stable")[:4]] for s in sims]
+    with pytest.raises(ModelLoadError, match="no stored text embeddings"):
+        read_text_embeddings(tmp_path / "classifier.onnx")
+    with pytest.raises(ConfigError, match="no caption gallery"):
+        top_captions(img, {**store, "gallery": None}, k=1)
+
+
 @pytest.mark.slow  # ~3 min on the shared 2-core machine: the MiniLM teacher; the fixture above runs the same stages
 def test_vlm_recipe_file_as_shipped_with_tiny_limits(tmp_path, fmnist_test_small):
     pytest.importorskip("tvm", reason="pip install 'edgevit[tvm]'")

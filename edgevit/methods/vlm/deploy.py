@@ -344,6 +344,19 @@ def zero_shot_deployed(runtime, dataset, *, store: dict | None = None, batch_siz
             "embeddings": store["path"], "seconds": round(time.perf_counter() - t0, 3)}
 
 
+def top_captions(image_emb: np.ndarray, store: dict, k: int = 5) -> list[list[tuple[str, float]]]:
+    """Caption retrieval with the stored gallery (no text tower): per image embedding (``[N, E]``, L2-normalised,
+    from the deployed image tower) the ``k`` gallery captions of highest cosine similarity, best first, as
+    ``(caption, cosine)``. Raises :class:`ConfigError` when the store has no gallery."""
+    if store.get("gallery") is None:
+        raise ConfigError(f"{store.get('path')}: no caption gallery stored; export the image tower with "
+                          f"--gallery FILE (captions, one per line)")
+    sim = np.asarray(image_emb, np.float32) @ store["gallery"].T  # [N, G]
+    k = min(k, sim.shape[1])
+    best = np.argsort(-sim, axis=1, kind="stable")[:, :k]
+    return [[(store["gallery_texts"][j], float(sim[i, j])) for j in row] for i, row in enumerate(best)]
+
+
 # ------------------------------------------------------------------------------------------------ export
 def export_towers(model, fmt: str, out_dir: str | Path, *, tower: str = "both", images: np.ndarray,
                   texts: list[str], classes=None, gallery: list[str] | None = None, options: dict | None = None,
