@@ -168,7 +168,11 @@ def test_text_tower_runtime_input_checks_and_image_width_mismatch(vlm_run, tmp_p
 
 
 def test_recipe_chain_refuses_vlm_methods_on_a_classifier_and_classifier_stages_on_a_dual():
-    from edgevit.recipe import from_raw
+    from edgevit import pipeline
+    from edgevit.recipe import from_raw, load_recipe
+
+    steps = pipeline.plan(load_recipe(RECIPE, []))  # the shipped file chains: a dual encoder from load to report
+    assert all(s["hands_on"] == ["dual"] for s in steps) and steps[3]["reads"] == ["dual"]
 
     with pytest.raises(ConfigError, match="'distill' needs a dual artefact"):
         from_raw({"model": {"name": "fmnist-vit-nano"},
