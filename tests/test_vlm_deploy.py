@@ -23,7 +23,7 @@ def _small_dual():
                               embed_dim=32, image_hw=(28, 56), packaged=False)
 
 
-TINY = ["data.limit=32", "stages.0.batch_size=16", "stages.2.batch_size=16", "stages.2.epochs=1",
+TINY = ["data.limit=32", "stages.0.epochs=1", "stages.0.batch_size=16", "stages.2.batch_size=16", "stages.2.epochs=1",
         "stages.7.duration_s=0.2", "stages.7.min_runs=3", "stages.7.warmup_s=0.05", "stages.7.threads=1",
         "stages.5.parity_samples=8", "stages.6.parity_samples=8"]
 
