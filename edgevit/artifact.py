@@ -85,6 +85,8 @@ class Artifact:
         if self.path is None or not Path(self.path).exists():
             return None
         p = Path(self.path)
+        if p.is_dir():  # a folder artefact (a dual encoder): every file in it
+            return sum(f.stat().st_size for f in p.rglob("*") if f.is_file())
         size = p.stat().st_size
         sides = (p.with_suffix(".bin"), p.with_suffix(p.suffix + ".data"), p.with_suffix(".onnx.data"))
         for side in dict.fromkeys(sides):  # unique: 'm.onnx' gives 'm.onnx.data' twice
@@ -143,10 +145,13 @@ def file_sha256(path: str | Path) -> str:
 def artifact_files(artifact: Artifact) -> list[Path]:
     """The files that make up ``artifact`` on disk, in a stable order: its file plus side files (``.bin`` of an
     OpenVINO IR, ``.onnx.data`` external weights) and, for a cascade, every graph its manifest lists (segments and
-    exits, with their side files). Empty for an artefact without a path (a live torch model)."""
+    exits, with their side files); for a folder artefact (a dual encoder) every file in it. Empty for an artefact
+    without a path (a live torch model)."""
     if artifact.path is None:
         return []
     p = Path(artifact.path)
+    if p.is_dir():
+        return sorted(f for f in p.rglob("*") if f.is_file())
     files = [p]
     if artifact.kind == "cascade" and p.is_file():
         manifest = json.loads(p.read_text())

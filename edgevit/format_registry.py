@@ -163,7 +163,9 @@ class ExportCommand:
     (``out_help``, required unless ``out_required=False``); one flag per field of ``options`` (a
     :class:`~edgevit.config.ConfigModel`: ``--field-name``, help = the field's description verbatim, choices from
     ``Literal``, ``ge=1`` → positive integers, ``ge=0`` → integers ≥ 0, ``json_schema_extra={"metavar": ...}``);
-    ``action.flag``; with ``parity_data`` the dataset flags ``--data/--data-dir/--split/--limit``; ``--json``.
+    ``action.flag``; with ``parity_data`` the dataset flags ``--data/--data-dir/--split/--limit``; with ``towers``
+    ``--tower image|text|both``, ``--classes`` and ``--gallery`` (a dual encoder's towers, each alone:
+    :func:`edgevit.methods.vlm.deploy.export_towers`); ``--json``.
 
     Running it: validate ``options`` (ConfigError naming the flag → exit 2), the source rule, ``action`` when its
     flag is given, ``check(model_given, out, options)`` (raises ConfigError), then build the model from
@@ -186,6 +188,7 @@ class ExportCommand:
     parity_data: bool = True
     check: Callable[[bool, Path | None, Any], None] | None = None
     action: ExportAction | None = None
+    towers: bool = False
 
 
 def get_exporter(name: str) -> Callable[..., Any]:

@@ -103,11 +103,12 @@ def plan(recipe: Recipe) -> list[dict]:
     """The steps a run will take, in order (the implicit load step first), each with the artefact kinds it reads
     and hands on (``reads``, ``hands_on``: :func:`edgevit.stage.check_chain`, which raises
     :class:`~edgevit.errors.ConfigError` when the stages do not chain)."""
-    from .stage import check_chain
+    from .stage import STAGES, check_chain
 
-    chain = check_chain([(f"stages.{i}", s.stage, s.config) for i, s in enumerate(recipe.stages)])
+    start = STAGES.get("load").start_kinds(recipe.model)
+    chain = check_chain([(f"stages.{i}", s.stage, s.config) for i, s in enumerate(recipe.stages)], start=start)
     steps = [{"id": LOAD_ID, "stage": "load", "config": {"model": recipe.model.name}, "reads": [],
-              "hands_on": ["torch"]}]
+              "hands_on": list(start)}]
     for s, h, c in zip(recipe.stages, recipe.stage_hashes(), chain):
         steps.append({"id": s.id, "stage": s.stage, "config": s.to_dict(), "hash": h, "reads": c["reads"],
                       "hands_on": c["hands_on"]})

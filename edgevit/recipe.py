@@ -223,9 +223,10 @@ def from_raw(raw: dict, *, source: str = "<recipe>") -> Recipe:
         r = getattr(conf, "runtime", None)
         if r is not None and r not in RUNTIMES:
             raise ConfigError(f"{path}.runtime: {RUNTIMES.unknown_message(r)}")
-    from .stage import check_chain
+    from .stage import STAGES, check_chain
 
-    check_chain([(f"stages.{i}", s.stage, s.config) for i, s in enumerate(stages)])
+    check_chain([(f"stages.{i}", s.stage, s.config) for i, s in enumerate(stages)],
+                start=STAGES.get("load").start_kinds(model))
     name = raw.get("name") or Path(source).stem
     if not isinstance(name, str):
         raise ConfigError(f"name: expected a string, got {name!r}")

@@ -197,7 +197,7 @@ def test_cli_cache_dcd_eval_and_errors(tmp_path, capsys, pairs_small, fmnist_tes
     assert main(["eval", "--model", str(tmp_path / "s"), "--limit", "10"]) == 2
     assert "--task retrieval" in capsys.readouterr().err
     assert main(["export", "onnx", "--model", str(tmp_path / "s"), "--out", str(tmp_path / "x.onnx")]) == 2
-    assert "edgevit vlm export" in capsys.readouterr().err
+    assert "pass --tower image, --tower text or --tower both" in capsys.readouterr().err
     other = tmp_path / "other"
     save_dual_encoder(_small_dual_other(), other)
     assert main(["distill", "train", "--method", "dcd", "--student", "clip-fmnist-tiny", "--cache",
@@ -233,7 +233,7 @@ def test_each_tower_exports_alone_with_cosine_parity(tmp_path, pairs_small):
     pytest.importorskip("onnxruntime")
     import onnx
 
-    from edgevit.methods.vlm.fold import export_image_onnx, export_text_onnx
+    from edgevit.methods.vlm.deploy import export_image_onnx, export_text_onnx
     from edgevit.runtimes import open_artifact
 
     _, test = pairs_small

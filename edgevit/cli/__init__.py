@@ -133,6 +133,8 @@ def cmd_profile(args) -> int:
     if args.max_duration is not None and not args.until_stable:
         raise ConfigError("--max-duration bounds --until-stable; add --until-stable, or drop --max-duration")
     max_duration = UNTIL_STABLE_MAX_S if args.max_duration is None else args.max_duration
+    if _towers_of(args):
+        return _profile_towers(args, max_duration)
     art = artifact_from_args(args)
     names = [r.strip() for r in (args.runtime or default_runtime(art.kind)).split(",") if r.strip()]
     for rt in names:  # every runtime must load this artefact and be installed before anything is timed
@@ -198,6 +200,46 @@ def cmd_profile(args) -> int:
             png.write_bytes(per_layer_png(layers))
             print(f"wrote {png}")
     write_json_out(args.json, out)
+    return 0
+
+
+def _towers_of(args) -> bool:
+    """Whether ``profile`` is given a dual encoder (folder or registered name, as the path or ``--model``) or an
+    export of its towers (a folder or tower file with towers.json beside it)."""
+    from ..methods.vlm.deploy import MANIFEST
+    from ..methods.vlm.towers import DUAL_ENCODERS, is_dual_encoder_dir
+
+    path = getattr(args, "artifact", None) or getattr(args, "target", None) or args.model
+    if not path:
+        return False
+    p = Path(path)
+    return (is_dual_encoder_dir(p) or (str(path) in DUAL_ENCODERS and not p.exists()) or (p / MANIFEST).is_file()
+            or (p.is_file() and (p.parent / MANIFEST).is_file() and p.stem in ("image_tower", "text_tower")))
+
+
+def _profile_towers(args, max_duration: float) -> int:
+    """``edgevit profile`` on a dual encoder or its exported towers: one row per tower × runtime × batch (image and
+    text tower labelled), on real test images and their captions."""
+    from ..data.captions import load_caption_dataset
+    from ..errors import ConfigError
+    from ..methods.vlm.deploy import profile_towers, tower_targets
+    from ..profiling.tables import profile_table, stability_lines
+
+    if args.per_layer or args.compare or args.random_inputs:
+        raise ConfigError("--per-layer, --compare and --random-inputs profile one image model; a dual encoder's "
+                          "towers are timed on real images and captions (drop them)")
+    path = getattr(args, "artifact", None) or getattr(args, "target", None) or args.model
+    names = [r.strip() for r in args.runtime.split(",") if r.strip()] if args.runtime else None
+    targets = tower_targets(path, runtimes=names)
+    name = "fashion-mnist-pairs" if args.data == "fashion-mnist" else args.data
+    caps = load_caption_dataset(name, args.split, data_dir=args.data_dir, limit=max(max(args.batch), 8))
+    rows = profile_towers(targets, images=caps.images, texts=list(caps.captions), threads=args.threads,
+                          batch_sizes=tuple(args.batch), warmup_s=args.warmup, duration_s=args.duration,
+                          runs=args.runs, until_stable=args.until_stable, max_duration_s=max_duration)
+    print(profile_table(rows, extra_columns=[("tower", "tower")]))
+    for line in stability_lines(rows):
+        print(line)
+    write_json_out(args.json, {"results": rows})
     return 0
 
 
@@ -564,7 +606,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra and not getattr(args, "forwards_flags", False):  # what parse_args does
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.extra_flags = extra  # an alias command (vlm export) hands them on to the command it stands for
     level = logging.WARNING if args.quiet else (logging.DEBUG if args.verbose > 1 else logging.INFO)
     # edgevit's own messages at `level`; other libraries' (onnx_ir's hundreds of "Replaced initializer" lines,
     # onnxscript, nncf) only from -v on

@@ -48,8 +48,17 @@ def stage_brief(rec: dict) -> str:
     elif "top1" in m and stage != "distill":
         via = f" via {m['runtime']}" if m.get("runtime") else ""
         parts.append(f"top-1 {_pct(m['top1'])}{via} (n={m.get('n', '?')})")
-    if stage == "distill":
+    if "i2t_r1" in m:  # a dual encoder: retrieval (eval task retrieval, or after distill)
+        parts.append(f"R@1 i2t {_pct(m['i2t_r1'])}, t2i {_pct(m.get('t2i_r1'))} (R@10 {_pct(m.get('i2t_r10'))} / "
+                     f"{_pct(m.get('t2i_r10'))}, {m.get('n_images', '?')} images)")
+    if stage == "distill" and m.get("method") in ("contrastive", "dcd", "affinity"):
+        parts.append(f"{m['method']}: {m.get('steps', '?')} steps, {m.get('teacher_calls_during_training', 0)} "
+                     f"teacher calls while training")
+    elif stage == "distill":
         parts.append(f"student top-1 {_pct(m.get('top1'))} after {m.get('epochs', '?')} epoch(s)")
+    if stage == "export_towers":
+        parts.append(", ".join(f"{r['tower']} tower cosine ≥ {r['min_cosine']:.6f}" for r in m.get("towers", []))
+                     + f" ({m.get('format')})")
     if stage == "early_exit":
         parts.append(f"exits after blocks {m.get('exits')}, held-out top-1 {_pct(m.get('heldout_top1'))} "
                      f"(final head {_pct(m.get('heldout_final_top1'))})")

@@ -46,9 +46,30 @@ def add_export_command(export_subparsers, command: ExportCommand) -> argparse.Ar
         p.add_argument(command.action.flag, action="store_true", dest=_action_dest(command), help=command.action.help)
     if command.parity_data:
         add_data_args(p)
+    if command.towers:
+        g = p.add_argument_group("dual encoder", "--model DIR is a dual image–text encoder (dual_encoder.json): "
+                                                 "export its towers, each alone, into the folder --out")
+        g.add_argument("--tower", choices=("image", "text", "both"), default=None,
+                       help="which tower(s) to export; parity by cosine similarity on real test images / captions "
+                            "(--data fashion-mnist means its pairs split); text towers take 32 tokens")
+        g.add_argument("--classes", default="fashion-mnist",
+                       help="class names whose text embeddings are stored with the image tower (fashion-mnist, or "
+                            "names separated by commas), for zero-shot without the text tower")
+        g.add_argument("--gallery", default=None, metavar="FILE",
+                       help="a text file of captions (one per line) whose embeddings are stored with the image "
+                            "tower too (a retrieval gallery)")
     p.add_argument("--json", help=command.json_help)
     p.set_defaults(func=run_export_command, **{_COMMAND_KEY: command})
     return p
+
+
+def run_export_argv(argv: list[str]) -> int:
+    """Parse ``argv`` as ``edgevit export FORMAT ...`` (every registered format's flags) and run it: the one
+    implementation behind aliases such as ``edgevit vlm export``."""
+    parser = argparse.ArgumentParser(prog="edgevit export")
+    sub = parser.add_subparsers(dest="format", metavar="FORMAT", required=True)
+    add_export_commands(sub)
+    return run_export_command(parser.parse_args(argv))
 
 
 def _action_dest(command: ExportCommand) -> str:
@@ -75,6 +96,11 @@ def run_export_command(args: argparse.Namespace) -> int:
         write_json_out(args.json, record)
         return code
     out = Path(args.out) if args.out else None
+    if command.towers:
+        tower_record = _maybe_towers(command, args, options, out, what)
+        if tower_record is not None:
+            write_json_out(args.json, tower_record)
+            return 0
     if command.check is not None:
         command.check(bool(args.model), out, options)
     source = model_from_args(args) if args.model else (Path(onnx) if onnx else None)
@@ -89,3 +115,77 @@ def run_export_command(args: argparse.Namespace) -> int:
     write_json_out(args.json, record)
     return 0
 
+
+
+# ------------------------------------------------------------------------------------------- dual encoders
+def _is_dual(model: str | None) -> bool:
+    if not model:
+        return False
+    from ..methods.vlm.towers import DUAL_ENCODERS, is_dual_encoder_dir
+
+    return is_dual_encoder_dir(model) or (model in DUAL_ENCODERS and not Path(model).exists())
+
+
+def _maybe_towers(command: ExportCommand, args: argparse.Namespace, options, out: Path | None, what: str):
+    """Export a dual encoder's towers when ``--model`` is one (returns the record), None for any other model.
+    Raises :class:`~edgevit.errors.ConfigError` for a dual encoder without ``--tower`` and ``--tower`` on a
+    classifier."""
+    from ..errors import ConfigError
+
+    dual = _is_dual(args.model)
+    if not dual:
+        if args.tower:
+            raise ConfigError(f"--tower exports a dual encoder's towers, and {args.model or 'the source'} is not one "
+                              f"(no dual_encoder.json); drop --tower, or pass --model DIR of a dual encoder")
+        return None
+    if not args.tower:
+        raise ConfigError(f"{args.model} is a dual image–text encoder (two towers): pass --tower image, --tower text "
+                          f"or --tower both (each tower is exported alone into the folder --out)")
+    return export_towers_command(command.name, args.model, out, tower=args.tower, options=options,
+                                 data=args.data, data_dir=args.data_dir, classes=args.classes, gallery=args.gallery)
+
+
+TOWER_OPTION_KEYS = {"onnx": {"opset": "opset"}, "openvino": {"precision": "precision"},
+                     "tvm": {"target": "target", "mcpu": "mcpu", "num_cores": "num_cores", "trials": "trials",
+                             "batch": "batch", "work_dir": "work_dir", "retune": "retune",
+                             "tuning_timeout": "tuning_timeout_s", "cc": "cc"}}
+
+
+def export_towers_command(fmt: str, model_dir: str, out: Path | None, *, tower: str, options=None,
+                          data: str = "fashion-mnist", data_dir: str | None = None, classes: str = "fashion-mnist",
+                          gallery: str | None = None) -> dict:
+    """``edgevit export <fmt> --model DUAL --tower T`` (and its alias ``edgevit vlm export``): load the dual
+    encoder, take ``options.parity_samples`` real test images and captions of ``data`` (``fashion-mnist`` → its
+    pairs split), export, print one line per tower; returns the record."""
+    from ..data import fashion_mnist
+    from ..data.captions import load_caption_dataset
+    from ..errors import ConfigError
+    from ..methods.vlm.deploy import export_towers
+    from ..methods.vlm.towers import load_dual_encoder
+
+    if out is None:
+        raise ConfigError("--out DIR is needed: the folder the towers are written to")
+    model = load_dual_encoder(model_dir)
+    n = int(getattr(options, "parity_samples", 32) or 32)
+    name = "fashion-mnist-pairs" if data == "fashion-mnist" else data
+    caps = load_caption_dataset(name, "test", data_dir=data_dir, limit=n)
+    names = fashion_mnist.CLASSES if classes == "fashion-mnist" else \
+        tuple(c.strip() for c in classes.split(",") if c.strip())
+    texts = None
+    if gallery:
+        p = Path(gallery)
+        if not p.is_file():
+            raise ConfigError(f"--gallery {gallery}: no such file (a text file of captions, one per line)")
+        texts = [line.strip() for line in p.read_text().splitlines() if line.strip()]
+    opts = {dst: getattr(options, src) for src, dst in TOWER_OPTION_KEYS[fmt].items()
+            if options is not None and getattr(options, src, None) is not None}
+    rec = export_towers(model, fmt, out, tower=tower, images=caps.images, texts=list(caps.captions)[:n],
+                        classes=names, gallery=texts, options=opts)
+    for r in rec["towers"]:
+        extra = f"; {len(names)} class embeddings stored in {Path(r['text_embeddings']).name}" \
+            if r.get("text_embeddings") else ""
+        tokens = f", {r['tokens']} tokens" if r.get("tokens") else ""
+        print(f"{r['tower']} tower → {r['path']}: cosine to torch ≥ {r['min_cosine']:.6f} (mean "
+              f"{r['mean_cosine']:.6f}) on {r['n']} real {'images' if r['tower'] == 'image' else 'captions'}"
+              f"{tokens}{extra}")
+    return rec

@@ -53,17 +53,19 @@ def add_parser(subparsers) -> None:
     f.add_argument("--json", help="write the record (classes, zero-shot vs folded agreement) here")
     f.set_defaults(func=cmd_fold)
 
-    e = sub.add_parser("export", help="export each tower alone (an embedding artefact) as ONNX, with parity by "
-                                      "cosine similarity on real images / captions")
+    e = sub.add_parser("export", help="alias of `edgevit export FORMAT --model DIR --tower T` (its further flags are "
+                                      "handed on): each tower alone (an embedding artefact), parity by cosine "
+                                      "similarity on real images / captions")
     e.add_argument("model", help="dual encoder folder (dual_encoder.json)")
     e.add_argument("--tower", choices=("image", "text", "both"), default="both")
-    e.add_argument("--format", choices=("onnx", "openvino"), default="onnx")
+    e.add_argument("--format", choices=("onnx", "openvino", "tvm"), default="onnx")
     e.add_argument("--data", default="fashion-mnist-pairs", help="caption dataset whose test images and captions "
                                                                  "are the parity inputs")
     e.add_argument("--data-dir", default=None)
-    e.add_argument("--out", required=True, help="output folder (image_tower.onnx, text_tower.onnx + tokenizer)")
+    e.add_argument("--out", required=True, help="output folder (image_tower.*, text_tower.* + tokenizer, towers.json)")
     e.add_argument("--json", help="write the parity records here")
-    e.set_defaults(func=cmd_export)
+    e.set_defaults(func=cmd_export, forwards_flags=True)  # any further flag of `edgevit export FORMAT` (--trials 0
+    # --batch 8 for tvm, --classes, --gallery, --parity-samples, ...) is handed on
 
 
 def load_caption_data(args, split: str, *, limit=None):
@@ -158,8 +160,11 @@ def cmd_eval_dual(args) -> int:
     from ..methods.vlm.towers import load_dual_encoder
 
     if getattr(args, "artifact", None):
-        raise ConfigError(f"--task {args.task} evaluates a dual encoder: pass --model DIR (a folder with "
-                          f"dual_encoder.json)")
+        if args.task == "zero-shot":
+            return _eval_deployed_zero_shot(args)
+        raise ConfigError(f"--task {args.task} needs both towers of a dual encoder: pass --model DIR (a folder with "
+                          f"dual_encoder.json); an exported image tower alone does zero-shot (--task zero-shot) "
+                          f"with the class embeddings stored next to it")
     model = load_dual_encoder(args.model)
     if args.task == "retrieval":
         name = args.data if args.data != "fashion-mnist" else "fashion-mnist-pairs"
@@ -172,6 +177,27 @@ def cmd_eval_dual(args) -> int:
         res = evaluate_zero_shot(model, load_dataset(args.data, args.split, data_dir=args.data_dir, limit=args.limit))
         print(f"zero-shot top-1 {res['top1'] * 100:.2f}%  n={res['n']}  ({res['seconds']:.1f} s)")
     res["model"] = str(args.model)
+    write_json_out(args.json, res)
+    return 0
+
+
+def _eval_deployed_zero_shot(args) -> int:
+    """``edgevit eval --artifact image_tower.onnx --task zero-shot``: the exported image tower on its runtime + the
+    class-text embeddings stored beside it (no text tower runs)."""
+    from ..data import load_dataset
+    from ..methods.vlm.deploy import read_text_embeddings, zero_shot_deployed
+    from ..runtimes import load_runtime, open_artifact
+    from .common import default_runtime
+
+    store = read_text_embeddings(args.artifact)  # ModelLoadError saying how to make them when there are none
+    art = open_artifact(args.artifact)
+    rt = args.runtime or default_runtime(art.kind)
+    data = load_dataset(args.data, args.split, data_dir=args.data_dir, limit=args.limit)
+    with load_runtime(rt, art, threads=args.threads, device=args.device) as runtime:
+        res = zero_shot_deployed(runtime, data, store=store, batch_size=args.batch_size)
+    res["artifact"] = str(args.artifact)
+    print(f"zero-shot top-1 {res['top1'] * 100:.2f}%  n={res['n']}  ({rt}, image tower + {len(store['class_names'])} "
+          f"stored class embeddings, no text tower; {res['seconds']:.1f} s)")
     write_json_out(args.json, res)
     return 0
 
@@ -195,23 +221,11 @@ def cmd_fold(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from pathlib import Path
+    """``edgevit vlm export DIR --format F --tower T ...``: an alias of ``edgevit export F --model DIR --tower T
+    ...`` (the same parser and code; any further flags of that command follow)."""
+    from .export import run_export_argv
 
-    from ..data.captions import load_caption_dataset
-    from ..methods.vlm.fold import export_image_onnx, export_openvino_towers, export_text_onnx
-    from ..methods.vlm.towers import load_dual_encoder
-
-    model = load_dual_encoder(args.model)
-    data = load_caption_dataset(args.data, "test", data_dir=args.data_dir, limit=32)
-    out = Path(args.out)
-    recs = []
-    if args.format == "openvino":
-        recs = export_openvino_towers(model, out, images=data.images, texts=list(data.captions), tower=args.tower)
-    elif args.tower in ("image", "both"):
-        recs.append(export_image_onnx(model, out / "image_tower.onnx", images=data.images))
-    if args.format == "onnx" and args.tower in ("text", "both"):
-        recs.append(export_text_onnx(model, out / "text_tower.onnx", texts=list(data.captions)))
-    for r in recs:
-        print(f"{r['tower']} tower → {r['path']}: cosine to torch ≥ {r['min_cosine']:.6f} on {r['n']} real inputs")
-    write_json_out(args.json, {"towers": recs})
-    return 0
+    argv = [args.format, "--model", args.model, "--tower", args.tower, "--out", args.out,
+            "--data", args.data, *(["--data-dir", args.data_dir] if args.data_dir else []),
+            *(["--json", args.json] if args.json else []), *getattr(args, "extra_flags", [])]
+    return run_export_argv(argv)

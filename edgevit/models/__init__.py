@@ -319,7 +319,8 @@ def create(name_or_path: str, *, checkpoint: str | Path | None = None, pretraine
     meta: dict = {}
     if name not in MODELS and (Path(name) / "dual_encoder.json").is_file():
         raise ModelLoadError(f"{name} is a dual image–text encoder (two towers), not a classifier: export its towers "
-                             f"with `edgevit vlm export {name} --tower image|text|both --format onnx|openvino`, "
+                             f"with `edgevit export onnx|openvino|tvm --model {name} --tower image|text|both "
+                             f"--out DIR`, "
                              f"evaluate it with `edgevit eval --model {name} --task retrieval|zero-shot`, or fold it "
                              f"into a classifier with `edgevit vlm fold-classifier {name} --out FILE.safetensors`")
     if name not in MODELS and Path(name).is_dir():  # a stage folder (runs/x/00_load/): the checkpoint inside it

@@ -340,7 +340,7 @@ def _check_args(batch_sizes, warmup_s, min_warmup, runs, duration_s, min_runs, m
 
 def _check_inputs(inputs, spec) -> np.ndarray:
     x = np.asarray(inputs)
-    if x.ndim == 3:  # one image
+    if x.ndim == len(spec.input_size):  # one image (or one input of another spec)
         x = x[None]
     if x.shape[0] == 0:
         raise InputSpecError("profile inputs: the batch is empty; pass at least one preprocessed image")
@@ -417,7 +417,7 @@ def _model_info(artifact) -> dict:
 
             if info["params"] is None:
                 info["params"] = int(sum(p.numel() for p in artifact.model.parameters()))
-            if info["macs"] is None:
+            if info["macs"] is None and hasattr(artifact.spec, "hw"):  # an image model (not a text tower)
                 info["macs"] = count_macs_torch(artifact.model, artifact.spec)
         elif kind == "onnx" and path is not None and (info["params"] is None or info["macs"] is None):
             from .macs import onnx_cost

@@ -20,6 +20,7 @@ STAGE_MODULES = [
     "edgevit.stages.early_exit",
     "edgevit.stages.shiftadd",
     "edgevit.stages.quantize",
+    "edgevit.stages.vlm",
 ]
 
 

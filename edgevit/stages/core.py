@@ -95,11 +95,23 @@ class LoadStage(Stage):
     class Config(ConfigModel):
         """No keys: the model comes from the recipe's ``model`` section."""
 
+    @classmethod
+    def start_kinds(cls, model) -> tuple[str, ...]:
+        """The kind the load step hands on for the recipe's ``model`` section: ``dual`` for a dual image–text
+        encoder (:func:`edgevit.stages.vlm.is_dual_ref`), else ``torch``."""
+        from .vlm import is_dual_ref
+
+        return ("dual",) if is_dual_ref(model.name) else ("torch",)
+
     def run(self, ctx, config):
         from ..artifact import Artifact
         from ..models import count_params, create, save_checkpoint
 
         m = ctx.recipe.model
+        if "dual" in self.start_kinds(m):
+            from .vlm import load_dual
+
+            return load_dual(ctx, m.name)
         model = create(m.name, checkpoint=m.checkpoint, pretrained=m.pretrained, num_classes=m.num_classes,
                        arch=m.arch)
         path = save_checkpoint(model, ctx.out_dir / "model.safetensors")
@@ -129,20 +141,25 @@ class EvalStage(Stage):
                                    "far on every recipe runtime (and torch) that loads it, one row each in `rows`")
         task: Literal["classification", "retrieval", "zero-shot"] = Field(
             "classification", description="classification: top-1/top-5 of the artefact; retrieval: R@1/5/10 "
-                                          "image→text and text→image of the dual encoder `dual_encoder` on the "
-                                          "caption dataset `captions`; zero-shot: its top-1 on the recipe's data "
-                                          "from class prompts")
+                                          "image→text and text→image of the dual encoder (the run's model, or "
+                                          "`dual_encoder`) on the caption dataset `captions`; zero-shot: its top-1 "
+                                          "on the recipe's data from class prompts")
         dual_encoder: str | None = Field(None, description="retrieval / zero-shot: a dual-encoder folder "
-                                                           "(dual_encoder.json) or a registered dual encoder")
+                                                           "(dual_encoder.json) or a registered dual encoder "
+                                                           "(default: the run's model when it is one)")
         captions: str = Field("fashion-mnist-pairs", description="retrieval: the caption dataset (fashion-mnist-pairs,"
                                                                  " fashion-mnist-captions, coco:FILE, karpathy:FILE)")
 
     def run(self, ctx, config):
+        from ..errors import ConfigError
         from ..evaluate import evaluate
         from ..runtimes import load_runtime
 
         if config.task != "classification":
             return self._run_dual(ctx, config)
+        if ctx.artifact.kind == "dual":
+            raise ConfigError("eval of a dual encoder: set `task: retrieval` (R@1/5/10 on captions) or "
+                              "`task: zero-shot` (top-1 from class prompts)")
 
         data = ctx.dataset(config.split, limit=config.limit)
         batch = config.batch_size or ctx.recipe.data.batch_size
@@ -174,25 +191,9 @@ class EvalStage(Stage):
 
 
     def _run_dual(self, ctx, config):
-        from ..errors import ConfigError
-        from ..methods.vlm.evaluate import evaluate_retrieval, evaluate_zero_shot
-        from ..methods.vlm.towers import load_dual_encoder
+        from .vlm import eval_dual
 
-        if not config.dual_encoder:
-            raise ConfigError(f"eval task '{config.task}' needs a dual encoder: the run's model is a classifier; set "
-                              f"`dual_encoder: DIR` (a folder written by `edgevit vlm train-teacher` or "
-                              f"`edgevit distill train --method dcd`)")
-        model = load_dual_encoder(config.dual_encoder)
-        if config.task == "zero-shot":
-            metrics = evaluate_zero_shot(model, ctx.dataset(config.split, limit=config.limit))
-        else:
-            from ..data.captions import load_caption_dataset
-
-            data = load_caption_dataset(config.captions, config.split or ctx.recipe.data.eval_split,
-                                        data_dir=ctx.recipe.data.data_dir, limit=config.limit or ctx.recipe.data.limit)
-            metrics = evaluate_retrieval(model, data)
-        metrics["dual_encoder"] = str(config.dual_encoder)
-        return StageOutput(ctx.artifact, metrics)
+        return StageOutput(ctx.artifact, eval_dual(ctx, config, ctx.artifact))
 
 
 @register_stage
@@ -242,6 +243,10 @@ class ProfileStage(Stage):
         from ..runtimes import load_runtime
 
         art = ctx.artifact
+        if art.kind == "dual":  # a dual encoder: each tower (torch and every export of it) on its runtime
+            from .vlm import profile_dual
+
+            return StageOutput(art, profile_dual(ctx, config, art))
         pairs = run_artifacts(ctx, config.artifacts, config.runtimes)
         src = ctx.source_artifact()
         if config.include_source and config.artifacts == "current" and src is not art:

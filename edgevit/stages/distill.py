@@ -15,6 +15,17 @@ Recipe entry (every key optional; every key of :class:`~edgevit.methods.distill.
         cache_dir: null                  # default <run dir>/distill_cache; a shared path reuses caches across runs
         limit: null                      # training samples (default: the recipe's data.limit)
 
+A dual image–text encoder (the run's model a ``dual`` artefact: :mod:`edgevit.stages.vlm`) trains with ``method``
+``contrastive`` (CLIP loss; without ``student`` the run's model itself, LiT-style), ``dcd`` or ``affinity`` (a
+dual-encoder ``student`` such as ``clip-fmnist-tiny`` from the run's model as teacher, through the dense
+teacher-embedding cache with ``mode: cache``) on the caption dataset ``captions``::
+
+      - stage: distill
+        method: dcd
+        student: clip-fmnist-tiny
+        captions: fashion-mnist-pairs
+        epochs: 1
+
 Without ``student`` the run's current torch model is the student and ``teacher`` must be given (the older form:
 ``model: {name: fmnist-vit-tiny}`` with ``teacher: fmnist-vit``). The cache is reused only when its fingerprint (teacher weights sha256, dataset content, transforms, K, seed)
 matches and it stores enough epochs; otherwise it is (re)written. The next stages get the trained student as a
@@ -27,7 +38,7 @@ from __future__ import annotations
 
 import copy
 import logging
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 from pydantic import Field
 
@@ -43,12 +54,24 @@ class DistillStage(Stage):
 
     name = "distill"
     description = "write/reuse a sparse top-K teacher cache, then train the model from it (TinyViT)"
-    consumes = ("torch",)
-    produces = ("torch",)
+    consumes = ("torch", "dual")
+    produces = ("torch", "dual")
     reads_context = ("data",)  # its images (parity, calibration, training), not the recipe runtimes/targets
     libraries = ("torch", "timm", "numpy")
     resumable = True  # a killed run continues from the last epoch's checkpoint.pt in the stage folder
     new_model = True
+    cannot_take: ClassVar[dict[str, str]] = {
+        "onnx": "distillation trains a torch model; an exported file is not trainable",
+        "openvino": "distillation trains a torch model; an exported file is not trainable",
+    }
+
+    @classmethod
+    def reads(cls, config) -> tuple[str, ...]:
+        return ("dual",) if config.method != "tinyvit" else ("torch",)
+
+    @classmethod
+    def hands_on(cls, config, kind: str) -> tuple[str, ...]:
+        return ("dual",) if config.method != "tinyvit" else ("torch",)
 
     class Config(AugmentKeys, TrainConfig):
         """Every key of :class:`~edgevit.methods.distill.config.TrainConfig` and of
@@ -56,8 +79,17 @@ class DistillStage(Stage):
 
         config_path: ClassVar[str] = "distill"
 
-        student: str | None = Field(None, description="student architecture: edgevit/timm name or checkpoint "
-                                                      "(default: the run's current torch model is the student)")
+        method: Literal["tinyvit", "contrastive", "dcd", "affinity"] = Field(
+            "tinyvit", description="tinyvit: a classifier from the sparse top-K teacher cache; contrastive / dcd / "
+                                   "affinity: a dual image–text encoder (the run's model a dual encoder) with the "
+                                   "CLIP loss, DCD, or TinyCLIP affinity mimicking")
+        captions: str = Field("fashion-mnist-pairs", description="dual encoders: the caption dataset "
+                                                                 "(fashion-mnist-pairs, fashion-mnist-captions, "
+                                                                 "coco:FILE, karpathy:FILE)")
+        max_seconds: float | None = Field(None, gt=0, description="dual encoders: stop training after this long")
+        student: str | None = Field(None, description="student architecture: edgevit/timm name or checkpoint, or a "
+                                                      "dual encoder (default: the run's current model is the "
+                                                      "student)")
         student_pretrained: bool = Field(True, description="start the student from its packaged weights when it "
                                                            "has any (false: random init, a from-scratch distillation)")
         student_checkpoint: str | None = Field(None, description="start the student from these weights")
@@ -90,6 +122,10 @@ class DistillStage(Stage):
         from ..models import count_params, create
 
         src = ctx.consumed(self, config)
+        if config.method != "tinyvit":
+            from .vlm import distill_dual
+
+            return distill_dual(ctx, config, src)
         if config.student is None and config.teacher is None:
             raise ConfigError("stage 'distill': set `student:` (the run's model is then the teacher) or `teacher:` "
                               "(the run's model is then the student)")

@@ -52,4 +52,5 @@ COMMAND = ExportCommand(
     options=OnnxExportOptions, run=run, summary=summary,
     out_help="output file (e.g. runs/x/model.onnx)",
     json_help="write the export record (max_abs_diff, top1_agreement, ...) here",
+    towers=True,
 )

@@ -64,4 +64,5 @@ COMMAND = ExportCommand(
                 "`edgevit profile X.xml` work on it.",
     out_help="output directory (writes <model>.xml/.bin) or a path ending in .xml",
     json_help="write the export record (max_abs_diff, top1_agreement, ...) here",
+    towers=True,
 )

@@ -152,4 +152,5 @@ COMMAND = ExportCommand(
     out_help="output directory (writes model.so there, or a cascade's libraries and manifest.json) or a path ending "
              "in .so",
     json_help="write the export record (target, tuning, max_abs_diff, ...) here",
+    towers=True,
 )

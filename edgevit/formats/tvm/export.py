@@ -56,7 +56,7 @@ from typing import Any
 
 import numpy as np
 
-from ...artifact import Artifact
+from ...artifact import DEFAULT_TASK, Artifact
 from ...errors import ConfigError, ExportError, ParityError
 from ...results import ExportResult, ParityRecord
 from ...spec import InputSpec
@@ -79,7 +79,8 @@ def export_tvm(source: Any, out_dir: str | Path, *, target: Any = "llvm", trials
                max_trials_per_task: int | None = None, tuning_timeout_s: float = 60.0, seed: int = 0,
                mcpu: str | None = None, num_cores: int | None = None, extra_passes: Sequence[IRPass] = (),
                convert_map: dict | None = None, parity: bool = True, parity_images: Any = None,
-               tolerance: float | None = None, parity_samples: int = 32, cc: str | None = None) -> ExportResult:
+               tolerance: float | None = None, parity_samples: int = 32, cc: str | None = None,
+               example_inputs: Sequence[np.ndarray] | None = None) -> ExportResult:
     """Compile ``source`` with TVM for ``target`` into ``out_dir/model.so`` (or the ``.so`` path given).
 
     ``source`` is a torch module (with ``edgevit_spec``, as :func:`edgevit.models.create` attaches), a torch
@@ -99,7 +100,13 @@ def export_tvm(source: Any, out_dir: str | Path, *, target: Any = "llvm", trials
     - ``parity``: run the library on real images (``parity_images``: preprocessed NCHW float32, raw uint8 images
       or an ArrayDataset; required unless ``parity=False``, :class:`ExportError` otherwise) and compare with torch.
       Skipped, with the reason recorded, when the library cannot run on this machine (another CPU or a GPU);
-    - ``cc``: a cross compiler (e.g. ``aarch64-linux-gnu-g++``) for libraries built for another architecture.
+    - ``cc``: a cross compiler (e.g. ``aarch64-linux-gnu-g++``) for libraries built for another architecture;
+    - ``example_inputs``: for a module that does not take one image batch (a dual encoder's text tower:
+      ``input_ids`` and ``attention_mask``, int64 ``[batch, tokens]``): the arrays it is traced with; their shapes
+      are the library's static input shapes (``batch`` must be their first dimension) and are recorded as
+      ``inputs`` in the metadata. Such a module needs no input spec; no spec side file is written and ``parity``
+      must be False (the caller checks the outputs: :func:`edgevit.methods.vlm.deploy.export_towers` does, by
+      cosine similarity). Run the library with :meth:`~edgevit.formats.tvm.runtime.TvmRuntime.run_inputs`.
 
     Returns an :class:`~edgevit.results.ExportResult` (the ``tvm`` artefact with ``meta`` ``batch``, ``target``
     and ``tuning_status``; parity None when skipped) whose ``to_dict()`` is the JSON record (paths, target, build host, required CPU features, tuning summary, parity,
@@ -120,12 +127,22 @@ def export_tvm(source: Any, out_dir: str | Path, *, target: Any = "llvm", trials
     tvm = require("tvm", extra="tvm", feature="TVM export")
     from .target import describe_target, host_info, incompatibility, llvm_part, resolve_target, target_isa_features
 
-    module, spec, name = _resolve_model(source)
+    if example_inputs is not None:
+        if parity:
+            raise ConfigError("export_tvm: with example_inputs the caller checks parity; pass parity=False")
+        example_inputs = [np.ascontiguousarray(a) for a in example_inputs]
+        if not example_inputs or any(a.ndim < 1 or a.shape[0] != batch for a in example_inputs):
+            raise ConfigError(f"export_tvm: every example input needs batch {batch} as its first dimension, got "
+                              f"shapes {[tuple(a.shape) for a in example_inputs]}")
+        module, spec = source, None
+        name = str(getattr(source, "edgevit_name", type(source).__name__))
+    else:
+        module, spec, name = _resolve_model(source)
     path = _resolve_out_path(out_dir)
     tgt, tdict, target_notes = resolve_target(target, mcpu=mcpu, num_cores=num_cores)
     images, described = parity_inputs(parity_images, spec, what="TVM") if parity else (None, None)
 
-    mod, t_import = _import(module, spec, batch, convert_map, name)
+    mod, t_import = _import(module, spec, batch, convert_map, name, example_inputs=example_inputs)
     mod, pass_names = _apply_extra_passes(mod, extra_passes)
     mod, tuning = lower_and_tune(mod, tgt, tdict, trials=trials, cache_root=Path(work_dir or default_cache_dir()),
                                   retune=retune, max_trials_per_task=max_trials_per_task,
@@ -151,7 +168,10 @@ def export_tvm(source: Any, out_dir: str | Path, *, target: Any = "llvm", trials
     required = sorted(target_isa_features(tvm.target.Target(cpu))) if cpu and cpu.get("mcpu") else []
     meta = {
         "format": FORMAT, "format_version": FORMAT_VERSION, "library": path.name, "source": name, "batch": batch,
-        "input_shape": [batch, *spec.input_size], "input_dtype": spec.dtype, "target": tdict,
+        "input_shape": [batch, *spec.input_size] if spec is not None else None,
+        "input_dtype": spec.dtype if spec is not None else None,
+        "inputs": [{"shape": list(a.shape), "dtype": str(a.dtype)} for a in example_inputs] if example_inputs else None,
+        "task": getattr(module, "edgevit_task", DEFAULT_TASK), "target": tdict,
         "target_description": describe_target(tdict), "target_notes": target_notes, "required_isa_features": required,
         "build_host": host_info(), "tvm_version": tvm.__version__,
         "versions": library_versions() | {"llvm": _llvm_version()},
@@ -162,14 +182,15 @@ def export_tvm(source: Any, out_dir: str | Path, *, target: Any = "llvm", trials
     from ...runtimes import spec_sidecar_path, write_spec_sidecar
 
     write_json(metadata_path(path), meta)
-    write_spec_sidecar(path, spec, name)
+    if spec is not None:
+        write_spec_sidecar(path, spec, name, task=meta["task"])
 
     record: dict[str, Any] = {
         "format": "tvm", "path": str(path), "metadata_path": str(metadata_path(path)),
-        "spec_path": str(spec_sidecar_path(path)), **{k: meta[k] for k in (
-            "source", "batch", "input_shape", "target", "target_description", "target_notes",
+        "spec_path": str(spec_sidecar_path(path)) if spec is not None else None, **{k: meta[k] for k in (
+            "source", "batch", "input_shape", "inputs", "task", "target", "target_description", "target_notes",
             "required_isa_features", "build_host", "tuning", "extra_passes", "versions")},
-        "file_size": path.stat().st_size, "input_spec": spec.to_dict(), "import_time_s": round(t_import, 3),
+        "file_size": path.stat().st_size, "input_spec": spec.to_dict() if spec is not None else None, "import_time_s": round(t_import, 3),
         "compile_time_s": round(t_compile, 3), "max_abs_diff": None, "mean_abs_diff": None, "cosine": None,
         "top1_agreement": None, "n": None, "parity": None, "parity_inputs": None, "parity_skipped": None,
     }
@@ -198,7 +219,7 @@ def export_tvm(source: Any, out_dir: str | Path, *, target: Any = "llvm", trials
             err.record = record
             raise err from exc
         checked = result
-    art = Artifact(kind="tvm", spec=spec, path=path, source=name,
+    art = Artifact(kind="tvm", spec=spec, path=path, source=name, task=meta["task"],
                    meta={"batch": batch, "target": tdict, "tuning_status": tuning["status"]})
     out = ExportResult(artifact=art, parity=checked, seconds=time.perf_counter() - t0, versions=record["versions"],
                        fields=record)
@@ -230,8 +251,12 @@ def _resolve_out_path(out: str | Path) -> Path:
 
 
 
-def _import(module, spec: InputSpec, batch: int, convert_map: dict | None, name: str):
-    """(Relax IRModule with the weights as constants, seconds) via torch.export → from_exported_program."""
+def _import(module, spec: InputSpec | None, batch: int, convert_map: dict | None, name: str, *,
+            example_inputs: Sequence[np.ndarray] | None = None):
+    """(Relax IRModule with the weights as constants, seconds) via torch.export → from_exported_program. Traced with
+    a random batch of ``spec``, or with ``example_inputs`` when given. torch's fused fast path of
+    ``nn.TransformerEncoderLayer`` / ``nn.MultiheadAttention`` (one op TVM's importer does not know) is switched
+    off while tracing."""
     import copy
 
     import torch
@@ -243,13 +268,19 @@ def _import(module, spec: InputSpec, batch: int, convert_map: dict | None, name:
         module = copy.deepcopy(module).cpu()
     was_training = module.training
     module.eval()
-    example = torch.from_numpy(spec.example(batch))
-    if params and params[0].is_floating_point():
-        example = example.to(params[0].dtype)
+    if example_inputs is not None:
+        examples = tuple(torch.from_numpy(np.ascontiguousarray(a)) for a in example_inputs)
+    else:
+        example = torch.from_numpy(spec.example(batch))
+        if params and params[0].is_floating_point():
+            example = example.to(params[0].dtype)
+        examples = (example,)
+    fastpath = torch.backends.mha.get_fastpath_enabled()
     try:
+        torch.backends.mha.set_fastpath_enabled(False)
         with quiet(), torch.no_grad():
             try:
-                ep = torch.export.export(module, (example,), strict=False)
+                ep = torch.export.export(module, examples, strict=False)
             except Exception as exc:  # torch.export raises many error types
                 raise ExportError(f"torch.export could not capture {name} at batch {batch} for TVM "
                                   f"({type(exc).__name__}: {first_lines(exc)}). The model must be traceable by "
@@ -266,6 +297,7 @@ def _import(module, spec: InputSpec, batch: int, convert_map: dict | None, name:
                                   f"({type(exc).__name__}: {first_lines(exc)}).{hint} Add a converter with "
                                   f"convert_map={{'op.default': fn}}, or replace the op in the model.") from exc
     finally:
+        torch.backends.mha.set_fastpath_enabled(fastpath)
         module.train(was_training)
     return mod, time.perf_counter() - t
 

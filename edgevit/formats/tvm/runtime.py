@@ -183,6 +183,24 @@ class TvmRuntime(Runtime):
             out = out[0]
         return np.asarray(out.numpy(), dtype=np.float32)
 
+    def run_inputs(self, *arrays: np.ndarray) -> np.ndarray:
+        """The library's ``main`` on several inputs (a text tower's ``input_ids`` and ``attention_mask``, exported
+        with ``example_inputs``), each checked against the shape and dtype recorded in the metadata; returns the
+        first output as float32. Raises :class:`InputSpecError` naming the expected shapes."""
+        want = self.meta.get("inputs") or []
+        got = [(list(a.shape), str(a.dtype)) for a in arrays]
+        if [(w["shape"], w["dtype"]) for w in want] != got:
+            raise InputSpecError(f"{self.name} runtime: {self.path} takes inputs "
+                                 f"{[(w['shape'], w['dtype']) for w in want]} (static shapes), got {got}")
+        try:
+            out = self._main(*[self._tvm.runtime.tensor(np.ascontiguousarray(a), device=self._dev) for a in arrays])
+        except Exception as exc:  # TVM raises from C++
+            raise RuntimeLoadError(f"TVM failed to run {self.path} on inputs {got} ({type(exc).__name__}: "
+                                   f"{str(exc)[:300]})") from exc
+        if not hasattr(out, "numpy"):
+            out = out[0]
+        return np.asarray(out.numpy(), dtype=np.float32)
+
     def describe(self) -> dict:
         d = super().describe()
         meta = getattr(self, "meta", {}) or {}
