@@ -295,8 +295,9 @@ def test_cli_dry_run_plan_shows_typed_overrides(tmp_path):
     r = _compress_cli(QUICKSTART, "--dry-run", "--out", str(tmp_path / "never"), "--set", "stages.3.batch=[1,16]",
                       "--set", "stages.1.opset=17", "--set", "stages.1.simplify=false")
     assert r.returncode == 0, r.stderr
-    lines = {ln.split()[0]: ln for ln in r.stdout.splitlines() if ln.startswith("  ")}
+    lines = {ln.split()[1]: ln for ln in r.stdout.splitlines() if ln.startswith("  ") and ln.split()[1][:2].isdigit()}
     assert list(lines) == ["00_load", "01_eval", "02_export_onnx", "03_eval", "04_profile", "05_report"]
+    assert all(ln.split()[0] == "run" for ln in lines.values())  # a new run directory: every stage runs
     assert '"opset": 17' in lines["02_export_onnx"] and '"simplify": false' in lines["02_export_onnx"]
     assert '"batch": [1, 16]' in lines["04_profile"] and '"runtime": "onnxruntime"' in lines["03_eval"]
     assert not (tmp_path / "never").exists()  # a dry run writes nothing
