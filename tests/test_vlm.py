@@ -88,6 +88,13 @@ def test_recall_by_content_counts_every_caption_that_names_what_the_image_shows(
     assert r["t2i_r1"] == 0.75 and r["t2i_r2"] == 1.0
     strict = recall_at_k(img, txt, np.array([0, 1, 2, 3]))
     assert strict["t2i_r1"] < r["t2i_r1"]  # instance-level: text 1 must find image 1, which ties with image 0
+    # image→text over distinct captions: a wrong string repeated 3 times ranks once, not three times
+    txt_dup = torch.cat([txt, txt[3:4].repeat(3, 1)])
+    key_dup, group = np.r_[text_key, [2, 2, 2]], np.r_[0, 1, 2, 3, 3, 3, 3]
+    img2 = torch.nn.functional.normalize(torch.stack([e[2] + 0.2 * e[1]]), dim=1)  # shows key 1, nearest text 3
+    plain = recall_at_k_by_content(img2, txt_dup, np.array([1]), key_dup, ks=(2,))
+    grouped = recall_at_k_by_content(img2, txt_dup, np.array([1]), key_dup, ks=(2,), text_group=group)
+    assert plain["i2t_r2"] == 0.0 and grouped["i2t_r2"] == 1.0 and grouped["n_distinct_texts"] == 4
     with pytest.raises(DataError, match="1 images have no relevant text"):
         recall_at_k_by_content(img, txt, np.array([0, 0, 1, 5]), text_key)
 
@@ -292,6 +299,12 @@ def test_checkpoint_every_epoch_and_resume_continues_exactly(tmp_path, pairs_sma
     assert [h["loss"] for h in rec["history"]] == [h["loss"] for h in ref["history"]]
     for (k, a), (_, b) in zip(whole.state_dict().items(), resumed.state_dict().items(), strict=True):
         assert torch.equal(a, b), k
+    # --stop-after: the schedule of all epochs, stopped after 2; --resume finishes it (a stop may change, not the plan)
+    part = train_dual(_small_dual(), train, config=cfg.model_copy(update={"stop_after": 2}), checkpoint_dir=tmp_path / "c")
+    assert part["steps"] == 2 and part["stopped"].startswith("stop_after 2")
+    again = _small_dual()
+    train_dual(again, train, config=cfg, checkpoint_dir=tmp_path / "c", resume=True)
+    assert all(torch.equal(a, b) for a, b in zip(whole.state_dict().values(), again.state_dict().values(), strict=True))
 
 
 def test_replay_epochs_serve_longer_training_from_a_shorter_cache(tmp_path, pairs_small):

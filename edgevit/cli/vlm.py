@@ -32,6 +32,7 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--replay-epochs", type=positive, default=None,
                    help="epoch e replays the augmentation seeds of epoch e mod N")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt (written every epoch)")
+    p.add_argument("--stop-after", type=positive, default=None, help="stop after N epochs of the --epochs schedule")
     p.add_argument("--threads", type=positive, default=None, help="torch threads (1 shares a busy machine fairly)")
     p.add_argument("--json", help="write the training record here")
 
@@ -87,7 +88,8 @@ def _train_config(args, method: str):
 
     return VlmTrainConfig(method=method, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                           max_steps=args.max_steps, max_seconds=getattr(args, "max_seconds", None), seed=args.seed,
-                          replay_epochs=getattr(args, "replay_epochs", None))
+                          replay_epochs=getattr(args, "replay_epochs", None),
+                          stop_after=getattr(args, "stop_after", None))
 
 
 def _finish(model, rec: dict, args, test) -> int:

@@ -42,6 +42,8 @@ class VlmTrainConfig(ConfigModel):
     weight_decay: float = Field(0.05, ge=0)
     max_steps: int | None = Field(None, ge=1, description="cap on the steps per epoch (short runs)")
     max_seconds: float | None = Field(None, gt=0, description="stop after this much training time")
+    stop_after: int | None = Field(None, ge=1, description="stop after this many epochs of the schedule (the learning "
+                                   "rate stays where the full schedule has it); continue with --resume")
     negatives: bool = Field(True, description="add the dataset's hard negative captions as extra batch columns")
     contrastive_weight: float = Field(0.5, ge=0, description="affinity: weight of the CLIP loss mixed in")
     replay_epochs: int | None = Field(None, ge=1, description="epoch e uses the augmentation seeds (and teacher-cache "
@@ -134,7 +136,7 @@ def _load_checkpoint(path: Path, model, opt, sched, cfg, frozen_text: bool) -> t
     ck = torch.load(path, map_location="cpu", weights_only=False)
     saved = json.loads(ck["config"])
     diff = [f"{k}: {saved.get(k)} → {v}" for k, v in cfg.model_dump().items()
-            if k != "max_seconds" and saved.get(k) != v]  # a time cap may change between runs, nothing else
+            if k not in ("max_seconds", "stop_after") and saved.get(k) != v]  # only where a run stops may change
     if diff:
         raise ConfigError(f"{path} was written with other training options ({'; '.join(diff)}); resume with the same "
                           f"options, or train into another --out")
@@ -218,13 +220,14 @@ def train_dual(model, data, *, config: VlmTrainConfig | None = None, teacher=Non
         return torch.nn.functional.normalize(model.text.proj(table[rows]), dim=-1)
 
     ckpt = Path(checkpoint_dir) / CHECKPOINT if checkpoint_dir is not None else None
-    start_epoch = 0
+    start_epoch, prior_s = 0, 0.0  # training seconds of the runs before a resume
     if ckpt is not None and ckpt.is_file():
         if not resume:
             raise ConfigError(f"{ckpt} exists (an earlier run); pass --resume to continue it or choose another --out")
         start_epoch, saved = _load_checkpoint(ckpt, model, opt, sched, cfg, frozen_text)
         record.update({k: saved[k] for k in ("history", "teacher_calls", "steps") if k in saved})
         record["resumed_from_epoch"] = start_epoch
+        prior_s = float(saved.get("seconds") or (saved["history"][-1]["seconds"] if saved.get("history") else 0.0))
         log.info("resumed %s after epoch %d", ckpt, start_epoch)
     t_start = time.perf_counter()
     stop = False
@@ -275,13 +278,15 @@ def train_dual(model, data, *, config: VlmTrainConfig | None = None, teacher=Non
                 stop = True
                 break
         entry = {"epoch": epoch, "loss": float(np.mean(losses)), "steps": len(losses),
-                 "seconds": round(time.perf_counter() - t_start, 1), **{k: float(v) for k, v in parts.items()}}
+                 "seconds": round(prior_s + time.perf_counter() - t_start, 1),
+                 **{k: float(v) for k, v in parts.items()}}
         if eval_data is not None:
             entry["eval"] = evaluate_retrieval(model, eval_data)
         record["history"].append(entry)
         log.info("epoch %d: loss %.4f (%d steps)%s", epoch, entry["loss"], len(losses),
                  f", i2t R@1 {entry['eval']['i2t_r1']:.3f} t2i R@1 {entry['eval']['t2i_r1']:.3f}"
                  if "eval" in entry else "")
+        record["seconds"] = entry["seconds"]
         if ckpt is not None:
             _save_checkpoint(ckpt, model, opt, sched, epoch + 1, record, cfg, frozen_text)
         if on_epoch is not None:
@@ -289,6 +294,9 @@ def train_dual(model, data, *, config: VlmTrainConfig | None = None, teacher=Non
         if stop:
             record["stopped"] = f"max_seconds {cfg.max_seconds} reached"
             break
-    record["seconds"] = round(time.perf_counter() - t_start, 1)
+        if cfg.stop_after and epoch + 1 >= cfg.stop_after and epoch + 1 < cfg.epochs:
+            record["stopped"] = f"stop_after {cfg.stop_after} epochs of {cfg.epochs}"
+            break
+    record["seconds"] = round(prior_s + time.perf_counter() - t_start, 1)
     model.eval()
     return record
