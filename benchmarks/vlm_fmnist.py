@@ -103,12 +103,13 @@ def part_student(args) -> None:
     epochs = max(1, -(-args.steps // steps_per_epoch))
     cfg = VlmTrainConfig(method=args.method, epochs=epochs, batch_size=args.batch_size, lr=args.lr,
                          max_steps=min(steps_per_epoch, -(-args.steps // epochs)), replay_epochs=replay,
-                         seed=args.seed)
+                         seed=args.seed, dcd_clip_weight=args.dcd_clip_weight)
+    tag = args.tag or args.method
     student = build_dual_encoder(args.student, image_hw=train.image_hw, packaged=False)
-    out = args.work / "students" / args.method
+    out = args.work / "students" / tag
     rec = train_dual(student, train, config=cfg, cache=cache, checkpoint_dir=out, resume=True)
     save_dual_encoder(student, out, extra={"train": rec})
-    _write_part(args.work, args.method, {"method": args.method, "student": args.student, "train": rec,
+    _write_part(args.work, tag, {"method": args.method, "tag": tag, "student": args.student, "train": rec,
                                          "cache": str(cache.path) if cache else None,
                                          "cache_reads": cache.reads if cache else 0, **_evaluate(student, args),
                                          "image_params": sum(p.numel() for p in student.image.parameters())})
@@ -150,7 +151,7 @@ def _row(part: dict) -> dict:
 def part_report(args) -> None:
     parts = {p.stem: json.loads(p.read_text()) for p in sorted((args.work / "parts").glob("*.json"))}
     rows = {}
-    for name in ("teacher", "contrastive", "affinity", "dcd"):
+    for name in ("teacher", "contrastive", "affinity", "dcd", *sorted(k for k in parts if k.startswith("dcd+"))):
         if name in parts:
             rows[name] = _row(parts[name])
             if name != "teacher":
@@ -187,6 +188,8 @@ def main() -> None:
     ap.add_argument("--student", default="clip-fmnist-tiny")
     ap.add_argument("--method", choices=("contrastive", "affinity", "dcd"), help="student part: the loss")
     ap.add_argument("--methods", default="contrastive,affinity,dcd", help="all: the students to train")
+    ap.add_argument("--dcd-clip-weight", type=float, default=0.0, help="dcd: in-batch CLIP loss added (0: as specified)")
+    ap.add_argument("--tag", help="student part: name of its part and folder (default: the method)")
     ap.add_argument("--steps", type=int, default=256, help="student steps per method (equal budget)")
     ap.add_argument("--batch-size", type=int, default=128)
     ap.add_argument("--lr", type=float, default=1e-3)

@@ -46,6 +46,9 @@ class VlmTrainConfig(ConfigModel):
                                    "rate stays where the full schedule has it); continue with --resume")
     negatives: bool = Field(True, description="add the dataset's hard negative captions as extra batch columns")
     contrastive_weight: float = Field(0.5, ge=0, description="affinity: weight of the CLIP loss mixed in")
+    dcd_clip_weight: float = Field(0.0, ge=0, description="dcd: weight of the in-batch CLIP loss added (0: DCD as "
+                                   "specified; its 8 candidates per row are the teacher's HARDEST negatives only, so a "
+                                   "student trained from scratch never sees the easy ones)")
     replay_epochs: int | None = Field(None, ge=1, description="epoch e uses the augmentation seeds (and teacher-cache "
                                       "epoch) of epoch e mod N: a cache of N epochs serves longer training, and "
                                       "every method sees the same augmented images")
@@ -259,6 +262,8 @@ def train_dual(model, data, *, config: VlmTrainConfig | None = None, teacher=Non
                     record["teacher_calls"] += 1
                 if cfg.method == "dcd":
                     loss, parts = dcd_loss(logits, t_logits)
+                    if cfg.dcd_clip_weight:
+                        loss = loss + cfg.dcd_clip_weight * clip_loss(logits)
                 else:
                     aff = affinity_loss(logits, t_logits)
                     loss = aff + cfg.contrastive_weight * clip_loss(logits)
