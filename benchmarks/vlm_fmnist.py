@@ -7,10 +7,10 @@ The parts run alone (so that a busy machine can run them side by side) or all in
 ``WORK/parts/<part>.json`` and ``report`` joins them into benchmarks/results/vlm_fmnist.json:
 
     B=benchmarks/vlm_fmnist.py; W=--work runs/vlm-bench
-    python $B cache   $W --teacher clip-fmnist-teacher --train-pairs 8192 --cache-epochs 1
-    python $B student $W --method contrastive --steps 256 --batch-size 128   # needs no cache: may run first
-    python $B student $W --method affinity    --steps 256 --batch-size 128   # reads the cache: 0 teacher calls
-    python $B student $W --method dcd         --steps 256 --batch-size 128
+    python $B cache   $W --teacher clip-fmnist-teacher --train-pairs 4096 --cache-epochs 1
+    python $B student $W --method contrastive --steps 128 --batch-size 128   # needs no cache: may run first
+    python $B student $W --method affinity    --steps 128 --batch-size 128   # reads the cache: 0 teacher calls
+    python $B student $W --method dcd         --steps 128 --batch-size 128
     python $B teacher $W --teacher clip-fmnist-teacher                       # R@K and zero-shot of the teacher
     python $B latency $W --teacher clip-fmnist-teacher
     python $B report  $W                                                     # → table + JSON
@@ -190,11 +190,11 @@ def main() -> None:
     ap.add_argument("--methods", default="contrastive,affinity,dcd", help="all: the students to train")
     ap.add_argument("--dcd-clip-weight", type=float, default=0.0, help="dcd: in-batch CLIP loss added (0: as specified)")
     ap.add_argument("--tag", help="student part: name of its part and folder (default: the method)")
-    ap.add_argument("--steps", type=int, default=256, help="student steps per method (equal budget)")
+    ap.add_argument("--steps", type=int, default=128, help="student steps per method (equal budget)")
     ap.add_argument("--batch-size", type=int, default=128)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--train-pairs", type=int, default=8192)
+    ap.add_argument("--train-pairs", type=int, default=4096)
     ap.add_argument("--cache-epochs", type=int, default=1, help="augmented passes stored, replayed by every method")
     ap.add_argument("--eval-pairs", type=int, default=None, help="test pairs (default: the whole split, 10,000)")
     ap.add_argument("--zero-shot-limit", type=int, default=None, help="default: the whole test set, 10,000")

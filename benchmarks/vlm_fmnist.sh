@@ -3,14 +3,14 @@
 # contrastive-only student needs no teacher and starts at once; the cache is written once, then the two distilled
 # students train side by side while the teacher is evaluated; latency last, then the report. Resumable: every
 # student continues from its checkpoint; a finished part is rerun cheaply (--resume finds its last epoch).
-#   TEACHER=clip-fmnist-teacher STEPS=256 bash benchmarks/vlm_fmnist.sh
+#   TEACHER=clip-fmnist-teacher STEPS=128 bash benchmarks/vlm_fmnist.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
 B=benchmarks/vlm_fmnist.py
 W=(--work "${WORK:-runs/vlm-bench}")
 T=(--teacher "${TEACHER:-clip-fmnist-teacher}")
-S=(--steps "${STEPS:-256}" --batch-size "${BATCH:-128}" --train-pairs "${PAIRS:-8192}" --cache-epochs "${CACHE_EPOCHS:-1}")
+S=(--steps "${STEPS:-128}" --batch-size "${BATCH:-128}" --train-pairs "${PAIRS:-4096}" --cache-epochs "${CACHE_EPOCHS:-1}")
 export OMP_NUM_THREADS=1
 $PY $B student "${W[@]}" "${S[@]}" --method contrastive > "${WORK:-runs/vlm-bench}.contrastive.log" 2>&1 &
 $PY $B cache "${W[@]}" "${T[@]}" "${S[@]}" --threads 2
