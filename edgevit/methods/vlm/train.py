@@ -8,9 +8,11 @@ or from a stored-embedding cache (:mod:`.cache`); with a cache the teacher is ne
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import time
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -18,6 +20,7 @@ import torch
 from pydantic import Field
 
 from ...config import ConfigModel
+from ...data.captions import all_texts
 from ...errors import ConfigError
 from .losses import affinity_loss, clip_loss, dcd_loss
 
@@ -39,17 +42,60 @@ class VlmTrainConfig(ConfigModel):
     weight_decay: float = Field(0.05, ge=0)
     max_steps: int | None = Field(None, ge=1, description="cap on the steps per epoch (short runs)")
     max_seconds: float | None = Field(None, gt=0, description="stop after this much training time")
+    stop_after: int | None = Field(None, ge=1, description="stop after this many epochs of the schedule (the learning "
+                                   "rate stays where the full schedule has it); continue with --resume")
     negatives: bool = Field(True, description="add the dataset's hard negative captions as extra batch columns")
     contrastive_weight: float = Field(0.5, ge=0, description="affinity: weight of the CLIP loss mixed in")
+    dcd_clip_weight: float = Field(0.0, ge=0, description="dcd: weight of the in-batch CLIP loss added (0: DCD as "
+                                   "specified; its 8 candidates per row are the teacher's HARDEST negatives only, so a "
+                                   "student trained from scratch never sees the easy ones)")
+    replay_epochs: int | None = Field(None, ge=1, description="epoch e uses the augmentation seeds (and teacher-cache "
+                                      "epoch) of epoch e mod N: a cache of N epochs serves longer training, and "
+                                      "every method sees the same augmented images")
     seed: int = 0
 
 
-def _texts_of(data, idx: np.ndarray, first: np.ndarray, negatives: bool) -> list[str]:
+def batch_texts(data, idx: np.ndarray, first: np.ndarray, negatives: bool) -> list[str]:
+    """The texts (score-matrix columns) of a batch of images ``idx``: their first captions in order, then (with
+    ``negatives``) each hard negative column: ``B·(1 + k)`` strings."""
     texts = [data.captions[first[i]] for i in idx]
     if negatives and data.hard_negatives:
         k = len(data.hard_negatives[0])
         texts += [data.hard_negatives[i][j] for j in range(k) for i in idx]
     return texts
+
+
+def frozen_text_features(tower, texts: list[str], *, batch_size: int = 256) -> tuple[dict[str, int], torch.Tensor]:
+    """The frozen MiniLM backbone's mean-pooled features of each UNIQUE caption, computed once in eval mode without
+    gradients, in batches: ``(row of each text, float32 [U, 384])``. Looking a caption up here gives what running the
+    frozen backbone on it gives (to float rounding of a different padding length), so LiT training never runs the
+    text backbone per step: the captions of template datasets are a few hundred strings."""
+    uniq = list(dict.fromkeys(texts))
+    was = tower.backbone.training
+    tower.backbone.eval()
+    with torch.no_grad():
+        feats = [tower.features(*tower.tokenize(uniq[i : i + batch_size])) for i in range(0, len(uniq), batch_size)]
+    tower.backbone.train(was)
+    table = torch.cat(feats) if feats else torch.zeros(0, int(tower.proj.in_features))
+    return {t: i for i, t in enumerate(uniq)}, table
+
+
+class TokenTable:
+    """Every caption of a dataset tokenised once: ``batch(texts)`` gives the ``(input_ids, attention_mask)`` the
+    tokenizer gives for ``texts`` (padded to the longest of them), by gathering rows and trimming the padding."""
+
+    def __init__(self, tower, texts: list[str]):
+        self.row = {t: i for i, t in enumerate(dict.fromkeys(texts))}
+        self.ids, self.mask = tower.tokenize(list(self.row)) if self.row else (torch.zeros(0, 0), torch.zeros(0, 0))
+        self.tower = tower
+
+    def batch(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        if any(t not in self.row for t in texts):  # a text outside the dataset: tokenise it directly
+            return self.tower.tokenize(texts)
+        sel = torch.tensor([self.row[t] for t in texts], dtype=torch.long)
+        mask = self.mask[sel]
+        width = int(mask.sum(1).max())
+        return self.ids[sel, :width], mask[:, :width]
 
 
 def _augment(images: np.ndarray, seeds: np.ndarray) -> np.ndarray:
@@ -70,16 +116,57 @@ def batch_input(images, seeds: np.ndarray, spec) -> torch.Tensor:
     return torch.from_numpy(preprocess(images, spec))
 
 
+CHECKPOINT = "checkpoint.pt"
+PROGRESS_EVERY = 25  # steps between progress lines in the log
+
+
+def _trainable_state(model, frozen_text: bool) -> dict:
+    """The model's state without a frozen MiniLM backbone (it comes from its package, 90 MB)."""
+    return {k: v.detach().clone() for k, v in model.state_dict().items()
+            if not (frozen_text and k.startswith("text.backbone."))}
+
+
+def _save_checkpoint(path: Path, model, opt, sched, epoch: int, record: dict, cfg, frozen_text: bool) -> None:
+    from ...fileio import atomic_output
+
+    with atomic_output(path) as tmp:  # all-or-nothing: a kill mid-write keeps the previous epoch's checkpoint
+        torch.save({"model": _trainable_state(model, frozen_text), "optimizer": opt.state_dict(),
+                    "scheduler": sched.state_dict(), "epoch": epoch, "record": json.dumps(record),
+                    "config": json.dumps(cfg.model_dump()), "rng": torch.get_rng_state()}, tmp)
+
+
+def _load_checkpoint(path: Path, model, opt, sched, cfg, frozen_text: bool) -> tuple[int, dict]:
+    ck = torch.load(path, map_location="cpu", weights_only=False)
+    saved = json.loads(ck["config"])
+    diff = [f"{k}: {saved.get(k)} → {v}" for k, v in cfg.model_dump().items()
+            if k not in ("max_seconds", "stop_after") and saved.get(k) != v]  # only where a run stops may change
+    if diff:
+        raise ConfigError(f"{path} was written with other training options ({'; '.join(diff)}); resume with the same "
+                          f"options, or train into another --out")
+    state = ck["model"]
+    if frozen_text:
+        state.update({k: v for k, v in model.state_dict().items() if k.startswith("text.backbone.")})
+    model.load_state_dict(state, strict=True)
+    opt.load_state_dict(ck["optimizer"])
+    sched.load_state_dict(ck["scheduler"])
+    torch.set_rng_state(ck["rng"])
+    return int(ck["epoch"]), json.loads(ck["record"])
+
+
 def train_dual(model, data, *, config: VlmTrainConfig | None = None, teacher=None, cache=None,
-               eval_data=None, on_epoch=None) -> dict:
+               eval_data=None, on_epoch=None, checkpoint_dir: str | Path | None = None, resume: bool = False) -> dict:
     """Train ``model`` (a :class:`~.towers.DualEncoder`) on a :class:`~edgevit.data.captions.CaptionDataset`.
 
     ``config.method`` 'contrastive': CLIP loss only (the teacher itself, or the baseline student); 'dcd' and
     'affinity' need teacher scores: from ``cache`` (a :class:`~.cache.EmbeddingCache` for this data; the teacher
     is never run) or ``teacher`` (run online in eval mode). Images are augmented with per-sample seeds
     (:func:`~.cache.epoch_seeds`), identical to those the cache stored. Frozen parameters (a LiT text backbone)
-    are skipped; a frozen MiniLM's caption features are computed once. Returns the training record (loss
-    history, steps, seconds, teacher calls, retrieval of ``eval_data`` after each epoch).
+    are skipped; a frozen MiniLM's features of every unique caption are computed once before the first step
+    (:func:`frozen_text_features`) and looked up. ``config.replay_epochs`` N: epoch e replays the augmentation seeds
+    and cache epoch e mod N. ``checkpoint_dir``: ``checkpoint.pt`` (trainable weights, optimiser, schedule, record)
+    is written there after every epoch; ``resume`` continues from it (same options, else :class:`ConfigError`).
+    Returns the training record (loss history, steps, seconds, teacher calls, text-backbone calls, retrieval of
+    ``eval_data`` after each epoch).
     """
     from ..distill.augment import epoch_seeds
     from .evaluate import evaluate_retrieval
@@ -88,6 +175,13 @@ def train_dual(model, data, *, config: VlmTrainConfig | None = None, teacher=Non
     cfg = config or VlmTrainConfig()
     if cfg.method != "contrastive" and teacher is None and cache is None:
         raise ConfigError(f"method '{cfg.method}' distils from a teacher: pass --teacher DIR or --cache DIR")
+    if cache is not None and cfg.replay_epochs and cfg.replay_epochs > cache.epochs:
+        raise ConfigError(f"--replay-epochs {cfg.replay_epochs} needs a cache of that many epochs; {cache.path} stores "
+                          f"{cache.epochs}")
+    if cache is not None and cfg.epochs > cache.epochs and not cfg.replay_epochs:
+        raise ConfigError(f"the cache {cache.path} stores {cache.epochs} epoch(s) of teacher embeddings; train for "
+                          f"≤ {cache.epochs} epochs, pass --replay-epochs {cache.epochs} (--replay-cache), or rewrite "
+                          f"it with --epochs {cfg.epochs}")
     if cache is not None and int(cache.fingerprint["seed"]) != cfg.seed:
         raise ConfigError(f"the cache {cache.path} stores augmentations of seed {cache.fingerprint['seed']}, training "
                           f"uses seed {cfg.seed}: pass --seed {cache.fingerprint['seed']} (or rewrite the cache)")
@@ -105,41 +199,61 @@ def train_dual(model, data, *, config: VlmTrainConfig | None = None, teacher=Non
     total = steps_per_epoch * cfg.epochs
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
     frozen_text = isinstance(model.text, MiniLMTower) and not model.text.train_backbone
-    feat_memo: dict[str, torch.Tensor] = {}
+    record: dict = {"method": cfg.method, "config": cfg.model_dump(), "history": [], "teacher_calls": 0,
+                    "text_backbone_calls": 0, "steps": 0, "samples": n, "data": data.name}
+    row_of: dict[str, int] = {}
+    table = torch.zeros(0)
+    if frozen_text:
+        t0 = time.perf_counter()
+        row_of, table = frozen_text_features(model.text, all_texts(data))
+        record["text_backbone_calls"] += -(-len(row_of) // 256)
+        record["text_table"] = {"captions": len(row_of), "seconds": round(time.perf_counter() - t0, 2)}
+        log.info("frozen text tower: %d unique captions embedded once in %.1f s", len(row_of),
+                 record["text_table"]["seconds"])
+
+    token_table = None if frozen_text else TokenTable(model.text, all_texts(data))
 
     def text_emb(texts: list[str]) -> torch.Tensor:
-        if not frozen_text:
-            return model.text(*model.text.tokenize(texts))
-        todo = sorted({t for t in texts if t not in feat_memo})
-        if todo:
-            with torch.no_grad():
-                f = model.text.features(*model.text.tokenize(todo))
-            feat_memo.update(zip(todo, f, strict=True))
-        return torch.nn.functional.normalize(model.text.proj(torch.stack([feat_memo[t] for t in texts])), dim=-1)
+        if not frozen_text:  # a trained tower runs once per DISTINCT text of the batch (gradients flow through
+            uniq = list(dict.fromkeys(texts))  # the gather): template captions and their negatives repeat a lot
+            rows = {t: i for i, t in enumerate(uniq)}
+            emb = model.text(*token_table.batch(uniq))
+            return emb if len(uniq) == len(texts) else emb[torch.tensor([rows[t] for t in texts], dtype=torch.long)]
+        rows = torch.tensor([row_of[t] for t in texts], dtype=torch.long)
+        return torch.nn.functional.normalize(model.text.proj(table[rows]), dim=-1)
 
-    record: dict = {"method": cfg.method, "config": cfg.model_dump(), "history": [], "teacher_calls": 0,
-                    "steps": 0, "samples": n, "data": data.name}
+    ckpt = Path(checkpoint_dir) / CHECKPOINT if checkpoint_dir is not None else None
+    start_epoch, prior_s = 0, 0.0  # training seconds of the runs before a resume
+    if ckpt is not None and ckpt.is_file():
+        if not resume:
+            raise ConfigError(f"{ckpt} exists (an earlier run); pass --resume to continue it or choose another --out")
+        start_epoch, saved = _load_checkpoint(ckpt, model, opt, sched, cfg, frozen_text)
+        record.update({k: saved[k] for k in ("history", "teacher_calls", "steps") if k in saved})
+        record["resumed_from_epoch"] = start_epoch
+        prior_s = float(saved.get("seconds") or (saved["history"][-1]["seconds"] if saved.get("history") else 0.0))
+        log.info("resumed %s after epoch %d", ckpt, start_epoch)
     t_start = time.perf_counter()
     stop = False
-    for epoch in range(cfg.epochs):
+    for epoch in range(start_epoch, cfg.epochs):
         model.train()
         if frozen_text:
             model.text.backbone.eval()
-        seeds = epoch_seeds(cfg.seed, epoch, n)
+        aug_epoch = epoch % cfg.replay_epochs if cfg.replay_epochs else epoch
+        seeds = epoch_seeds(cfg.seed, aug_epoch, n)
         order = np.random.default_rng([cfg.seed, epoch]).permutation(n)
-        if cache is not None:
-            cache.check_epochs(epoch + 1)
+
         losses = []
+        t_epoch = time.perf_counter()
         for s in range(steps_per_epoch):
             idx = np.sort(order[s * cfg.batch_size : (s + 1) * cfg.batch_size])
-            texts = _texts_of(data, idx, first, cfg.negatives)
+            texts = batch_texts(data, idx, first, cfg.negatives)
             x = batch_input(data.images[idx], seeds[idx], model.spec)
             logits = model.logits(model.image(x), text_emb(texts))
             if cfg.method == "contrastive":
                 loss, parts = clip_loss(logits), {}
             else:
                 if cache is not None:
-                    ti, tt = cache.image_embeddings(epoch, idx), cache.text_embeddings(texts)
+                    ti, tt = cache.image_embeddings(aug_epoch, idx), cache.text_embeddings(texts)
                     t_logits = cache.logit_scale * ti @ tt.t()
                 else:
                     with torch.no_grad():
@@ -148,6 +262,8 @@ def train_dual(model, data, *, config: VlmTrainConfig | None = None, teacher=Non
                     record["teacher_calls"] += 1
                 if cfg.method == "dcd":
                     loss, parts = dcd_loss(logits, t_logits)
+                    if cfg.dcd_clip_weight:
+                        loss = loss + cfg.dcd_clip_weight * clip_loss(logits)
                 else:
                     aff = affinity_loss(logits, t_logits)
                     loss = aff + cfg.contrastive_weight * clip_loss(logits)
@@ -159,22 +275,33 @@ def train_dual(model, data, *, config: VlmTrainConfig | None = None, teacher=Non
             sched.step()
             losses.append(float(loss.detach()))
             record["steps"] += 1
+            if (s + 1) % PROGRESS_EVERY == 0:
+                log.info("epoch %d step %d/%d: loss %.4f (mean of the last %d), %.2f s/step", epoch, s + 1,
+                         steps_per_epoch, float(np.mean(losses[-PROGRESS_EVERY:])), PROGRESS_EVERY,
+                         (time.perf_counter() - t_epoch) / (s + 1))
             if cfg.max_seconds and time.perf_counter() - t_start > cfg.max_seconds:
                 stop = True
                 break
         entry = {"epoch": epoch, "loss": float(np.mean(losses)), "steps": len(losses),
-                 "seconds": round(time.perf_counter() - t_start, 1), **{k: float(v) for k, v in parts.items()}}
+                 "seconds": round(prior_s + time.perf_counter() - t_start, 1),
+                 **{k: float(v) for k, v in parts.items()}}
         if eval_data is not None:
             entry["eval"] = evaluate_retrieval(model, eval_data)
         record["history"].append(entry)
         log.info("epoch %d: loss %.4f (%d steps)%s", epoch, entry["loss"], len(losses),
                  f", i2t R@1 {entry['eval']['i2t_r1']:.3f} t2i R@1 {entry['eval']['t2i_r1']:.3f}"
                  if "eval" in entry else "")
+        record["seconds"] = entry["seconds"]
+        if ckpt is not None:
+            _save_checkpoint(ckpt, model, opt, sched, epoch + 1, record, cfg, frozen_text)
         if on_epoch is not None:
             on_epoch(entry)
         if stop:
             record["stopped"] = f"max_seconds {cfg.max_seconds} reached"
             break
-    record["seconds"] = round(time.perf_counter() - t_start, 1)
+        if cfg.stop_after and epoch + 1 >= cfg.stop_after and epoch + 1 < cfg.epochs:
+            record["stopped"] = f"stop_after {cfg.stop_after} epochs of {cfg.epochs}"
+            break
+    record["seconds"] = round(prior_s + time.perf_counter() - t_start, 1)
     model.eval()
     return record
