@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import time
@@ -382,19 +383,26 @@ def main(argv=None) -> int:
     t_start = time.time()
     results: dict = {"date_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()), "args": {
         k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}}
+    results["machine"] = system_stamp(args.threads)
+    results["load_avg_1_5_15"] = {"start": list(os.getloadavg())}
+    results["versions"] = library_versions()
+
+    def save() -> None:  # after each part, so a failure later keeps what was measured
+        results["seconds"] = round(time.time() - t_start, 1)
+        results["load_avg_1_5_15"]["end"] = list(os.getloadavg())
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(results, indent=2, default=str) + "\n")
+
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         if not args.skip_kernels:
             ops = operands()
             results["shapes"] = {k: ops[k] for k in ("heads", "tokens", "bits", "head_dim")}
             results["kernels"] = kernel_tables(args, ops, tmp)
+            save()
         if args.e2e_model is not None:
             results["end_to_end"] = end_to_end(args, tmp)
-    results["machine"] = system_stamp()
-    results["versions"] = library_versions()
-    results["seconds"] = round(time.time() - t_start, 1)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2, default=str) + "\n")
+            save()
     print(f"wrote {args.out}")
     return 0
 

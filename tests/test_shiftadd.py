@@ -548,3 +548,9 @@ def test_second_convert_adds_shift_or_moe_mlps_to_a_matadd_model(images, tmp_pat
             assert torch.allclose(back(images[0][:4]), reparameterize(two)(images[0][:4]), atol=1e-5)
         with pytest.raises(ConfigError, match="already converted"):
             convert(back, None, config=ConvertConfig(mlp="shift"))
+    from edgevit.methods.shiftadd.run import convert_run
+
+    rec = convert_run(loaded, tmp_path / "run", config=ConvertConfig(mlp="shift"), eval_limit=16)
+    assert rec["source"] == "fmnist-vit-nano" and "top1_source" in rec
+    # mults removed are counted against the dense source: shared Q/K in 3 MatAdd blocks + all MLPs
+    assert rec["energy"]["linear_mult_removed_share"] > 0.5

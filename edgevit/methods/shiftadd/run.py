@@ -38,25 +38,34 @@ def convert_run(model: Any, out_dir: str | Path, *, config: Any = None, data: st
                 data_dir: str | None = None, eval_limit: int | None = 1000) -> dict:
     """Convert ``model`` (a torch module or a model name), fitting the KSH hash on the first ``calib_samples``
     training images; save ``model.safetensors`` and ``convert.json`` (config, measured MoE α, top-1 before and
-    after on the first ``eval_limit`` test images, op counts and energy); return the record."""
+    after on the first ``eval_limit`` test images, op counts and energy); return the record. A model converted with
+    ``mlp="dense"`` converts again (recipe step 2): top-1 and energy are then compared with its dense source model
+    (``top1_source`` is the input's)."""
     from ...artifact import write_json
     from ...models import create, input_spec_of
     from .config import ConvertConfig
     from .convert import convert, save_shiftadd
     from .energy import energy_report
 
+    from .convert import is_shiftadd
+
     t0 = time.perf_counter()
     config = config or ConvertConfig()
-    dense = create(model) if isinstance(model, (str, Path)) else model
-    spec = input_spec_of(dense)
+    source = create(model) if isinstance(model, (str, Path)) else model
+    name = getattr(source, "edgevit_name", None)
+    # recipe step 2 (MLPs of a converted MatAdd model): the dense baseline is the model it was converted from
+    dense = create(name) if is_shiftadd(source) and name else source
+    spec = input_spec_of(source)
     calib, _ = _split(data, "train", data_dir, config.calib_samples, spec)
-    sa = convert(dense, calib, config=config)
+    sa = convert(source, calib, config=config)
     path = save_shiftadd(sa, Path(out_dir) / CHECKPOINT)
     x, y = _split(data, "test", data_dir, eval_limit, spec)
-    rec = {"checkpoint": str(path), "source": getattr(dense, "edgevit_name", None), "config": sa.edgevit_shiftadd,
-           "data": data, "eval_n": len(x), "top1_dense": top1(dense, x, y),
-           "top1_converted": top1(create(str(path)), x, y),
-           "energy": energy_report(dense, create(str(path)), x[:64]), "seconds": round(time.perf_counter() - t0, 1)}
+    converted = create(str(path))
+    rec = {"checkpoint": str(path), "source": name, "config": sa.edgevit_shiftadd, "data": data, "eval_n": len(x),
+           "top1_dense": top1(dense, x, y), "top1_converted": top1(converted, x, y),
+           "energy": energy_report(dense, converted, x[:64]), "seconds": round(time.perf_counter() - t0, 1)}
+    if source is not dense:
+        rec["top1_source"] = top1(source, x, y)  # the converted model this step started from
     write_json(Path(out_dir) / "convert.json", rec)
     return rec
 
