@@ -6,9 +6,11 @@
 # its state file with --resume). One torch thread per lane so that lanes share the cores.
 #   LANE=attn  bash benchmarks/shiftadd_finetune.sh   # MatAdd attention in all 12 blocks (dense MLPs)
 #   LANE=mixed bash benchmarks/shiftadd_finetune.sh   # shift MLPs; MatAdd with softmax kept in blocks 0-2; then
-#                                                      # MoE and shift MLPs on that (recipe step 2)
+#                                                      # MoE MLPs on that (recipe step 2)
+#   LANE=full  bash benchmarks/shiftadd_finetune.sh   # shift MLPs on the MatAdd model of the mixed lane
+#   PYTHONPATH=. python benchmarks/shiftadd_finetune_report.py --work runs/sa2    # the table
 # Budgets (optimiser steps of batch BS=16) are sized for 2 cores shared with other jobs: ATTN_STEPS, ATTN9_STEPS,
-# STAGE2_STEPS, SHIFT_STEPS (0: the shift-MLP conversion is evaluated unfinetuned).
+# MOE_STEPS, FULL_STEPS, SHIFT_STEPS (0: the shift-MLP conversion is evaluated unfinetuned).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
@@ -45,11 +47,12 @@ mixed)
     convert "$W/attn9" --model fmnist-vit --attention matadd --mlp dense --softmax-blocks 0 1 2
     finetune "$W/attn9" attention --epochs 1 --steps "${ATTN9_STEPS:-200}"
     evaluate "$W/attn9"
-    convert "$W/attn9_moe" --model "$W/attn9/model.safetensors" --mlp moe
-    finetune "$W/attn9_moe" moe --epochs 1 --steps "${STAGE2_STEPS:-60}"  # moe stage: 0.2 × 2e-4
-    evaluate "$W/attn9_moe"
-    convert "$W/attn9_shift" --model "$W/attn9/model.safetensors" --mlp shift
-    finetune "$W/attn9_shift" attention --epochs 1 --steps "${STAGE2_STEPS:-60}" --lr 4e-5  # step 2: lower lr
-    evaluate "$W/attn9_shift" ;;
-*) echo "LANE must be attn or mixed" >&2; exit 2 ;;
+    convert "$W/attn9_moe" --model "$W/attn9/model.safetensors" --mlp moe  # recipe step 2: α measured here
+    finetune "$W/attn9_moe" moe --epochs 1 --steps "${MOE_STEPS:-40}"  # moe stage: 0.2 × 2e-4
+    evaluate "$W/attn9_moe" ;;
+full)  # recipe step 2 with shift MLPs on the finetuned MatAdd model of the mixed lane (run beside its MoE step)
+    convert "$W/attn9_full" --model "$W/attn9/model.safetensors" --mlp shift
+    finetune "$W/attn9_full" attention --epochs 1 --steps "${FULL_STEPS:-60}" --lr 4e-5  # step 2: lower lr
+    evaluate "$W/attn9_full" ;;
+*) echo "LANE must be attn, mixed or full" >&2; exit 2 ;;
 esac
