@@ -59,7 +59,8 @@ def main(argv=None) -> int:
     ap.add_argument("--variants", default="shift,attention,moe")
     ap.add_argument("--steps", type=int, default=40, help="finetune optimiser steps per variant (and per MoE step)")
     ap.add_argument("--batch-size", type=int, default=64)
-    ap.add_argument("--lr", type=float, default=5e-4)
+    ap.add_argument("--lr", type=float, default=None, help="default: per variant (2e-4 with MatAdd, 2e-5 shift only)")
+    ap.add_argument("--kd-weight", type=float, default=0.5, help="distillation weight (teacher: the dense model)")
     ap.add_argument("--test-limit", type=int, default=10000, help="test images for top-1 (10000 = the full set)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--duration", type=float, default=1.0, help="timed seconds per variant per pass")
@@ -95,8 +96,9 @@ def main(argv=None) -> int:
         stages = ["attention"] + (["moe"] if name == "moe" else [])
         fts = []
         for stage in stages if args.steps > 0 else []:
-            ft_cfg = FinetuneConfig(stage=stage, steps=args.steps, batch_size=args.batch_size, lr=args.lr, log_every=10)
-            fts.append(finetune_run(run, config=ft_cfg, eval_limit=256))
+            ft_cfg = FinetuneConfig(stage=stage, steps=args.steps, batch_size=args.batch_size, lr=args.lr, log_every=10,
+                                    kd_weight=args.kd_weight)
+            fts.append(finetune_run(run, config=ft_cfg, eval_limit=256, teacher=dense))
         model = create(str(run / "model.safetensors"))
         models[name] = model
         acc = top1(model, x, y)

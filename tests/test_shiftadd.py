@@ -323,6 +323,7 @@ def test_cli_convert_then_finetune(tmp_path, capsys):
                  "--limit", "32", "--eval-limit", "16", "--json", str(tmp_path / "ft.json")]) == 0
     ft = json.loads((tmp_path / "ft.json").read_text())
     assert ft["steps"] == 2 and ft["lr"] == pytest.approx(2e-4 * 0.2)
+    assert ft["teacher"] == "fmnist-vit-nano" and ft["kd_weight"] == 0.5  # distilled from convert.json's source
     assert "routed_shift_share" in ft["history"][-1]
     assert create(str(out / "model.safetensors")).edgevit_shiftadd["mlp"] == "moe"
     assert main(["shiftadd", "convert", "--model", "fmnist-vit-nano", "--attention", "softmax", "--mlp", "shift",
@@ -403,6 +404,20 @@ def test_tvm_kernels_refuse_a_model_without_shift_layers(tmp_path, capsys):
     assert "no shift or MatAdd layers" in capsys.readouterr().err
 
 
+def test_tvm_kernels_for_cuda_fail_with_the_reason_without_a_cuda_build(converted, tmp_path, capsys):
+    tvm = pytest.importorskip("tvm", reason="TVM is not installed (pip extra 'tvm')")
+    if tvm.runtime.enabled("cuda") and tvm.cuda(0).exist:
+        pytest.skip("this machine has a CUDA TVM build and a GPU: the cuda path runs instead")
+    from edgevit.cli import main
+
+    path = save_shiftadd(converted[1], tmp_path)
+    assert main(["export", "tvm", "--model", str(path), "--kernels", "shiftadd", "--target", "cuda", "--trials", "0",
+                 "--out", str(tmp_path / "tvm")]) != 0
+    err = capsys.readouterr().err
+    assert "no CUDA support" in err and "--target llvm" in err
+    assert not (tmp_path / "tvm" / "model.so").exists()
+
+
 def test_op_counts_of_matadd_attention(converted, images):
     dense, sa = converted  # 4 blocks, the last one keeps softmax; MLPs are MoE (routed tokens only)
     c = count_ops(reparameterize(sa), images[0][:2])
@@ -445,3 +460,97 @@ def test_recipe_runs_shiftadd_then_exports_onnx(tmp_path):
     assert (tmp_path / "02_export_onnx" / "model.onnx").exists()
     gate = rec["metrics"]["speed_gate"]
     assert gate["kept_for_deployment"] == (gate["shiftadd_ms"] < gate["dense_ms"])
+
+
+# ------------------------------------------------------------------------------------------------ finetuning
+def test_kd_loss_vanishes_only_when_the_student_matches_the_teacher():
+    from edgevit.methods.shiftadd.train import kd_loss
+
+    t = torch.randn(8, 10)
+    assert float(kd_loss(t.clone(), t, 2.0)) == pytest.approx(0, abs=1e-6)
+    s = torch.randn(8, 10, requires_grad=True)
+    loss = kd_loss(s, t, 2.0)
+    loss.backward()
+    assert float(loss.detach()) > 0 and s.grad.abs().sum() > 0
+    # T² scaling: KL of softened logits times T² (Hinton et al.)
+    ref = F.kl_div(F.log_softmax(s / 4, -1), F.softmax(t / 4, -1), reduction="batchmean") * 16
+    assert float(kd_loss(s, t, 4.0).detach()) == pytest.approx(float(ref.detach()), rel=1e-5)
+
+
+def _shift_nano(images):
+    torch.manual_seed(0)
+    dense = create("fmnist-vit-nano")
+    return dense, convert(dense, None, config=ConvertConfig(attention="softmax", mlp="shift"), fit=False).train()
+
+
+def test_finetune_distils_and_picks_the_lr_per_variant(images):
+    from edgevit.methods.shiftadd.config import FinetuneConfig
+    from edgevit.methods.shiftadd.train import LR_MATADD, LR_SHIFT_ONLY, default_lr, finetune_
+
+    x, y = images
+    dense, sa = _shift_nano(images)
+    cfg = FinetuneConfig(steps=2, batch_size=8, log_every=1)
+    rec = finetune_(sa, x[:16], y[:16], config=cfg, teacher=dense)
+    assert rec["lr"] == LR_SHIFT_ONLY and rec["kd_weight"] == 0.5
+    assert all(h["kd"] > 0 for h in rec["history"])
+    assert rec["history"][0]["loss"] == pytest.approx(0.5 * rec["history"][0]["ce"] + 0.5 * rec["history"][0]["kd"],
+                                                      rel=1e-3)
+    rec = finetune_(sa, x[:16], y[:16], config=cfg)  # no teacher: cross-entropy only
+    assert rec["kd_weight"] == 0 and all(h["kd"] == 0 and h["loss"] == h["ce"] for h in rec["history"])
+    assert default_lr(convert(dense, None, config=ConvertConfig(mlp="dense"), fit=False)) == LR_MATADD
+
+
+def test_finetune_resumes_an_interrupted_run_exactly(images, tmp_path):
+    from edgevit.methods.shiftadd.config import FinetuneConfig
+    from edgevit.methods.shiftadd.train import finetune_
+
+    x, y = images[0][:32], images[1][:32]
+    dense, ref = _shift_nano(images)
+    cfg = FinetuneConfig(epochs=2, batch_size=8, log_every=1, seed=3, checkpoint_every=3)
+    full = finetune_(ref, x, y, config=cfg, teacher=dense)  # 8 steps over 2 epochs, uninterrupted
+    _, model = _shift_nano(images)
+    state = tmp_path / "state.pt"
+    calls = {"n": 0}
+
+    def crash(_m, _a):
+        calls["n"] += 1
+        if calls["n"] == 5:  # the 5th optimiser step: the state of step 3 is on disk
+            raise KeyboardInterrupt
+
+    hook = model.register_forward_pre_hook(crash)
+    with pytest.raises(KeyboardInterrupt):
+        finetune_(model, x, y, config=cfg, teacher=dense, state_path=state)
+    hook.remove()
+    assert state.exists()
+    with pytest.raises(ConfigError, match="--resume"):
+        finetune_(model, x, y, config=cfg, teacher=dense, state_path=state)
+    with pytest.raises(ConfigError, match="different finetune"):
+        finetune_(model, x, y, config=cfg.model_copy(update={"resume": True, "batch_size": 4}), teacher=dense,
+                  state_path=state)
+    done = finetune_(model, x, y, config=cfg.model_copy(update={"resume": True}), teacher=dense, state_path=state)
+    assert done["resumed_from"] == 3 and not state.exists()
+    assert [h["loss"] for h in done["history"]] == pytest.approx([h["loss"] for h in full["history"]], rel=1e-5)
+    for (k, a), b in zip(ref.state_dict().items(), model.state_dict().values()):
+        assert torch.allclose(a, b, atol=1e-6), k
+
+
+def test_second_convert_adds_shift_or_moe_mlps_to_a_matadd_model(images, tmp_path):
+    dense = create("fmnist-vit-nano")
+    attn = convert(dense, images[0][:16], config=ConvertConfig(mlp="dense", softmax_blocks=[0], bits=8))
+    loaded = create(str(save_shiftadd(attn, tmp_path / "a")))
+    for mlp in ("shift", "moe"):
+        two = convert(loaded, None, config=ConvertConfig(mlp=mlp, alpha=[6.0, 4.0]))  # no images: hash kept
+        assert two.edgevit_shiftadd["mlp"] == mlp and two.edgevit_shiftadd["softmax_blocks"] == [0]
+        assert two.edgevit_shiftadd["bits"] == 8  # the recorded attention settings carry over
+        assert torch.equal(two.blocks[1].attn.hash_a, loaded.blocks[1].attn.hash_a)  # the fitted hash, kept
+        back = create(str(save_shiftadd(two, tmp_path / mlp)))
+        with torch.inference_mode():
+            assert torch.allclose(back(images[0][:4]), reparameterize(two)(images[0][:4]), atol=1e-5)
+        with pytest.raises(ConfigError, match="already converted"):
+            convert(back, None, config=ConvertConfig(mlp="shift"))
+    from edgevit.methods.shiftadd.run import convert_run
+
+    rec = convert_run(loaded, tmp_path / "run", config=ConvertConfig(mlp="shift"), eval_limit=16)
+    assert rec["source"] == "fmnist-vit-nano" and "top1_source" in rec
+    # mults removed are counted against the dense source: shared Q/K in 3 MatAdd blocks + all MLPs
+    assert rec["energy"]["linear_mult_removed_share"] > 0.5

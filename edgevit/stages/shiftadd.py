@@ -9,7 +9,8 @@ Recipe entry (every key optional; every key of :class:`~edgevit.methods.shiftadd
       attention_epochs: 1.0      # recipe step 1: finetune after the attention swap
       moe_epochs: 1.0            # recipe step 2 (mlp: moe): finetune with the balance loss at 0.2× lr
       steps: null                # cap each finetune at N optimiser steps
-      lr: 2.0e-4
+      lr: null                   # null: 2e-4 with MatAdd attention, 2e-5 for shift linears only
+      kd_weight: 0.5             # distillation from the stage's input model (soft targets, T = kd_temperature)
       train_limit: null          # finetune on the first N training images
 
 It consumes a torch model and produces one (``model.safetensors``, deploy form), so it slots after ``distill`` /
@@ -46,7 +47,11 @@ class ShiftAddStage(Stage):
         moe_epochs: float = Field(1.0, ge=0, description="finetune epochs of the MoE step (mlp: moe; 0: skip)")
         steps: int | None = Field(None, ge=0, description="cap each finetune at N optimiser steps")
         batch_size: int = Field(128, ge=1, description="finetune batch size")
-        lr: float = Field(2e-4, ge=0, description="AdamW learning rate (the MoE step uses 0.2× this)")
+        lr: float | None = Field(None, ge=0, description="AdamW learning rate (the MoE step uses 0.2× this); null: "
+                                                         "2e-4 with MatAdd attention, 2e-5 for shift linears only")
+        kd_weight: float = Field(0.5, ge=0, le=1, description="weight of distillation from the stage's input model "
+                                                              "(soft targets); 0: cross-entropy only")
+        kd_temperature: float = Field(2.0, gt=0, description="distillation softmax temperature")
         balance_weight: float = Field(0.01, ge=0, description="weight of the MoE latency-aware balance loss")
         train_limit: int | None = Field(None, ge=1, description="finetune on the first N training images")
         eval_limit: int | None = Field(1000, ge=1, description="test images for the before/after top-1")
@@ -76,8 +81,9 @@ class ShiftAddStage(Stage):
                 continue
             ft = FinetuneConfig(stage=stage, epochs=epochs, steps=config.steps, batch_size=config.batch_size,
                                 lr=config.lr, balance_weight=config.balance_weight, limit=config.train_limit,
-                                seed=config.seed)
-            rec = finetune_run(ctx.out_dir, config=ft, data=d.name, data_dir=d.data_dir, eval_limit=config.eval_limit)
+                                seed=config.seed, kd_weight=config.kd_weight, kd_temperature=config.kd_temperature)
+            rec = finetune_run(ctx.out_dir, config=ft, data=d.name, data_dir=d.data_dir, eval_limit=config.eval_limit,
+                               teacher=dense)
             metrics["finetune"].append({k: rec[k] for k in ("top1_before", "top1_after", "steps", "seconds")})
         path = ctx.out_dir / CHECKPOINT
         model = create(str(path))

@@ -37,7 +37,8 @@ class ConvertConfig(ConfigModel):
 
 class FinetuneConfig(ConfigModel):
     """ShiftAddViT fine-tuning: stage ``attention`` (after MatAdd conversion) or ``moe`` (mixture of experts, lower
-    lr), each CE (+ ``balance_weight``·L_bal with MoE) with AdamW and a cosine schedule."""
+    lr). Loss ``(1 − kd_weight)·CE + kd_weight·T²·KL(teacher_T ‖ student_T)`` (+ ``balance_weight``·L_bal with MoE)
+    with AdamW and a warm-up + cosine schedule; the teacher is the dense model the run was converted from."""
 
     config_path: ClassVar[str] = "finetune"
 
@@ -45,9 +46,20 @@ class FinetuneConfig(ConfigModel):
     epochs: float = Field(1.0, ge=0, description="epochs over the training images (fractional allowed)")
     steps: int | None = Field(None, ge=0, description="cap on optimiser steps (quick runs)")
     batch_size: int = Field(128, ge=1, description="training batch size")
-    lr: float = Field(2e-4, ge=0, description="AdamW learning rate (the moe stage uses 0.2× this)")
+    lr: float | None = Field(
+        None, ge=0, description="AdamW learning rate (the moe stage uses 0.2× this); null: 2e-4 for a model with "
+                                "MatAdd attention (the attention operator is relearnt), 2e-5 when only the linears "
+                                "are shifts (they start at the teacher's accuracy; large steps flip exponents)")
     weight_decay: float = Field(0.05, ge=0, description="AdamW weight decay")
     balance_weight: float = Field(0.01, ge=0, description="weight of the MoE latency-aware balance loss")
+    kd_weight: float = Field(0.5, ge=0, le=1, description="weight of the distillation term (KL to the dense "
+                                                          "teacher's soft targets); 0: cross-entropy only")
+    kd_temperature: float = Field(2.0, gt=0, description="softmax temperature T of the distillation term")
+    teacher: str | None = Field(None, description="model to distil from (name or checkpoint); null: the dense model "
+                                                  "the run was converted from (convert.json 'source')")
+    checkpoint_every: int | None = Field(None, ge=1, description="save the training state (model, optimiser, "
+                                                                 "schedule, position) every N steps; null: each epoch")
+    resume: bool = Field(False, description="continue an interrupted finetune from its saved training state")
     limit: int | None = Field(None, ge=1, description="train on the first N training images")
     seed: int = Field(0, description="seed of the sampler")
     log_every: int = Field(50, ge=1, description="log every N optimiser steps")

@@ -104,19 +104,31 @@ def convert(model: nn.Module, images: torch.Tensor | None = None, *, config: Con
     when ``config.attention == "matadd"`` and ``fit``); ``fit=False`` builds the structure only (to load weights
     into). MoE latency weights are ``config.alpha`` or, when null, measured here
     (:func:`~edgevit.methods.shiftadd.latency.measure_expert_alpha`). Raises :class:`ConfigError` for a model
-    whose blocks are not ViT attention blocks (naming the types found) or for missing images."""
+    whose blocks are not ViT attention blocks (naming the types found) or for missing images.
+
+    Recipe step 2: a model converted with ``mlp="dense"`` (MatAdd attention, finetuned) converts again with
+    ``mlp="shift"|"moe"``; its attention is kept as is and its recorded attention settings carry over."""
     config = config or ConvertConfig()
     blocks = _blocks(model)
-    if any(isinstance(b.attn, MatAddAttention) or isinstance(b.mlp, MoEMlp) for b in blocks) or any(
+    previous = getattr(model, "edgevit_shiftadd", None)
+    attention_done = False
+    if previous is not None and previous.get("mlp") == "dense" and config.mlp != "dense":
+        # recipe step 2: MLPs of a model whose attention was converted (and finetuned) with --mlp dense
+        config = ConvertConfig(**{**previous, "mlp": config.mlp, "alpha": config.alpha})
+        attention_done = True
+        log.info("converting the MLPs of a converted model (attention %s, softmax kept in %s, as recorded in it)",
+                 config.attention, config.softmax_blocks or "none")
+    elif any(isinstance(b.attn, MatAddAttention) or isinstance(b.mlp, MoEMlp) for b in blocks) or any(
             isinstance(m, (ShiftLinear, ShiftLinearDeploy)) for m in model.modules()):
-        raise ConfigError("the model is already converted to ShiftAddViT form; convert the dense model")
+        raise ConfigError("the model is already converted to ShiftAddViT form; convert the dense model (a model "
+                          "converted with --mlp dense takes a second convert with --mlp shift|moe)")
     depth = len(blocks)
     keep = _softmax_set(config, depth)
-    if config.attention == "matadd" and fit and images is None:
+    if config.attention == "matadd" and fit and images is None and not attention_done:
         raise ConfigError("shiftadd convert needs real images to fit the KSH hash (images=...)")
     out = copy.deepcopy(model)
     grid, prefix = _grid(out)
-    inputs = _block_inputs(model, images) if config.attention == "matadd" and fit else None
+    inputs = _block_inputs(model, images) if config.attention == "matadd" and fit and not attention_done else None
     alpha = tuple(config.alpha) if config.alpha is not None else None
     if config.mlp == "moe" and alpha is None:
         if fit:
@@ -128,7 +140,7 @@ def convert(model: nn.Module, images: torch.Tensor | None = None, *, config: Con
     if alpha is not None and len(alpha) != 2:
         raise ConfigError(f"shiftadd.alpha: give two latency weights [dense, shift], got {list(alpha)}")
     for i, blk in enumerate(out.blocks):
-        if config.attention == "matadd" and i not in keep:
+        if config.attention == "matadd" and i not in keep and not attention_done:
             attn = MatAddAttention.from_timm(blk.attn, grid=grid, num_prefix_tokens=prefix, bits=config.bits,
                                              anchors=config.anchors)
             if inputs is not None:
