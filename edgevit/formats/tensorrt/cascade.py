@@ -50,7 +50,7 @@ import numpy as np
 from ...errors import ConfigError, ParityError
 from ...results import ExportResult
 from .calib import CALIB_METHODS, DEFAULT_TRT_VERSION
-from .spec import BUNDLE_FORMAT, require_tensorrt, tensorrt_available
+from .spec import BUNDLE_FORMAT, plan_build
 
 log = logging.getLogger(__name__)
 
@@ -143,14 +143,8 @@ def export_tensorrt_cascade(manifest: str | Path, out_dir: str | Path, *, precis
     if not (isinstance(opt_batch, int) and isinstance(max_batch, int) and 1 <= opt_batch <= max_batch):
         raise ConfigError(f"a cascade's optimisation profile needs 1 ≤ opt_batch ≤ max_batch, got {opt_batch}, "
                           f"{max_batch}")
-    have_trt, trt_info = tensorrt_available()
-    build_here = have_trt if engine is None else bool(engine)
-    if not bundle and not build_here:
-        if engine is False:
-            raise ConfigError("nothing to do: bundle=False and engine=False")
-        require_tensorrt("Building the TensorRT engines of an early-exit cascade (no bundle)")
-    if build_here:
-        require_tensorrt("Building the TensorRT engines of an early-exit cascade (engine=True)")
+    have_trt, trt_info, build_here = plan_build(bundle=bundle, engine=engine,
+                                                what="the TensorRT engines of an early-exit cascade")
 
     m = read_manifest(manifest)
     if m.get("backend") != "onnx":

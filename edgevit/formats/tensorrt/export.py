@@ -47,7 +47,7 @@ from ...artifact import file_sha256
 from ...errors import ConfigError, ExportError, ParityError
 from ...results import ExportResult, ParityRecord
 from .calib import CALIB_METHODS, DEFAULT_TRT_VERSION
-from .spec import BUNDLE_FORMAT, require_tensorrt, tensorrt_available
+from .spec import BUNDLE_FORMAT, plan_build, require_tensorrt
 
 log = logging.getLogger(__name__)
 
@@ -201,14 +201,7 @@ def export_tensorrt(onnx_path: Any, out_dir: str | Path, *, precision: str = "fp
         raise ConfigError(f"calib_samples and parity_samples must be ≥ 1, got {calib_samples}, {parity_samples}")
     if workspace_mib < 1:
         raise ConfigError(f"workspace_mib must be ≥ 1, got {workspace_mib}")
-    have_trt, trt_info = tensorrt_available()
-    build_here = have_trt if engine is None else bool(engine)
-    if not bundle and not build_here:
-        if engine is False:
-            raise ConfigError("nothing to do: bundle=False and engine=False; pass --bundle (or engine=True)")
-        require_tensorrt("Building a TensorRT engine (edgevit export tensorrt without --bundle)")
-    if build_here:
-        require_tensorrt("Building a TensorRT engine (engine=True)")
+    have_trt, trt_info, build_here = plan_build(bundle=bundle, engine=engine, what="a TensorRT engine")
 
     src, spec, source = resolve_onnx(onnx_path)
     out = Path(out_dir)

@@ -6,7 +6,7 @@ and the availability check.
 
 from __future__ import annotations
 
-from ...errors import MissingBackendError
+from ...errors import ConfigError, MissingBackendError
 from ...format_registry import FormatSpec
 
 SPEC = FormatSpec(
@@ -48,3 +48,18 @@ def require_tensorrt(feature: str = "Building a TensorRT engine"):
             f"a machine with an NVIDIA GPU and NVIDIA's package index, or JetPack on a Jetson) — or use the bundle "
             f"route, which needs no TensorRT here: {BUNDLE_ROUTE}."
         ) from exc
+
+
+def plan_build(*, bundle: bool, engine: bool | None, what: str) -> tuple[bool, str, bool]:
+    """``(TensorRT importable, its version or why not, build the engine(s) here)`` for an export with ``bundle`` and
+    ``engine`` (None: build where TensorRT is installed). Raises :class:`ConfigError` when neither is asked for and
+    :class:`MissingBackendError` (via :func:`require_tensorrt`) when an engine must be built without TensorRT."""
+    have_trt, trt_info = tensorrt_available()
+    build_here = have_trt if engine is None else bool(engine)
+    if not bundle and not build_here:
+        if engine is False:
+            raise ConfigError("nothing to do: bundle=False and engine=False; pass --bundle (or engine=True)")
+        require_tensorrt(f"Building {what} (edgevit export tensorrt without --bundle)")
+    if build_here:
+        require_tensorrt(f"Building {what} (engine=True)")
+    return have_trt, trt_info, build_here

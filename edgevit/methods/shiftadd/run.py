@@ -44,10 +44,8 @@ def convert_run(model: Any, out_dir: str | Path, *, config: Any = None, data: st
     from ...artifact import write_json
     from ...models import create, input_spec_of
     from .config import ConvertConfig
-    from .convert import convert, save_shiftadd
+    from .convert import convert, is_shiftadd, save_shiftadd
     from .energy import energy_report
-
-    from .convert import is_shiftadd
 
     t0 = time.perf_counter()
     config = config or ConvertConfig()
