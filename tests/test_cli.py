@@ -252,14 +252,15 @@ def test_no_library_module_imports_the_cli():
 _EXPORT_FLAGS = {
     "onnx": (["--model", "--checkpoint", "--arch", "--pretrained", "--out", "--opset", "--static-batch",
               "--no-simplify", "--tolerance", "--parity-samples", "--data", "--data-dir", "--split", "--limit",
-              "--json"],
-             ["--model", "--out"], {},
-             {"opset": 18, "parity_samples": 64, "data": "fashion-mnist", "split": "test"}),
+              "--json", "--tower", "--classes", "--gallery"],
+             ["--model", "--out"], {"--tower": ["image", "text", "both"]},
+             {"opset": 18, "parity_samples": 64, "data": "fashion-mnist", "split": "test", "classes": "fashion-mnist"}),
     "openvino": (["--model", "--checkpoint", "--arch", "--pretrained", "--out", "--precision", "--from-onnx",
                   "--static-batch", "--tolerance", "--parity-samples", "--no-parity", "--data", "--data-dir",
-                  "--split", "--limit", "--json"],
-                 ["--out"], {"--precision": ["fp32", "fp16"]},
-                 {"precision": "fp32", "parity_samples": 64, "data": "fashion-mnist", "split": "test"}),
+                  "--split", "--limit", "--json", "--tower", "--classes", "--gallery"],
+                 ["--out"], {"--precision": ["fp32", "fp16"], "--tower": ["image", "text", "both"]},
+                 {"precision": "fp32", "parity_samples": 64, "data": "fashion-mnist", "split": "test",
+                  "classes": "fashion-mnist"}),
     "ort-mobile": (["onnx", "--model", "--checkpoint", "--arch", "--pretrained", "--out", "--optimization",
                     "--target-platform", "--type-reduction", "--opset", "--tolerance", "--parity-samples",
                     "--no-parity", "--data", "--data-dir", "--split", "--limit", "--json"],
@@ -277,10 +278,10 @@ _EXPORT_FLAGS = {
     "tvm": (["--model", "--checkpoint", "--arch", "--pretrained", "--out", "--target", "--mcpu", "--num-cores",
              "--trials", "--batch", "--work-dir", "--retune", "--tuning-timeout", "--cc", "--tolerance",
              "--parity-samples", "--no-parity", "--cascade", "--kernels", "--data", "--data-dir", "--split", "--limit",
-             "--json"],
-            ["--out"], {"--kernels": ["none", "shiftadd"]},  # --model or --cascade (an early-exit cascade)
+             "--json", "--tower", "--classes", "--gallery"],
+            ["--out"], {"--kernels": ["none", "shiftadd"], "--tower": ["image", "text", "both"]},  # --model or --cascade (an early-exit cascade)
             {"target": "llvm", "trials": 256, "batch": 1, "tuning_timeout": 60.0, "parity_samples": 64,
-             "kernels": "none", "data": "fashion-mnist", "split": "test"}),
+             "kernels": "none", "data": "fashion-mnist", "split": "test", "classes": "fashion-mnist"}),
 }
 
 

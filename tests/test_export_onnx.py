@@ -428,7 +428,7 @@ def test_quiet_sends_native_output_to_the_debug_log(capfd, caplog):
     from edgevit.formats.common import quiet
 
     libc = ctypes.CDLL(None)
-    with caplog.at_level("DEBUG", logger="edgevit.formats.common"), quiet():
+    with caplog.at_level("DEBUG", logger="edgevit.formats.common"), quiet(native=True):
         os.write(2, b"[native] Warning: fast mode segfaults\n")
         libc.printf(b"[native] buffered printf\n")
         print("python print")

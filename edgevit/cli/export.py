@@ -47,7 +47,7 @@ def add_export_command(export_subparsers, command: ExportCommand) -> argparse.Ar
     if command.parity_data:
         add_data_args(p)
     if command.towers:
-        g = p.add_argument_group("dual encoder", "--model DIR is a dual image–text encoder (dual_encoder.json): "
+        g = p.add_argument_group("dual encoder", "when --model DIR is a dual image–text encoder (dual_encoder.json): "
                                                  "export its towers, each alone, into the folder --out")
         g.add_argument("--tower", choices=("image", "text", "both"), default=None,
                        help="which tower(s) to export; parity by cosine similarity on real test images / captions "

@@ -52,20 +52,24 @@ def example_input(module, spec: InputSpec, *, batch: int):
 
 
 @contextlib.contextmanager
-def quiet() -> Iterator[None]:
-    """Route the exporters' and converters' output to the debug log: Python warnings, ``sys.stdout``/``sys.stderr``,
-    and what native code (TVM's C++ ``LOG(WARNING)``, OpenVINO, onnxruntime) writes straight to file descriptors
-    1 and 2, which a Python-level redirect does not see. The run's log keeps it all; the terminal stays quiet."""
+def quiet(*, native: bool = False) -> Iterator[None]:
+    """Route the exporters' and converters' output to the debug log: Python warnings and ``sys.stdout``/``sys.stderr``.
+    ``native=True`` also catches what native code (TVM's C++ ``LOG(WARNING)``, printf) writes straight to file
+    descriptors 1 and 2, which a Python-level redirect does not see; that text is logged at INFO (``-v`` shows it, the
+    run's log keeps it). Native capture is process-wide for the block (log handlers writing to the terminal meanwhile
+    land in the same text), so it is for short native calls such as a TVM compile."""
     buf = io.StringIO()
-    with warnings.catch_warnings(record=True) as caught, _native_output() as native, \
+    fds = _native_output() if native else contextlib.nullcontext(io.StringIO())
+    with warnings.catch_warnings(record=True) as caught, fds as native_text, \
             contextlib.redirect_stdout(buf), contextlib.redirect_stderr(buf):
         warnings.simplefilter("always")
         yield
     for w in caught:
         log.debug("exporter warning: %s: %s", w.category.__name__, str(w.message)[:500])
-    text = (buf.getvalue() + native.getvalue()).strip()
-    if text:
-        log.debug("exporter output:\n%s", text[-20000:])
+    if buf.getvalue().strip():
+        log.debug("exporter output:\n%s", buf.getvalue().strip()[-20000:])
+    if native_text.getvalue().strip():
+        log.info("native output:\n%s", native_text.getvalue().strip()[-20000:])
 
 
 @contextlib.contextmanager

@@ -99,7 +99,7 @@ def compile_onnx_graph(onnx_path: str | Path, library: str | Path, spec, *, tgt,
         with quiet(), tgt:
             mod = tvm.transform.Sequential([T.DecomposeOpsForInference(), T.CanonicalizeBindings(),
                                             relax.get_pipeline("zero")])(mod)
-        with quiet():  # TVM's C++ warnings (topi "fast mode" gathers) go to the log, not the terminal
+        with quiet(native=True):  # TVM's C++ warnings (topi "fast mode" gathers) go to the log, not the terminal
             executable = tvm.compile(mod, target=tgt)
             executable.export_library(str(library))
     except Exception as exc:  # TVM raises TVMError / InternalError from C++

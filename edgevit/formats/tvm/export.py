@@ -149,7 +149,7 @@ def export_tvm(source: Any, out_dir: str | Path, *, target: Any = "llvm", trials
                                   timeout_s=tuning_timeout_s, seed=seed, name=name)
     t = time.perf_counter()
     try:
-        with quiet():  # TVM's C++ warnings go to the log, not the terminal
+        with quiet(native=True):  # TVM's C++ warnings go to the log, not the terminal
             executable = tvm.compile(mod, target=tgt)
             fcompile = None
             if cc:
