@@ -55,8 +55,8 @@ def example_input(module, spec: InputSpec, *, batch: int):
 def quiet(*, native: bool = False) -> Iterator[None]:
     """Route the exporters' and converters' output to the debug log: Python warnings and ``sys.stdout``/``sys.stderr``.
     ``native=True`` also catches what native code (TVM's C++ ``LOG(WARNING)``, printf) writes straight to file
-    descriptors 1 and 2, which a Python-level redirect does not see; that text is logged at INFO (``-v`` shows it, the
-    run's log keeps it). Native capture is process-wide for the block (log handlers writing to the terminal meanwhile
+    descriptors 1 and 2, which a Python-level redirect does not see; that text is logged at DEBUG too (the run's log
+    keeps it). Native capture is process-wide for the block (log handlers writing to the terminal meanwhile
     land in the same text), so it is for short native calls such as a TVM compile."""
     buf = io.StringIO()
     fds = _native_output() if native else contextlib.nullcontext(io.StringIO())
@@ -69,7 +69,7 @@ def quiet(*, native: bool = False) -> Iterator[None]:
     if buf.getvalue().strip():
         log.debug("exporter output:\n%s", buf.getvalue().strip()[-20000:])
     if native_text.getvalue().strip():
-        log.info("native output:\n%s", native_text.getvalue().strip()[-20000:])
+        log.debug("native output:\n%s", native_text.getvalue().strip()[-20000:])
 
 
 @contextlib.contextmanager

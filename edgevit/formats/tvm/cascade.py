@@ -87,7 +87,7 @@ def compile_onnx_graph(onnx_path: str | Path, library: str | Path, spec, *, tgt,
                           f"dynamic batch axis and static other axes (re-export the cascade with edgevit)")
     qdq = sum(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in model.graph.node)
     try:
-        with quiet():
+        with quiet(native=True):
             mod = from_onnx(model, keep_params_in_input=False)
     except Exception as exc:  # the importer raises many types on unknown ops
         raise ExportError(f"TVM's ONNX importer (relax.frontend.onnx.from_onnx) failed on the cascade graph "
@@ -96,7 +96,7 @@ def compile_onnx_graph(onnx_path: str | Path, library: str | Path, spec, *, tgt,
     t_import = time.perf_counter() - t
     t = time.perf_counter()
     try:
-        with quiet(), tgt:
+        with quiet(native=True), tgt:  # legalisation prints topi's C++ warnings ("fast mode" gathers)
             mod = tvm.transform.Sequential([T.DecomposeOpsForInference(), T.CanonicalizeBindings(),
                                             relax.get_pipeline("zero")])(mod)
         with quiet(native=True):  # TVM's C++ warnings (topi "fast mode" gathers) go to the log, not the terminal

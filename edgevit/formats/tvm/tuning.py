@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from ...errors import ExportError, MissingBackendError
-from ..common import first_lines
+from ..common import first_lines, quiet
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +104,7 @@ def lower_and_tune(mod, tgt, tdict: dict, *, trials: int, cache_root: Path, retu
     if cpu:
         passes.append(T.AttachAttrLayoutFreeBuffers())
     try:
-        with tgt:
+        with quiet(native=True), tgt:  # legalisation prints topi's C++ warnings: to the log, not the terminal
             mod = tvm.transform.Sequential(passes)(mod)
         tasks = ms.relax_integration.extract_tasks(mod, tgt)
     except Exception as exc:  # TVM C++ errors
