@@ -110,3 +110,17 @@ def test_library_bars_go_to_the_installed_display(fmnist_test_small, tiny_model)
     assert ev["total"] == 4 and ev["done"] == 4 and ev["closed"]
     lat = next(b for b in rec.bars if b["unit"] == "run")
     assert lat["done"] >= 3 and lat["closed"]
+
+
+def test_summary_table_keeps_bracketed_runtime_names():
+    """'cascade[openvino]' in a stage result is data: rich must not read '[openvino]' as a markup tag."""
+    from rich.console import Console
+
+    from edgevit.cli.display import RunDisplay
+
+    d = RunDisplay(live=False, console=Console(width=200, record=True))
+    d.rows.append({"id": "12_eval", "status": "done", "seconds": 1.0,
+                   "result": "05_early_exit/cascade[onnxruntime] 90.94%; 11_export_tvm/cascade[tvm] 90.94%"})
+    d.console.print(d.summary("run"))
+    text = d.console.export_text()
+    assert "cascade[onnxruntime] 90.94%" in text and "cascade[tvm] 90.94%" in text

@@ -26,6 +26,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 from rich.table import Table
+from rich.text import Text
 
 
 def _fmt(value: Any) -> str:
@@ -169,8 +170,9 @@ class RunDisplay:
         t = Table(title=title, title_justify="left")
         for col, just in (("stage", "left"), ("status", "left"), ("seconds", "right"), ("result", "left")):
             t.add_column(col, justify=just, overflow="fold")
-        for r in self.rows:
-            t.add_row(r["id"], r["status"], "" if r["seconds"] is None else f"{r['seconds']:.1f}", r["result"])
+        for r in self.rows:  # Text cells: a result such as "cascade[openvino] 90.9%" is data, not rich markup
+            t.add_row(Text(r["id"]), Text(r["status"]), "" if r["seconds"] is None else f"{r['seconds']:.1f}",
+                      Text(r["result"] or ""))
         return t
 
     def print_summary(self, title: str) -> None:
