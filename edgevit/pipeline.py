@@ -44,6 +44,7 @@ from .errors import ConfigError, EdgevitError, StageError, StorageError
 from .faults import kill_point
 from .fileio import PARTIAL, atomic_write_text, remove_partials
 from .recipe import Recipe
+from .stage import same_artifact
 from .stages import STAGES, StageContext
 from .versions import library_versions
 
@@ -582,7 +583,9 @@ def _run_step(ctx: StageContext, step: Step, out: Path, key: str, parts: dict, *
     final = out / step.id
     stage = step.cls()
     got = ctx.consumed(stage, step.config)  # fail early, naming the stage to add, when the run lacks what it reads
-    input_id = next((k for k, a in reversed(list(ctx.artifacts.items())) if a is got), None)
+    # the latest stage that handed on this artefact's file: the same whether the earlier stages ran in this process
+    # (one object) or were read back from their records on --resume (equal files, other objects)
+    input_id = next((k for k, a in reversed(list(ctx.artifacts.items())) if a is got or same_artifact(a, got)), None)
     tmp = _prepare_tmp(out, step, key)  # a finished folder being redone stays until the new one is complete
     ctx.out_dir = tmp
     parent = ctx.records[-1]["id"] if ctx.records else None

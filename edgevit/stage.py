@@ -60,7 +60,7 @@ class StageContext:
             name = rec.get("stage")
             if name in STAGES and STAGES.get(name).new_model:
                 reps = [art]
-            elif not any(_same_artifact(art, r) for r in reps):
+            elif not any(same_artifact(art, r) for r in reps):
                 reps.append(art)
         return reps
 
@@ -210,7 +210,8 @@ def _kinds_phrase(kinds) -> str:
     return f"{_article(words[0])} {' or '.join(words)}"
 
 
-def _same_artifact(a: Artifact, b: Artifact) -> bool:
+def same_artifact(a: Artifact, b: Artifact) -> bool:
+    """One artefact: the same object, or the same kind and file (:func:`artifact_file_key`)."""
     if a is b:
         return True
     return a.kind == b.kind and a.path is not None and b.path is not None and artifact_file_key(a) == artifact_file_key(b)

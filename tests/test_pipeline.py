@@ -219,6 +219,19 @@ def test_a_new_target_redoes_only_the_stages_that_read_targets(tmp_path, finishe
                           "04_profile": False, "05_report": False}, seen
 
 
+def test_resumed_records_name_the_same_input_stage(tmp_path, finished_run):
+    """A stage's record names the stage that handed it its artefact. A measuring stage (eval) hands on its input;
+    read back on --resume it is another object for the same file, and the record must still name it, as an
+    uninterrupted run does."""
+    src, records = finished_run
+    want = {r["id"]: r["input"] for r in records}
+    out = _copy(src, tmp_path / "copy")
+    for sid in ("02_export_onnx", "03_eval", "04_profile", "05_report"):
+        shutil.rmtree(out / sid)
+    again = {r["id"]: r["input"] for r in pipeline.run(from_raw(small_recipe()), out, resume=True)}
+    assert want["02_export_onnx"] == "01_eval" and again == want, (want, again)
+
+
 def test_changed_library_version_redoes_the_stage_with_a_notice(tmp_path, finished_run, caplog):
     src, _ = finished_run
     out = _copy(src, tmp_path / "copy")
