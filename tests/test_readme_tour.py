@@ -215,7 +215,8 @@ def test_tour_command(index, cmd, workdir, fmnist_test_small, teacher_available)
     if args[:2] == ["edgevit", "--help"] or args[:2] == ["edgevit", "list"]:
         assert r.stdout.strip()
     if "--dry-run" in args:
-        assert "07_export_onnx" in r.stdout and "06_quantize          cascade:onnx → cascade:onnx" in r.stdout and not (workdir / "runs" / "demo").exists()
+        assert "run    08_export_onnx" in r.stdout and "07_quantize          cascade:onnx → cascade:onnx" in r.stdout
+        assert "11_export_tvm        cascade:onnx → cascade:tvm" in r.stdout and not (workdir / "runs" / "demo").exists()
     if "--out" in args and "--dry-run" not in args:
         out = workdir / args[args.index("--out") + 1]
         assert out.exists(), f"{cmd}: --out {out} was not written"

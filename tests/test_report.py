@@ -291,8 +291,11 @@ def test_rejections_come_from_the_quantize_and_early_exit_records(run_dir, doc):
 
 def test_cascade_exits_equal_the_calibration(run_dir, doc):
     cal = json.loads((run_dir / "04_early_exit/calibration.json").read_text())
-    # the early-exit cascade and its INT8 copy (same thresholds, found through its parent)
-    assert [c["node"] for c in doc["cascades"]] == ["04_early_exit", "05_quantize"]
+    # the early-exit cascade and the quantize stage's cascade (same thresholds, found through its parent): one
+    # section when the speed gate kept the FP32 cascade (a copy), two when it kept INT8
+    sel = _records(run_dir)["05_quantize"]["metrics"]["selected"]
+    assert [c["nodes"] for c in doc["cascades"]] == ([["04_early_exit", "05_quantize"]] if sel == "fp32" else
+                                                      [["04_early_exit"], ["05_quantize"]])
     c = doc["cascades"][0]
     assert len(c["exits"]) == len(cal["thresholds"]) + 1
     assert [e["share_calibration"] for e in c["exits"]] == cal["share"]
@@ -303,10 +306,11 @@ def test_cascade_exits_equal_the_calibration(run_dir, doc):
     assert [e["latency_ms"] for e in c["exits"]] == pytest.approx(want)
     mix = next(x["exit_mix"] for x in _records(run_dir)["07_profile"]["metrics"]["latency"] if x.get("exit_mix")
                and x["batch"] == 1)
-    (src,) = c["measured_sources"]
-    assert src == "cascade[onnxruntime] (profile 07_profile)"
+    src = "04_early_exit cascade[onnxruntime] (profile 07_profile)"
+    assert src in c["measured_sources"]
     assert [e["share_measured"][src] for e in c["exits"]] == mix["shares"]
-    rows = _tables((run_dir / "report.md").read_text())["Early exits of 04_early_exit"]
+    heading = "Early exits of 04_early_exit" + (" and its copies (05_quantize)" if sel == "fp32" else "")
+    rows = _tables((run_dir / "report.md").read_text())[heading]
     assert [r["exit"] for r in rows] == [e["label"] for e in c["exits"]]
     for r, e in zip(rows, c["exits"]):
         assert _same(r["latency to leave (ms)"], e["latency_ms"])
@@ -413,7 +417,9 @@ def test_plots_render_with_real_content(run_dir, tmp_path):
 
     html = (run_dir / "report.html").read_text()
     srcs = re.findall(r'src="data:image/png;base64,([^"]+)"', html)
-    assert len(srcs) == 4  # accuracy × latency, the exits of each cascade (early exit, its INT8 copy), latency
+    # accuracy × latency, latency, and the exits of each distinct cascade (the early exit; its INT8 copy unless the
+    # speed gate kept the FP32 cascade, whose copy shares the early exit's section)
+    assert len(srcs) == 2 + len(json.loads((run_dir / "report.json").read_text())["cascades"])
     for s in srcs:
         img = _decode(base64.b64decode(s))
         assert img.shape[0] >= 300 and img.shape[1] >= 500
