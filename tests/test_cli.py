@@ -447,3 +447,22 @@ def test_eval_model_directory_uses_the_checkpoint_inside(tmp_path, tiny_model, c
     (tmp_path / "empty").mkdir()
     assert main(["eval", "--model", str(tmp_path / "empty"), "--arch", "fmnist-vit-tiny", "--limit", "5"]) == 2
     assert "no checkpoint in it" in capsys.readouterr().err
+
+
+def test_compress_on_a_read_only_filesystem_names_the_path(tmp_path, capsys, monkeypatch):
+    """EROFS from creating the run directory (a read-only mount) is a clear message and exit 2, not a traceback."""
+    import errno
+    from pathlib import Path
+
+    real_mkdir = Path.mkdir
+
+    def read_only(self, *a, **k):
+        if self.name == "run":
+            raise OSError(errno.EROFS, "Read-only file system", str(self))
+        return real_mkdir(self, *a, **k)
+
+    monkeypatch.setattr(Path, "mkdir", read_only)
+    assert main(["compress", "examples/recipes/minimal.yaml", "--out", str(tmp_path / "ro" / "run")]) == 2
+    err = capsys.readouterr().err
+    assert "the filesystem is read-only while writing" in err and str(tmp_path / "ro" / "run") in err
+    assert "Traceback" not in err

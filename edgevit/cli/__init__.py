@@ -412,7 +412,13 @@ def _run_compress(args, recipe, out: Path) -> int:
     from ..progress import enabled, use_display
     from .display import RunDisplay
 
-    out.mkdir(parents=True, exist_ok=True)
+    try:  # a read-only or full filesystem: say which path and what to do, not a traceback
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "compress.log").touch()
+    except OSError as exc:
+        from ..errors import StorageError
+
+        raise StorageError(f"run directory {out}: {pipeline.storage_message(exc, out) or exc}") from exc
     root = logging.getLogger()
     saved = list(root.handlers)
     display = RunDisplay(live=enabled())
