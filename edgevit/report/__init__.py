@@ -71,7 +71,12 @@ def summarize(records: list[dict]) -> dict:
         elif isinstance(r.get("parity"), dict):
             p = ParityRecord.from_dict(r["parity"])
             passed = r["parity"].get("passed")
-            exports.append({"stage": r["id"], "path": (r.get("artifact") or {}).get("path"), "n": p.n,
+            path = (r.get("artifact") or {}).get("path")
+            if r["stage"] == "quantize" and m.get("selected") not in (None, "int8"):
+                # the parity and size are the INT8 candidate's against its float source; the artefact handed on is
+                # the float one the speed gate kept
+                path = f"INT8 candidate (the speed gate kept {m['selected']}: {path})"
+            exports.append({"stage": r["id"], "path": path, "n": p.n,
                             "max_abs_diff": p.max_abs_diff, "cosine": p.cosine,
                             "top1_agreement": p.top1_agreement, "file_size": m.get("file_size"),
                             "verdict": None if passed is None else ("passed" if passed else "FAILED")})
