@@ -338,7 +338,8 @@ def test_every_section_renders_from_hand_built_records(tmp_path):
 def test_export_row_of_a_quantize_stage_that_kept_fp32_names_the_int8_candidate():
     from edgevit.report import summarize
 
-    parity = {"n": 64, "max_abs_diff": 2.3, "cosine": 0.998, "top1_agreement": 0.97, "passed": True}
+    parity = {"n": 64, "max_abs_diff": 2.3, "mean_abs_diff": 0.2, "cosine": 0.998, "top1_agreement": 0.97,
+              "passed": True}
     r = rec("05_quantize", "quantize", art("cascade", "fp32/manifest.json"),
             {"selected": "fp32", "file_size": 519412, "file_size_fp32": 1191648}, parity=parity)
     (row,) = summarize([r])["exports"]
