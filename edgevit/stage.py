@@ -141,6 +141,13 @@ class Stage:
     cannot_take: ClassVar[dict[str, str]] = {}
 
     @classmethod
+    def chain_refusal(cls, config: Any, *, made_by: str, made_config: Any, kinds: frozenset[str]) -> str | None:
+        """Why this stage cannot follow the stage that made the run's current model (``made_by`` with
+        ``made_config``; ``kinds``: what the current artefact may be), for what kinds alone cannot say (an INT8
+        encoding a format cannot hold); None when it can. Checked by :func:`check_chain` before anything runs."""
+        return None
+
+    @classmethod
     def reads(cls, config: Any) -> tuple[str, ...]:
         """The kinds the stage reads with ``config`` (a subset of ``consumes``; all of them by default). A stage whose
         accepted inputs depend on a key (quantize's ``backend``, export_openvino's ``from_onnx``) narrows them here."""
@@ -325,10 +332,14 @@ def check_chain(entries: list[tuple[str, str, Any]], *, start: tuple[str, ...] =
 
     reps: list[tuple[frozenset[str], str, str]] = [(frozenset(start), "the load step", "load")]
     made_by = ("the load step", "load")
+    made_config: Any = None
     older: set[str] = set()  # kinds the model had before the last new model was made
     plan = []
     for where, name, config in entries:
         cls = STAGES.get(name)
+        why = cls.chain_refusal(config, made_by=made_by[1], made_config=made_config, kinds=reps[-1][0])
+        if why:
+            raise ConfigError(f"{where} ({name}): the recipe's stages do not chain: {why}")
         wanted = _reads(cls, config)
         if not wanted:
             inputs = reps[-1][0]
@@ -355,7 +366,7 @@ def check_chain(entries: list[tuple[str, str, Any]], *, start: tuple[str, ...] =
         if outs:
             if cls.new_model:
                 older = {k for ks, _, _ in reps for k in ks}
-                made_by = (where, name)
+                made_by, made_config = (where, name), config
                 reps = [(frozenset(outs), where, name)]
             else:
                 reps.append((frozenset(outs | (reps[-1][0] if unchanged else set())), where, name))

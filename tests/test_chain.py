@@ -50,6 +50,10 @@ def recipe(stages, **over):
     ([{"stage": "early_exit", "format": "openvino"}, {"stage": "export_tensorrt"}],
      (r"stages\.1 \(export_tensorrt\).*needs an onnx or cascade \(onnx graphs\).*got cascade \(openvino graphs\)"
       r".*TensorRT builds engines from ONNX graphs")),
+    # an INT8 cascade from onnxruntime (asymmetric uint8 Q/DQ) into TensorRT: refused before anything runs
+    ([{"stage": "early_exit"}, {"stage": "quantize", "backend": "onnxruntime"}, {"stage": "export_onnx"},
+      {"stage": "export_tensorrt", "precision": "int8"}],
+     r"stages\.3 \(export_tensorrt\).*asymmetric uint8 Q/DQ.*put export_tensorrt before quantize"),
     # an IR cascade cannot become ONNX again
     ([{"stage": "early_exit", "format": "openvino"}, {"stage": "export_onnx"}],
      (r"stages\.1 \(export_onnx\).*needs a torch or cascade \(onnx graphs\).*got cascade \(openvino graphs\).*cannot be "

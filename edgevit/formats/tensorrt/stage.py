@@ -43,6 +43,18 @@ class ExportTensorRTStage(Stage):
         return ("onnx", "cascade:onnx")
 
     @classmethod
+    def chain_refusal(cls, config, *, made_by: str, made_config, kinds) -> str | None:
+        """An early-exit cascade quantised by onnxruntime has asymmetric uint8 Q/DQ activations, which TensorRT's
+        explicit quantization refuses (:func:`~edgevit.formats.tensorrt.cascade.export_tensorrt_cascade`): say so
+        before the run spends its time on the stages before, whatever the speed gate then keeps."""
+        if made_by == "quantize" and getattr(made_config, "backend", None) == "onnxruntime" \
+                and any(k.startswith("cascade") for k in kinds):
+            return ("'export_tensorrt' after 'quantize' (backend onnxruntime) on an early-exit cascade: its INT8 "
+                    "graphs have asymmetric uint8 Q/DQ, which TensorRT's explicit quantization does not take; put "
+                    "export_tensorrt before quantize (it calibrates each graph INT8 itself with precision: int8)")
+        return None
+
+    @classmethod
     def hands_on(cls, config, kind: str) -> tuple[str | None, ...]:
         """The engine (an engine cascade) where one is built; without one (bundle only) the run's artefact is
         handed on unchanged."""
