@@ -479,15 +479,24 @@ def run_lock(out: Path):
         os.close(fd)  # closing the descriptor releases the lock
 
 
-def _run(recipe: Recipe, out: Path, steps: list[Step], *, resume: bool, force: bool, first: int, last: int,
-         rerun: set[int], on_stage, on_start) -> list[dict]:
-    ids = [s.id for s in steps]
+def check_before_run(recipe: Recipe, out: Path, steps: list[Step], *, resume: bool, force: bool,
+                     rerun: set[int]) -> list[str]:
+    """The refusals a run directory can give before any stage runs (shared by :func:`run` and ``--dry-run``): a
+    directory holding stages without ``--resume``/``--force``, or ``--resume`` on a run of another recipe
+    (:func:`check_same_recipe`). Returns the stage folders it holds. Raises :class:`ConfigError`."""
     existing = sorted(p.name for p in out.glob("[0-9][0-9]_*") if p.is_dir()) if out.exists() else []
     if existing and not (resume or force):
         raise ConfigError(f"run directory {out} already holds stages ({', '.join(existing)}). Pass --resume to "
                           f"continue it, --force to start over, or choose another --out")
     if resume and not force and existing:
         check_same_recipe(out, recipe, steps, rerun=rerun)
+    return existing
+
+
+def _run(recipe: Recipe, out: Path, steps: list[Step], *, resume: bool, force: bool, first: int, last: int,
+         rerun: set[int], on_stage, on_start) -> list[dict]:
+    ids = [s.id for s in steps]
+    existing = check_before_run(recipe, out, steps, resume=resume, force=force, rerun=rerun)
     if force and not resume:
         for name in existing:
             shutil.rmtree(out / name)

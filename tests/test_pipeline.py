@@ -204,8 +204,15 @@ def test_dry_run_shows_what_resume_and_from_would_do(tmp_path, finished_run, cap
     plan = {ln.split()[1]: ln.split()[0] for ln in capsys.readouterr().out.splitlines() if ln.startswith("  ")
             and ln.split()[1][:2].isdigit()}
     assert set(plan.values()) == {"reuse?"}, plan
-    assert main(["compress", str(recipe), "--out", str(tmp_path / "new"), "--dry-run", "--only", "report"]) == 0
-    assert "MISSING 04_profile" in capsys.readouterr().out
+    assert main(["compress", str(recipe), "--out", str(tmp_path / "new"), "--dry-run", "--only", "report"]) == 2
+    cap = capsys.readouterr()
+    assert "MISSING 04_profile" in cap.out and "--only would stop: 00_load, 01_eval" in cap.err
+    # the run's own refusals, before any stage: a finished directory without --resume, another recipe with it
+    assert main(["compress", str(recipe), "--out", str(out), "--dry-run"]) == 2
+    assert "already holds stages" in capsys.readouterr().err
+    assert main(["compress", str(recipe), "--out", str(out), "--dry-run", "--resume", "--set",
+                 "stages.1.parity_samples=8"]) == 2
+    assert "stages.1.parity_samples (02_export_onnx): 16 → 8" in capsys.readouterr().err
 
 
 def test_a_new_target_redoes_only_the_stages_that_read_targets(tmp_path, finished_run):

@@ -365,6 +365,9 @@ def cmd_compress(args) -> int:
 
         partial = args.until is not None or args.only is not None or args.from_stage is not None
         resume = args.resume or partial
+        # the run's own refusals (a run directory of another recipe, one holding stages without --resume)
+        pipeline.check_before_run(recipe, out, pipeline.steps_of(recipe), resume=resume, force=args.force,
+                                  rerun=rerun)
         print(f"recipe {args.recipe} is valid; plan for {out} (keys that differ from the stage's defaults; "
               f"`edgevit list stages -v` lists them all):")
         for i, s in enumerate(steps):
@@ -387,10 +390,16 @@ def cmd_compress(args) -> int:
             conf = {k: v for k, v in s["config"].items() if k != "stage" and (k not in defaults or defaults[k] != v)}
             kinds = f"{'|'.join(s['reads']) or '-'} → {'|'.join(s['hands_on'])}"
             print(f"  {action:6s} {s['id']:20s} {kinds:34s} {json.dumps(conf) if conf else ''}")
+        missing = [s["id"] for i, s in enumerate(steps) if i < first and
+                   pipeline.read_record(out / s["id"]) is None]
+        if missing:
+            flag = "--only" if args.only is not None else "--from"
+            print(f"{flag} would stop: {', '.join(missing)} not finished in {out}; run them first (e.g. `--until "
+                  f"{steps[first - 1]['id']}`)", file=sys.stderr)
         print("  (run: runs; redo: reruns though finished; reuse?: finished in the run directory, reused when its "
               "resume key still matches; use: a finished earlier stage --only/--from reads; MISSING: not finished, "
               "so --only/--from would stop; skip: after --until/--only)")
-        return 0
+        return 2 if missing else 0
 
     return _run_compress(args, recipe, out)
 
