@@ -92,7 +92,7 @@ def finetune_(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *,
         if not config.resume:
             raise ConfigError(f"{state_path} holds the state of an interrupted finetune; continue it with --resume "
                               f"(finetune.resume: true) or delete the file to start over")
-        state = torch.load(state_path, map_location="cpu", weights_only=False)
+        state = torch.load(state_path, map_location="cpu", weights_only=True)  # tensors and plain values only
         if state.get("key") != key:
             raise ConfigError(f"{state_path} was saved by a different finetune ({state.get('key')}); this one is "
                               f"{key}. Resume with the same options or delete the file to start over")

@@ -136,7 +136,7 @@ def _save_checkpoint(path: Path, model, opt, sched, epoch: int, record: dict, cf
 
 
 def _load_checkpoint(path: Path, model, opt, sched, cfg, frozen_text: bool) -> tuple[int, dict]:
-    ck = torch.load(path, map_location="cpu", weights_only=False)
+    ck = torch.load(path, map_location="cpu", weights_only=True)  # tensors and plain values only
     saved = json.loads(ck["config"])
     diff = [f"{k}: {saved.get(k)} → {v}" for k, v in cfg.model_dump().items()
             if k not in ("max_seconds", "stop_after") and saved.get(k) != v]  # only where a run stops may change
