@@ -63,18 +63,8 @@ def recall_at_k_by_content(image_emb: torch.Tensor, text_emb: torch.Tensor, imag
     img, txt = image_emb.float(), text_emb.float()
     gallery = np.arange(len(txt)) if text_group is None else np.unique(np.asarray(text_group), return_index=True)[1]
     txt_g, key_g = txt[torch.from_numpy(np.sort(gallery))], text_key[np.sort(gallery)]
-    i2t_rank = np.zeros(len(img), np.int64)
-    for s in range(0, len(img), chunk):
-        sim = (img[s : s + chunk] @ txt_g.t()).numpy()
-        rel = image_key[s : s + chunk, None] == key_g[None, :]
-        best = np.where(rel, sim, -np.inf).max(1)
-        i2t_rank[s : s + chunk] = (np.where(rel, -np.inf, sim) >= best[:, None]).sum(1)
-    t2i_rank = np.zeros(len(txt), np.int64)
-    for s in range(0, len(txt), chunk):
-        sim = (txt[s : s + chunk] @ img.t()).numpy()
-        rel = text_key[s : s + chunk, None] == image_key[None, :]
-        best = np.where(rel, sim, -np.inf).max(1)
-        t2i_rank[s : s + chunk] = (np.where(rel, -np.inf, sim) >= best[:, None]).sum(1)
+    i2t_rank = _content_ranks(img, image_key, txt_g, key_g, chunk)
+    t2i_rank = _content_ranks(txt, text_key, img, image_key, chunk)
     out: dict = {"n_images": len(img), "n_texts": len(txt), "n_distinct_texts": len(gallery), "relevance": "content"}
     for k in ks:
         out[f"i2t_r{k}"] = float((i2t_rank < k).mean())
@@ -133,3 +123,15 @@ def fit_images(images: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
         if h == hw[0] and w != hw[1] and hw[1] % w == 0:
             return np.concatenate([images] * (hw[1] // w), axis=2)
     return images
+
+
+def _content_ranks(query, query_key, gallery, gallery_key, chunk: int) -> np.ndarray:
+    """Per query: how many irrelevant gallery items score at least as high as its best relevant one (0 = a hit at
+    rank 1); relevant means an equal content key. ``query`` [Q, D], ``gallery`` [G, D] (torch, normalised)."""
+    ranks = np.zeros(len(query), np.int64)
+    for s in range(0, len(query), chunk):
+        sim = (query[s : s + chunk] @ gallery.t()).numpy()
+        rel = query_key[s : s + chunk, None] == gallery_key[None, :]
+        best = np.where(rel, sim, -np.inf).max(1)
+        ranks[s : s + chunk] = (np.where(rel, -np.inf, sim) >= best[:, None]).sum(1)
+    return ranks
