@@ -103,7 +103,8 @@ def part_student(args) -> None:
     epochs = max(1, -(-args.steps // steps_per_epoch))
     cfg = VlmTrainConfig(method=args.method, epochs=epochs, batch_size=args.batch_size, lr=args.lr,
                          max_steps=min(steps_per_epoch, -(-args.steps // epochs)), replay_epochs=replay,
-                         seed=args.seed, dcd_clip_weight=args.dcd_clip_weight)
+                         seed=args.seed, dcd_clip_weight=args.dcd_clip_weight,
+                         mask_false_negatives=not args.keep_false_negatives)
     tag = args.tag or args.method
     student = build_dual_encoder(args.student, image_hw=train.image_hw, packaged=False)
     out = args.work / "students" / tag
@@ -189,6 +190,8 @@ def main() -> None:
     ap.add_argument("--method", choices=("contrastive", "affinity", "dcd"), help="student part: the loss")
     ap.add_argument("--methods", default="contrastive,affinity,dcd", help="all: the students to train")
     ap.add_argument("--dcd-clip-weight", type=float, default=0.0, help="dcd: in-batch CLIP loss added (0: as specified)")
+    ap.add_argument("--keep-false-negatives", action="store_true",
+                    help="student part: same-content captions stay negatives (as before false-negative masking)")
     ap.add_argument("--tag", help="student part: name of its part and folder (default: the method)")
     ap.add_argument("--steps", type=int, default=128, help="student steps per method (equal budget)")
     ap.add_argument("--batch-size", type=int, default=128)

@@ -7,9 +7,11 @@ import numpy as np
 import pytest
 import torch
 
+from edgevit.data.captions import pair_caption
 from edgevit.errors import ConfigError, DataError, ModelLoadError
 from edgevit.methods.vlm.evaluate import recall_at_k
-from edgevit.methods.vlm.losses import affinity_loss, candidates, clip_loss, dcd_loss, dcd_loss_rows, dcd_weights
+from edgevit.methods.vlm.losses import (affinity_loss, candidates, clip_loss, dcd_loss, dcd_loss_rows, dcd_weights,
+                                        false_negatives)
 
 
 # ------------------------------------------------------------------------------------------------ losses
@@ -48,6 +50,41 @@ def test_dcd_ce_term_weighted_by_normalised_entropy_and_both_directions():
     l1, _ = dcd_loss_rows(s, t)
     l2, _ = dcd_loss_rows(s[:, :8].t(), t[:, :8].t())
     assert loss.item() == pytest.approx(0.5 * (l1.item() + l2.item()), rel=1e-6)
+
+
+def test_false_negatives_are_neither_dcd_candidates_nor_clip_negatives():
+    # rows 0 and 2 show the same content; column 4 (an extra caption) says what row 1 shows
+    keys = ["a", "b", "a", "c", "b", "d"]
+    fn = false_negatives(keys[:4], keys)
+    assert fn.tolist() == [[False, False, True, False, False, False], [False, False, False, False, True, False],
+                           [True, False, False, False, False, False], [False] * 6]
+    t = torch.zeros(4, 6)
+    t[0, 2] = t[1, 4] = t[2, 0] = 9.0  # the teacher scores the same-content captions highest, as it should
+    idx = candidates(t, 4, fn)
+    assert idx[:, 0].tolist() == [0, 1, 2, 3]
+    assert 2 not in idx[0, 1:].tolist() and 4 not in idx[1, 1:].tolist() and 0 not in idx[2, 1:].tolist()
+    assert 2 in candidates(t, 4)[0, 1:].tolist(), "without the mask the duplicate is the hardest 'negative'"
+    # CLIP: a student that ties row 0's caption with its duplicate loses nothing for it once masked
+    s = torch.eye(4, 6) * 10
+    s[0, 2] = s[2, 0] = 10.0
+    assert clip_loss(s, fn) < clip_loss(torch.eye(4, 6) * 10) < clip_loss(s)
+    # the text→image direction uses the same mask on the positive block
+    loss, _ = dcd_loss(s, t, fn, n=4)
+    assert torch.isfinite(loss)
+    # fewer true negatives than candidates asked for: the candidate count shrinks to what every row has
+    assert candidates(torch.zeros(2, 3), 8, false_negatives(["x", "x"], ["x", "x", "y"])).shape == (2, 2)
+
+
+def test_pair_captions_know_their_content_across_templates(pairs_small):
+    train, _ = pairs_small
+    i = 0
+    left, right = (int(c) for c in train.labels[i])
+    same = {pair_caption(left, right, t) for t in range(3)}
+    assert len(same) == 3 and {train.content_key(c) for c in same} == {(left, right)}
+    swapped, changed = train.hard_negatives[i]
+    assert train.content_key(swapped) == (right, left) and train.content_key(changed) != (left, right)
+    assert train.subset([i]).content_key(train.captions[i]) == (left, right)
+    assert train.content_key("an unknown caption") == "an unknown caption"
 
 
 def test_affinity_and_clip_losses():

@@ -33,8 +33,17 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
                    help="epoch e replays the augmentation seeds of epoch e mod N")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt (written every epoch)")
     p.add_argument("--stop-after", type=positive, default=None, help="stop after N epochs of the --epochs schedule")
+    add_false_negative_flag(p)
     p.add_argument("--threads", type=positive, default=None, help="torch threads (1 shares a busy machine fairly)")
     p.add_argument("--json", help="write the training record here")
+
+
+def add_false_negative_flag(p) -> None:
+    """``--keep-false-negatives`` (dual-encoder training in `vlm train-teacher` and `distill train`)."""
+    p.add_argument("--keep-false-negatives", action="store_true",
+                   help="treat a batch caption that says the same as an image's own caption (an identical string, or "
+                        "another template naming the same items in order) as a negative of that image, as plain "
+                        "CLIP does (default: left out of its negatives and of DCD's candidates)")
 
 
 def add_parser(subparsers) -> None:
@@ -91,7 +100,8 @@ def _train_config(args, method: str):
     return VlmTrainConfig(method=method, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                           max_steps=args.max_steps, max_seconds=getattr(args, "max_seconds", None), seed=args.seed,
                           replay_epochs=getattr(args, "replay_epochs", None),
-                          stop_after=getattr(args, "stop_after", None))
+                          stop_after=getattr(args, "stop_after", None),
+                          mask_false_negatives=not getattr(args, "keep_false_negatives", False))
 
 
 def _finish(model, rec: dict, args, test) -> int:

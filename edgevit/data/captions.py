@@ -38,7 +38,9 @@ class CaptionDataset:
     """Images with captions. ``images``: uint8 ``[N,H,W]`` / ``[N,H,W,3]`` (or an object array of sizes);
     ``captions``: M strings; ``text_image``: int64 ``[M]`` index of each caption's image; ``hard_negatives``: per
     image, captions that almost describe it (fashion-mnist-pairs), else empty; ``labels``: int64 ``[N, k]`` class
-    ids of the items in each image in caption order (Fashion-MNIST based sets), else None."""
+    ids of the items in each image in caption order (Fashion-MNIST based sets), else None; ``text_content``: what
+    each caption and hard negative names (class ids in order) where the dataset knows it, so that two templates
+    saying the same count as one (:meth:`content_key`); empty for COCO/Flickr (there only equal strings are equal)."""
 
     images: np.ndarray
     captions: list[str]
@@ -46,6 +48,11 @@ class CaptionDataset:
     name: str
     hard_negatives: list[list[str]] = field(default_factory=list)
     labels: np.ndarray | None = None
+    text_content: dict[str, tuple[int, ...]] = field(default_factory=dict)
+
+    def content_key(self, text: str) -> tuple[int, ...] | str:
+        """What ``text`` says: its class ids in order where the dataset knows them, else the string itself."""
+        return self.text_content.get(text, text)
 
     def __len__(self) -> int:
         return len(self.images)
@@ -75,7 +82,7 @@ class CaptionDataset:
         keep = np.flatnonzero(new_of[self.text_image] >= 0)
         return CaptionDataset(self.images[idx], [self.captions[t] for t in keep], new_of[self.text_image[keep]],
                               self.name, [self.hard_negatives[i] for i in idx] if self.hard_negatives else [],
-                              None if self.labels is None else self.labels[idx])
+                              None if self.labels is None else self.labels[idx], self.text_content)
 
     @property
     def image_hw(self) -> tuple[int, int] | None:
@@ -108,7 +115,9 @@ def fashion_mnist_captions(split: str = "test", *, data_dir: str | os.PathLike |
     tpl = rng.integers(0, len(CAPTION_TEMPLATES), len(labels))
     caps = [CAPTION_TEMPLATES[t].format(with_article(FMNIST_NAMES[c])) for t, c in zip(tpl, labels, strict=True)]
     return CaptionDataset(images, caps, np.arange(len(labels)), f"fashion-mnist-captions:{split}",
-                          labels=labels[:, None].astype(np.int64))
+                          labels=labels[:, None].astype(np.int64),
+                          text_content={tpl.format(with_article(name)): (c,) for c, name in enumerate(FMNIST_NAMES)
+                                        for tpl in CAPTION_TEMPLATES})
 
 
 def pair_caption(left: int, right: int, template: int = 0) -> str:
@@ -149,9 +158,11 @@ def fashion_mnist_pairs(split: str = "test", *, data_dir: str | os.PathLike | No
         changed = pair_caption(z, y, t) if side[i] == 0 else pair_caption(x, z, t)
         caps.append(pair_caption(x, y, t))
         negs.append([pair_caption(y, x, t), changed])
+    k = len(FMNIST_NAMES)
+    content = {pair_caption(x, y, t): (x, y) for x in range(k) for y in range(k) for t in range(len(PAIR_TEMPLATES))}
     pairs = np.concatenate([images[a], images[b]], axis=2)
     return CaptionDataset(pairs, caps, np.arange(n), f"fashion-mnist-pairs:{split}", negs,
-                          np.stack([la, lb], 1).astype(np.int64))
+                          np.stack([la, lb], 1).astype(np.int64), content)
 
 
 def class_prompts(classes: tuple[str, ...] | list[str], templates=PROMPT_TEMPLATES) -> list[list[str]]:

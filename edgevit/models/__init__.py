@@ -160,10 +160,18 @@ def timm_kwargs_from_state(arch: str, state: dict) -> dict:
     return kw
 
 
-def fit_input_size(backbone, hw: tuple[int, int]):
+TILE_MARK = 0.5  # size of the per-tile offset of a tiled position embedding, relative to its RMS
+
+
+def fit_input_size(backbone, hw: tuple[int, int], *, mark_tiles: float = 0.0):
     """Make a ViT take ``hw`` images (in place): edgevit's conv-stem ViTs get their 7×7 position embedding TILED
     along the width (a 28×56 pair image: each half starts with the position embedding the 28×28 model learnt);
-    other timm models go through ``set_input_size`` (which resamples it). Returns ``backbone``."""
+    other timm models go through ``set_input_size`` (which resamples it). Returns ``backbone``.
+
+    ``mark_tiles`` m > 0 adds to tile k of T (row-major) the offset ``m · rms(pos) · c_k · r``, ``c_k`` evenly
+    spaced in [−1, 1] and ``r`` a fixed unit-RMS direction (seed 0): without it the tiles are identical, a model
+    starts exactly blind to which tile holds what (left/right order in a pair image) and learns order only as
+    slowly as training breaks that symmetry."""
     import torch
     from torch import nn
 
@@ -180,7 +188,15 @@ def fit_input_size(backbone, hw: tuple[int, int]):
                               f"is not a multiple of {oh}×{ow}")
         prefix = backbone.num_prefix_tokens if not getattr(backbone, "no_embed_class", False) else 0
         pos = backbone.pos_embed.data
-        grid = pos[:, prefix:].reshape(1, oh, ow, -1).repeat(1, gh // oh, gw // ow, 1).reshape(1, gh * gw, -1)
+        th, tw = gh // oh, gw // ow
+        grid = pos[:, prefix:].reshape(1, oh, ow, -1).repeat(1, th, tw, 1)
+        if mark_tiles and th * tw > 1:
+            r = torch.randn(pos.shape[-1], generator=torch.Generator().manual_seed(0))
+            r = r / r.pow(2).mean().sqrt()
+            c = torch.linspace(-1, 1, th * tw).reshape(th, tw)
+            mark = (mark_tiles * pos[:, prefix:].pow(2).mean().sqrt() * c[:, :, None] * r).to(pos.dtype)
+            grid = grid + mark.repeat_interleave(oh, 0).repeat_interleave(ow, 1)[None]
+        grid = grid.reshape(1, gh * gw, -1)
         backbone.pos_embed = nn.Parameter(torch.cat([pos[:, :prefix], grid], 1))
         pe.img_size, pe.grid_size, pe.num_patches = tuple(hw), (gh, gw), gh * gw
         return backbone

@@ -2,7 +2,9 @@
 
 Score matrices are scaled similarities ``[B, M]``: row i = image i against M texts, whose first B columns are the
 images' own captions in order (column i is image i's positive); further columns are extra (hard negative)
-captions.
+captions. ``false_neg`` (bool ``[B, M]``, optional, from :func:`false_negatives`) marks columns that say the same as
+row i's positive (another image's identical caption, or another template of the same content): they are left out of
+row i's negatives in every loss here, instead of being pushed away from it.
 """
 
 from __future__ import annotations
@@ -15,22 +17,40 @@ DCD_ALPHA = 0.2  # weight of the KD term
 DCD_T = 1.0
 
 
-def clip_loss(logits: torch.Tensor) -> torch.Tensor:
+def false_negatives(row_keys: list, col_keys: list) -> torch.Tensor:
+    """bool ``[B, M]``: True where column j's text says the same as row i's positive (equal content keys, e.g.
+    :meth:`edgevit.data.captions.CaptionDataset.content_key`) and j ≠ i. ``row_keys``: B keys (the positives),
+    ``col_keys``: M keys (the columns; the first B are the positives)."""
+    ids: dict = {}
+    rows = torch.tensor([ids.setdefault(k, len(ids)) for k in row_keys])
+    cols = torch.tensor([ids.setdefault(k, len(ids)) for k in col_keys])
+    same = rows[:, None] == cols[None, :]
+    same[torch.arange(len(rows)), torch.arange(len(rows))] = False
+    return same
+
+
+def _mask(logits: torch.Tensor, false_neg: torch.Tensor | None) -> torch.Tensor:
+    return logits if false_neg is None else logits.masked_fill(false_neg.to(logits.device), float("-inf"))
+
+
+def clip_loss(logits: torch.Tensor, false_neg: torch.Tensor | None = None) -> torch.Tensor:
     """CLIP's symmetric InfoNCE on ``[B, M]`` (M ≥ B): image→text over all M texts, text→image over the B
-    positives' columns. Mean over the batch, averaged over both directions."""
+    positives' columns, without the ``false_neg`` columns. Mean over the batch, averaged over both directions."""
     b = logits.shape[0]
     target = torch.arange(b, device=logits.device)
-    return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits[:, :b].t(), target))
+    masked = _mask(logits, false_neg)
+    return 0.5 * (F.cross_entropy(masked, target) + F.cross_entropy(masked[:, :b].t(), target))
 
 
-def candidates(teacher: torch.Tensor, n: int = DCD_CANDIDATES) -> torch.Tensor:
-    """int64 ``[B, n]``: per row the positive (column i) then the ``n − 1`` columns the TEACHER scores highest
-    among the negatives (its hard negatives). ``teacher``: ``[B, M]`` scores, M ≥ n."""
+def candidates(teacher: torch.Tensor, n: int = DCD_CANDIDATES, false_neg: torch.Tensor | None = None) -> torch.Tensor:
+    """int64 ``[B, n']``: per row the positive (column i) then the ``n' − 1`` columns the TEACHER scores highest
+    among the true negatives (its hard negatives; ``false_neg`` columns are not negatives). ``teacher``: ``[B, M]``
+    scores; ``n' = min(n, 1 + the fewest true negatives of any row)``."""
     b, m = teacher.shape
-    n = min(n, m)
-    masked = teacher.detach().clone()
+    masked = _mask(teacher.detach(), false_neg).clone()
     rows = torch.arange(b, device=teacher.device)
     masked[rows, rows] = float("-inf")
+    n = min(n, 1 + int(torch.isfinite(masked).sum(1).min()))
     hard = masked.topk(n - 1, dim=1).indices
     return torch.cat([rows[:, None], hard], 1)
 
@@ -47,15 +67,15 @@ def dcd_weights(teacher_cand: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]
 
 
 def dcd_loss_rows(student: torch.Tensor, teacher: torch.Tensor, *, n: int = DCD_CANDIDATES, alpha: float = DCD_ALPHA,
-                  temperature: float = DCD_T) -> tuple[torch.Tensor, dict]:
+                  temperature: float = DCD_T, false_neg: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
     """DCD on one direction. ``student``, ``teacher``: ``[B, M]`` scores (row i's positive at column i).
 
-    Candidates are picked by the teacher (:func:`candidates`); BOTH score sets are gathered with the same (the
+    Candidates are picked by the teacher among the true negatives (:func:`candidates`); BOTH score sets are gathered with the same (the
     student's) candidate indices, so candidate j means the same caption for both, wherever the positive ranks
     for the teacher. ``L_kd = T² Σ_i w_i · mean_j (s_ij/T − t_ij/T)²`` (a PER-SAMPLE MSE: with a batch-mean MSE
     the weights would not matter), ``L_ce = Σ_i ĥ_i · BCEWithLogits(s_i, [1, 0, …, 0])``,
     ``L = α L_kd + (1 − α) L_ce``. Returns ``(loss, parts)``."""
-    idx = candidates(teacher, n)
+    idx = candidates(teacher, n, false_neg)
     s = student.gather(1, idx)
     t = teacher.detach().gather(1, idx)
     h_hat, w = dcd_weights(t)
@@ -69,12 +89,14 @@ def dcd_loss_rows(student: torch.Tensor, teacher: torch.Tensor, *, n: int = DCD_
     return loss, {"kd": float(l_kd.detach()), "ce": float(l_ce.detach())}
 
 
-def dcd_loss(student: torch.Tensor, teacher: torch.Tensor, **kw) -> tuple[torch.Tensor, dict]:
+def dcd_loss(student: torch.Tensor, teacher: torch.Tensor, false_neg: torch.Tensor | None = None,
+             **kw) -> tuple[torch.Tensor, dict]:
     """DCD on in-batch similarity matrices, both directions averaged: image→text on ``[B, M]``, text→image on the
     transposed positive block ``[B, B]``."""
     b = student.shape[0]
-    l1, p1 = dcd_loss_rows(student, teacher, **kw)
-    l2, p2 = dcd_loss_rows(student[:, :b].t(), teacher[:, :b].t(), **kw)
+    fn_t = None if false_neg is None else false_neg[:, :b].t()
+    l1, p1 = dcd_loss_rows(student, teacher, false_neg=false_neg, **kw)
+    l2, p2 = dcd_loss_rows(student[:, :b].t(), teacher[:, :b].t(), false_neg=fn_t, **kw)
     return 0.5 * (l1 + l2), {k: 0.5 * (p1[k] + p2[k]) for k in p1}
 
 

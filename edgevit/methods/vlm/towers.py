@@ -183,14 +183,15 @@ class ImageTower(nn.Module):
 def build_image_tower(arch: str, embed_dim: int, *, image_hw: tuple[int, int] | None = None,
                       packaged: bool = True) -> tuple[ImageTower, object]:
     """An :class:`ImageTower` on the edgevit/timm model ``arch`` (with its packaged weights when ``packaged``),
-    head removed, fitted to ``image_hw``. Returns ``(tower, input spec)``; the spec's output is the embedding."""
-    from ...models import create, fit_input_size, input_spec_of
+    head removed, fitted to ``image_hw`` (a tiled position embedding gets per-tile marks:
+    :func:`edgevit.models.fit_input_size`). Returns ``(tower, input spec)``; the spec's output is the embedding."""
+    from ...models import TILE_MARK, create, fit_input_size, input_spec_of
 
     model = create(arch, packaged=packaged)
     spec = input_spec_of(model)
     model.reset_classifier(0)
     if image_hw is not None:
-        fit_input_size(model, image_hw)
+        fit_input_size(model, image_hw, mark_tiles=TILE_MARK)  # a pair image: the tower must tell left from right
     from dataclasses import replace
 
     spec = replace(spec, input_size=(spec.input_size[0], *(image_hw or spec.hw)), num_classes=None,

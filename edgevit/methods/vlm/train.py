@@ -22,7 +22,7 @@ from pydantic import Field
 from ...config import ConfigModel
 from ...data.captions import all_texts
 from ...errors import ConfigError
-from .losses import affinity_loss, clip_loss, dcd_loss
+from .losses import affinity_loss, clip_loss, dcd_loss, false_negatives
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +45,10 @@ class VlmTrainConfig(ConfigModel):
     stop_after: int | None = Field(None, ge=1, description="stop after this many epochs of the schedule (the learning "
                                    "rate stays where the full schedule has it); continue with --resume")
     negatives: bool = Field(True, description="add the dataset's hard negative captions as extra batch columns")
+    mask_false_negatives: bool = Field(True, description="leave a column out of row i's negatives (CLIP loss, DCD "
+                                       "candidates) when its text says the same as row i's caption: the same string, "
+                                       "or the same content where the dataset knows it (fashion-mnist-pairs: the same "
+                                       "two items in the same order in another template)")
     contrastive_weight: float = Field(0.5, ge=0, description="affinity: weight of the CLIP loss mixed in")
     dcd_clip_weight: float = Field(0.0, ge=0, description="dcd: weight of the in-batch CLIP loss added (0: DCD as "
                                    "specified; its 8 candidates per row are the teacher's HARDEST negatives only, so a "
@@ -135,9 +139,13 @@ def _save_checkpoint(path: Path, model, opt, sched, epoch: int, record: dict, cf
                     "config": json.dumps(cfg.model_dump()), "rng": torch.get_rng_state()}, tmp)
 
 
+_BEFORE_OPTION = {"mask_false_negatives": False}  # training options added later: what runs did before them
+
+
 def _load_checkpoint(path: Path, model, opt, sched, cfg, frozen_text: bool) -> tuple[int, dict]:
     ck = torch.load(path, map_location="cpu", weights_only=True)  # tensors and plain values only
     saved = json.loads(ck["config"])
+    saved = {**_BEFORE_OPTION, **saved}  # a checkpoint older than an option ran as the option's old behaviour
     diff = [f"{k}: {saved.get(k)} → {v}" for k, v in cfg.model_dump().items()
             if k not in ("max_seconds", "stop_after") and saved.get(k) != v]  # only where a run stops may change
     if diff:
@@ -249,8 +257,13 @@ def train_dual(model, data, *, config: VlmTrainConfig | None = None, teacher=Non
             texts = batch_texts(data, idx, first, cfg.negatives)
             x = batch_input(data.images[idx], seeds[idx], model.spec)
             logits = model.logits(model.image(x), text_emb(texts))
+            fneg = None
+            if cfg.mask_false_negatives:
+                keys = [data.content_key(t) for t in texts]
+                fneg = false_negatives(keys[: len(idx)], keys)
+                record["false_negatives"] = record.get("false_negatives", 0) + int(fneg.sum())
             if cfg.method == "contrastive":
-                loss, parts = clip_loss(logits), {}
+                loss, parts = clip_loss(logits, fneg), {}
             else:
                 if cache is not None:
                     ti, tt = cache.image_embeddings(aug_epoch, idx), cache.text_embeddings(texts)
@@ -261,12 +274,12 @@ def train_dual(model, data, *, config: VlmTrainConfig | None = None, teacher=Non
                         t_logits = teacher.logits(teacher.image(x), teacher.text.encode(texts))
                     record["teacher_calls"] += 1
                 if cfg.method == "dcd":
-                    loss, parts = dcd_loss(logits, t_logits)
+                    loss, parts = dcd_loss(logits, t_logits, fneg)
                     if cfg.dcd_clip_weight:
-                        loss = loss + cfg.dcd_clip_weight * clip_loss(logits)
+                        loss = loss + cfg.dcd_clip_weight * clip_loss(logits, fneg)
                 else:
                     aff = affinity_loss(logits, t_logits)
-                    loss = aff + cfg.contrastive_weight * clip_loss(logits)
+                    loss = aff + cfg.contrastive_weight * clip_loss(logits, fneg)
                     parts = {"affinity": float(aff.detach())}
             opt.zero_grad(set_to_none=True)
             loss.backward()
