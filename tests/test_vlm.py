@@ -197,6 +197,38 @@ def test_save_load_roundtrip_and_training_moves_loss(tmp_path, pairs_small):
     assert float(back.logit_scale.detach()) == pytest.approx(float(m.logit_scale.detach()))
 
 
+def test_hard_negative_win_rate_per_column_on_real_pairs(pairs_small):
+    from edgevit.methods.vlm.evaluate import evaluate_retrieval
+
+    _, test = pairs_small
+    m = _small_dual()
+    res = evaluate_retrieval(m, test)["hard_negatives"]
+    img = m.encode_images(test.images)
+    own = m.text.encode(test.captions)
+    for j, rate in enumerate(res["win_rate"]):
+        neg = m.text.encode([negs[j] for negs in test.hard_negatives])
+        assert rate == pytest.approx(float(((img * own).sum(1) > (img * neg).sum(1)).float().mean()), abs=1e-4)
+    assert res["n"] == len(test) and res["wins_all"] <= min(res["win_rate"])
+
+
+def test_tiled_position_embedding_marks_each_tile_and_keeps_what_was_learnt():
+    from edgevit.models import create, fit_input_size
+
+    m = create("fmnist-vit")
+    pre = m.num_prefix_tokens
+    learnt = m.pos_embed.detach()[:, pre:].reshape(7, 7, -1)
+    fit_input_size(m, (28, 56), mark_tiles=0.5)
+    grid = m.pos_embed.detach()[:, pre:].reshape(7, 14, -1)
+    left, right = grid[:, :7] - learnt, grid[:, 7:] - learnt
+    # each tile = the learnt embedding + one constant offset per tile, opposite for the two tiles
+    assert torch.allclose(left, left[:1, :1].expand_as(left), atol=1e-6) and torch.allclose(left, -right, atol=1e-6)
+    assert float(left[0, 0].pow(2).mean().sqrt()) == pytest.approx(0.5 * float(learnt.pow(2).mean().sqrt()), rel=1e-4)
+    plain = create("fmnist-vit")
+    fit_input_size(plain, (28, 56))
+    tiles = plain.pos_embed.detach()[:, pre:].reshape(7, 14, -1)
+    assert torch.equal(tiles[:, :7], tiles[:, 7:]), "without marks the halves are identical (order-blind)"
+
+
 def test_embedding_cache_student_trains_with_zero_teacher_calls(tmp_path, pairs_small):
     from edgevit.methods.vlm.cache import EmbeddingCache, write_embedding_cache
     from edgevit.methods.vlm.train import VlmTrainConfig, train_dual

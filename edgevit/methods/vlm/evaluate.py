@@ -87,8 +87,25 @@ def evaluate_retrieval(model, data, *, batch_size: int = 256) -> dict:
         _, group = np.unique(np.asarray(data.captions, dtype=object).astype(str), return_inverse=True)
         res["by_content"] = recall_at_k_by_content(img, txt, image_key, image_key[data.text_image],
                                                    text_group=group.reshape(-1))
+    if data.hard_negatives:
+        res["hard_negatives"] = hard_negative_win_rate(model, img, txt[torch.from_numpy(data.first_caption())],
+                                                       data.hard_negatives, batch_size=batch_size)
     res.update({"task": "retrieval", "data": data.name, "seconds": round(time.perf_counter() - t0, 3)})
     return res
+
+
+def hard_negative_win_rate(model, img: torch.Tensor, own: torch.Tensor, negatives: list[list[str]], *,
+                           batch_size: int = 256) -> dict:
+    """How often each image's own caption outscores each of its hard negative captions (fashion-mnist-pairs: the
+    swapped order, then one item changed; chance 0.5). ``img``, ``own``: normalised ``[N, E]``; ``negatives``: per
+    image its k negative strings. Returns ``{"win_rate": [k floats, per negative column], "wins_all": float}``."""
+    k = len(negatives[0])
+    neg = model.text.encode([negatives[i][j] for j in range(k) for i in range(len(img))],
+                            batch_size=batch_size).reshape(k, len(img), -1)
+    pos = (img * own).sum(-1)
+    wins = torch.stack([pos > (img * neg[j]).sum(-1) for j in range(k)])
+    return {"win_rate": [round(float(w.float().mean()), 4) for w in wins],
+            "wins_all": round(float(wins.all(0).float().mean()), 4), "n": len(img)}
 
 
 def class_text_embeddings(model, classes, templates=None) -> torch.Tensor:

@@ -107,7 +107,13 @@ class MiniLMTower(_Tokenizing):
         tf = require("transformers", extra="vlm", feature="the MiniLM text tower")
         self.tokenizer_dir = Path(path) if path else minilm_dir()
         load_tokenizer(self.tokenizer_dir)  # fail early, with the reason, when the tokenizer is missing
-        self.backbone = tf.AutoModel.from_pretrained(str(self.tokenizer_dir), local_files_only=True)
+        bars = tf.utils.logging.is_progress_bar_enabled()
+        tf.utils.logging.disable_progress_bar()  # a 'Loading weights' bar per load is noise in a long run's terminal
+        try:
+            self.backbone = tf.AutoModel.from_pretrained(str(self.tokenizer_dir), local_files_only=True)
+        finally:
+            if bars:
+                tf.utils.logging.enable_progress_bar()
         width = int(self.backbone.config.hidden_size)
         self.embed_dim = embed_dim
         self.proj = nn.Linear(width, embed_dim, bias=False)
