@@ -1,5 +1,5 @@
 """Step time of LiT teacher training with the frozen MiniLM-L6 text tower run on every batch vs the caption table
-(:func:`edgevit.methods.vlm.train.frozen_text_features`: each unique caption embedded once, looked up per step).
+(:class:`edgevit.methods.vlm.train.FrozenTextTable`: each unique caption embedded once, looked up per step).
 
     python benchmarks/vlm_step_time.py --batch-size 64 --rounds 3 --steps 3 --threads 1
 
@@ -25,7 +25,7 @@ from edgevit.methods.distill.augment import epoch_seeds
 from edgevit.methods.vlm.cache import all_texts
 from edgevit.methods.vlm.losses import clip_loss
 from edgevit.methods.vlm.towers import build_dual_encoder
-from edgevit.methods.vlm.train import batch_input, batch_texts, frozen_text_features
+from edgevit.methods.vlm.train import FrozenTextTable, batch_input, batch_texts
 
 
 def main() -> None:
@@ -43,7 +43,7 @@ def main() -> None:
     model.text.backbone.eval()
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
     t0 = time.perf_counter()
-    row_of, table = frozen_text_features(model.text, all_texts(data))
+    table = FrozenTextTable(model.text, all_texts(data))
     table_s = time.perf_counter() - t0
     first, seeds = data.first_caption(), epoch_seeds(0, 0, len(data))
 
@@ -51,7 +51,7 @@ def main() -> None:
         return model.text(*model.text.tokenize(texts))
 
     def lookup(texts):
-        return F.normalize(model.text.proj(table[torch.tensor([row_of[t] for t in texts])]), dim=-1)
+        return table.embed(texts)
 
     times: dict[str, list[float]] = {"text tower every batch": [], "caption table": []}
     b = args.batch_size
@@ -68,7 +68,7 @@ def main() -> None:
                 opt.step()
                 times[name].append(time.perf_counter() - t)
     res = {k: {"median_s": float(np.median(v)), "min_s": float(np.min(v)), "steps": len(v)} for k, v in times.items()}
-    out = {"steps": res, "table": {"captions": len(row_of), "seconds": round(table_s, 2)},
+    out = {"steps": res, "table": {"captions": len(table), "seconds": round(table_s, 2)},
            "speedup": res["text tower every batch"]["median_s"] / res["caption table"]["median_s"],
            "batch_size": b, "texts_per_step": 3 * b, "threads": args.threads,
            "machine": {"cpu": platform.processor() or platform.machine()},
@@ -76,7 +76,7 @@ def main() -> None:
            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     for k, v in res.items():
         print(f"{k:24s} {v['median_s']:.2f} s/step median (min {v['min_s']:.2f}, {v['steps']} steps)")
-    print(f"caption table: {len(row_of)} captions in {table_s:.1f} s once; {out['speedup']:.2f}x per step")
+    print(f"caption table: {len(table)} captions in {table_s:.1f} s once; {out['speedup']:.2f}x per step")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
 

@@ -271,20 +271,27 @@ def _small_dual_other():
 def test_frozen_text_table_equals_running_the_frozen_tower_on_real_captions(minilm, pairs_small):
     from edgevit.methods.vlm.cache import all_texts
     from edgevit.methods.vlm.towers import DualEncoder, build_image_tower
-    from edgevit.methods.vlm.train import VlmTrainConfig, batch_texts, frozen_text_features, train_dual
+    from edgevit.methods.vlm.towers import MiniLMTower
+    from edgevit.methods.vlm.train import FrozenTextTable, VlmTrainConfig, batch_texts, train_dual
 
     train, _ = pairs_small
-    row_of, table = frozen_text_features(minilm, all_texts(train), batch_size=16)
-    assert len(row_of) == len(all_texts(train)) and table.shape == (len(row_of), 384)
+    table = FrozenTextTable(minilm, all_texts(train), batch_size=16)
+    assert len(table) == len(all_texts(train)) and table.pooled and table.table.shape == (len(table), 384)
+    attn = MiniLMTower(64, pool="attention")
+    with torch.no_grad():  # a trained pooling: not the mean any more
+        attn.pool_query.normal_(0, 0.3)
+        attn.pool_pos.normal_(0, 1.0)
+    states = FrozenTextTable(attn, all_texts(train), batch_size=16)
+    assert not states.pooled and states.table.shape == (len(states), 32, 384)
     first = train.first_caption()
-    minilm.eval()
-    with torch.no_grad():
-        for s in range(0, len(train), 16):  # the training batches: captions then their hard negatives
-            texts = batch_texts(train, np.arange(s, s + 16), first, True)
-            looked_up = torch.nn.functional.normalize(minilm.proj(table[[row_of[t] for t in texts]]), dim=-1)
-            ran = minilm(*minilm.tokenize(texts))
-            assert looked_up.shape == ran.shape == (48, 64)
-            assert (looked_up - ran).abs().max() < 1e-5  # float rounding of another padding length, nothing more
+    for tower, tab in ((minilm, table), (attn, states)):
+        tower.eval()
+        with torch.no_grad():
+            for s in range(0, len(train), 16):  # the training batches: captions then their hard negatives
+                texts = batch_texts(train, np.arange(s, s + 16), first, True)
+                looked_up, ran = tab.embed(texts), tower(*tower.tokenize(texts))
+                assert looked_up.shape == ran.shape == (48, 64)
+                assert (looked_up - ran).abs().max() < 1e-5  # float rounding of another padding length, nothing more
     # training never runs the text backbone per step: one batched pass over the unique captions, before step 1
     img, _ = build_image_tower("fmnist-vit-nano", 64, image_hw=(28, 56), packaged=False)
     model = DualEncoder(img, minilm)
@@ -295,7 +302,7 @@ def test_frozen_text_table_equals_running_the_frozen_tower_on_real_captions(mini
     finally:
         hook.remove()
     assert rec["steps"] == 4 and len(calls) == 1 == rec["text_backbone_calls"]
-    assert rec["text_table"]["captions"] == len(row_of)
+    assert rec["text_table"]["captions"] == len(table)
 
 
 def test_student_text_tower_runs_once_per_distinct_caption_with_pretokenised_ids(pairs_small):

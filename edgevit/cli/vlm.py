@@ -54,6 +54,10 @@ def add_parser(subparsers) -> None:
     t.add_argument("--image-tower", default="fmnist-vit", help="edgevit/timm model whose weights start the image tower")
     t.add_argument("--text-tower", default="minilm-l6", choices=("minilm-l6", "small"))
     t.add_argument("--embed-dim", type=positive, default=256)
+    t.add_argument("--text-pool", choices=("attention", "mean"), default="attention",
+                   help="pooling of the frozen MiniLM's token states: attention (trainable query and position bias, "
+                        "starting as the mean: learns word order; default) or mean (sentence-transformers' pooling, "
+                        "nearly order-blind)")
     _add_train_args(t)
     t.add_argument("--out", required=True, help="output folder (dual_encoder.json + one safetensors per tower)")
     t.set_defaults(func=cmd_train_teacher)
@@ -125,8 +129,8 @@ def cmd_train_teacher(args) -> int:
 
     train = load_caption_data(args, "train", limit=args.limit)
     test = load_caption_data(args, "test", limit=args.eval_limit)
-    model = build_dual_encoder(image=args.image_tower, text=args.text_tower, embed_dim=args.embed_dim,
-                               image_hw=train.image_hw)
+    text = {"kind": args.text_tower, **({"pool": args.text_pool} if args.text_tower == "minilm-l6" else {})}
+    model = build_dual_encoder(image=args.image_tower, text=text, embed_dim=args.embed_dim, image_hw=train.image_hw)
     rec = train_dual(model, train, config=_train_config(args, "contrastive"), eval_data=test,
                      checkpoint_dir=args.out, resume=args.resume, on_epoch=_epoch_saver(model, args))
     return _finish(model, rec, args, test)

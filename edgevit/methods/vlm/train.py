@@ -17,6 +17,7 @@ from typing import Literal
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from pydantic import Field
 
 from ...config import ConfigModel
@@ -69,19 +70,56 @@ def batch_texts(data, idx: np.ndarray, first: np.ndarray, negatives: bool) -> li
     return texts
 
 
-def frozen_text_features(tower, texts: list[str], *, batch_size: int = 256) -> tuple[dict[str, int], torch.Tensor]:
-    """The frozen MiniLM backbone's mean-pooled features of each UNIQUE caption, computed once in eval mode without
-    gradients, in batches: ``(row of each text, float32 [U, 384])``. Looking a caption up here gives what running the
-    frozen backbone on it gives (to float rounding of a different padding length), so LiT training never runs the
-    text backbone per step: the captions of template datasets are a few hundred strings."""
-    uniq = list(dict.fromkeys(texts))
-    was = tower.backbone.training
-    tower.backbone.eval()
-    with torch.no_grad():
-        feats = [tower.features(*tower.tokenize(uniq[i : i + batch_size])) for i in range(0, len(uniq), batch_size)]
-    tower.backbone.train(was)
-    table = torch.cat(feats) if feats else torch.zeros(0, int(tower.proj.in_features))
-    return {t: i for i, t in enumerate(uniq)}, table
+class FrozenTextTable:
+    """What a FROZEN MiniLM backbone gives for each UNIQUE caption of a dataset, computed once in eval mode without
+    gradients, in batches of ``batch_size``: the pooled features ``float32 [U, 384]`` for a mean-pooling tower, the
+    token states ``[U, 32, 384]`` and their mask for an attention-pooling one (its pooling trains, so it runs per
+    step on the stored states). ``embed(texts)`` then gives what running the tower on ``texts`` gives (to float
+    rounding of another padding length), so LiT training never runs the text backbone per step: the captions of
+    template datasets are a few hundred strings. Raises :class:`ConfigError` when the token states would need more
+    than ``max_bytes`` (default 4 GiB: ~80k captions)."""
+
+    def __init__(self, tower, texts: list[str], *, batch_size: int = 256, max_bytes: int = 4 << 30):
+        from .towers import MAX_TOKENS
+
+        uniq = list(dict.fromkeys(texts))
+        self.row = {t: i for i, t in enumerate(uniq)}
+        self.tower = tower
+        self.pooled = tower.pool_kind == "mean"
+        width = int(tower.proj.in_features)
+        need = len(uniq) * MAX_TOKENS * width * 4
+        if not self.pooled and need > max_bytes:
+            raise ConfigError(f"the token states of {len(uniq)} distinct captions need {need / 2**30:.1f} GiB; train "
+                              f"the attention-pooling text tower on fewer captions, or use --text-pool mean")
+        was = tower.backbone.training
+        tower.backbone.eval()
+        feats, states, masks = [], [], []
+        with torch.no_grad():
+            for i in range(0, len(uniq), batch_size):
+                ids, mask = tower.tokenize(uniq[i : i + batch_size])
+                h = tower.states(ids, mask)
+                if self.pooled:
+                    feats.append(tower.pool(h, mask))
+                else:
+                    pad = MAX_TOKENS - h.shape[1]
+                    states.append(F.pad(h, (0, 0, 0, pad)))
+                    masks.append(F.pad(mask, (0, pad)))
+        tower.backbone.train(was)
+        self.batches = -(-len(uniq) // batch_size)
+        if self.pooled:
+            self.table = torch.cat(feats) if feats else torch.zeros(0, width)
+        else:
+            self.table = torch.cat(states) if states else torch.zeros(0, MAX_TOKENS, width)
+            self.mask = torch.cat(masks) if masks else torch.zeros(0, MAX_TOKENS, dtype=torch.long)
+
+    def __len__(self) -> int:
+        return len(self.row)
+
+    def embed(self, texts: list[str]) -> torch.Tensor:
+        """L2-normalised ``[len(texts), E]`` through the tower's (trainable) pooling and projection."""
+        rows = torch.tensor([self.row[t] for t in texts], dtype=torch.long)
+        f = self.table[rows] if self.pooled else self.tower.pool(self.table[rows], self.mask[rows])
+        return F.normalize(self.tower.proj(f), dim=-1)
 
 
 class TokenTable:
@@ -170,7 +208,7 @@ def train_dual(model, data, *, config: VlmTrainConfig | None = None, teacher=Non
     is never run) or ``teacher`` (run online in eval mode). Images are augmented with per-sample seeds
     (:func:`~.cache.epoch_seeds`), identical to those the cache stored. Frozen parameters (a LiT text backbone)
     are skipped; a frozen MiniLM's features of every unique caption are computed once before the first step
-    (:func:`frozen_text_features`) and looked up. ``config.replay_epochs`` N: epoch e replays the augmentation seeds
+    (:class:`FrozenTextTable`) and looked up. ``config.replay_epochs`` N: epoch e replays the augmentation seeds
     and cache epoch e mod N. ``checkpoint_dir``: ``checkpoint.pt`` (trainable weights, optimiser, schedule, record)
     is written there after every epoch; ``resume`` continues from it (same options, else :class:`ConfigError`).
     Returns the training record (loss history, steps, seconds, teacher calls, text-backbone calls, retrieval of
@@ -209,14 +247,14 @@ def train_dual(model, data, *, config: VlmTrainConfig | None = None, teacher=Non
     frozen_text = isinstance(model.text, MiniLMTower) and not model.text.train_backbone
     record: dict = {"method": cfg.method, "config": cfg.model_dump(), "history": [], "teacher_calls": 0,
                     "text_backbone_calls": 0, "steps": 0, "samples": n, "data": data.name}
-    row_of: dict[str, int] = {}
-    table = torch.zeros(0)
+    table = None
     if frozen_text:
         t0 = time.perf_counter()
-        row_of, table = frozen_text_features(model.text, all_texts(data))
-        record["text_backbone_calls"] += -(-len(row_of) // 256)
-        record["text_table"] = {"captions": len(row_of), "seconds": round(time.perf_counter() - t0, 2)}
-        log.info("frozen text tower: %d unique captions embedded once in %.1f s", len(row_of),
+        table = FrozenTextTable(model.text, all_texts(data))
+        record["text_backbone_calls"] += table.batches
+        record["text_table"] = {"captions": len(table), "seconds": round(time.perf_counter() - t0, 2),
+                                "stores": "pooled features" if table.pooled else "token states"}
+        log.info("frozen text tower: %d unique captions embedded once in %.1f s", len(table),
                  record["text_table"]["seconds"])
 
     token_table = None if frozen_text else TokenTable(model.text, all_texts(data))
@@ -227,8 +265,7 @@ def train_dual(model, data, *, config: VlmTrainConfig | None = None, teacher=Non
             rows = {t: i for i, t in enumerate(uniq)}
             emb = model.text(*token_table.batch(uniq))
             return emb if len(uniq) == len(texts) else emb[torch.tensor([rows[t] for t in texts], dtype=torch.long)]
-        rows = torch.tensor([row_of[t] for t in texts], dtype=torch.long)
-        return torch.nn.functional.normalize(model.text.proj(table[rows]), dim=-1)
+        return table.embed(texts)
 
     ckpt = Path(checkpoint_dir) / CHECKPOINT if checkpoint_dir is not None else None
     start_epoch, prior_s = 0, 0.0  # training seconds of the runs before a resume
