@@ -155,6 +155,31 @@ def test_real_minilm_understands_captions(minilm):
     assert sim[0, 1] > sim[0, 2] + 0.1  # pretrained features: paraphrase closer than another garment
 
 
+def test_attention_pooling_starts_as_the_mean_learns_order_saves_and_exports(tmp_path, minilm, pairs_small):
+    pytest.importorskip("onnxruntime")
+    from edgevit.methods.vlm.deploy import export_text_onnx
+    from edgevit.methods.vlm.towers import build_dual_encoder, load_dual_encoder, save_dual_encoder
+
+    caps = ["a sneaker to the left of a shirt", "a shirt to the left of a sneaker"]
+    m = build_dual_encoder(image="fmnist-vit-nano", text={"kind": "minilm", "pool": "attention"}, embed_dim=64,
+                           image_hw=(28, 56), packaged=False)
+    with torch.no_grad():
+        m.text.proj.weight.copy_(minilm.proj.weight)
+    ids, mask = m.text.tokenize(caps)
+    assert torch.allclose(m.text.features(ids, mask), minilm.features(ids, mask), atol=1e-5), "zero init = the mean"
+    mean_cos = float(torch.cosine_similarity(*minilm.features(ids, mask).split(1)))
+    assert mean_cos > 0.95  # mean pooling barely tells the order apart
+    with torch.no_grad():  # weight the first tokens: the first-named item dominates
+        m.text.pool_pos.copy_(torch.linspace(2.0, -2.0, 32))
+    assert float(torch.cosine_similarity(*m.text.features(ids, mask).detach().split(1))) < mean_cos - 0.02
+    save_dual_encoder(m, tmp_path / "d")
+    back = load_dual_encoder(tmp_path / "d")
+    assert back.text.pool_kind == "attention" and torch.allclose(back.text.encode(caps), m.text.encode(caps), atol=1e-6)
+    _, test = pairs_small
+    rec = export_text_onnx(back, tmp_path / "text_tower.onnx", texts=list(test.captions[:8]) + caps)
+    assert rec["min_cosine"] > 0.9999
+
+
 def test_missing_tokenizer_and_width_mismatch(tmp_path):
     from edgevit.methods.vlm.towers import ImageTower, MiniLMTower
     from edgevit.models import create
