@@ -170,7 +170,7 @@ def test_attention_pooling_starts_as_the_mean_learns_order_saves_and_exports(tmp
     mean_cos = float(torch.cosine_similarity(*minilm.features(ids, mask).split(1)))
     assert mean_cos > 0.95  # mean pooling barely tells the order apart
     with torch.no_grad():  # weight the first tokens: the first-named item dominates
-        m.text.pool_pos.copy_(torch.linspace(2.0, -2.0, 32))
+        m.text.pool_pos.copy_(torch.linspace(2.0, -2.0, 32) / 32)
     assert float(torch.cosine_similarity(*m.text.features(ids, mask).detach().split(1))) < mean_cos - 0.02
     save_dual_encoder(m, tmp_path / "d")
     back = load_dual_encoder(tmp_path / "d")
@@ -305,7 +305,7 @@ def test_frozen_text_table_equals_running_the_frozen_tower_on_real_captions(mini
     attn = MiniLMTower(64, pool="attention")
     with torch.no_grad():  # a trained pooling: not the mean any more
         attn.pool_query.normal_(0, 0.3)
-        attn.pool_pos.normal_(0, 1.0)
+        attn.pool_pos.normal_(0, 1.0 / 32)
     states = FrozenTextTable(attn, all_texts(train), batch_size=16)
     assert not states.pooled and states.table.shape == (len(states), 32, 384)
     first = train.first_caption()

@@ -96,6 +96,8 @@ def masked_mean(h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 
 TEXT_POOLS = ("mean", "attention")
+POOL_POS_SCALE = 32.0  # the position bias is stored /32: Adam moves a parameter ~lr per step whatever its scale, so
+# at a 5e-4 learning rate an unscaled bias would need thousands of steps to reach the ±1–2 that reorders the tokens
 
 
 class MiniLMTower(_Tokenizing):
@@ -104,7 +106,8 @@ class MiniLMTower(_Tokenizing):
 
     ``pool`` 'mean': the sentence-transformers mean over the tokens (nearly order-blind: "a shirt to the left of a
     sneaker" and its swapped form are at cosine 0.98). 'attention': ``softmax_t(h_t·q + b_t)``-weighted sum of the
-    token states with a trainable query ``q`` [384] and position bias ``b`` [32], both starting at zero (= the mean),
+    token states with a trainable query ``q`` [384] and position bias ``b`` [32] (stored as ``b / 32``:
+    :data:`POOL_POS_SCALE`), both starting at zero (= the mean),
     so a FROZEN backbone can still learn which named item comes first."""
 
     kind = "minilm"
@@ -144,7 +147,8 @@ class MiniLMTower(_Tokenizing):
         """Token states ``[B, L, 384]`` (L ≤ 32) and their mask ``[B, L]`` → ``[B, 384]`` (see the class)."""
         if self.pool_kind == "mean":
             return masked_mean(h, attention_mask)
-        score = (h @ self.pool_query + self.pool_pos[: h.shape[1]]).masked_fill(attention_mask == 0, float("-inf"))
+        score = h @ self.pool_query + POOL_POS_SCALE * self.pool_pos[: h.shape[1]]
+        score = score.masked_fill(attention_mask == 0, float("-inf"))
         return (score.softmax(1).unsqueeze(-1) * h).sum(1)
 
     def features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
