@@ -75,6 +75,31 @@ def test_false_negatives_are_neither_dcd_candidates_nor_clip_negatives():
     assert candidates(torch.zeros(2, 3), 8, false_negatives(["x", "x"], ["x", "x", "y"])).shape == (2, 2)
 
 
+def test_dcd_random_pool_centred_kd_and_infonce_term():
+    torch.manual_seed(3)
+    t = torch.randn(6, 40) * 3
+    g = torch.Generator().manual_seed(0)
+    idx = candidates(t, 8, pool=10, generator=g)
+    assert idx.shape == (6, 8) and idx[:, 0].tolist() == list(range(6))
+    # the 7 picked are the teacher's hardest among 10 drawn at random: not the row's global hardest
+    assert not torch.equal(idx[:, 1:].sort(1).values, candidates(t, 8)[:, 1:].sort(1).values)
+    again = candidates(t, 8, pool=10, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(idx, again), "the draw is reproducible from its generator"
+    for r in range(6):  # the positive is never one of its own negatives
+        assert r not in idx[r, 1:].tolist()
+    # centred KD ignores a per-row level shift; the literal MSE does not
+    shifted = t + torch.arange(6.0)[:, None] * 5
+    _, lit = dcd_loss_rows(shifted, t, alpha=1.0)
+    _, cen = dcd_loss_rows(shifted, t, alpha=1.0, center=True)
+    assert cen["kd"] == pytest.approx(0.0, abs=1e-9) and lit["kd"] > 1.0
+    # the InfoNCE hard-label term is the entropy-weighted per-row cross-entropy over the whole row
+    s = torch.randn(6, 40)
+    _, parts = dcd_loss_rows(s, t, alpha=0.0, ce="infonce")
+    h_hat, _ = dcd_weights(t.gather(1, candidates(t, 8)))
+    ce = torch.nn.functional.cross_entropy(s, torch.arange(6), reduction="none")
+    assert parts["ce"] == pytest.approx(float((h_hat * ce).sum()), rel=1e-5)
+
+
 def test_pair_captions_know_their_content_across_templates(pairs_small):
     train, _ = pairs_small
     i = 0

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 DCD_CANDIDATES = 8  # the positive + the teacher's 7 hardest negatives (DCD reference)
 DCD_ALPHA = 0.2  # weight of the KD term
 DCD_T = 1.0
+DCD_POOL = 31  # F: random negatives per row the teacher picks its hard negatives from (the positive + F scored)
 
 
 def false_negatives(row_keys: list, col_keys: list) -> torch.Tensor:
@@ -42,16 +43,24 @@ def clip_loss(logits: torch.Tensor, false_neg: torch.Tensor | None = None) -> to
     return 0.5 * (F.cross_entropy(masked, target) + F.cross_entropy(masked[:, :b].t(), target))
 
 
-def candidates(teacher: torch.Tensor, n: int = DCD_CANDIDATES, false_neg: torch.Tensor | None = None) -> torch.Tensor:
+def candidates(teacher: torch.Tensor, n: int = DCD_CANDIDATES, false_neg: torch.Tensor | None = None, *,
+               pool: int | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
     """int64 ``[B, n']``: per row the positive (column i) then the ``n' − 1`` columns the TEACHER scores highest
-    among the true negatives (its hard negatives; ``false_neg`` columns are not negatives). ``teacher``: ``[B, M]``
-    scores; ``n' = min(n, 1 + the fewest true negatives of any row)``."""
+    among ``pool`` (F) true negatives drawn at random from the row (all of them when ``pool`` is None; ``false_neg``
+    columns are not negatives): DCD's "positive + F random negatives, the teacher's n − 1 hardest of them".
+    ``teacher``: ``[B, M]`` scores; ``n' = min(n, 1 + pool, 1 + the fewest true negatives of any row)``."""
     b, m = teacher.shape
     masked = _mask(teacher.detach(), false_neg).clone()
     rows = torch.arange(b, device=teacher.device)
     masked[rows, rows] = float("-inf")
-    n = min(n, 1 + int(torch.isfinite(masked).sum(1).min()))
-    hard = masked.topk(n - 1, dim=1).indices
+    valid = torch.isfinite(masked)
+    n = min(n, 1 + int(valid.sum(1).min()), 1 + (pool if pool is not None else m))
+    if pool is not None and pool < m - 1:
+        draw = torch.rand(b, m, generator=generator).to(teacher.device).masked_fill(~valid, -1.0)
+        drawn = draw.topk(min(pool, int(valid.sum(1).min())), dim=1).indices  # F random true negatives per row
+        hard = drawn.gather(1, masked.gather(1, drawn).topk(n - 1, dim=1).indices)
+    else:
+        hard = masked.topk(n - 1, dim=1).indices
     return torch.cat([rows[:, None], hard], 1)
 
 
@@ -67,7 +76,9 @@ def dcd_weights(teacher_cand: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]
 
 
 def dcd_loss_rows(student: torch.Tensor, teacher: torch.Tensor, *, n: int = DCD_CANDIDATES, alpha: float = DCD_ALPHA,
-                  temperature: float = DCD_T, false_neg: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
+                  temperature: float = DCD_T, false_neg: torch.Tensor | None = None, pool: int | None = None,
+                  generator: torch.Generator | None = None, center: bool = False,
+                  ce: str = "bce") -> tuple[torch.Tensor, dict]:
     """DCD on one direction. ``student``, ``teacher``: ``[B, M]`` scores (row i's positive at column i).
 
     Candidates are picked by the teacher among the true negatives (:func:`candidates`); BOTH score sets are gathered with the same (the
@@ -75,16 +86,25 @@ def dcd_loss_rows(student: torch.Tensor, teacher: torch.Tensor, *, n: int = DCD_
     for the teacher. ``L_kd = T² Σ_i w_i · mean_j (s_ij/T − t_ij/T)²`` (a PER-SAMPLE MSE: with a batch-mean MSE
     the weights would not matter), ``L_ce = Σ_i ĥ_i · BCEWithLogits(s_i, [1, 0, …, 0])``,
     ``L = α L_kd + (1 − α) L_ce``. Returns ``(loss, parts)``."""
-    idx = candidates(teacher, n, false_neg)
+    idx = candidates(teacher, n, false_neg, pool=pool, generator=generator)
     s = student.gather(1, idx)
     t = teacher.detach().gather(1, idx)
     h_hat, w = dcd_weights(t)
-    mse = ((s / temperature - t / temperature) ** 2).mean(1)
+    gap = s / temperature - t / temperature
+    if center:  # a row's level is free in a dual encoder: match the scores relative to the row's candidates
+        gap = gap - gap.mean(1, keepdim=True)
+    mse = (gap**2).mean(1)
     l_kd = temperature**2 * (w * mse).sum()
-    target = torch.zeros_like(s)
-    target[:, 0] = 1.0
-    bce = F.binary_cross_entropy_with_logits(s, target, reduction="none").mean(1)
-    l_ce = (h_hat * bce).sum()
+    if ce == "bce":
+        target = torch.zeros_like(s)
+        target[:, 0] = 1.0
+        per_row = F.binary_cross_entropy_with_logits(s, target, reduction="none").mean(1)
+    elif ce == "infonce":  # the dual encoder's own task loss per row: softmax over the whole row (true negatives)
+        per_row = F.cross_entropy(_mask(student, false_neg), torch.arange(len(student), device=student.device),
+                                  reduction="none")
+    else:
+        raise ValueError(f"dcd ce must be 'bce' or 'infonce', got {ce!r}")
+    l_ce = (h_hat * per_row).sum()
     loss = alpha * l_kd + (1 - alpha) * l_ce
     return loss, {"kd": float(l_kd.detach()), "ce": float(l_ce.detach())}
 

@@ -23,7 +23,7 @@ from pydantic import Field
 from ...config import ConfigModel
 from ...data.captions import all_texts
 from ...errors import ConfigError
-from .losses import affinity_loss, clip_loss, dcd_loss, false_negatives
+from .losses import DCD_POOL, affinity_loss, clip_loss, dcd_loss, false_negatives
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +51,17 @@ class VlmTrainConfig(ConfigModel):
                                        "or the same content where the dataset knows it (fashion-mnist-pairs: the same "
                                        "two items in the same order in another template)")
     contrastive_weight: float = Field(0.5, ge=0, description="affinity: weight of the CLIP loss mixed in")
+    dcd_pool: int | None = Field(DCD_POOL, ge=1, description="dcd: F, the random in-batch negatives per row that the "
+                                 "teacher picks its 7 hardest from (null: the whole row, i.e. the batch's very hardest "
+                                 "negatives only)")
+    dcd_center: bool = Field(True, description="dcd: match the student's candidate scores to the teacher's relative "
+                             "to each row's mean (a dual encoder's similarity level is arbitrary: CLIP's softmax "
+                             "ignores it); false: the literal MSE of the cross-encoder DCD, which pulls a student from "
+                             "scratch to the teacher's high hard-negative scores, i.e. to one embedding for all")
+    dcd_ce: Literal["bce", "infonce"] = Field("infonce", description="dcd: the entropy-weighted hard-label term per "
+                                              "row: infonce (the dual encoder's own task loss, softmax over the whole "
+                                              "in-batch row; default) or bce (the cross-encoder DCD's BCE over the 8 "
+                                              "candidates: from scratch it collapses, see BENCHMARKS.md)")
     dcd_clip_weight: float = Field(0.0, ge=0, description="dcd: weight of the in-batch CLIP loss added (0: DCD as "
                                    "specified; its 8 candidates per row are the teacher's HARDEST negatives only, so a "
                                    "student trained from scratch never sees the easy ones)")
@@ -177,7 +188,7 @@ def _save_checkpoint(path: Path, model, opt, sched, epoch: int, record: dict, cf
                     "config": json.dumps(cfg.model_dump()), "rng": torch.get_rng_state()}, tmp)
 
 
-_BEFORE_OPTION = {"mask_false_negatives": False}  # training options added later: what runs did before them
+_BEFORE_OPTION = {"mask_false_negatives": False, "dcd_pool": None, "dcd_center": False, "dcd_ce": "bce"}  # training options added later: what runs did before them
 
 
 def _load_checkpoint(path: Path, model, opt, sched, cfg, frozen_text: bool) -> tuple[int, dict]:
@@ -286,6 +297,8 @@ def train_dual(model, data, *, config: VlmTrainConfig | None = None, teacher=Non
         aug_epoch = epoch % cfg.replay_epochs if cfg.replay_epochs else epoch
         seeds = epoch_seeds(cfg.seed, aug_epoch, n)
         order = np.random.default_rng([cfg.seed, epoch]).permutation(n)
+        draw = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)  # DCD's random negatives: per epoch, so
+        # that a resume (at an epoch boundary) draws what the uninterrupted run draws
 
         losses = []
         t_epoch = time.perf_counter()
@@ -311,7 +324,8 @@ def train_dual(model, data, *, config: VlmTrainConfig | None = None, teacher=Non
                         t_logits = teacher.logits(teacher.image(x), teacher.text.encode(texts))
                     record["teacher_calls"] += 1
                 if cfg.method == "dcd":
-                    loss, parts = dcd_loss(logits, t_logits, fneg)
+                    loss, parts = dcd_loss(logits, t_logits, fneg, pool=cfg.dcd_pool, generator=draw,
+                                           center=cfg.dcd_center, ce=cfg.dcd_ce)
                     if cfg.dcd_clip_weight:
                         loss = loss + cfg.dcd_clip_weight * clip_loss(logits, fneg)
                 else:
