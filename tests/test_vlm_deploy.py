@@ -1,6 +1,6 @@
 """Deploying dual encoders: the towers through `edgevit export onnx|tvm --tower` (and the `vlm export` alias) with
 cosine parity, class-text embeddings stored with the image tower (zero-shot without the text tower), each tower
-profiled per runtime, and examples/recipes/vlm.yaml (distill dcd → eval retrieval / zero-shot → export_towers →
+profiled per runtime, and examples/recipes/vlm.yaml (eval of the teacher → distill dcd → eval retrieval / zero-shot → export_towers →
 profile) run with tiny limits."""
 
 import json
@@ -23,9 +23,9 @@ def _small_dual():
                               embed_dim=32, image_hw=(28, 56), packaged=False)
 
 
-TINY = ["data.limit=32", "stages.0.epochs=1", "stages.0.batch_size=16", "stages.2.batch_size=16", "stages.2.epochs=1",
-        "stages.7.duration_s=0.2", "stages.7.min_runs=3", "stages.7.warmup_s=0.05", "stages.7.threads=1",
-        "stages.5.parity_samples=8", "stages.6.parity_samples=8"]
+TINY = ["data.limit=32", "stages.1.batch_size=16", "stages.1.epochs=1",
+        "stages.6.duration_s=0.2", "stages.6.min_runs=3", "stages.6.warmup_s=0.05", "stages.6.threads=1",
+        "stages.4.parity_samples=8", "stages.5.parity_samples=8"]
 
 
 @pytest.fixture(scope="module")
@@ -40,27 +40,27 @@ def vlm_run(tmp_path_factory, fmnist_test_small):
 
     root = tmp_path_factory.mktemp("vlm")
     save_dual_encoder(_small_dual(), root / "teacher")
-    recipe = load_recipe(RECIPE, [f"model.name={root / 'teacher'}", *TINY, "stages.6.tower=text"])
+    recipe = load_recipe(RECIPE, [f"model.name={root / 'teacher'}", *TINY, "stages.5.tower=text"])
     records = pipeline.run(recipe, root / "run")
     return root / "run", {r["id"]: r for r in records}
 
 
 def test_recipe_trains_distils_evaluates_exports_and_profiles_each_tower(vlm_run):
     run, recs = vlm_run
-    assert [r["stage"] for r in recs.values()] == ["load", "distill", "eval", "distill", "eval", "eval",
+    assert [r["stage"] for r in recs.values()] == ["load", "eval", "distill", "eval", "eval",
                                                   "export_towers", "export_towers", "profile", "report"]
-    teacher, student = recs["01_distill"]["metrics"], recs["03_distill"]["metrics"]
-    assert teacher["method"] == "contrastive" and teacher["steps"] == 2
+    assert recs["01_eval"]["metrics"]["n_images"] == 32  # the teacher's R@K
+    student = recs["02_distill"]["metrics"]
     assert student["method"] == "dcd" and student["student"] == "clip-fmnist-tiny"
     assert student["teacher_calls_during_training"] == 0 and student["cache"]["num_samples"] == 32  # cache: no teacher
-    assert recs["04_eval"]["metrics"]["n_images"] == 32 and "t2i_r10" in recs["04_eval"]["metrics"]
-    assert recs["05_eval"]["metrics"]["task"] == "zero-shot" and recs["05_eval"]["metrics"]["n"] == 32
-    onnx, tvm = recs["06_export_towers"]["metrics"], recs["07_export_towers"]["metrics"]
+    assert recs["03_eval"]["metrics"]["n_images"] == 32 and "t2i_r10" in recs["03_eval"]["metrics"]
+    assert recs["04_eval"]["metrics"]["task"] == "zero-shot" and recs["04_eval"]["metrics"]["n"] == 32
+    onnx, tvm = recs["05_export_towers"]["metrics"], recs["06_export_towers"]["metrics"]
     assert [t["tower"] for t in onnx["towers"]] == ["image", "text"] and onnx["min_cosine"] > 0.9999
     assert [t["tower"] for t in tvm["towers"]] == ["text"] and tvm["min_cosine"] > 0.9999
-    assert (run / "06_export_towers" / "towers" / "image_tower.text_embeddings.safetensors").is_file()
-    assert (run / "07_export_towers" / "towers" / "text_tower.so").is_file()
-    rows = recs["08_profile"]["metrics"]["latency"]
+    assert (run / "05_export_towers" / "towers" / "image_tower.text_embeddings.safetensors").is_file()
+    assert (run / "06_export_towers" / "towers" / "text_tower.so").is_file()
+    rows = recs["07_profile"]["metrics"]["latency"]
     assert {(r["tower"], r["runtime"]) for r in rows} == {("image", "torch"), ("image", "onnxruntime"),
                                                           ("text", "torch"), ("text", "onnxruntime"), ("text", "tvm")}
     assert all(r["median_ms"] > 0 and r["model"].endswith(f"{r['tower']} tower" + ("" if r["runtime"] == "torch"
@@ -77,19 +77,19 @@ def test_deployed_image_tower_does_zero_shot_without_the_text_tower(vlm_run, cap
     from edgevit.methods.vlm.towers import load_dual_encoder
 
     run, _ = vlm_run
-    student = run / "03_distill" / "dual"
-    store = read_text_embeddings(run / "06_export_towers" / "towers" / "image_tower.onnx")
+    student = run / "02_distill" / "dual"
+    store = read_text_embeddings(run / "05_export_towers" / "towers" / "image_tower.onnx")
     want = class_text_embeddings(load_dual_encoder(student), store["class_names"]).numpy()
     assert store["classes"].shape == (10, 256) and np.allclose(store["classes"], want, atol=1e-6)
     assert main(["eval", "--model", str(student), "--task", "zero-shot", "--limit", "64", "--json",
                  str(run / "zs.json")]) == 0
     torch_top1 = json.loads((run / "zs.json").read_text())["top1"]
-    assert main(["eval", "--artifact", str(run / "06_export_towers/towers/image_tower.onnx"), "--task", "zero-shot",
+    assert main(["eval", "--artifact", str(run / "05_export_towers/towers/image_tower.onnx"), "--task", "zero-shot",
                  "--limit", "64", "--json", str(run / "zd.json")]) == 0
     got = json.loads((run / "zd.json").read_text())
     assert got["top1"] == torch_top1 and got["n"] == 64 and got["text_tower_calls"] == 0
     assert "no text tower" in capsys.readouterr().out
-    assert main(["eval", "--artifact", str(run / "06_export_towers/towers/image_tower.onnx"), "--task",
+    assert main(["eval", "--artifact", str(run / "05_export_towers/towers/image_tower.onnx"), "--task",
                  "retrieval"]) == 2
     assert "needs both towers" in capsys.readouterr().err
 
@@ -98,7 +98,7 @@ def test_cli_export_tower_flags_alias_and_bad_inputs(vlm_run, tmp_path, capsys):
     from edgevit.cli import main
 
     run, _ = vlm_run
-    student = str(run / "03_distill" / "dual")
+    student = str(run / "02_distill" / "dual")
     assert main(["export", "onnx", "--model", student, "--out", str(tmp_path / "x")]) == 2
     assert "is a dual image–text encoder (two towers): pass --tower image" in capsys.readouterr().err
     assert main(["export", "onnx", "--model", "fmnist-vit-nano", "--tower", "image", "--out", str(tmp_path / "y")]) == 2
@@ -122,14 +122,14 @@ def test_cli_profile_gives_one_row_per_tower_and_runtime(vlm_run, tmp_path, caps
     from edgevit.cli import main
 
     run, _ = vlm_run
-    assert main(["profile", str(run / "07_export_towers" / "towers"), "--batch", "1", "--duration", "0.1",
+    assert main(["profile", str(run / "06_export_towers" / "towers"), "--batch", "1", "--duration", "0.1",
                  "--warmup", "0.02", "--json", str(tmp_path / "p.json")]) == 0
     rows = json.loads((tmp_path / "p.json").read_text())["results"]
     assert [(r["tower"], r["runtime"], r["batch"]) for r in rows] == [("text", "tvm", 1)]
     assert "32 tokens per caption" in rows[0]["input_source"] and rows[0]["input_shape"] == [1, 2, 32]
     assert "text tower (tvm)" in capsys.readouterr().out
     # a TVM library runs its compiled batch only: profile says so
-    assert main(["profile", str(run / "07_export_towers" / "towers"), "--batch", "4", "--duration", "0.1"]) == 2
+    assert main(["profile", str(run / "06_export_towers" / "towers"), "--batch", "4", "--duration", "0.1"]) == 2
     assert "batch" in capsys.readouterr().err
 
 
@@ -141,7 +141,7 @@ def test_text_tower_runtime_input_checks_and_image_width_mismatch(vlm_run, tmp_p
     from edgevit.methods.vlm.towers import load_dual_encoder, save_dual_encoder
 
     run, _ = vlm_run
-    lib = run / "07_export_towers" / "towers" / "text_tower.so"
+    lib = run / "06_export_towers" / "towers" / "text_tower.so"
     spec = TokenSpec()
     with TextTowerRuntime(Artifact(kind="tvm", spec=spec, path=lib, task="embedding"), backend="tvm") as rt:
         with pytest.raises(InputSpecError, match=r"int64 \[N, 2, 32\]"):
@@ -216,17 +216,17 @@ def test_vlm_recipe_file_as_shipped_with_tiny_limits(tmp_path, fmnist_test_small
     from edgevit.recipe import load_recipe
 
     records = {r["id"]: r for r in pipeline.run(load_recipe(RECIPE, TINY), tmp_path / "run")}
-    assert records["00_load"]["metrics"]["arch"] == "clip-fmnist-teacher" and "09_report" in records
-    assert [t["tower"] for t in records["07_export_towers"]["metrics"]["towers"]] == ["image", "text"]
-    assert {(r["tower"], r["runtime"]) for r in records["08_profile"]["metrics"]["latency"]} == {
+    assert records["00_load"]["metrics"]["arch"] == "clip-fmnist-teacher" and "08_report" in records
+    assert [t["tower"] for t in records["06_export_towers"]["metrics"]["towers"]] == ["image", "text"]
+    assert {(r["tower"], r["runtime"]) for r in records["07_profile"]["metrics"]["latency"]} == {
         (t, rt) for t in ("image", "text") for rt in ("torch", "onnxruntime", "tvm")}
     # the TVM image tower + the stored class embeddings: zero-shot without the text tower, as torch predicts
     from edgevit.cli import main
 
-    lib = tmp_path / "run" / "07_export_towers" / "towers" / "image_tower.so"
+    lib = tmp_path / "run" / "06_export_towers" / "towers" / "image_tower.so"
     assert main(["eval", "--artifact", str(lib), "--task", "zero-shot", "--limit", "64", "--json",
                  str(tmp_path / "zd.json")]) == 0
-    assert main(["eval", "--model", str(tmp_path / "run" / "03_distill" / "dual"), "--task", "zero-shot", "--limit",
+    assert main(["eval", "--model", str(tmp_path / "run" / "02_distill" / "dual"), "--task", "zero-shot", "--limit",
                  "64", "--json", str(tmp_path / "zs.json")]) == 0
     assert json.loads((tmp_path / "zd.json").read_text())["top1"] == json.loads((tmp_path / "zs.json").read_text())[
         "top1"]
