@@ -105,9 +105,10 @@ def add_parser(subparsers) -> None:
     t.add_argument("--replay-cache", action="store_true",
                    help="train longer than the cache stores: epoch e replays stored epoch e mod E")
     t.add_argument("--max-steps", type=positive, default=None, help="cap the steps per epoch (smoke runs)")
-    from .vlm import add_false_negative_flag
+    from .vlm import add_dcd_flags, add_false_negative_flag
 
     add_false_negative_flag(t)  # dual-encoder methods only
+    add_dcd_flags(t)
     t.add_argument("--out", required=True, help="run directory: checkpoint.pt, student.safetensors, train_record.json")
     t.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt with the next epoch")
     t.add_argument("--device", default="auto", help="cpu, cuda:N or auto (default)")

@@ -38,6 +38,18 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", help="write the training record here")
 
 
+def add_dcd_flags(p) -> None:
+    """DCD's dual-encoder options (``distill train --method dcd``); defaults: :class:`VlmTrainConfig`'s."""
+    p.add_argument("--dcd-pool", type=int, default=31, help="dcd: F random in-batch negatives per row that the teacher "
+                                                            "picks its 7 hardest from (0: the whole row; default 31)")
+    p.add_argument("--dcd-ce", choices=("infonce", "bce"), default="infonce",
+                   help="dcd: the entropy-weighted hard-label term: infonce over the whole row (default) or the "
+                        "cross-encoder DCD's bce over the 8 candidates (collapses from scratch)")
+    p.add_argument("--dcd-literal-mse", action="store_true",
+                   help="dcd: MSE of the absolute scores instead of scores relative to each row's mean")
+    p.add_argument("--dcd-clip-weight", type=float, default=0.0, help="dcd: weight of an extra in-batch CLIP loss")
+
+
 def add_false_negative_flag(p) -> None:
     """``--keep-false-negatives`` (dual-encoder training in `vlm train-teacher` and `distill train`)."""
     p.add_argument("--keep-false-negatives", action="store_true",
@@ -105,7 +117,10 @@ def _train_config(args, method: str):
                           max_steps=args.max_steps, max_seconds=getattr(args, "max_seconds", None), seed=args.seed,
                           replay_epochs=getattr(args, "replay_epochs", None),
                           stop_after=getattr(args, "stop_after", None),
-                          mask_false_negatives=not getattr(args, "keep_false_negatives", False))
+                          mask_false_negatives=not getattr(args, "keep_false_negatives", False),
+                          **({"dcd_pool": args.dcd_pool or None, "dcd_ce": args.dcd_ce,
+                              "dcd_center": not args.dcd_literal_mse, "dcd_clip_weight": args.dcd_clip_weight}
+                             if hasattr(args, "dcd_pool") else {}))
 
 
 def _finish(model, rec: dict, args, test) -> int:
