@@ -147,13 +147,16 @@ def _row(part: dict) -> dict:
     return {**{f"{k}": c.get(k) for k in ("i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10")},
             **{f"instance_{k}": r[k] for k in ("i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10")},
             "zero_shot_top1": part["zero_shot"]["top1"], "n_pairs": r["n_images"], "n_zero_shot": part["zero_shot"]["n"],
-            "image_params": part["image_params"]}
+            "image_params": part["image_params"],
+            "own_above_swapped": r.get("hard_negatives", {}).get("win_rate", [None])[0]}
 
 
 def part_report(args) -> None:
     parts = {p.stem: json.loads(p.read_text()) for p in sorted((args.work / "parts").glob("*.json"))}
     rows = {}
-    for name in ("teacher", "contrastive", "affinity", "dcd", *sorted(k for k in parts if k.startswith("dcd+"))):
+    students = sorted((k for k, v in parts.items() if "retrieval" in v and k != "teacher"),
+                      key=lambda k: (["contrastive", "affinity", "dcd"].index(parts[k].get("method", "dcd")), k))
+    for name in ("teacher", *students):  # every part with retrieval numbers (tags: variants of a method)
         if name in parts:
             rows[name] = _row(parts[name])
             if name != "teacher":
@@ -163,14 +166,15 @@ def part_report(args) -> None:
                                    "final_loss": t["history"][-1]["loss"]})
     result = {"rows": rows, "latency": parts.get("latency"), "cache": parts.get("cache"), "machine": machine(),
               "parts": {k: v.get("machine") for k, v in parts.items()}}
-    hdr = (f"{'model':12s} {'i2t R@1':>8s} {'R@5':>6s} {'R@10':>6s} {'t2i R@1':>8s} {'R@5':>6s} {'R@10':>6s} "
-           f"{'zero-shot':>9s}")
+    hdr = (f"{'model':16s} {'i2t R@1':>8s} {'R@5':>6s} {'R@10':>6s} {'t2i R@1':>8s} {'R@5':>6s} {'R@10':>6s} "
+           f"{'zero-shot':>9s} {'AB>BA':>6s}")
     for kind, pre in (("by content", ""), ("instance", "instance_")):
         print(f"R@K {kind}\n{hdr}")
         for k, r in rows.items():
-            print(f"{k:12s} {r[pre + 'i2t_r1']:8.3f} {r[pre + 'i2t_r5']:6.3f} {r[pre + 'i2t_r10']:6.3f} "
+            swapped = r["own_above_swapped"]
+            print(f"{k:16s} {r[pre + 'i2t_r1']:8.3f} {r[pre + 'i2t_r5']:6.3f} {r[pre + 'i2t_r10']:6.3f} "
                   f"{r[pre + 't2i_r1']:8.3f} {r[pre + 't2i_r5']:6.3f} {r[pre + 't2i_r10']:6.3f} "
-                  f"{r['zero_shot_top1']:9.4f}")
+                  f"{r['zero_shot_top1']:9.4f} {swapped if swapped is not None else float('nan'):6.3f}")
     lat = parts.get("latency")
     if lat:
         t, s = lat["towers"]["teacher"], lat["towers"]["student"]
