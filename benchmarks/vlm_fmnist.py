@@ -194,7 +194,8 @@ def main() -> None:
     ap.add_argument("--student", default="clip-fmnist-tiny")
     ap.add_argument("--method", choices=("contrastive", "affinity", "dcd"), help="student part: the loss")
     ap.add_argument("--methods", default="contrastive,affinity,dcd", help="all: the students to train")
-    ap.add_argument("--dcd-clip-weight", type=float, default=0.0, help="dcd: in-batch CLIP loss added (0: as specified)")
+    ap.add_argument("--dcd-clip-weight", type=float, default=0.5, help="dcd: the student's in-batch CLIP loss added "
+                                                                      "(default 0.5, as VlmTrainConfig; 0: DCD alone)")
     ap.add_argument("--keep-false-negatives", action="store_true",
                     help="student part: same-content captions stay negatives (as before false-negative masking)")
     ap.add_argument("--dcd-pool", type=int, default=31, help="dcd: F random negatives per row the teacher picks its "

@@ -447,11 +447,12 @@ def test_replay_epochs_serve_longer_training_from_a_shorter_cache(tmp_path, pair
         train_dual(_small_dual(), train, config=cfg.model_copy(update={"replay_epochs": 2}), cache=cache)
     rec = train_dual(_small_dual(), train, config=cfg.model_copy(update={"replay_epochs": 1}), cache=cache)
     assert rec["steps"] == 2 and rec["teacher_calls"] == 0 and cache.reads == 2
-    # dcd with the in-batch CLIP loss added: the same first step's loss plus 0.5 × a positive CLIP loss
+    # dcd with the in-batch CLIP loss added (the default 0.5): the same first step's loss plus 0.5 × a CLIP loss
     one = VlmTrainConfig(method="dcd", epochs=1, batch_size=16, max_steps=1)
-    pure = train_dual(_small_dual(), train, config=one, cache=cache)["history"][0]["loss"]
-    mixed = train_dual(_small_dual(), train, config=one.model_copy(update={"dcd_clip_weight": 0.5}),
-                       cache=cache)["history"][0]["loss"]
+    assert one.dcd_clip_weight == 0.5
+    pure = train_dual(_small_dual(), train, config=one.model_copy(update={"dcd_clip_weight": 0.0}),
+                      cache=cache)["history"][0]["loss"]
+    mixed = train_dual(_small_dual(), train, config=one, cache=cache)["history"][0]["loss"]
     assert mixed > pure + 0.5  # CLIP loss of an untrained pair model: ≈ ln(48) + ln(16) halves ≈ 3.3
 
 

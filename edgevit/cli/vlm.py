@@ -47,7 +47,8 @@ def add_dcd_flags(p) -> None:
                         "cross-encoder DCD's bce over the 8 candidates (collapses from scratch)")
     p.add_argument("--dcd-literal-mse", action="store_true",
                    help="dcd: MSE of the absolute scores instead of scores relative to each row's mean")
-    p.add_argument("--dcd-clip-weight", type=float, default=0.0, help="dcd: weight of an extra in-batch CLIP loss")
+    p.add_argument("--dcd-clip-weight", type=float, default=0.5,
+                   help="dcd: weight of the student's own in-batch CLIP loss added (default 0.5; 0: DCD alone)")
 
 
 def add_false_negative_flag(p) -> None:
