@@ -585,3 +585,14 @@ def test_trains_and_evaluates_on_a_coco_captions_file_of_rgb_images(tmp_path, fm
     rec = train_dual(m, data, config=VlmTrainConfig(epochs=1, batch_size=16))
     assert rec["steps"] == 1 and np.isfinite(rec["history"][0]["loss"])
     assert evaluate_retrieval(m, data)["n_images"] == 16
+
+
+def test_stage_line_gives_retrieval_by_content_where_the_data_knows_it():
+    from edgevit.cli.display import stage_brief
+
+    m = {"i2t_r1": 0.005, "t2i_r1": 0.07, "i2t_r10": 0.4, "t2i_r10": 0.5, "n_images": 1000,
+         "by_content": {"i2t_r1": 0.63, "t2i_r1": 0.78, "i2t_r10": 0.89, "t2i_r10": 1.0}}
+    line = stage_brief({"stage": "eval", "metrics": m})
+    assert "R@1 i2t 63.00%, t2i 78.00%" in line and "by content" in line
+    plain = stage_brief({"stage": "eval", "metrics": {k: v for k, v in m.items() if k != "by_content"}})
+    assert "R@1 i2t 0.50%" in plain and "own caption" in plain

@@ -49,9 +49,10 @@ def stage_brief(rec: dict) -> str:
     elif "top1" in m and stage != "distill":
         via = f" via {m['runtime']}" if m.get("runtime") else ""
         parts.append(f"top-1 {_pct(m['top1'])}{via} (n={m.get('n', '?')})")
-    if "i2t_r1" in m:  # a dual encoder: retrieval (eval task retrieval, or after distill)
-        parts.append(f"R@1 i2t {_pct(m['i2t_r1'])}, t2i {_pct(m.get('t2i_r1'))} (R@10 {_pct(m.get('i2t_r10'))} / "
-                     f"{_pct(m.get('t2i_r10'))}, {m.get('n_images', '?')} images)")
+    if "i2t_r1" in m:  # a dual encoder: retrieval (eval task retrieval, or after distill); by content where the data
+        r, how = (m["by_content"], "by content") if m.get("by_content") else (m, "own caption")  # knows it
+        parts.append(f"R@1 i2t {_pct(r['i2t_r1'])}, t2i {_pct(r.get('t2i_r1'))} (R@10 {_pct(r.get('i2t_r10'))} / "
+                     f"{_pct(r.get('t2i_r10'))}, {how}, {m.get('n_images', '?')} images)")
     if stage == "distill" and m.get("method") in ("contrastive", "dcd", "affinity"):
         parts.append(f"{m['method']}: {m.get('steps', '?')} steps, {m.get('teacher_calls_during_training', 0)} "
                      f"teacher calls while training")
