@@ -23,7 +23,7 @@ def _small_dual():
                               embed_dim=32, image_hw=(28, 56), packaged=False)
 
 
-TINY = ["data.limit=32", "stages.1.batch_size=16", "stages.1.epochs=1",
+TINY = ["data.limit=32", "stages.1.limit=32", "stages.1.batch_size=16", "stages.1.epochs=1",
         "stages.6.duration_s=0.2", "stages.6.min_runs=3", "stages.6.warmup_s=0.05", "stages.6.threads=1",
         "stages.4.parity_samples=8", "stages.5.parity_samples=8"]
 
