@@ -120,7 +120,7 @@ def part_student(args) -> None:
 def part_latency(args) -> None:
     """Image towers exported to ONNX (cosine parity on real pairs), timed against each other on onnxruntime with
     :func:`edgevit.profiling.ort_nodes.measure_interleaved` (batch 1, ``--threads`` intra-op threads)."""
-    from edgevit.methods.vlm.fold import export_image_onnx
+    from edgevit.methods.vlm.deploy import export_image_onnx
     from edgevit.profiling.ort_nodes import measure_interleaved
 
     images = load_caption_dataset("fashion-mnist-pairs", "test", limit=16).images
