@@ -53,6 +53,7 @@ def test_recipe_trains_distils_evaluates_exports_and_profiles_each_tower(vlm_run
     student = recs["02_distill"]["metrics"]
     assert student["method"] == "dcd" and student["student"] == "clip-fmnist-tiny"
     assert student["teacher_calls_during_training"] == 0 and student["cache"]["num_samples"] == 32  # cache: no teacher
+    assert student["n_images"] == 32 and "i2t_r1" in student["by_content"]  # the test split at data.limit
     assert recs["03_eval"]["metrics"]["n_images"] == 32 and "t2i_r10" in recs["03_eval"]["metrics"]
     assert recs["04_eval"]["metrics"]["task"] == "zero-shot" and recs["04_eval"]["metrics"]["n"] == 32
     onnx, tvm = recs["05_export_towers"]["metrics"], recs["06_export_towers"]["metrics"]

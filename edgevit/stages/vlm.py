@@ -111,7 +111,8 @@ def distill_dual(ctx: StageContext, config, src) -> StageOutput:
                           "(mode cache or online)")
     limit = config.limit if config.limit is not None else ctx.recipe.data.limit
     train = captions(ctx, config.captions, config.split, limit)
-    test = captions(ctx, config.captions, ctx.recipe.data.eval_split, config.eval_limit or limit or 1000)
+    test = captions(ctx, config.captions, ctx.recipe.data.eval_split,  # a training `limit` is not the test's
+                    config.eval_limit or ctx.recipe.data.limit or 1000)
     teacher = None
     if config.student is None:
         student, teacher_name = dual_model(src), None
@@ -143,7 +144,8 @@ def distill_dual(ctx: StageContext, config, src) -> StageOutput:
     art = dual_artifact(student, ctx.out_dir / "dual", meta={"distilled_from": teacher_name} if teacher_name else {})
     metrics.update({"teacher_calls_during_training": rec["teacher_calls"], "steps": rec["steps"],
                     "train_seconds": round(rec["seconds"], 3), "history": rec["history"],
-                    **{k: v for k, v in rec["test"].items() if k.startswith(("i2t", "t2i", "rsum", "n_"))}})
+                    **{k: v for k, v in rec["test"].items()
+                       if k.startswith(("i2t", "t2i", "rsum", "n_", "by_content", "hard_negatives"))}})
     return StageOutput(art, metrics)
 
 
