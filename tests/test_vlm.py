@@ -510,9 +510,24 @@ def test_fold_classifier_predicts_the_zero_shot_classes_and_loads_as_a_plain_mod
         logits = back(torch.from_numpy(preprocess(images, back.edgevit_spec)))
     assert logits.shape == (48, 10) and torch.equal(logits.argmax(1), zs)
     assert back.edgevit_spec.class_names == fmnist_test_small.classes
+    # given the plain 28×28 test images (as eval, export parity, calibration and compress give them), the folded
+    # classifier repeats each side by side as zero-shot evaluation does — not stretched to 28×56
+    tiled = create(str(save_folded(fold_classifier(m, fmnist_test_small.classes, image_hw=(28, 28)),
+                                   tmp_path / "tiled.safetensors")))
+    assert tiled.edgevit_spec.extra["tile"] == [1, 2]
+    with torch.no_grad():
+        plain = tiled(torch.from_numpy(preprocess(fmnist_test_small.images[:48], tiled.edgevit_spec)))
+    assert torch.equal(plain.argmax(1), zs)
     save_dual_encoder(m, tmp_path / "d")
     assert main(["vlm", "fold-classifier", str(tmp_path / "d"), "--classes", "fashion-mnist",
-                 "--out", str(tmp_path / "cli.safetensors")]) == 0
+                 "--out", str(tmp_path / "cli.safetensors"), "--json", str(tmp_path / "f.json")]) == 0
+    assert json.loads((tmp_path / "f.json").read_text())["tile"] == [1, 2]
+    # other classes than the dataset's: a head of their size that loads back
+    assert main(["vlm", "fold-classifier", str(tmp_path / "d"), "--classes", "shirt,sneaker",
+                 "--out", str(tmp_path / "two.safetensors")]) == 0
+    assert create(str(tmp_path / "two.safetensors")).get_classifier().out_features == 2
+    with pytest.raises(ConfigError, match="needs class names"):
+        fold_classifier(m, [])
 
 
 def test_each_tower_exports_alone_with_cosine_parity(tmp_path, pairs_small):

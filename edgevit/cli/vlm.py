@@ -80,6 +80,10 @@ def add_parser(subparsers) -> None:
     f.add_argument("model", help="dual encoder folder (dual_encoder.json)")
     f.add_argument("--classes", default="fashion-mnist",
                    help="fashion-mnist, or class names separated by commas ('cat,dog,bird')")
+    f.add_argument("--image-size", type=positive, nargs=2, metavar=("H", "W"), default=None,
+                   help="size of the images the classifier will classify (default 28 28 for --classes fashion-mnist, "
+                        "else the tower's input): a tower trained on wider tiled images (28×56 pairs) then sees each "
+                        "image repeated side by side, as zero-shot evaluation does, not stretched")
     f.add_argument("--out", required=True, help="output .safetensors file")
     f.add_argument("--json", help="write the record (classes, zero-shot vs folded agreement) here")
     f.set_defaults(func=cmd_fold)
@@ -269,12 +273,14 @@ def cmd_fold(args) -> int:
     model = load_dual_encoder(args.model)
     classes = fashion_mnist.CLASSES if args.classes == "fashion-mnist" else \
         tuple(c.strip() for c in args.classes.split(",") if c.strip())
-    clf = fold_classifier(model, classes)
+    image_hw = tuple(args.image_size) if args.image_size else ((28, 28) if args.classes == "fashion-mnist" else None)
+    clf = fold_classifier(model, classes, image_hw=image_hw)
     path = save_folded(clf, args.out)
     rec = {"path": str(path), "classes": list(classes), "arch": clf.edgevit_name,
-           "input_size": list(clf.edgevit_spec.input_size)}
+           "input_size": list(clf.edgevit_spec.input_size), "tile": clf.edgevit_spec.extra.get("tile")}
     print(f"folded {args.model} into a {len(classes)}-class classifier ({clf.edgevit_name}, input "
-          f"{'x'.join(map(str, clf.edgevit_spec.input_size))}): {path}")
+          f"{'x'.join(map(str, clf.edgevit_spec.input_size))}"
+          f"{'; each image repeated %d×%d' % tuple(rec['tile']) if rec['tile'] else ''}): {path}")
     write_json_out(args.json, rec)
     return 0
 

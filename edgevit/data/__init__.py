@@ -208,14 +208,18 @@ def preprocess(images, spec: InputSpec) -> np.ndarray:
     sizes, or float images in [0, 1]. Each image goes through timm's evaluation transform for the spec: resize
     (uint8 images with PIL and the spec's interpolation, as timm does; see :func:`resize_geometry`), centre crop,
     then grey images are repeated to 3 channels and RGB images averaged to 1 when the model needs it, and
-    ``(x - mean) / std``. Raises :class:`DataError` for shapes that are not images or channel counts that cannot
-    be mapped.
+    ``(x - mean) / std``. A spec whose ``extra["tile"]`` is ``[th, tw]`` (a classifier folded from a tower trained on
+    tiled images) gets each image repeated th × tw first. Raises :class:`DataError` for shapes that are not images
+    or channel counts that cannot be mapped.
     """
     import torch
     import torch.nn.functional as F
 
     arr = _as_nhwc(images)
     h, w = spec.hw
+    tile = (spec.extra or {}).get("tile")
+    if tile and not isinstance(arr, list) and arr.dtype != object:  # the model sees the image repeated th × tw
+        arr = np.tile(arr, (1, int(tile[0]), int(tile[1]), 1))  # (a zero-shot classifier folded from a pair tower)
     if isinstance(arr, list) or arr.dtype == np.uint8:
         items = [a[..., :3] for a in arr]
         if any(a.dtype != np.uint8 for a in items):

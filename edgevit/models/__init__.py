@@ -386,6 +386,9 @@ def create(name_or_path: str, *, checkpoint: str | Path | None = None, pretraine
             if checkpoint is not None and str(checkpoint).endswith(".safetensors") else None
         if ck_spec and tuple(ck_spec["input_size"][1:]) != tuple(spec.hw):  # e.g. a 28×56 pair-image tower
             fit_input_size(model, tuple(ck_spec["input_size"][1:]))
+        n_cls = (ck_spec or {}).get("num_classes")
+        if n_cls is not None and n_cls != getattr(model, "num_classes", n_cls) and hasattr(model, "reset_classifier"):
+            model.reset_classifier(int(n_cls))  # e.g. a folded zero-shot classifier of other classes
         if checkpoint is None and packaged and entry.weights_path() is not None:
             wp = entry.weights_path()
             if not wp.exists():

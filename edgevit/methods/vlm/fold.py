@@ -20,10 +20,13 @@ from ...errors import ConfigError
 log = logging.getLogger(__name__)
 
 
-def fold_classifier(model, classes, *, templates=None):
+def fold_classifier(model, classes, *, templates=None, image_hw: tuple[int, int] | None = None):
     """The image tower's backbone with a head from the class-text embeddings (module docstring). ``classes``: class
-    names (Fashion-MNIST's or any). Returns a new module (the dual encoder is unchanged) with its input spec
-    (``num_classes``, ``class_names``) attached."""
+    names (Fashion-MNIST's or any; at least one). ``image_hw``: the size of the images the classifier will be given
+    (Fashion-MNIST: 28×28); when the tower's input is a whole multiple of it (a 28×56 pair tower), the spec says
+    ``extra["tile"]`` so that every edgevit path repeats each image side by side as zero-shot evaluation does,
+    instead of stretching it. Returns a new module (the dual encoder is unchanged) with its input spec
+    (``num_classes``, ``class_names``) attached. Raises :class:`ConfigError` for no classes."""
     import copy
     from dataclasses import replace
 
@@ -31,6 +34,8 @@ def fold_classifier(model, classes, *, templates=None):
 
     from .evaluate import class_text_embeddings
 
+    if not classes:
+        raise ConfigError("fold-classifier needs class names: --classes fashion-mnist or 'cat,dog,...'")
     heads = class_text_embeddings(model, list(classes), templates)  # [C, E]
     backbone = copy.deepcopy(model.image.backbone)
     w = float(model.scale().detach()) * heads @ model.image.proj.weight.detach()  # [C, D]
@@ -43,8 +48,12 @@ def fold_classifier(model, classes, *, templates=None):
         head.weight.copy_(w)
         head.bias.zero_()
     spec = model.spec
-    backbone.edgevit_spec = replace(spec, num_classes=len(classes), output_name="logits",
-                                    extra={"class_names": list(classes)})
+    extra: dict = {"class_names": list(classes)}
+    if image_hw is not None and tuple(image_hw) != tuple(spec.hw):
+        th, tw = spec.hw[0] // image_hw[0], spec.hw[1] // image_hw[1]
+        if th >= 1 and tw >= 1 and (th * image_hw[0], tw * image_hw[1]) == tuple(spec.hw):
+            extra["tile"] = [th, tw]
+    backbone.edgevit_spec = replace(spec, num_classes=len(classes), output_name="logits", extra=extra)
     backbone.edgevit_name = model.image.arch
     return backbone.eval()
 
