@@ -393,6 +393,10 @@ def test_tvm_library_with_kernels_matches_torch_on_real_images(images, tmp_path)
 
     rec = json.loads((tmp_path / "rec.json").read_text())
     assert rec["kernels"] == {"matshift": 8, "matmask": 12} and rec["top1_agreement"] == 1.0
+    # binary codes and fixed point: fp16-level output tolerance (a flipped code bit is not an export bug), fp32's
+    # top-1 agreement and cosine
+    par = rec["parity"]
+    assert par["tolerance"] == pytest.approx(0.05 * par["reference_max_abs"]) and par["min_cosine"] == 0.999
 
 
 def test_tvm_kernels_refuse_a_model_without_shift_layers(tmp_path, capsys):

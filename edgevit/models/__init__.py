@@ -175,7 +175,14 @@ def fit_input_size(backbone, hw: tuple[int, int], *, mark_tiles: float = 0.0):
     import torch
     from torch import nn
 
-    pe = backbone.patch_embed
+    pe = getattr(backbone, "patch_embed", None)
+    if pe is None or not hasattr(pe, "img_size"):
+        if hasattr(backbone, "set_input_size"):
+            backbone.set_input_size(img_size=tuple(hw))
+            return backbone
+        raise ModelLoadError(f"{type(backbone).__name__} has no patch embedding whose input size can change to {hw}: "
+                             f"use a ViT (an edgevit fmnist-vit variant or a timm vit_* / deit_* name) as the image "
+                             f"tower, or images of the size it was built for")
     if tuple(pe.img_size) == tuple(hw):
         return backbone
     from .fmnist import ConvStem

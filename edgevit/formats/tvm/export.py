@@ -80,7 +80,8 @@ def export_tvm(source: Any, out_dir: str | Path, *, target: Any = "llvm", trials
                mcpu: str | None = None, num_cores: int | None = None, extra_passes: Sequence[IRPass] = (),
                convert_map: dict | None = None, parity: bool = True, parity_images: Any = None,
                tolerance: float | None = None, parity_samples: int = 32, cc: str | None = None,
-               example_inputs: Sequence[np.ndarray] | None = None) -> ExportResult:
+               example_inputs: Sequence[np.ndarray] | None = None,
+               tolerance_precision: str = "fp32") -> ExportResult:
     """Compile ``source`` with TVM for ``target`` into ``out_dir/model.so`` (or the ``.so`` path given).
 
     ``source`` is a torch module (with ``edgevit_spec``, as :func:`edgevit.models.create` attaches), a torch
@@ -100,6 +101,8 @@ def export_tvm(source: Any, out_dir: str | Path, *, target: Any = "llvm", trials
     - ``parity``: run the library on real images (``parity_images``: preprocessed NCHW float32, raw uint8 images
       or an ArrayDataset; required unless ``parity=False``, :class:`ExportError` otherwise) and compare with torch.
       Skipped, with the reason recorded, when the library cannot run on this machine (another CPU or a GPU);
+      ``tolerance`` (max |Δ output|; default: the ``tolerance_precision`` row of
+      :data:`edgevit.formats.parity.DEFAULT_THRESHOLDS` scaled by the output magnitude);
     - ``cc``: a cross compiler (e.g. ``aarch64-linux-gnu-g++``) for libraries built for another architecture;
     - ``example_inputs``: for a module that does not take one image batch (a dual encoder's text tower:
       ``input_ids`` and ``attention_mask``, int64 ``[batch, tokens]``): the arrays it is traced with; their shapes
@@ -208,7 +211,8 @@ def export_tvm(source: Any, out_dir: str | Path, *, target: Any = "llvm", trials
         record["parity_inputs"] = described
         what = f"TVM export of {name} ({path.name}, {describe_target(tdict)}, {tuning['status']}) vs torch"
         try:
-            result = _parity(module, path, spec, images, batch, tolerance=tolerance, what=what)
+            result = _parity(module, path, spec, images, batch, tolerance=tolerance, what=what,
+                             precision=tolerance_precision)
         except ParityError as exc:
             failed = getattr(exc, "record", None) or {}
             record["parity"] = failed
@@ -325,7 +329,7 @@ def _apply_extra_passes(mod, extra_passes: Sequence[IRPass]):
 
 
 def _parity(module, path: Path, spec: InputSpec, images: np.ndarray, batch: int, *, tolerance: float | None,
-            what: str) -> ParityRecord:
+            what: str, precision: str = "fp32") -> ParityRecord:
     from ...runtimes.base import run_batched
     from ..parity import check_parity, default_tolerance, is_classifier
     from ..reference import torch_logits
@@ -337,7 +341,7 @@ def _parity(module, path: Path, spec: InputSpec, images: np.ndarray, batch: int,
             cand = run_batched(rt, images, batch)  # the library's batch is fixed: the last chunk padded
         except Exception as exc:  # the library compiled but does not run
             raise ExportError(f"the TVM library {path} does not run on real inputs: {exc}") from exc
-    tol = tolerance if tolerance is not None else default_tolerance("fp32", reference)
+    tol = tolerance if tolerance is not None else default_tolerance(precision, reference)
     return check_parity(reference, cand, tolerance=tol, what=what, classifier=is_classifier(spec))
 
 

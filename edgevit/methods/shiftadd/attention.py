@@ -20,7 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .hashing import ANCHORS, BITS, binary_codes, fit_ksh
+from ...errors import ConfigError
+from .hashing import ANCHORS, BITS, TOPK_SIMILAR, binary_codes, fit_ksh
 from .kernels import matmask
 
 
@@ -139,9 +140,14 @@ class MatAddAttention(nn.Module):
     @torch.no_grad()
     def fit_hash(self, x: torch.Tensor, *, max_tokens: int = 384, seed: int = 0, steps: int = 20) -> None:
         """Learn each head's KSH hash once on the block inputs ``x`` ``(B, N, C)`` (real images), then freeze it
-        (the buffers ``anchors``, ``sigma``, ``mu``, ``hash_a``)."""
+        (the buffers ``anchors``, ``sigma``, ``mu``, ``hash_a``), on at most ``max_tokens`` tokens per head. Raises
+        :class:`ConfigError` for more anchors than such a sample can fit, or images giving too few tokens."""
         qk = self.shared_qk(x)  # (B, H, N, d)
         g = torch.Generator().manual_seed(seed)
+        most = max_tokens - 2 * TOPK_SIMILAR - 1
+        if self.num_anchors > most:
+            raise ConfigError(f"--anchors {self.num_anchors}: at most {most} (each head's hash is fitted on a sample "
+                              f"of {max_tokens} tokens, and KSH's pairwise fit grows with its square)")
         for h in range(self.num_heads):
             tokens = qk[:, h].reshape(-1, self.head_dim)
             tokens = tokens[torch.randperm(len(tokens), generator=g)[:max_tokens]]

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import torch
 
+from ...errors import ConfigError
+
 BITS = 16  # hash length r (methods.md §3)
 ANCHORS = 25  # RBF anchors m (methods.md §3)
 TOPK_SIMILAR = 10  # top-10 / bottom-10 similarity targets (methods.md §3)
@@ -66,7 +68,9 @@ def fit_ksh(tokens: torch.Tensor, *, bits: int = BITS, anchors: int = ANCHORS, k
     tokens = tokens.detach().float()
     n = tokens.shape[0]
     if n < anchors + 2 * k + 1:
-        raise ValueError(f"KSH needs at least {anchors + 2 * k + 1} tokens to fit, got {n}")
+        raise ConfigError(f"the KSH hash with {anchors} anchors needs at least {anchors + 2 * k + 1} tokens per head "
+                          f"to fit, the calibration images gave {n}: pass more calibration images (--calib-samples) "
+                          f"or fewer anchors (--anchors, default {ANCHORS})")
     g = torch.Generator().manual_seed(seed)
     anc = farthest_points(tokens, anchors, start=int(torch.randint(n, (1,), generator=g)))
     sigma = torch.cdist(tokens, anc).mean().clamp_min(1e-3)

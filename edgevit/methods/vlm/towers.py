@@ -314,9 +314,11 @@ def build_dual_encoder(name: str | None = None, *, image: str | None = None, tex
     (:func:`edgevit.models.init_seed` of the name)."""
     from ...models import init_seed
 
-    base = dict(DUAL_ENCODERS[name]) if name else {}
     if name and name not in DUAL_ENCODERS:
-        raise ConfigError(f"unknown dual encoder '{name}'; registered: {', '.join(DUAL_ENCODERS)}")
+        raise ConfigError(f"unknown dual encoder '{name}'; registered: {', '.join(DUAL_ENCODERS)} (a classifier such "
+                          f"as a fmnist-vit variant is an image tower: build one with `vlm train-teacher "
+                          f"--image-tower NAME`)")
+    base = dict(DUAL_ENCODERS[name]) if name else {}
     image = image or base.get("image")
     tcfg = text if isinstance(text, dict) else ({"kind": text} if text else base.get("text"))
     embed_dim = int(embed_dim or base.get("embed_dim") or 256)
