@@ -558,3 +558,14 @@ def test_second_convert_adds_shift_or_moe_mlps_to_a_matadd_model(images, tmp_pat
     assert rec["source"] == "fmnist-vit-nano" and "top1_source" in rec
     # mults removed are counted against the dense source: shared Q/K in 3 MatAdd blocks + all MLPs
     assert rec["energy"]["linear_mult_removed_share"] > 0.5
+
+
+def test_ksh_anchors_beyond_the_token_sample_and_too_few_tokens_are_clear_errors():
+    from edgevit.errors import ConfigError
+    from edgevit.methods.shiftadd.attention import MatAddAttention
+
+    att = MatAddAttention(32, 2, grid=(2, 2), anchors=400)
+    with pytest.raises(ConfigError, match="--anchors 400: at most 363"):
+        att.fit_hash(torch.randn(4, 5, 32))
+    with pytest.raises(ConfigError, match="--calib-samples"):
+        MatAddAttention(32, 2, grid=(2, 2), anchors=25).fit_hash(torch.randn(2, 5, 32))

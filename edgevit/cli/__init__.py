@@ -60,6 +60,11 @@ def cmd_list(args) -> int:
         for r in list_models(include_timm=args.timm):
             w = "weights" if r["weights"] else "no weights"
             print(f"{r['name']:32s} {r['source']:8s} {w:10s} {r['description']}")
+        from ..methods.vlm.towers import DUAL_ENCODERS
+
+        for name, entry in DUAL_ENCODERS.items():  # image–text models: --task retrieval|zero-shot, --tower
+            w = "weights" if entry.get("weights") else "no weights"
+            print(f"{name:32s} {'dual':8s} {w:10s} {entry['description']}")
         if not args.timm:
             print("(any timm model name also works; `edgevit list models --timm` lists them)")
     elif what == "exporters":
@@ -619,6 +624,21 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _dual_encoder_hint(exc: Exception) -> str:
+    """For a registered dual encoder given where a classifier is expected: what to do instead."""
+    name = getattr(exc, "unknown_name", None)
+    if not name:
+        return ""
+    from ..methods.vlm.towers import DUAL_ENCODERS
+
+    if name not in DUAL_ENCODERS:
+        return ""
+    return (f"\n'{name}' is a dual image–text encoder, not a classifier: evaluate it with `edgevit eval --model {name} "
+            f"--task retrieval|zero-shot`, cache it with `distill cache --kind embedding`, export its towers with "
+            f"`edgevit export FORMAT --model {name} --tower image|text|both`, or fold it into a classifier with "
+            f"`edgevit vlm fold-classifier {name} --out FILE.safetensors` (which every command takes)")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
@@ -650,7 +670,7 @@ def main(argv: list[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     except EdgevitError as exc:
-        print(f"edgevit: error: {exc}", file=sys.stderr)
+        print(f"edgevit: error: {exc}{_dual_encoder_hint(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("edgevit: interrupted", file=sys.stderr)

@@ -103,6 +103,22 @@ def add_parser(subparsers) -> None:
     # --batch 8 for tvm, --classes, --gallery, --parity-samples, ...) is handed on
 
 
+def recall_line(res: dict) -> str:
+    """R@1/5/10 both ways of :func:`edgevit.methods.vlm.evaluate.evaluate_retrieval`'s record: by content first where
+    the data knows what captions say (own-caption R@K of template captions is ~0 for every model), then own caption;
+    and how often the own caption beats each hard negative."""
+    def three(r: dict, d: str) -> str:
+        return "/".join(f"{r[f'{d}_r{k}']:.3f}" for k in (1, 5, 10))
+
+    parts = [f"by content i2t R@1/5/10 {three(res['by_content'], 'i2t')}, t2i {three(res['by_content'], 't2i')}"] \
+        if res.get("by_content") else []
+    parts.append(f"{'own caption ' if parts else ''}i2t R@1/5/10 {three(res, 'i2t')}, t2i {three(res, 't2i')}")
+    if res.get("hard_negatives"):
+        parts.append("own caption above each hard negative " + "/".join(f"{w:.3f}"
+                                                                       for w in res["hard_negatives"]["win_rate"]))
+    return "; ".join(parts)
+
+
 def load_caption_data(args, split: str, *, limit=None):
     from ..data.captions import load_caption_dataset
 
@@ -135,10 +151,9 @@ def _finish(model, rec: dict, args, test) -> int:
     rec["test"] = evaluate_retrieval(model, test)
     save_dual_encoder(model, args.out, extra={"train": {k: v for k, v in rec.items() if k != "test"},
                                               "test": rec["test"]})
-    r = rec["test"]
-    print(f"{rec['method']}: {rec['steps']} steps in {rec['seconds']:.0f} s, teacher calls {rec['teacher_calls']}; "
-          f"{test.name} ({r['n_images']} images): i2t R@1/5/10 {r['i2t_r1']:.3f}/{r['i2t_r5']:.3f}/{r['i2t_r10']:.3f}"
-          f", t2i {r['t2i_r1']:.3f}/{r['t2i_r5']:.3f}/{r['t2i_r10']:.3f}; saved {args.out}")
+    print(f"{rec['method']}: {rec['steps']} steps in {rec['seconds']:.0f} s"
+          f"{', teacher calls %d' % rec['teacher_calls'] if rec['method'] != 'contrastive' else ''}; "
+          f"{test.name} ({rec['test']['n_images']} images): {recall_line(rec['test'])}; saved {args.out}")
     write_json_out(args.json, rec)
     return 0
 
@@ -233,9 +248,8 @@ def cmd_eval_dual(args) -> int:
         name = args.data if args.data != "fashion-mnist" else "fashion-mnist-pairs"
         args.data = name
         res = evaluate_retrieval(model, load_caption_data(args, args.split, limit=args.limit))
-        print(f"{res['data']}: i2t R@1/5/10 {res['i2t_r1']:.3f}/{res['i2t_r5']:.3f}/{res['i2t_r10']:.3f}, "
-              f"t2i {res['t2i_r1']:.3f}/{res['t2i_r5']:.3f}/{res['t2i_r10']:.3f} "
-              f"({res['n_images']} images, {res['n_texts']} texts, {res['seconds']:.1f} s)")
+        print(f"{res['data']}: {recall_line(res)} ({res['n_images']} images, {res['n_texts']} texts, "
+              f"{res['seconds']:.1f} s)")
     else:
         res = evaluate_zero_shot(model, load_dataset(args.data, args.split, data_dir=args.data_dir, limit=args.limit))
         print(f"zero-shot top-1 {res['top1'] * 100:.2f}%  n={res['n']}  ({res['seconds']:.1f} s)")
@@ -288,9 +302,16 @@ def cmd_fold(args) -> int:
 def cmd_export(args) -> int:
     """``edgevit vlm export DIR --format F --tower T ...``: an alias of ``edgevit export F --model DIR --tower T
     ...`` (the same parser and code; any further flags of that command follow)."""
+    from ..errors import ConfigError
     from .export import run_export_argv
 
+    extra = getattr(args, "extra_flags", [])
+    if args.model in ("onnx", "openvino", "tvm") or "--model" in extra:
+        fmt = args.model if args.model in ("onnx", "openvino", "tvm") else args.format
+        raise ConfigError(f"`edgevit vlm export` takes the dual-encoder folder first and the format as --format: "
+                          f"`edgevit vlm export DIR --format {fmt} --tower {args.tower} --out OUT`, or the same as "
+                          f"`edgevit export {fmt} --model DIR --tower {args.tower} --out OUT`")
     argv = [args.format, "--model", args.model, "--tower", args.tower, "--out", args.out,
             "--data", args.data, *(["--data-dir", args.data_dir] if args.data_dir else []),
-            *(["--json", args.json] if args.json else []), *getattr(args, "extra_flags", [])]
+            *(["--json", args.json] if args.json else []), *extra]
     return run_export_argv(argv)

@@ -299,10 +299,12 @@ def _timm_model(name: str, *, pretrained: bool, num_classes: int | None, model_k
         known = MODELS.names() + timm.list_models()
         close = difflib.get_close_matches(name, known, n=3, cutoff=0.6)
         hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-        raise ModelLoadError(
+        err = ModelLoadError(
             f"unknown model '{name}': not an edgevit model ({', '.join(MODELS.names())}), not a timm model name, "
             f"and not a checkpoint file.{hint} See `edgevit list models`."
         )
+        err.unknown_name = name  # the command line adds what it knows about other kinds of models (dual encoders)
+        raise err
     kw = dict(model_kwargs or {})
     if num_classes is not None:
         kw["num_classes"] = num_classes
