@@ -444,7 +444,6 @@ def test_stage_is_registered_and_validates_its_keys():
         from_raw({"name": "x", "model": {"name": "fmnist-vit-nano"}, "stages": [{"stage": "shiftadd", "mlp": "int8"}]})
 
 
-@pytest.mark.slow
 def test_recipe_runs_shiftadd_then_exports_onnx(tmp_path):
     from edgevit import pipeline
     from edgevit.recipe import from_raw
@@ -464,6 +463,12 @@ def test_recipe_runs_shiftadd_then_exports_onnx(tmp_path):
     assert (tmp_path / "02_export_onnx" / "model.onnx").exists()
     gate = rec["metrics"]["speed_gate"]
     assert gate["kept_for_deployment"] == (gate["shiftadd_ms"] < gate["dense_ms"])
+    # every form timed in one interleaved run: the dense model's FP32 and INT8 (and bf16 where the CPU has it)
+    assert {"dense torch fp32", "dense onnxruntime fp32", "dense onnxruntime int8 (dynamic)", "shiftadd torch fp32",
+            "shiftadd onnxruntime fp32"} <= set(gate["rows"])
+    assert gate["dense_ms"] == min(v for k, v in gate["rows"].items() if k.startswith("dense"))
+    if not gate["kept_for_deployment"]:
+        assert "energy" in rec["metrics"]["rejected"][0]["why"]
 
 
 # ------------------------------------------------------------------------------------------------ finetuning
