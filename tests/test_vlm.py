@@ -241,6 +241,9 @@ def test_save_load_roundtrip_and_training_moves_loss(tmp_path, pairs_small):
     rec = train_dual(m, train, config=VlmTrainConfig(epochs=3, batch_size=32, lr=2e-3))  # one batch, 3 steps
     assert rec["steps"] == 3 and rec["history"][-1]["loss"] < rec["history"][0]["loss"]
     save_dual_encoder(m, tmp_path / "d")
+    (tmp_path / "plain.txt").write_text("x")  # the mode any file written here gets (the umask's)
+    for f in ("image_tower.safetensors", "text_tower.safetensors"):
+        assert (tmp_path / "d" / f).stat().st_mode & 0o777 == (tmp_path / "plain.txt").stat().st_mode & 0o777
     back = load_dual_encoder(tmp_path / "d")
     assert torch.allclose(back.encode_images(test.images[:8]), m.encode_images(test.images[:8]), atol=1e-6)
     assert torch.allclose(back.text.encode(test.captions[:8]), m.text.encode(test.captions[:8]), atol=1e-6)
@@ -611,3 +614,19 @@ def test_stage_line_gives_retrieval_by_content_where_the_data_knows_it():
     assert "R@1 i2t 63.00%, t2i 78.00%" in line and "by content" in line
     plain = stage_brief({"stage": "eval", "metrics": {k: v for k, v in m.items() if k != "by_content"}})
     assert "R@1 i2t 0.50%" in plain and "own caption" in plain
+
+
+def test_cli_refuses_dcd_flags_without_dcd_a_small_pool_and_an_embedding_cache_for_a_classifier(tmp_path, capsys):
+    from edgevit.cli import main
+    from edgevit.methods.vlm.cache import FORMAT, HEADER
+
+    base = ["distill", "train", "--student", "clip-fmnist-tiny", "--out", str(tmp_path / "s")]
+    assert main([*base, "--method", "contrastive", "--dcd-ce", "bce"]) == 2
+    assert "--method contrastive does not use it" in capsys.readouterr().err
+    assert main([*base, "--method", "dcd", "--dcd-pool", "3", "--teacher", "clip-fmnist-teacher"]) == 2
+    assert "needs at least 7" in capsys.readouterr().err
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / HEADER).write_text(json.dumps({"format": FORMAT, "version": 1}))
+    assert main(["distill", "train", "--student", "fmnist-vit-tiny", "--cache", str(tmp_path / "c"), "--out",
+                 str(tmp_path / "t")]) == 2
+    assert "--method dcd|contrastive|affinity" in capsys.readouterr().err

@@ -168,6 +168,17 @@ def cmd_train(args) -> int:
     if args.mode == "cache" and not args.cache:
         raise ConfigError("--mode cache needs --cache DIR (write one with `edgevit distill cache`)")
     augment = _augment_from_args(args)
+    if args.cache:
+        import json
+        from pathlib import Path
+
+        from ..methods.vlm.cache import FORMAT as EMBEDDING_FORMAT, HEADER
+
+        head = Path(args.cache) / HEADER
+        if head.is_file() and json.loads(head.read_text()).get("format") == EMBEDDING_FORMAT:
+            raise ConfigError(f"{args.cache} is a dual encoder's embedding cache (distill cache --kind embedding): "
+                              f"train a dual-encoder student from it with --method dcd|contrastive|affinity "
+                              f"--student clip-fmnist-tiny")
     cache = TeacherCache(args.cache) if args.cache else None
     if cache is not None:
         if augment is not None and augment != cache.augment:

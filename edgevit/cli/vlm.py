@@ -177,9 +177,8 @@ def _epoch_saver(model, args):
 
     def save(entry: dict) -> None:
         save_dual_encoder(model, args.out, extra={"train": {"partial": True, "last_epoch": entry}})
-        print(f"epoch {entry['epoch']}: loss {entry['loss']:.4f}, {entry['steps']} steps, {entry['seconds']:.0f} s"
-              + (f"; i2t R@1 {entry['eval']['i2t_r1']:.3f}, t2i R@1 {entry['eval']['t2i_r1']:.3f}"
-                 if "eval" in entry else ""), flush=True)
+        # the epoch's line is train_dual's log; here only where the model as it stands was saved
+        log.info("epoch %d: saved the dual encoder as it stands to %s", entry["epoch"], args.out)
 
     return save
 
@@ -207,6 +206,15 @@ def cmd_distill_dual(args) -> int:
     from ..methods.vlm.towers import build_dual_encoder, load_dual_encoder
     from ..methods.vlm.train import train_dual
 
+    changed = [f for f, v, d in (("--dcd-pool", args.dcd_pool, 31), ("--dcd-ce", args.dcd_ce, "infonce"),
+                                 ("--dcd-literal-mse", args.dcd_literal_mse, False),
+                                 ("--dcd-clip-weight", args.dcd_clip_weight, 0.5)) if v != d]
+    if changed and args.method != "dcd":
+        raise ConfigError(f"{', '.join(changed)} set the DCD loss; --method {args.method} does not use it (pass "
+                          f"--method dcd, or drop them)")
+    if args.method == "dcd" and args.dcd_pool and args.dcd_pool < 7:
+        raise ConfigError(f"--dcd-pool {args.dcd_pool}: the teacher picks its 7 hardest negatives from the pool, so it "
+                          f"needs at least 7 (0: the whole in-batch row)")
     if args.method != "contrastive" and not (args.teacher or args.cache):
         raise ConfigError(f"--method {args.method} needs --teacher DIR (a dual encoder) or --cache DIR")
     data_name = args.data if args.data != "fashion-mnist" else "fashion-mnist-pairs"

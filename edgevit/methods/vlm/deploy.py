@@ -294,9 +294,11 @@ def write_text_embeddings(model, path: str | Path, *, classes, gallery: list[str
     if gallery:
         tensors["gallery"] = model.text.encode(list(gallery)).float().contiguous()
         meta["gallery"] = json.dumps(list(gallery))
+    from ...fileio import atomic_output
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_file(tensors, str(path), metadata=meta)
+    with atomic_output(path) as tmp:  # all-or-nothing, with the umask's file mode (safetensors writes 0600)
+        save_file(tensors, str(tmp), metadata=meta)
     return {"path": str(path), "classes": len(classes), "gallery": len(gallery or ())}
 
 

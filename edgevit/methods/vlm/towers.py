@@ -342,14 +342,18 @@ def save_dual_encoder(model: DualEncoder, out_dir: str | Path, *, extra: dict | 
     out.mkdir(parents=True, exist_ok=True)
     cfg = {**model.config(), "name": getattr(model, "edgevit_name", ""), **(extra or {})}
     img_state = {k: v.detach().contiguous() for k, v in model.image.state_dict().items()}
-    save_file(img_state, str(out / "image_tower.safetensors"),
-              metadata={"task": "embedding", "arch": model.image.arch, "input_spec": json.dumps(model.spec.to_dict())})
+    from ...fileio import atomic_output
+
+    with atomic_output(out / "image_tower.safetensors") as tmp:  # all-or-nothing, with the umask's file mode
+        save_file(img_state, str(tmp), metadata={"task": "embedding", "arch": model.image.arch,
+                                                 "input_spec": json.dumps(model.spec.to_dict())})
     txt = model.text
     txt_state = {k: v for k, v in txt.state_dict().items()
                  if not (isinstance(txt, MiniLMTower) and not txt.train_backbone and k.startswith("backbone."))}
     txt_state["logit_scale"] = model.logit_scale.detach().reshape(1)
-    save_file({k: v.detach().contiguous() for k, v in txt_state.items()}, str(out / "text_tower.safetensors"),
-              metadata={"task": "embedding", "kind": txt.kind})
+    with atomic_output(out / "text_tower.safetensors") as tmp:
+        save_file({k: v.detach().contiguous() for k, v in txt_state.items()}, str(tmp),
+                  metadata={"task": "embedding", "kind": txt.kind})
     from ...artifact import write_json
 
     write_json(out / "dual_encoder.json", cfg)
