@@ -122,7 +122,8 @@ def recall_line(res: dict) -> str:
 def load_caption_data(args, split: str, *, limit=None):
     from ..data.captions import load_caption_dataset
 
-    return load_caption_dataset(args.data, split, data_dir=args.data_dir, limit=limit,
+    name = "fashion-mnist-pairs" if args.data == "fashion-mnist" else args.data  # as in every dual-encoder command
+    return load_caption_dataset(name, split, data_dir=args.data_dir, limit=limit,
                                 image_root=getattr(args, "image_root", None))
 
 
