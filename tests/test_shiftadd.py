@@ -574,3 +574,17 @@ def test_ksh_anchors_beyond_the_token_sample_and_too_few_tokens_are_clear_errors
         att.fit_hash(torch.randn(4, 5, 32))
     with pytest.raises(ConfigError, match="--calib-samples"):
         MatAddAttention(32, 2, grid=(2, 2), anchors=25).fit_hash(torch.randn(2, 5, 32))
+
+
+def test_cli_convert_speed_gate_times_every_dense_form(tmp_path, capsys):
+    import json
+
+    from edgevit.cli import main
+
+    assert main(["shiftadd", "convert", "--model", "fmnist-vit-nano", "--mlp", "shift", "--eval-limit", "16",
+                 "--calib-samples", "8", "--out", str(tmp_path / "sa"), "--speed-gate", "--json",
+                 str(tmp_path / "r.json")]) == 0
+    gate = json.loads((tmp_path / "r.json").read_text())["speed_gate"]
+    assert {"dense torch fp32", "dense onnxruntime int8 (dynamic)", "shiftadd onnxruntime fp32"} <= set(gate["rows"])
+    assert gate["kept_for_deployment"] == (gate["shiftadd_ms"] < gate["dense_ms"])
+    assert "speed gate (batch 1, interleaved)" in capsys.readouterr().out

@@ -30,6 +30,7 @@ def add_parser(subparsers):
     c.add_argument("--eval-limit", type=positive, default=1000,
                    help="test images for the before/after top-1 in the record (default 1000)")
     add_config_flags(c, ConvertConfig)  # --attention --mlp --softmax-blocks --bits --anchors --alpha ...
+    _add_gate_flag(c)
     c.add_argument("--threads", type=positive, default=None, help="torch threads")
     c.add_argument("--json", help="write the record here too")
     c.set_defaults(func=cmd_convert)
@@ -41,10 +42,33 @@ def add_parser(subparsers):
     f.add_argument("--eval-limit", type=positive, default=1000,
                    help="test images for the before/after top-1 in the record (default 1000)")
     add_config_flags(f, FinetuneConfig)  # --stage --epochs --steps --batch-size --lr ...
+    _add_gate_flag(f)
     f.add_argument("--threads", type=positive, default=None, help="torch threads")
     f.add_argument("--json", help="write the record here too")
     f.set_defaults(func=cmd_finetune)
     return p
+
+
+def _add_gate_flag(p) -> None:
+    p.add_argument("--speed-gate", action="store_true",
+                   help="then time the model (torch, ONNX Runtime) against the dense model's FP32, bf16 and INT8 "
+                        "forms, interleaved, batch 1 (~10 s): the record says whether it is kept for deployment or "
+                        "only as an accuracy/energy artefact (the recipe stage always does this)")
+
+
+def _gate(rec: dict, load_dense, args) -> None:
+    """``--speed-gate``: :func:`edgevit.stages.shiftadd.speed_gate` of the dense model (``load_dense()``; its
+    architecture is what is timed) against ``rec``'s checkpoint, into ``rec``, and one line on stdout."""
+    if not getattr(args, "speed_gate", False):
+        return
+    from pathlib import Path
+
+    from ..models import create
+    from ..stages.shiftadd import speed_gate
+
+    gate = rec["speed_gate"] = speed_gate(load_dense(), create(rec["checkpoint"]),
+                                          work_dir=Path(rec["checkpoint"]).parent)
+    print(f"speed gate (batch 1, interleaved): {gate['verdict']}")
 
 
 def _threads(n: int | None) -> None:
@@ -72,6 +96,7 @@ def cmd_convert(args) -> int:
           f"{e['shiftadd']['energy_uj']:.2f} µJ vs {e['dense']['energy_uj']:.2f} µJ per image (45 nm estimate)"
           + (f"; MoE α [dense, shift] = [{rec['config']['alpha'][0]:.2f}, {rec['config']['alpha'][1]:.2f}] "
              f"(measured)" if cfg.mlp == "moe" and cfg.alpha is None else ""))
+    _gate(rec, lambda: create(args.model, checkpoint=args.checkpoint, arch=args.arch), args)
     write_json_out(args.json, rec)
     return 0
 
@@ -88,5 +113,8 @@ def cmd_finetune(args) -> int:
     print(f"wrote {rec['checkpoint']}: stage {cfg.stage}, {rec['steps']} steps on {rec['samples']} images "
           f"({rec['seconds']:.0f} s); top-1 {rec['top1_before'] * 100:.2f}% → {rec['top1_after'] * 100:.2f}% "
           f"(n={rec['eval_n']})")
+    from ..models import create
+
+    _gate(rec, lambda: create(rec["teacher"]), args)
     write_json_out(args.json, rec)
     return 0
