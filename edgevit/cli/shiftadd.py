@@ -110,8 +110,9 @@ def cmd_finetune(args) -> int:
     cfg = config_from_args(FinetuneConfig, args, command="edgevit shiftadd finetune")
     _threads(args.threads)
     rec = finetune_run(args.run, config=cfg, data=args.data, data_dir=args.data_dir, eval_limit=args.eval_limit)
-    print(f"wrote {rec['checkpoint']}: stage {cfg.stage}, {rec['steps']} steps on {rec['samples']} images "
-          f"({rec['seconds']:.0f} s); top-1 {rec['top1_before'] * 100:.2f}% → {rec['top1_after'] * 100:.2f}% "
+    seen = min(rec["steps"] * cfg.batch_size, round(rec["samples"] * cfg.epochs))
+    print(f"wrote {rec['checkpoint']}: stage {cfg.stage}, {rec['steps']} steps of batch {cfg.batch_size} ({seen} of "
+          f"{rec['samples']} training images seen, {rec['seconds']:.0f} s); top-1 {rec['top1_before'] * 100:.2f}% → {rec['top1_after'] * 100:.2f}% "
           f"(n={rec['eval_n']})")
     from ..models import create
 
