@@ -630,3 +630,7 @@ def test_cli_refuses_dcd_flags_without_dcd_a_small_pool_and_an_embedding_cache_f
     assert main(["distill", "train", "--student", "fmnist-vit-tiny", "--cache", str(tmp_path / "c"), "--out",
                  str(tmp_path / "t")]) == 2
     assert "--method dcd|contrastive|affinity" in capsys.readouterr().err
+    # --no-eval: trained and saved, no test evaluation
+    assert main(["distill", "train", "--student", "clip-fmnist-tiny", "--method", "contrastive", "--limit", "32",
+                 "--batch-size", "16", "--no-eval", "--out", str(tmp_path / "nv"), "--json", str(tmp_path / "nv.json")]) == 0
+    assert "test" not in json.loads((tmp_path / "nv.json").read_text())

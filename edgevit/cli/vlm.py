@@ -149,12 +149,14 @@ def _finish(model, rec: dict, args, test) -> int:
     from ..methods.vlm.evaluate import evaluate_retrieval
     from ..methods.vlm.towers import save_dual_encoder
 
-    rec["test"] = evaluate_retrieval(model, test)
+    if test is not None:  # (--no-eval: none)
+        rec["test"] = evaluate_retrieval(model, test)
     save_dual_encoder(model, args.out, extra={"train": {k: v for k, v in rec.items() if k != "test"},
-                                              "test": rec["test"]})
+                                              **({"test": rec["test"]} if test is not None else {})})
+    result = f"{test.name} ({rec['test']['n_images']} images): {recall_line(rec['test'])}; " if test is not None else ""
     print(f"{rec['method']}: {rec['steps']} steps in {rec['seconds']:.0f} s"
           f"{', teacher calls %d' % rec['teacher_calls'] if rec['method'] != 'contrastive' else ''}; "
-          f"{test.name} ({rec['test']['n_images']} images): {recall_line(rec['test'])}; saved {args.out}")
+          f"{result}saved {args.out}")
     write_json_out(args.json, rec)
     return 0
 
@@ -221,7 +223,7 @@ def cmd_distill_dual(args) -> int:
     data_name = args.data if args.data != "fashion-mnist" else "fashion-mnist-pairs"
     args.data = data_name
     train = load_caption_data(args, args.split, limit=args.limit)
-    test = load_caption_data(args, "test", limit=args.eval_limit or 1000)
+    test = None if getattr(args, "no_eval", False) else load_caption_data(args, "test", limit=args.eval_limit or 1000)
     cache = teacher = None
     if args.cache:
         cache = EmbeddingCache(args.cache)
