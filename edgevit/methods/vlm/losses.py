@@ -81,11 +81,14 @@ def dcd_loss_rows(student: torch.Tensor, teacher: torch.Tensor, *, n: int = DCD_
                   ce: str = "bce") -> tuple[torch.Tensor, dict]:
     """DCD on one direction. ``student``, ``teacher``: ``[B, M]`` scores (row i's positive at column i).
 
-    Candidates are picked by the teacher among the true negatives (:func:`candidates`); BOTH score sets are gathered with the same (the
-    student's) candidate indices, so candidate j means the same caption for both, wherever the positive ranks
-    for the teacher. ``L_kd = T² Σ_i w_i · mean_j (s_ij/T − t_ij/T)²`` (a PER-SAMPLE MSE: with a batch-mean MSE
-    the weights would not matter), ``L_ce = Σ_i ĥ_i · BCEWithLogits(s_i, [1, 0, …, 0])``,
-    ``L = α L_kd + (1 − α) L_ce``. Returns ``(loss, parts)``."""
+    Candidates are picked by the teacher among ``pool`` random true negatives (:func:`candidates`); BOTH score
+    sets are gathered with the same (the student's) candidate indices, so candidate j means the same caption for
+    both, wherever the positive ranks for the teacher. ``L_kd = T² Σ_i w_i · mean_j (g_ij)²`` with
+    ``g = s/T − t/T`` (a PER-SAMPLE MSE: with a batch-mean MSE the weights would not matter), minus its row mean
+    when ``center`` (a dual encoder's similarity level is arbitrary). ``L_ce = Σ_i ĥ_i · ℓ_i`` with ``ℓ_i`` =
+    ``BCEWithLogits(s_i, [1, 0, …, 0])`` over the candidates (``ce="bce"``, the cross-encoder DCD) or the InfoNCE of
+    the whole row without its false negatives (``ce="infonce"``). ``L = α L_kd + (1 − α) L_ce``. Returns
+    ``(loss, parts)``; raises ValueError for another ``ce``."""
     idx = candidates(teacher, n, false_neg, pool=pool, generator=generator)
     s = student.gather(1, idx)
     t = teacher.detach().gather(1, idx)
