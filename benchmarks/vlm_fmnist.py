@@ -37,6 +37,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from edgevit.cli.vlm import add_dcd_flags, dcd_options
 from edgevit.data import load_dataset
 from edgevit.data.captions import load_caption_dataset
 from edgevit.methods.vlm.cache import EmbeddingCache, write_embedding_cache
@@ -103,9 +104,8 @@ def part_student(args) -> None:
     epochs = max(1, -(-args.steps // steps_per_epoch))
     cfg = VlmTrainConfig(method=args.method, epochs=epochs, batch_size=args.batch_size, lr=args.lr,
                          max_steps=min(steps_per_epoch, -(-args.steps // epochs)), replay_epochs=replay,
-                         seed=args.seed, dcd_clip_weight=args.dcd_clip_weight,
-                         mask_false_negatives=not args.keep_false_negatives, dcd_pool=args.dcd_pool or None,
-                         dcd_center=not args.dcd_literal_mse, dcd_ce=args.dcd_ce)
+                         seed=args.seed, mask_false_negatives=not args.keep_false_negatives,
+                         **dcd_options(args))
     tag = args.tag or args.method
     student = build_dual_encoder(args.student, image_hw=train.image_hw, packaged=False)
     out = args.work / "students" / tag
@@ -194,14 +194,9 @@ def main() -> None:
     ap.add_argument("--student", default="clip-fmnist-tiny")
     ap.add_argument("--method", choices=("contrastive", "affinity", "dcd"), help="student part: the loss")
     ap.add_argument("--methods", default="contrastive,affinity,dcd", help="all: the students to train")
-    ap.add_argument("--dcd-clip-weight", type=float, default=0.5, help="dcd: the student's in-batch CLIP loss added "
-                                                                      "(default 0.5, as VlmTrainConfig; 0: DCD alone)")
     ap.add_argument("--keep-false-negatives", action="store_true",
                     help="student part: same-content captions stay negatives (as before false-negative masking)")
-    ap.add_argument("--dcd-pool", type=int, default=31, help="dcd: F random negatives per row the teacher picks its "
-                                                             "7 hardest from (0: the whole row)")
-    ap.add_argument("--dcd-literal-mse", action="store_true", help="dcd: MSE of the absolute scores (not centred)")
-    ap.add_argument("--dcd-ce", choices=("infonce", "bce"), default="infonce", help="dcd: hard-label term per row")
+    add_dcd_flags(ap)  # the --dcd-* flags of `edgevit distill train`
     ap.add_argument("--tag", help="student part: name of its part and folder (default: the method)")
     ap.add_argument("--steps", type=int, default=128, help="student steps per method (equal budget)")
     ap.add_argument("--batch-size", type=int, default=128)

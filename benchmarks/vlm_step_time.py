@@ -18,7 +18,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from edgevit.data.captions import load_caption_dataset
 from edgevit.methods.distill.augment import epoch_seeds

@@ -10,8 +10,15 @@ import torch
 from edgevit.data.captions import pair_caption
 from edgevit.errors import ConfigError, DataError, ModelLoadError
 from edgevit.methods.vlm.evaluate import recall_at_k
-from edgevit.methods.vlm.losses import (affinity_loss, candidates, clip_loss, dcd_loss, dcd_loss_rows, dcd_weights,
-                                        false_negatives)
+from edgevit.methods.vlm.losses import (
+    affinity_loss,
+    candidates,
+    clip_loss,
+    dcd_loss,
+    dcd_loss_rows,
+    dcd_weights,
+    false_negatives,
+)
 
 
 # ------------------------------------------------------------------------------------------------ losses
@@ -323,8 +330,7 @@ def _small_dual_other():
 
 def test_frozen_text_table_equals_running_the_frozen_tower_on_real_captions(minilm, pairs_small):
     from edgevit.methods.vlm.cache import all_texts
-    from edgevit.methods.vlm.towers import DualEncoder, build_image_tower
-    from edgevit.methods.vlm.towers import MiniLMTower
+    from edgevit.methods.vlm.towers import DualEncoder, MiniLMTower, build_image_tower
     from edgevit.methods.vlm.train import FrozenTextTable, VlmTrainConfig, batch_texts, train_dual
 
     train, _ = pairs_small

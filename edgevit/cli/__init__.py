@@ -20,6 +20,7 @@ from .common import (
     check_json_out,
     check_runtime_names,
     default_runtime,
+    dual_data_name,
     int_list,
     positive,
     runtime_options,
@@ -236,8 +237,8 @@ def _profile_towers(args, max_duration: float) -> int:
     path = getattr(args, "artifact", None) or getattr(args, "target", None) or args.model
     names = [r.strip() for r in args.runtime.split(",") if r.strip()] if args.runtime else None
     targets = tower_targets(path, runtimes=names)
-    name = "fashion-mnist-pairs" if args.data == "fashion-mnist" else args.data
-    caps = load_caption_dataset(name, args.split, data_dir=args.data_dir, limit=max(max(args.batch), 8))
+    caps = load_caption_dataset(dual_data_name(args.data), args.split, data_dir=args.data_dir,
+                                limit=max(max(args.batch), 8))
     rows = profile_towers(targets, images=caps.images, texts=list(caps.captions), threads=args.threads,
                           batch_sizes=tuple(args.batch), warmup_s=args.warmup, duration_s=args.duration,
                           runs=args.runs, until_stable=args.until_stable, max_duration_s=max_duration)

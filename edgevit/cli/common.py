@@ -157,3 +157,9 @@ def runtime_options(args) -> dict:
         raise ConfigError(f"--precision sets OpenVINO's inference precision; runtime(s) {', '.join(names)} do not "
                           f"take it (use --runtime openvino)")
     return {"precision": precision}
+
+
+def dual_data_name(name: str) -> str:
+    """The caption dataset a dual-encoder command's ``--data`` names: ``fashion-mnist`` means its pairs split (the
+    one with hard negatives); any other name is the caption dataset itself."""
+    return "fashion-mnist-pairs" if name == "fashion-mnist" else name

@@ -172,7 +172,8 @@ def cmd_train(args) -> int:
         import json
         from pathlib import Path
 
-        from ..methods.vlm.cache import FORMAT as EMBEDDING_FORMAT, HEADER
+        from ..methods.vlm.cache import FORMAT as EMBEDDING_FORMAT
+        from ..methods.vlm.cache import HEADER
 
         head = Path(args.cache) / HEADER
         if head.is_file() and json.loads(head.read_text()).get("format") == EMBEDDING_FORMAT:

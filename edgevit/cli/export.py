@@ -12,7 +12,7 @@ import argparse
 from pathlib import Path
 
 from ..format_registry import ExportCommand, cli_providers, resolve
-from .common import add_data_args, add_model_args, model_from_args, write_json_out
+from .common import add_data_args, add_model_args, dual_data_name, model_from_args, write_json_out
 from .flags import add_config_flags, config_from_args
 
 _COMMAND_KEY = "_edgevit_export_command"
@@ -167,8 +167,7 @@ def export_towers_command(fmt: str, model_dir: str, out: Path | None, *, tower: 
         raise ConfigError("--out DIR is needed: the folder the towers are written to")
     model = load_dual_encoder(model_dir)
     n = int(getattr(options, "parity_samples", 32) or 32)
-    name = "fashion-mnist-pairs" if data == "fashion-mnist" else data
-    caps = load_caption_dataset(name, "test", data_dir=data_dir, limit=n)
+    caps = load_caption_dataset(dual_data_name(data), "test", data_dir=data_dir, limit=n)
     names = fashion_mnist.CLASSES if classes == "fashion-mnist" else \
         tuple(c.strip() for c in classes.split(",") if c.strip())
     texts = None

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from .common import positive, write_json_out
+from .common import dual_data_name, positive, write_json_out
 
 log = logging.getLogger(__name__)
 
@@ -39,16 +39,31 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
 
 
 def add_dcd_flags(p) -> None:
-    """DCD's dual-encoder options (``distill train --method dcd``); defaults: :class:`VlmTrainConfig`'s."""
-    p.add_argument("--dcd-pool", type=int, default=31, help="dcd: F random in-batch negatives per row that the teacher "
+    """DCD's dual-encoder options (``distill train --method dcd``). Unset flags leave :class:`VlmTrainConfig`'s
+    defaults (:func:`dcd_options`)."""
+    p.add_argument("--dcd-pool", type=int, default=None, help="dcd: F random in-batch negatives per row that the teacher "
                                                             "picks its 7 hardest from (0: the whole row; default 31)")
-    p.add_argument("--dcd-ce", choices=("infonce", "bce"), default="infonce",
+    p.add_argument("--dcd-ce", choices=("infonce", "bce"), default=None,
                    help="dcd: the entropy-weighted hard-label term: infonce over the whole row (default) or the "
                         "cross-encoder DCD's bce over the 8 candidates (collapses from scratch)")
     p.add_argument("--dcd-literal-mse", action="store_true",
                    help="dcd: MSE of the absolute scores instead of scores relative to each row's mean")
-    p.add_argument("--dcd-clip-weight", type=float, default=0.5,
+    p.add_argument("--dcd-clip-weight", type=float, default=None,
                    help="dcd: weight of the student's own in-batch CLIP loss added (default 0.5; 0: DCD alone)")
+
+
+def dcd_options(args) -> dict:
+    """The :class:`VlmTrainConfig` fields of the ``--dcd-*`` flags given on the command line (none: {})."""
+    opts: dict = {}
+    if getattr(args, "dcd_pool", None) is not None:
+        opts["dcd_pool"] = args.dcd_pool or None  # 0: the whole row
+    if getattr(args, "dcd_ce", None) is not None:
+        opts["dcd_ce"] = args.dcd_ce
+    if getattr(args, "dcd_literal_mse", False):
+        opts["dcd_center"] = False
+    if getattr(args, "dcd_clip_weight", None) is not None:
+        opts["dcd_clip_weight"] = args.dcd_clip_weight
+    return opts
 
 
 def add_false_negative_flag(p) -> None:
@@ -122,8 +137,7 @@ def recall_line(res: dict) -> str:
 def load_caption_data(args, split: str, *, limit=None):
     from ..data.captions import load_caption_dataset
 
-    name = "fashion-mnist-pairs" if args.data == "fashion-mnist" else args.data  # as in every dual-encoder command
-    return load_caption_dataset(name, split, data_dir=args.data_dir, limit=limit,
+    return load_caption_dataset(dual_data_name(args.data), split, data_dir=args.data_dir, limit=limit,
                                 image_root=getattr(args, "image_root", None))
 
 
@@ -140,9 +154,7 @@ def _train_config(args, method: str):
                           replay_epochs=getattr(args, "replay_epochs", None),
                           stop_after=getattr(args, "stop_after", None),
                           mask_false_negatives=not getattr(args, "keep_false_negatives", False),
-                          **({"dcd_pool": args.dcd_pool or None, "dcd_ce": args.dcd_ce,
-                              "dcd_center": not args.dcd_literal_mse, "dcd_clip_weight": args.dcd_clip_weight}
-                             if hasattr(args, "dcd_pool") else {}))
+                          **dcd_options(args))
 
 
 def _finish(model, rec: dict, args, test) -> int:
@@ -154,9 +166,8 @@ def _finish(model, rec: dict, args, test) -> int:
     save_dual_encoder(model, args.out, extra={"train": {k: v for k, v in rec.items() if k != "test"},
                                               **({"test": rec["test"]} if test is not None else {})})
     result = f"{test.name} ({rec['test']['n_images']} images): {recall_line(rec['test'])}; " if test is not None else ""
-    print(f"{rec['method']}: {rec['steps']} steps in {rec['seconds']:.0f} s"
-          f"{', teacher calls %d' % rec['teacher_calls'] if rec['method'] != 'contrastive' else ''}; "
-          f"{result}saved {args.out}")
+    calls = f", teacher calls {rec['teacher_calls']}" if rec["method"] != "contrastive" else ""
+    print(f"{rec['method']}: {rec['steps']} steps in {rec['seconds']:.0f} s{calls}; {result}saved {args.out}")
     write_json_out(args.json, rec)
     return 0
 
@@ -209,19 +220,14 @@ def cmd_distill_dual(args) -> int:
     from ..methods.vlm.towers import build_dual_encoder, load_dual_encoder
     from ..methods.vlm.train import train_dual
 
-    changed = [f for f, v, d in (("--dcd-pool", args.dcd_pool, 31), ("--dcd-ce", args.dcd_ce, "infonce"),
-                                 ("--dcd-literal-mse", args.dcd_literal_mse, False),
-                                 ("--dcd-clip-weight", args.dcd_clip_weight, 0.5)) if v != d]
-    if changed and args.method != "dcd":
-        raise ConfigError(f"{', '.join(changed)} set the DCD loss; --method {args.method} does not use it (pass "
+    if dcd_options(args) and args.method != "dcd":
+        raise ConfigError(f"--dcd-* flags set the DCD loss; --method {args.method} does not use it (pass "
                           f"--method dcd, or drop them)")
     if args.method == "dcd" and args.dcd_pool and args.dcd_pool < 7:
         raise ConfigError(f"--dcd-pool {args.dcd_pool}: the teacher picks its 7 hardest negatives from the pool, so it "
                           f"needs at least 7 (0: the whole in-batch row)")
     if args.method != "contrastive" and not (args.teacher or args.cache):
         raise ConfigError(f"--method {args.method} needs --teacher DIR (a dual encoder) or --cache DIR")
-    data_name = args.data if args.data != "fashion-mnist" else "fashion-mnist-pairs"
-    args.data = data_name
     train = load_caption_data(args, args.split, limit=args.limit)
     test = None if getattr(args, "no_eval", False) else load_caption_data(args, "test", limit=args.eval_limit or 1000)
     cache = teacher = None
@@ -256,8 +262,6 @@ def cmd_eval_dual(args) -> int:
                           f"with the class embeddings stored next to it")
     model = load_dual_encoder(args.model)
     if args.task == "retrieval":
-        name = args.data if args.data != "fashion-mnist" else "fashion-mnist-pairs"
-        args.data = name
         res = evaluate_retrieval(model, load_caption_data(args, args.split, limit=args.limit))
         print(f"{res['data']}: {recall_line(res)} ({res['n_images']} images, {res['n_texts']} texts, "
               f"{res['seconds']:.1f} s)")
@@ -305,7 +309,7 @@ def cmd_fold(args) -> int:
            "input_size": list(clf.edgevit_spec.input_size), "tile": clf.edgevit_spec.extra.get("tile")}
     print(f"folded {args.model} into a {len(classes)}-class classifier ({clf.edgevit_name}, input "
           f"{'x'.join(map(str, clf.edgevit_spec.input_size))}"
-          f"{'; each image repeated %d×%d' % tuple(rec['tile']) if rec['tile'] else ''}): {path}")
+          f"{'; each image repeated {}×{}'.format(*rec['tile']) if rec['tile'] else ''}): {path}")
     write_json_out(args.json, rec)
     return 0
 

@@ -150,7 +150,8 @@ def speed_gate(dense, converted, duration_s: float = 0.5, work_dir=None) -> dict
                               ("dense onnxruntime int8 (dynamic)", Path(tmp) / "dense_int8.onnx"),
                               ("shiftadd onnxruntime fp32", paths["shiftadd"])):
                 sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-                calls[key] = lambda a, s=sess, n=sess.get_inputs()[0].name: s.run(None, {n: a})
+                name = sess.get_inputs()[0].name
+                calls[key] = lambda a, s=sess, n=name: s.run(None, {n: a})
         except Exception as exc:  # noqa: BLE001 - the gate still decides on what it could time, and says so
             for key in ("dense onnxruntime fp32", "dense onnxruntime int8 (dynamic)", "shiftadd onnxruntime fp32"):
                 not_timed[key] = f"{type(exc).__name__}: {exc}"[:300]

@@ -54,10 +54,11 @@ def candidates(teacher: torch.Tensor, n: int = DCD_CANDIDATES, false_neg: torch.
     rows = torch.arange(b, device=teacher.device)
     masked[rows, rows] = float("-inf")
     valid = torch.isfinite(masked)
-    n = min(n, 1 + int(valid.sum(1).min()), 1 + (pool if pool is not None else m))
+    fewest = int(valid.sum(1).min())  # true negatives of the poorest row
+    n = min(n, 1 + fewest, 1 + (pool if pool is not None else m))
     if pool is not None and pool < m - 1:
         draw = torch.rand(b, m, generator=generator).to(teacher.device).masked_fill(~valid, -1.0)
-        drawn = draw.topk(min(pool, int(valid.sum(1).min())), dim=1).indices  # F random true negatives per row
+        drawn = draw.topk(min(pool, fewest), dim=1).indices  # F random true negatives per row
         hard = drawn.gather(1, masked.gather(1, drawn).topk(n - 1, dim=1).indices)
     else:
         hard = masked.topk(n - 1, dim=1).indices
